@@ -1,0 +1,198 @@
+"""Typed configs, one per component. Each validates itself and round-trips through a dict.
+
+Every config is a frozen dataclass: build it with keywords, change it with :meth:`replace`,
+store it with :meth:`to_dict` (JSON/TOML-safe values only) and read it back with
+:meth:`from_dict`, which refuses unknown keys so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound="ConfigBase")
+
+WEIGHTINGS = ("binary", "counts", "log", "quantity")
+
+
+class ConfigBase:
+    """Shared behaviour of every ``*Config`` dataclass."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when a value is out of range."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (nested configs become dicts, tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+        """Build from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known: {sorted(fields)}")
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for name, value in values.items():
+            hint = hints[name]
+            if isinstance(hint, type) and issubclass(hint, ConfigBase) and isinstance(value, dict):
+                value = hint.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def config_hash(self) -> str:
+        """Short stable hash of the config, recorded in manifests and reports."""
+        payload = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _require(condition: bool, cls: object, field: str, rule: str, value: object) -> None:
+    if not condition:
+        raise ValueError(f"{type(cls).__name__}.{field} must be {rule}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PopularityConfig(ConfigBase):
+    """Most-bought items over the last ``window_days`` of history.
+
+    Attributes
+    ----------
+    window_days
+        Length of the popularity window, ending at the last day of history. Default 30.
+    """
+
+    window_days: int = 30
+
+    def validate(self) -> None:
+        _require(self.window_days > 0, self, "window_days", "> 0", self.window_days)
+
+
+@dataclasses.dataclass(frozen=True)
+class RepurchaseConfig(ConfigBase):
+    """The user's own most-bought items (count, then recency), then popularity.
+
+    Attributes
+    ----------
+    popularity
+        How the fallback popularity ranking is computed.
+    """
+
+    popularity: PopularityConfig = dataclasses.field(default_factory=PopularityConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemKNNConfig(ConfigBase):
+    """Item-item nearest neighbours with BM25 weighting (``implicit``).
+
+    Attributes
+    ----------
+    neighbours
+        Neighbours kept per item (implicit's ``K``).
+    k1, b
+        BM25 saturation and length normalisation.
+    weighting
+        Confidence of a user-item cell before BM25: one of ``binary``, ``counts``, ``log``,
+        ``quantity`` (see :meth:`ecomrec.data.Dataset.user_items`).
+    """
+
+    neighbours: int = 100
+    k1: float = 1.2
+    b: float = 0.75
+    weighting: str = "counts"
+
+    def validate(self) -> None:
+        _require(self.neighbours > 0, self, "neighbours", "> 0", self.neighbours)
+        _require(self.k1 > 0, self, "k1", "> 0", self.k1)
+        _require(0 <= self.b <= 1, self, "b", "in [0, 1]", self.b)
+        _require(self.weighting in WEIGHTINGS, self, "weighting", f"one of {WEIGHTINGS}", self.weighting)
+
+
+@dataclasses.dataclass(frozen=True)
+class ALSConfig(ConfigBase):
+    """Implicit-feedback ALS (``implicit.als.AlternatingLeastSquares``).
+
+    Defaults were chosen on the Online Retail validation window (``benchmarks/tune_als.py``;
+    benchmarks/README.md has the grid and the numbers).
+
+    Attributes
+    ----------
+    factors
+        Latent dimension.
+    regularization
+        L2 penalty on the factors.
+    alpha
+        Confidence scale: a cell's confidence is ``1 + alpha * weight``.
+    iterations
+        ALS sweeps.
+    weighting
+        User-item cell weight before ``alpha``: ``binary``, ``counts``, ``log`` or ``quantity``.
+    seed
+        Random initialisation seed.
+    device
+        ``"auto"`` (GPU implicit when built with CUDA and a GPU is present), ``"cpu"`` or ``"cuda"``.
+    """
+
+    factors: int = 128
+    regularization: float = 0.1
+    alpha: float = 10.0
+    iterations: int = 15
+    weighting: str = "log"
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        _require(self.factors > 0, self, "factors", "> 0", self.factors)
+        _require(self.regularization >= 0, self, "regularization", ">= 0", self.regularization)
+        _require(self.alpha > 0, self, "alpha", "> 0", self.alpha)
+        _require(self.iterations > 0, self, "iterations", "> 0", self.iterations)
+        _require(self.weighting in WEIGHTINGS, self, "weighting", f"one of {WEIGHTINGS}", self.weighting)
+        _require(self.device in ("auto", "cpu", "cuda"), self, "device", "auto|cpu|cuda", self.device)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolConfig(ConfigBase):
+    """The fixed offline evaluation protocol (DESIGN.md) and its timing settings.
+
+    Attributes
+    ----------
+    valid_days
+        Days before ``test_from`` that form the validation window used for tuning.
+    ks
+        Cut-offs for recall@k; the largest is the candidate depth every method is asked for.
+    latency_users
+        Users timed one at a time per method (after warm-up).
+    warmup
+        Untimed calls before timing.
+    batch_size
+        Users per call when measuring batch throughput and computing metrics.
+    seed
+        Seed for choosing the timed users.
+    """
+
+    valid_days: int = 30
+    ks: tuple[int, ...] = (10, 20, 50, 100, 200)
+    latency_users: int = 200
+    warmup: int = 10
+    batch_size: int = 1024
+    seed: int = 0
+
+    def validate(self) -> None:
+        _require(self.valid_days > 0, self, "valid_days", "> 0", self.valid_days)
+        _require(len(self.ks) > 0 and all(k > 0 for k in self.ks), self, "ks", "positive", self.ks)
+        _require(10 in self.ks, self, "ks", "a tuple containing 10", self.ks)
+        _require(self.latency_users >= 0, self, "latency_users", ">= 0", self.latency_users)
+        _require(self.warmup >= 0, self, "warmup", ">= 0", self.warmup)
+        _require(self.batch_size > 0, self, "batch_size", "> 0", self.batch_size)

@@ -1,0 +1,7 @@
+"""Data layer: loaders, cleaning, id maps, the Dataset, text, synthetic data."""
+
+from ecomrec.data.cleaning import CleaningReport
+from ecomrec.data.dataset import Dataset
+from ecomrec.data.idmap import IdMap
+
+__all__ = ["CleaningReport", "Dataset", "IdMap"]

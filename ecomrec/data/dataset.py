@@ -1,0 +1,224 @@
+"""The cleaned, id-mapped interaction log plus catalog that every component consumes."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ecomrec.config import WEIGHTINGS
+from ecomrec.data.cleaning import CleaningReport
+from ecomrec.data.idmap import IdMap
+from ecomrec.data.text import history_text
+
+INTERACTION_COLUMNS = ("user", "item", "timestamp", "quantity")
+CATALOG_COLUMNS = ("item_id", "text", "price", "category", "first_seen")
+
+
+class Dataset:
+    """Interactions (dense ids) and the catalog they refer to.
+
+    Parameters
+    ----------
+    interactions
+        One row per purchase event: ``user`` (int32 dense), ``item`` (int32 dense),
+        ``timestamp`` (datetime64), ``quantity`` (float32). Sorted by time here if it is not.
+    catalog
+        One row per item, indexed by dense item index 0..n_items-1: ``item_id`` (external id),
+        ``text`` (cleaned title), ``price``, ``category`` (may be empty), ``first_seen``.
+    users, items
+        The id maps; ``len(items) == len(catalog)``.
+    report
+        What loading and cleaning dropped.
+    name
+        Short label used in reports.
+
+    Notes
+    -----
+    The catalog is every item known up to the end of the log, also in a time slice made by
+    :meth:`split_by_time` or :meth:`between`: a shop lists products before anyone buys them.
+    """
+
+    def __init__(
+        self,
+        interactions: pd.DataFrame,
+        catalog: pd.DataFrame,
+        users: IdMap,
+        items: IdMap,
+        report: CleaningReport | None = None,
+        name: str = "dataset",
+    ) -> None:
+        missing = [c for c in INTERACTION_COLUMNS if c not in interactions.columns]
+        if missing:
+            raise ValueError(f"interactions lack column(s) {missing}")
+        missing = [c for c in CATALOG_COLUMNS if c not in catalog.columns]
+        if missing:
+            raise ValueError(f"catalog lacks column(s) {missing}")
+        if len(catalog) != len(items):
+            raise ValueError(f"catalog has {len(catalog)} rows but the item map {len(items)}")
+        frame = interactions.loc[:, list(INTERACTION_COLUMNS)]
+        if not frame["timestamp"].is_monotonic_increasing:
+            frame = frame.sort_values("timestamp", kind="stable")
+        self.interactions = frame.reset_index(drop=True)
+        self.catalog = catalog.reset_index(drop=True)
+        self.users = users
+        self.items = items
+        self.report = report
+        self.name = name
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        for column, size in (("user", len(self.users)), ("item", len(self.items))):
+            values = self.interactions[column].to_numpy()
+            if len(values) and (values.min() < 0 or values.max() >= size):
+                raise ValueError(f"interactions.{column} holds indices outside 0..{size - 1}")
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def __len__(self) -> int:
+        return len(self.interactions)
+
+    def __repr__(self) -> str:
+        span = "" if not len(self) else f", {self.start:%Y-%m-%d}..{self.end:%Y-%m-%d}"
+        return f"Dataset({self.name!r}, {len(self):,} interactions, {self.n_users:,} users, {self.n_items:,} items{span})"
+
+    @property
+    def start(self) -> pd.Timestamp:
+        """Time of the first interaction."""
+        return self.interactions["timestamp"].iloc[0]
+
+    @property
+    def end(self) -> pd.Timestamp:
+        """Time of the last interaction."""
+        return self.interactions["timestamp"].iloc[-1]
+
+    # ------------------------------------------------------------------ slicing
+    def _with(self, interactions: pd.DataFrame, name: str) -> Dataset:
+        return Dataset(interactions, self.catalog, self.users, self.items, self.report, name)
+
+    def between(self, start: str | pd.Timestamp | None = None, end: str | pd.Timestamp | None = None) -> Dataset:
+        """Interactions with ``start <= timestamp < end`` (either bound optional); same maps and catalog."""
+        ts = self.interactions["timestamp"]
+        mask = np.ones(len(ts), dtype=bool)
+        if start is not None:
+            mask &= (ts >= pd.Timestamp(start)).to_numpy()
+        if end is not None:
+            mask &= (ts < pd.Timestamp(end)).to_numpy()
+        return self._with(self.interactions.loc[mask], f"{self.name}[{start}:{end}]")
+
+    def split_by_time(
+        self, test_from: str | pd.Timestamp, test_to: str | pd.Timestamp | None = None
+    ) -> tuple[Dataset, Dataset]:
+        """History before ``test_from``; targets from ``test_from`` through the day ``test_to`` (inclusive).
+
+        Both halves share the id maps and the full catalog.
+
+        Examples
+        --------
+        >>> from ecomrec.data.synthetic import synthetic
+        >>> history, target = synthetic(seed=0).split_by_time("2024-03-01")
+        >>> bool(history.end < target.start)
+        True
+        """
+        start = pd.Timestamp(test_from)
+        end = None if test_to is None else pd.Timestamp(test_to).normalize() + pd.Timedelta(days=1)
+        if end is not None and end <= start:
+            raise ValueError(f"test_to ({test_to}) must not be before test_from ({test_from})")
+        return self.between(None, start), self.between(start, end)
+
+    # ------------------------------------------------------------------ matrices
+    def user_items(self, weighting: str = "counts") -> sp.csr_matrix:
+        """Users × items CSR (float32) of confidence weights.
+
+        ``weighting``: ``binary`` (1 per bought item), ``counts`` (purchase events),
+        ``log`` (``log1p(counts)``), ``quantity`` (``log1p(total quantity)``: raw quantities span
+        1 to tens of thousands, the log keeps one wholesale order from dominating).
+        """
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        frame = self.interactions
+        values = frame["quantity"].to_numpy(np.float32) if weighting == "quantity" else np.ones(len(frame), np.float32)
+        matrix = sp.csr_matrix(
+            (values, (frame["user"].to_numpy(), frame["item"].to_numpy())),
+            shape=(self.n_users, self.n_items),
+            dtype=np.float32,
+        )
+        matrix.sum_duplicates()
+        if weighting == "binary":
+            matrix.data[:] = 1.0
+        elif weighting in ("log", "quantity"):
+            matrix.data = np.log1p(matrix.data)
+        return matrix
+
+    def item_popularity(self, window_days: int | None = None) -> np.ndarray:
+        """Distinct buyers per item (float64, [n_items]) over the last ``window_days`` of the log."""
+        frame = self.interactions
+        if window_days is not None and len(frame):
+            frame = frame.loc[frame["timestamp"] > self.end - pd.Timedelta(days=window_days)]
+        pairs = frame[["user", "item"]].drop_duplicates()
+        return np.bincount(pairs["item"].to_numpy(), minlength=self.n_items).astype(np.float64)
+
+    # ------------------------------------------------------------------ text
+    @property
+    def item_texts(self) -> list[str]:
+        """Title of every item, by dense index."""
+        return self.catalog["text"].tolist()
+
+    def user_histories(self, max_items: int | None = None) -> list[np.ndarray]:
+        """Each user's distinct items, most recent purchase first (int32 arrays, by dense user)."""
+        frame = self.interactions
+        users = frame["user"].to_numpy()
+        items = frame["item"].to_numpy()
+        order = np.lexsort((-frame["timestamp"].to_numpy().astype(np.int64), users))
+        users, items = users[order], items[order]
+        first = ~pd.DataFrame({"u": users, "i": items}).duplicated().to_numpy()
+        users, items = users[first], items[first]
+        bounds = np.searchsorted(users, np.arange(self.n_users + 1))
+        return [items[bounds[u] : bounds[u + 1]][:max_items] for u in range(self.n_users)]
+
+    def history_texts(
+        self, user_ids: Sequence[int] | np.ndarray | None = None, *, max_items: int = 20, max_chars: int = 512
+    ) -> list[str]:
+        """Behaviour as text: each user's most recent distinct item titles, newest first.
+
+        Bounded to ``max_items`` titles and ``max_chars`` characters (whole titles). Users with
+        no history get ``""``.
+        """
+        histories = self.user_histories(max_items)
+        titles = self.catalog["text"].to_numpy()
+        users = range(self.n_users) if user_ids is None else np.asarray(user_ids)
+        return [history_text(titles[histories[u]].tolist(), max_chars) for u in users]
+
+    # ------------------------------------------------------------------ identity
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Hash of the clean interactions and id maps: same data, same fingerprint."""
+        digest = hashlib.sha256()
+        for ids in (self.users.ids, self.items.ids):
+            digest.update("\x1f".join(ids.tolist()).encode())
+        for column in INTERACTION_COLUMNS:
+            digest.update(np.ascontiguousarray(self.interactions[column].to_numpy()).view(np.uint8))
+        return digest.hexdigest()[:16]
+
+    def summary(self) -> dict[str, object]:
+        """Counts for reports."""
+        return {
+            "name": self.name,
+            "rows": len(self),
+            "users": self.n_users,
+            "items": self.n_items,
+            "start": None if not len(self) else str(self.start),
+            "end": None if not len(self) else str(self.end),
+            "fingerprint": self.fingerprint,
+        }

@@ -1,0 +1,192 @@
+"""Any shop's log: interactions and catalog from CSV or Parquet, with a column mapping."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecomrec.data.cleaning import CleaningReport, apply_rules
+from ecomrec.data.dataset import Dataset
+from ecomrec.data.idmap import IdMap
+from ecomrec.data.io import list_tables, parse_numbers, parse_timestamps, read_tables
+from ecomrec.data.text import clean_text
+from ecomrec.exceptions import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class InteractionColumns:
+    """Names of the interaction file's columns.
+
+    Attributes
+    ----------
+    user, item, timestamp
+        Required.
+    quantity
+        Optional amount per event (rows with quantity <= 0 are dropped and counted).
+    weight
+        Optional explicit weight per event, used wherever quantity would be (at most one of
+        ``quantity`` and ``weight``).
+    event
+        Optional event type column, filtered with ``events=``.
+    """
+
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: str = "timestamp"
+    quantity: str | None = None
+    weight: str | None = None
+    event: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.quantity is not None and self.weight is not None:
+            raise ValueError("InteractionColumns: give quantity or weight, not both")
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogColumns:
+    """Names of the catalog file's columns.
+
+    Attributes
+    ----------
+    item
+        Item id (matches the interactions' item column).
+    text
+        One or more text fields joined (" - ") into the item's text, e.g. ``("title", "brand")``.
+    price, category
+        Optional.
+    """
+
+    item: str = "item_id"
+    text: tuple[str, ...] = ("title",)
+    price: str | None = None
+    category: str | None = None
+
+
+def from_files(
+    interactions: str | Path | Sequence[str | Path],
+    catalog: str | Path | None = None,
+    *,
+    columns: InteractionColumns = InteractionColumns(),
+    catalog_columns: CatalogColumns = CatalogColumns(),
+    events: Sequence[str] | None = None,
+    timestamp_format: str | None = None,
+    name: str | None = None,
+) -> Dataset:
+    """Load a generic interaction log (and optionally a catalog) from CSV or Parquet.
+
+    Parameters
+    ----------
+    interactions
+        A file, a list of files, or a folder of ``.csv`` / ``.parquet`` files.
+    catalog
+        Optional catalog file. Catalog items never bought are kept (cold items); bought items
+        missing from it get their id as text (counted in ``report.items_without_text``).
+    columns, catalog_columns
+        Column mappings.
+    events
+        Keep only these event types (needs ``columns.event``); other rows are counted as dropped.
+    timestamp_format
+        ``strftime`` format of the timestamps; default ISO 8601, then inference.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> pd.DataFrame({"customer": ["a", "b"], "sku": ["x", "y"],
+    ...               "ts": ["2024-01-01 10:00", "2024-01-02 11:00"]}).to_csv(f"{folder}/log.csv", index=False)
+    >>> data = from_files(f"{folder}/log.csv", columns=InteractionColumns("customer", "sku", "ts"))
+    >>> (data.n_users, data.n_items, data.report.kept_rows)
+    (2, 2, 2)
+    """
+    files = _interaction_files(interactions)
+    if events is not None and columns.event is None:
+        raise ValueError("events= needs columns.event, the name of the event type column")
+    amount = columns.quantity or columns.weight
+    wanted = [columns.user, columns.item, columns.timestamp] + [c for c in (amount, columns.event) if c]
+    raw = read_tables(files, wanted)
+    raw[columns.timestamp] = parse_timestamps(raw, columns.timestamp, files, timestamp_format)
+    if amount is not None:
+        raw[amount] = parse_numbers(raw, amount, files)
+    for column in (columns.user, columns.item):
+        raw[column] = raw[column].astype(str).str.strip()
+    rules = [
+        ("missing_user", lambda f: f[columns.user] == ""),
+        ("missing_item", lambda f: f[columns.item] == ""),
+    ]
+    if amount is not None:
+        rules.append(("non_positive_quantity", lambda f: f[amount] <= 0))
+    if events is not None:
+        rules.append(("other_event", lambda f: ~f[columns.event].astype(str).str.strip().isin(list(events))))
+    rules.append(("duplicate", lambda f: f.duplicated(subset=wanted)))
+    kept, dropped = apply_rules(raw, rules)
+
+    catalog_frame = _read_catalog(Path(catalog), catalog_columns) if catalog is not None else None
+    known = kept[columns.item].unique().tolist()
+    if catalog_frame is not None:
+        known += catalog_frame["item_id"].tolist()
+    users = IdMap.from_values(kept[columns.user].unique())
+    items = IdMap.from_values(known)
+    frame = pd.DataFrame(
+        {
+            "user": users.index(kept[columns.user]),
+            "item": items.index(kept[columns.item]),
+            "timestamp": kept[columns.timestamp].to_numpy(),
+            "quantity": kept[amount].to_numpy(np.float32) if amount else np.ones(len(kept), np.float32),
+        }
+    )
+    first_seen = kept.groupby(columns.item)[columns.timestamp].min()
+    catalog_table, no_text = _catalog(items, catalog_frame, first_seen)
+    report = CleaningReport(len(raw), dropped, len(kept), files=len(files), items_without_text=no_text)
+    return Dataset(frame, catalog_table, users, items, report, name=name or files[0].stem)
+
+
+def _interaction_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            files = list_tables(path)
+            if not files:
+                raise DataError("the folder holds no .csv or .parquet files", file=path)
+            return files
+        return [path]
+    files = [Path(p) for p in source]
+    if not files:
+        raise DataError("no interaction files given")
+    return files
+
+
+def _read_catalog(path: Path, cols: CatalogColumns) -> pd.DataFrame:
+    if not cols.text:
+        raise ValueError("CatalogColumns.text needs at least one column")
+    wanted = [cols.item, *cols.text] + [c for c in (cols.price, cols.category) if c]
+    raw = read_tables([path], wanted)
+    texts = [raw[c].map(clean_text) for c in cols.text]
+    joined = pd.Series([" - ".join(t for t in parts if t) for parts in zip(*texts)], index=raw.index)
+    frame = pd.DataFrame(
+        {
+            "item_id": raw[cols.item].astype(str).str.strip(),
+            "text": joined,
+            "price": parse_numbers(raw, cols.price, [path]) if cols.price else np.nan,
+            "category": raw[cols.category].map(clean_text) if cols.category else "",
+        }
+    )
+    frame = frame.loc[frame["item_id"] != ""]
+    return frame.drop_duplicates("item_id", keep="last")  # the latest listing of an item wins
+
+
+def _catalog(items: IdMap, listed: pd.DataFrame | None, first_seen: pd.Series) -> tuple[pd.DataFrame, int]:
+    table = pd.DataFrame({"item_id": items.ids})
+    if listed is None:
+        listed = pd.DataFrame({"item_id": [], "text": [], "price": [], "category": []}, dtype=object)
+    table = table.merge(listed, on="item_id", how="left")
+    text = table["text"].astype(object)
+    no_text = text.isna() | (text == "")
+    table["text"] = text.where(~no_text, table["item_id"]).astype(str)
+    table["category"] = table["category"].fillna("")
+    table["price"] = table["price"].astype(np.float64)
+    table["first_seen"] = first_seen.reindex(items.ids).to_numpy()
+    return table, int(no_text.sum())

@@ -1,0 +1,113 @@
+"""External string ids ↔ dense int32 indices."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecomrec.exceptions import ArtifactError, EcomrecWarning, UnknownIdError
+
+ON_UNKNOWN = ("raise", "warn", "drop")
+
+
+class IdMap:
+    """A fixed vocabulary of external ids; the dense index of an id is its position.
+
+    Parameters
+    ----------
+    ids
+        Distinct external ids (converted to ``str``), in dense-index order.
+
+    Examples
+    --------
+    >>> m = IdMap(["85123A", "71053"])
+    >>> m.index(["71053", "85123A"]).tolist()
+    [1, 0]
+    >>> m.index(["71053", "nope"], on_unknown="drop").tolist()
+    [1]
+    >>> m.ids_of([0]).tolist()
+    ['85123A']
+    """
+
+    def __init__(self, ids: Iterable[object]) -> None:
+        values = np.asarray([str(i) for i in ids], dtype=object)
+        self._index = pd.Index(values)
+        if not self._index.is_unique:
+            dupes = self._index[self._index.duplicated()].unique()[:5].tolist()
+            raise ValueError(f"IdMap ids must be distinct; repeated: {dupes}")
+        self._ids = values
+
+    @classmethod
+    def from_values(cls, values: Iterable[object]) -> IdMap:
+        """Vocabulary of the distinct values, sorted (deterministic across runs)."""
+        return cls(sorted({str(v) for v in values}))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, external_id: object) -> bool:
+        return str(external_id) in self._index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdMap) and np.array_equal(self._ids, other._ids)
+
+    def __repr__(self) -> str:
+        return f"IdMap({len(self)} ids)"
+
+    @property
+    def ids(self) -> np.ndarray:
+        """External ids, object array of ``str``, shape [n]."""
+        return self._ids
+
+    def index(self, external_ids: Iterable[object], on_unknown: str = "raise") -> np.ndarray:
+        """Dense indices (int32) of ``external_ids``.
+
+        ``on_unknown``: ``"raise"`` raises :class:`UnknownIdError`; ``"warn"`` warns and maps
+        unknown ids to -1 (rows stay aligned with the input); ``"drop"`` leaves them out.
+        """
+        if on_unknown not in ON_UNKNOWN:
+            raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
+        keys = [str(i) for i in external_ids]
+        codes = self._index.get_indexer(keys).astype(np.int32)
+        unknown = codes < 0
+        if unknown.any():
+            examples = [keys[i] for i in np.flatnonzero(unknown)[:5]]
+            message = f"{int(unknown.sum())} unknown id(s), e.g. {examples}"
+            if on_unknown == "raise":
+                raise UnknownIdError(message + "; pass on_unknown='warn' or 'drop' to continue")
+            if on_unknown == "warn":
+                warnings.warn(message + "; mapped to -1", EcomrecWarning, stacklevel=2)
+            else:
+                codes = codes[~unknown]
+        return codes
+
+    def ids_of(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
+        """External ids of dense ``indices``; -1 (padding) becomes ``None``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        out = np.empty(idx.shape, dtype=object)
+        valid = idx >= 0
+        if (idx >= len(self)).any():
+            raise IndexError(f"dense index out of range for {self!r}: {int(idx.max())}")
+        out[valid] = self._ids[idx[valid]]
+        out[~valid] = None
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the ids as a JSON list (no pickle)."""
+        Path(path).write_text(json.dumps(self._ids.tolist()), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> IdMap:
+        """Read a file written by :meth:`save`."""
+        try:
+            ids = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"cannot read id map {path}: {exc}") from exc
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ArtifactError(f"id map {path} is not a JSON list of strings")
+        return cls(ids)

@@ -1,0 +1,142 @@
+"""Reading tables with errors that name the file, the row and the column.
+
+Every frame returned here carries two bookkeeping columns: ``_file`` (position in the list of
+files read) and ``_line`` (1-based line in that file, the header being line 1; for Parquet and
+Excel, the 1-based record number plus one, so it matches a spreadsheet's row number).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecomrec.exceptions import DataError
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".xlsx")
+
+
+def read_tables(paths: Sequence[Path], columns: Sequence[str]) -> pd.DataFrame:
+    """Read and concatenate ``paths`` (all cells as strings), checking ``columns`` are present."""
+    frames = [read_table(path, columns, file_index=i) for i, path in enumerate(paths)]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def read_table(path: Path, columns: Sequence[str], *, file_index: int = 0) -> pd.DataFrame:
+    """One CSV, Parquet or xlsx file as strings, with only ``columns`` kept."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such file", file=path)
+    if path.stat().st_size == 0:
+        raise DataError("the file is empty (no header, no rows)", file=path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame = _read_csv(path)
+        first_line = 2
+    elif suffix in (".parquet", ".pq"):
+        frame = _read_other(path, pd.read_parquet)
+        first_line = 2
+    elif suffix == ".xlsx":
+        frame = _read_other(path, lambda p: pd.read_excel(p, dtype=str, keep_default_na=False))
+        first_line = 2
+    else:
+        raise DataError(f"unsupported file type {suffix!r}; expected one of {TABLE_SUFFIXES}", file=path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}; the file has {list(frame.columns)}", file=path, column=missing[0])
+    frame = frame.loc[:, list(columns)]
+    frame["_file"] = np.int32(file_index)
+    frame["_line"] = np.arange(first_line, first_line + len(frame), dtype=np.int64)
+    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        with warnings.catch_warnings():
+            # index_col=False: rows longer than the header must not silently become an index.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", index_col=False)
+    except pd.errors.ParserWarning as exc:
+        raise DataError(f"rows have more fields than the header: {exc}", file=path, row=2) from exc
+    except UnicodeDecodeError as exc:
+        # pandas reports the offset inside a buffer: decode the whole file to find the line.
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            offset = exc.start
+        except UnicodeDecodeError as whole:
+            offset = whole.start
+        line = data[:offset].count(b"\n") + 1
+        raise DataError(f"not valid UTF-8 (byte {offset}); re-save the file as UTF-8", file=path, row=line) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError("the file is empty (no header, no rows)", file=path) from exc
+    except pd.errors.ParserError as exc:
+        raise DataError(f"not a well-formed CSV: {exc}", file=path, row=_parser_error_line(str(exc))) from exc
+
+
+def _parser_error_line(message: str) -> int | None:
+    words = message.replace(",", " ").split()
+    for before, word in zip(words, words[1:]):
+        if before == "line" and word.isdigit():
+            return int(word)
+    return None
+
+
+def _read_other(path: Path, reader) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    try:
+        frame = reader(path)
+    except Exception as exc:  # pyarrow / openpyxl raise many types for a file that is not theirs
+        raise DataError(f"cannot read as {path.suffix} ({type(exc).__name__}: {exc})", file=path) from exc
+    return frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
+
+
+def fail_at(frame: pd.DataFrame, bad: np.ndarray, files: Sequence[Path], column: str, message: str) -> None:
+    """Raise a DataError at the first row where ``bad`` is true (does nothing if none is)."""
+    where = np.flatnonzero(bad)
+    if len(where) == 0:
+        return
+    row = frame.iloc[where[0]]
+    value = row[column]
+    more = f" ({len(where) - 1} more such rows)" if len(where) > 1 else ""
+    raise DataError(f"{message}: {value!r}{more}", file=files[int(row['_file'])], row=int(row["_line"]), column=column)
+
+
+def parse_numbers(frame: pd.DataFrame, column: str, files: Sequence[Path]) -> pd.Series:
+    """The column as float64; an empty or non-numeric cell is a DataError."""
+    raw = frame[column]
+    if pd.api.types.is_numeric_dtype(raw):
+        numbers = raw.astype(np.float64)
+        fail_at(frame, numbers.isna().to_numpy(), files, column, "missing number")
+        return numbers
+    numbers = pd.to_numeric(raw.str.strip(), errors="coerce")
+    fail_at(frame, numbers.isna().to_numpy(), files, column, "not a number")
+    return numbers.astype(np.float64)
+
+
+def parse_timestamps(frame: pd.DataFrame, column: str, files: Sequence[Path], fmt: str | None = None) -> pd.Series:
+    """The column as datetime64[ns] (timezone-naive); an unparseable cell is a DataError.
+
+    With ``fmt`` only that format is accepted; without it ISO 8601 is tried first, then
+    pandas' per-element inference. Datetime and numeric (Unix seconds) columns pass through.
+    """
+    raw = frame[column]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = raw.dt.tz_localize(None) if getattr(raw.dt, "tz", None) is not None else raw
+    elif pd.api.types.is_numeric_dtype(raw):
+        stamps = pd.to_datetime(raw, unit="s", errors="coerce")
+    else:
+        text = raw.str.strip()
+        stamps = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce")
+        retry = stamps.isna() & (text != "")
+        if fmt is None and retry.any():
+            stamps.loc[retry] = pd.to_datetime(text[retry], format="mixed", errors="coerce")
+    fail_at(frame, stamps.isna().to_numpy(), files, column, f"not a date/time{'' if fmt is None else f' in format {fmt!r}'}")
+    return stamps.astype("datetime64[ns]")
+
+
+def list_tables(folder: Path) -> list[Path]:
+    """Data files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)

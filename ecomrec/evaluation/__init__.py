@@ -1,0 +1,18 @@
+"""Evaluation: metrics, the fixed protocol, latency timing, reports."""
+
+from ecomrec.evaluation.latency import LatencyStats, time_calls
+from ecomrec.evaluation.metrics import ranking_metrics
+from ecomrec.evaluation.protocol import METHOD_ORDER, EvalSplit, benchmark, make_split, validation_split
+from ecomrec.evaluation.report import BenchmarkReport
+
+__all__ = [
+    "BenchmarkReport",
+    "EvalSplit",
+    "LatencyStats",
+    "METHOD_ORDER",
+    "benchmark",
+    "make_split",
+    "ranking_metrics",
+    "time_calls",
+    "validation_split",
+]

@@ -1,0 +1,82 @@
+"""Ranking metrics over full-catalog top-k lists (DESIGN.md's protocol)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def hits(item_ids: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:
+    """bool [n, K]: whether each ranked item (dense index, -1 padding) is a target of its row."""
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    n_items = targets.shape[1]
+    coo = sp.coo_matrix(targets)
+    target_keys = coo.row.astype(np.int64) * n_items + coo.col
+    ranked_keys = np.arange(item_ids.shape[0], dtype=np.int64)[:, None] * n_items + item_ids
+    return np.isin(ranked_keys, target_keys) & (item_ids >= 0)
+
+
+def ranking_metrics(
+    item_ids: np.ndarray,
+    targets: sp.csr_matrix,
+    ks: Sequence[int] = (10, 20, 50, 100, 200),
+    n_catalog: int | None = None,
+    *,
+    per_user: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Mean recall@k (for each k), ndcg@10, mrr@10, hit@10 and catalog coverage@10.
+
+    Parameters
+    ----------
+    item_ids
+        int [n, K] ranked dense item indices per user, best first (-1 = padding), K >= max(ks).
+    targets
+        CSR [n, n_items]; non-zero = target. Every row needs at least one target.
+    ks
+        Recall cut-offs.
+    n_catalog
+        Catalog size for coverage@10 (default ``targets.shape[1]``).
+    per_user
+        Also return the per-user values (float64 [n] each), e.g. for bootstrap intervals.
+
+    Notes
+    -----
+    recall@k = hits in the top k / number of targets (not capped at k); ndcg@10 uses binary
+    gains and the ideal DCG of min(|targets|, 10) hits; mrr@10 is 1 / rank of the first hit in
+    the top 10 (0 if none); coverage@10 = distinct items in all top-10 lists / catalog size.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> targets = sp.csr_matrix([[0, 1, 0, 1, 0]])
+    >>> m = ranking_metrics([[1, 2, 3, 4, 0]], targets, ks=(2, 4), n_catalog=5)
+    >>> m["recall@2"], m["recall@4"], m["mrr@10"]
+    (0.5, 1.0, 1.0)
+    """
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    targets = sp.csr_matrix(targets)
+    if item_ids.shape[1] < max(ks):
+        raise ValueError(f"need at least {max(ks)} ranked items per user, got {item_ids.shape[1]}")
+    if item_ids.shape[0] != targets.shape[0]:
+        raise ValueError(f"{item_ids.shape[0]} ranked rows but {targets.shape[0]} target rows")
+    n_targets = np.diff(targets.indptr).astype(np.float64)
+    if (n_targets == 0).any():
+        raise ValueError("every evaluated user needs at least one target")
+    hit = hits(item_ids, targets)
+    values: dict[str, np.ndarray] = {}
+    for k in ks:
+        values[f"recall@{k}"] = hit[:, :k].sum(axis=1) / n_targets
+    top = hit[:, :10]
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    dcg = (top * discounts[: top.shape[1]]).sum(axis=1)
+    ideal = np.cumsum(discounts)[np.minimum(n_targets, 10).astype(int) - 1]
+    values["ndcg@10"] = dcg / ideal
+    found = top.any(axis=1)
+    values["mrr@10"] = np.where(found, 1.0 / (top.argmax(axis=1) + 1.0), 0.0)
+    values["hit@10"] = top.any(axis=1).astype(np.float64)
+    means = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
+    shown = item_ids[:, :10]
+    means["coverage@10"] = len(np.unique(shown[shown >= 0])) / float(n_catalog or targets.shape[1])
+    return (means, values) if per_user else means

@@ -1,0 +1,245 @@
+"""The fixed offline evaluation protocol (DESIGN.md): one split, every method, one report.
+
+- History is everything before ``test_from``; targets are purchases in ``[test_from, test_to]``.
+- Evaluated users bought at least once in each. Targets: the distinct items a user bought in
+  the window (``all``), and those the user never bought before (``new``; methods then exclude
+  the user's past purchases).
+- Every method ranks the full catalog (every item known up to the end of the window).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import resource
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from ecomrec.config import ConfigBase, ProtocolConfig
+from ecomrec.data.dataset import Dataset
+from ecomrec.evaluation.latency import LatencyStats, Stopwatch, time_calls
+from ecomrec.evaluation.metrics import ranking_metrics
+from ecomrec.evaluation.report import BenchmarkReport, environment
+from ecomrec.retrieval import RETRIEVERS, Candidates, Retriever
+
+logger = logging.getLogger(__name__)
+
+#: Methods in report order; a method is listed once it exists, never faked.
+METHOD_ORDER = ("popularity", "repurchase", "itemknn", "als")
+
+
+@dataclasses.dataclass
+class EvalSplit:
+    """One temporal split, ready to score methods against.
+
+    Attributes
+    ----------
+    history, target
+        The data before ``test_from`` and in the target window (shared maps and catalog).
+    users
+        int64 [n] dense indices of the evaluated users.
+    seen
+        CSR [n, n_items]: the evaluated users' past purchases (1 = bought before ``test_from``).
+    targets_all, targets_new
+        CSR [n, n_items] binary targets; ``targets_new`` leaves out items in ``seen``.
+    new_rows
+        Rows of ``users`` with at least one ``new`` target (the users the ``new`` set averages).
+    """
+
+    history: Dataset
+    target: Dataset
+    users: np.ndarray
+    seen: sp.csr_matrix
+    targets_all: sp.csr_matrix
+    targets_new: sp.csr_matrix
+    new_rows: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return self.history.n_items
+
+    def cold_target_share(self, which: str = "all") -> float:
+        """Share of (user, target item) pairs whose item had no purchase in the history."""
+        targets = self.targets_all if which == "all" else self.targets_new
+        if targets.nnz == 0:
+            return float("nan")
+        warm = np.asarray(self.history.user_items("binary").getnnz(axis=0) > 0)
+        return float(1.0 - warm[targets.indices].mean())
+
+
+def make_split(data: Dataset, test_from: str | pd.Timestamp, test_to: str | pd.Timestamp | None = None) -> EvalSplit:
+    """Apply the protocol's split and target definitions to ``data``."""
+    history, target = data.split_by_time(test_from, test_to)
+    if not len(history) or not len(target):
+        raise ValueError(
+            f"split at {test_from} leaves {len(history)} history and {len(target)} target rows; both must be non-empty"
+        )
+    past = history.user_items("binary")
+    future = target.user_items("binary")
+    users = np.flatnonzero((past.getnnz(axis=1) > 0) & (future.getnnz(axis=1) > 0)).astype(np.int64)
+    seen, targets_all = past[users], future[users]
+    targets_new = (targets_all - targets_all.multiply(seen)).tocsr()
+    targets_new.eliminate_zeros()
+    new_rows = np.flatnonzero(targets_new.getnnz(axis=1) > 0)
+    return EvalSplit(history, target, users, seen, targets_all, targets_new, new_rows)
+
+
+def validation_split(data: Dataset, test_from: str | pd.Timestamp, valid_days: int) -> EvalSplit:
+    """The split used for tuning: history up to ``test_from - valid_days``, targets until ``test_from``.
+
+    Nothing at or after ``test_from`` is touched, so tuning never sees the test window.
+    """
+    start = pd.Timestamp(test_from) - pd.Timedelta(days=valid_days)
+    last_day = pd.Timestamp(test_from) - pd.Timedelta(days=1)
+    return make_split(data.between(None, test_from), start, last_day)
+
+
+def evaluate_candidates(split: EvalSplit, ranked_all: Candidates, ranked_new: Candidates, ks: Sequence[int]) -> dict:
+    """Metrics for both target sets; ``ranked_new`` has one row per ``split.new_rows``."""
+    return {
+        "all": ranking_metrics(ranked_all.item_ids, split.targets_all, ks, split.n_items),
+        "new": ranking_metrics(ranked_new.item_ids, split.targets_new[split.new_rows], ks, split.n_items),
+    }
+
+
+def score_retriever(retriever: Retriever, split: EvalSplit, k: int, batch_size: int) -> tuple[Candidates, Candidates, float]:
+    """Top-k for ``all`` (nothing excluded) and ``new`` (past purchases excluded); users/s of the first."""
+    with Stopwatch() as watch:
+        ranked_all = retriever.candidates(split.users, k, batch_size=batch_size)
+    users_new = split.users[split.new_rows]
+    ranked_new = retriever.candidates(users_new, k, exclude=split.seen[split.new_rows], batch_size=batch_size)
+    return ranked_all, ranked_new, len(split.users) / max(watch.seconds, 1e-9)
+
+
+def benchmark(
+    data: Dataset | str | Path,
+    test_from: str | pd.Timestamp,
+    test_to: str | pd.Timestamp | None = None,
+    *,
+    methods: Sequence[str] | None = None,
+    configs: dict[str, ConfigBase] | None = None,
+    protocol: ProtocolConfig = ProtocolConfig(),
+    show_progress: bool | None = None,
+) -> BenchmarkReport:
+    """Run every method on one split and time it: the numbers every claim in ecomrec cites.
+
+    Parameters
+    ----------
+    data
+        A :class:`Dataset`, or a path that :func:`ecomrec.datasets.online_retail` loads (load
+        time and peak memory are then reported).
+    test_from, test_to
+        Target window, ``test_to`` inclusive (default: the end of the data).
+    methods
+        Subset of :data:`METHOD_ORDER` (default: all).
+    configs
+        Config per method name, overriding that method's defaults.
+    protocol
+        Cut-offs, validation window, timing settings.
+
+    Examples
+    --------
+    >>> from ecomrec.data.synthetic import synthetic
+    >>> report = benchmark(synthetic(seed=0), "2024-03-01", methods=["popularity"],
+    ...                    protocol=ProtocolConfig(latency_users=5, warmup=1), show_progress=False)
+    >>> sorted(report.results["popularity"])
+    ['all', 'new']
+    """
+    data, dataset_info = _load(data)
+    chosen = list(methods) if methods is not None else list(METHOD_ORDER)
+    unknown = [m for m in chosen if m not in RETRIEVERS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {list(METHOD_ORDER)}")
+    configs = configs or {}
+    split = make_split(data, test_from, test_to)
+    k = max(protocol.ks)
+    enabled = show_progress if show_progress is not None else logger.isEnabledFor(logging.INFO)
+    report = BenchmarkReport(
+        dataset={
+            **dataset_info,
+            "fingerprint": data.fingerprint,
+            "rows": len(data),
+            "users": data.n_users,
+            "items": data.n_items,
+            "evaluated_users": len(split.users),
+            "evaluated_users_new": len(split.new_rows),
+            "cold_target_share": split.cold_target_share("all"),
+            "cold_target_share_new": split.cold_target_share("new"),
+        },
+        protocol={
+            "test_from": str(pd.Timestamp(test_from).date()),
+            "test_to": str((split.target.end if test_to is None else pd.Timestamp(test_to)).date()),
+            **protocol.to_dict(),
+        },
+        environment=environment(),
+    )
+    timed = _timed_users(split, protocol)
+    for name in tqdm(chosen, desc="methods", disable=not enabled):
+        cls = RETRIEVERS[name]
+        retriever = cls(configs[name]) if name in configs else cls()
+        with Stopwatch() as fit_watch:
+            retriever.fit(split.history)
+        ranked_all, ranked_new, users_per_s = score_retriever(retriever, split, k, protocol.batch_size)
+        report.results[name] = evaluate_candidates(split, ranked_all, ranked_new, protocol.ks)
+        report.methods[name] = {
+            "config": retriever.config.to_dict(),
+            "config_hash": retriever.config.config_hash(),
+            "fit_seconds": fit_watch.seconds,
+        }
+        report.throughput[name] = {"users_per_s": users_per_s, "batch_size": protocol.batch_size}
+        if len(timed):
+            single: Callable[[int], object] = lambda u, r=retriever: r.candidates([u], k)
+            report.latency_ms[name] = time_calls(single, timed, warmup=protocol.warmup).to_dict()
+        logger.info("%s: %s", name, report.results[name]["all"])
+    return report
+
+
+def _timed_users(split: EvalSplit, protocol: ProtocolConfig) -> list[int]:
+    rng = np.random.default_rng(protocol.seed)
+    n = min(protocol.latency_users, len(split.users))
+    return [int(u) for u in rng.choice(split.users, size=n, replace=False)]
+
+
+def _load(data: Dataset | str | Path) -> tuple[Dataset, dict[str, object]]:
+    if isinstance(data, Dataset):
+        info: dict[str, object] = {"name": data.name}
+    else:
+        from ecomrec.data.online_retail import online_retail
+
+        rss_before = _peak_rss_mb()
+        with Stopwatch() as watch:
+            data = online_retail(data)
+        info = {
+            "name": data.name,
+            "load_seconds": watch.seconds,
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_load_mb": rss_before,
+        }
+    if data.report is not None:
+        info["raw_rows"] = data.report.raw_rows
+        info["cleaning"] = data.report.to_dict()
+    return data, info
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+__all__ = [
+    "EvalSplit",
+    "METHOD_ORDER",
+    "benchmark",
+    "evaluate_candidates",
+    "make_split",
+    "score_retriever",
+    "validation_split",
+]

@@ -1,0 +1,159 @@
+"""The benchmark report: JSON in DESIGN.md's shape, a Markdown table, PNG plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ecomrec import __version__
+from ecomrec.artifacts import library_versions
+from ecomrec.device import resolve_device
+
+METRIC_COLUMNS = ("recall@10", "recall@20", "recall@50", "recall@100", "recall@200", "ndcg@10", "mrr@10", "hit@10", "coverage@10")
+
+
+@dataclasses.dataclass
+class BenchmarkReport:
+    """Results of one protocol run; :meth:`save` writes ``.json``, ``.md`` and ``.png`` files."""
+
+    dataset: dict[str, Any] = dataclasses.field(default_factory=dict)
+    protocol: dict[str, Any] = dataclasses.field(default_factory=dict)
+    results: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
+    latency_ms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    throughput: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    environment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchmarkReport:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write ``path`` (JSON), and beside it ``.md``, ``.png`` (recall@k) and ``-latency.png``."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        markdown = target.with_suffix(".md")
+        markdown.write_text(self.to_markdown(), encoding="utf-8")
+        written = [target, markdown, target.with_suffix(".png")]
+        self.plot_recall(written[-1])
+        if self.latency_ms:
+            written.append(target.with_name(target.stem + "-latency.png"))
+            self.plot_latency(written[-1])
+        return written
+
+    def to_markdown(self) -> str:
+        """Tables: quality per target set, then latency and throughput."""
+        d, p = self.dataset, self.protocol
+        lines = [
+            f"Dataset `{d.get('name')}` (fingerprint `{d.get('fingerprint')}`): {d.get('rows', 0):,} clean "
+            f"interactions, {d.get('users', 0):,} users, {d.get('items', 0):,} items; test "
+            f"{p.get('test_from')} .. {p.get('test_to')}; {d.get('evaluated_users', 0):,} evaluated users "
+            f"({d.get('evaluated_users_new', 0):,} with new items); cold target share "
+            f"{_fmt(d.get('cold_target_share'))} (all) / {_fmt(d.get('cold_target_share_new'))} (new).",
+            "",
+        ]
+        for target in ("all", "new"):
+            lines += [f"**{target}** targets", "", "| method | " + " | ".join(METRIC_COLUMNS) + " |"]
+            lines.append("|---" * (len(METRIC_COLUMNS) + 1) + "|")
+            for method, result in self.results.items():
+                row = result.get(target, {})
+                lines.append(f"| {method} | " + " | ".join(_fmt(row.get(c)) for c in METRIC_COLUMNS) + " |")
+            lines.append("")
+        if self.latency_ms:
+            lines += ["**latency** (ms per single-user call, after warm-up) and batch throughput", ""]
+            lines += ["| stage | p50 | p95 | p99 | users/s (batch) |", "|---|---|---|---|---|"]
+            for stage, stats in self.latency_ms.items():
+                rate = self.throughput.get(stage, {}).get("users_per_s")
+                lines.append(
+                    f"| {stage} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['p99']:.2f} | "
+                    f"{'' if rate is None else f'{rate:,.0f}'} |"
+                )
+            lines.append("")
+        env = self.environment
+        lines.append(
+            f"Environment: {env.get('device')} · {env.get('cpu_count')} CPUs · python {env.get('python')} · "
+            f"ecomrec {env.get('ecomrec')} @ {env.get('git_sha')}"
+        )
+        return "\n".join(lines) + "\n"
+
+    def plot_recall(self, path: Path) -> None:
+        """recall@k curves, one line per method, one panel per target set."""
+        plt = _pyplot()
+        ks = sorted(int(key.split("@")[1]) for key in next(iter(self.results.values()), {}).get("all", {}) if key.startswith("recall@"))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+        for ax, target in zip(axes, ("all", "new")):
+            for method, result in self.results.items():
+                ax.plot(ks, [result[target][f"recall@{k}"] for k in ks], marker="o", label=method)
+            ax.set(xscale="log", xlabel="k", ylabel="recall@k", title=f"{target} targets")
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{self.dataset.get('name')} · test from {self.protocol.get('test_from')}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def plot_latency(self, path: Path) -> None:
+        """p50 bars with p95/p99 markers per stage."""
+        plt = _pyplot()
+        stages = list(self.latency_ms)
+        p50 = [self.latency_ms[s]["p50"] for s in stages]
+        fig, ax = plt.subplots(figsize=(1.2 * len(stages) + 3, 4))
+        ax.bar(stages, p50, color="tab:blue", label="p50")
+        ax.scatter(stages, [self.latency_ms[s]["p95"] for s in stages], color="tab:orange", zorder=3, label="p95")
+        ax.scatter(stages, [self.latency_ms[s]["p99"] for s in stages], color="tab:red", marker="x", zorder=3, label="p99")
+        ax.set(ylabel="ms per single-user call", title="latency per stage")
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+
+def _fmt(value: object) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def environment() -> dict[str, Any]:
+    """Device, threads, versions and git SHA for the report."""
+    from threadpoolctl import threadpool_info
+
+    blas = [f"{p['internal_api']}:{p['num_threads']}" for p in threadpool_info() if p.get("user_api") == "blas"]
+    return {
+        "device": resolve_device(),
+        "cpu_count": os.cpu_count(),
+        "blas_threads": blas,
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "ecomrec": __version__,
+        "git_sha": _git_sha(),
+        "versions": library_versions(),
+    }
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

@@ -1,0 +1,58 @@
+"""Exceptions and warnings raised by ecomrec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EcomrecError(Exception):
+    """Base class of every error ecomrec raises on purpose."""
+
+
+class NotFittedError(EcomrecError, RuntimeError):
+    """A model was used before ``fit`` (or ``load``) gave it state."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is not fitted yet: call fit(...) or load(...) first")
+
+
+class DataError(EcomrecError, ValueError):
+    """Input data is malformed. Names the file, the row and the column where known.
+
+    ``row`` is the 1-based line number in the file, the header being line 1.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.file = None if file is None else str(file)
+        self.row = row
+        self.column = column
+        where = []
+        if self.file is not None:
+            where.append(f"file {self.file}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class UnknownIdError(EcomrecError, KeyError):
+    """Ids not known to an :class:`~ecomrec.data.IdMap` under ``on_unknown="raise"``."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ArtifactError(EcomrecError):
+    """A saved artifact is missing, corrupt, truncated, or from another version or config."""
+
+
+class EcomrecWarning(UserWarning):
+    """A silent conversion or a degraded path that the user should know about."""

@@ -1,0 +1,208 @@
+"""The retriever protocol and the plumbing shared by every retriever."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from ecomrec.artifacts import load_npz, read_manifest, write_artifact
+from ecomrec.config import ConfigBase
+from ecomrec.data.dataset import Dataset
+from ecomrec.exceptions import NotFittedError
+from ecomrec.retrieval.candidates import Candidates, top_k
+
+
+class Retriever(abc.ABC):
+    """Finds the top-k items for a batch of users.
+
+    Users are dense indices of the dataset the retriever was fitted on. A query's history is
+    that user's row of the fitted ``user_items``, unless ``user_items`` is passed to
+    :meth:`candidates` (one row per query): that is how unseen users (index -1) and fresher
+    histories are served.
+    """
+
+    #: Method name used in reports and the CLI.
+    name: ClassVar[str]
+    #: Config class of this retriever.
+    config_class: ClassVar[type[ConfigBase]]
+
+    def __init__(self, config: ConfigBase | None = None, **kwargs: Any) -> None:
+        if config is not None and kwargs:
+            raise TypeError(f"{type(self).__name__}: pass a config or keywords ({sorted(kwargs)}), not both")
+        self.config = config if config is not None else self.config_class(**kwargs)
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(self.config).__name__}")
+        self.user_items_: sp.csr_matrix | None = None
+
+    # ------------------------------------------------------------------ protocol
+    @abc.abstractmethod
+    def fit(self, data: Dataset) -> Retriever:
+        """Learn from ``data``'s interactions; returns ``self``."""
+
+    def candidates(
+        self,
+        user_ids: np.ndarray | list[int],
+        k: int,
+        *,
+        user_items: sp.spmatrix | None = None,
+        exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None,
+        allow: np.ndarray | list[int] | None = None,
+        batch_size: int = 1024,
+    ) -> Candidates:
+        """Top ``k`` items for each user, best first.
+
+        Parameters
+        ----------
+        user_ids
+            int [n] dense user indices; -1 for a user unknown at fit time (then ``user_items``
+            must give the history).
+        k
+            Items per user; rows with fewer qualifying items are padded (id -1, score -inf).
+        user_items
+            Optional CSR [n, n_items]: the queries' histories, overriding the fitted ones.
+        exclude
+            ``"seen"`` (each query's history), a CSR [n, n_items] of per-query items, or item
+            indices excluded for every query.
+        allow
+            Item indices; when given, only these can be returned.
+
+        Returns
+        -------
+        Candidates
+            ``item_ids`` int64 [n, k] and ``scores`` float32 [n, k], scores non-increasing.
+        """
+        self._check_fitted()
+        users = np.asarray(user_ids, dtype=np.int64).reshape(-1)
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        history = self._history(users, user_items)
+        fresh = user_items is not None
+        parts = []
+        for start in range(0, max(len(users), 1), batch_size):
+            rows = slice(start, start + batch_size)
+            scores = self._score(users[rows], history[rows], fresh).astype(np.float32, copy=False)
+            if np.isnan(scores).any():
+                raise FloatingPointError(f"{type(self).__name__} produced NaN scores; refit with other settings")
+            _mask(scores, _rows(exclude, history, rows, self.n_items), allow)
+            parts.append(top_k(scores, int(k)))
+        return Candidates.concat(parts)
+
+    @abc.abstractmethod
+    def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
+        """float [len(users), n_items] scores (higher is better; -inf = cannot be returned).
+
+        ``fresh`` is true when ``history`` came from the caller rather than from fitting.
+        """
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted state to the folder ``path`` (``manifest.json`` + ``state.npz``)."""
+        self._check_fitted()
+        arrays = {**_csr_to_arrays("user_items", self.user_items_), **self._state()}
+        facts = {"n_users": int(self.user_items_.shape[0]), "n_items": self.n_items}  # type: ignore[union-attr]
+        write: Callable[[Path], None] = lambda folder: np.savez(folder / "state.npz", **arrays)
+        return write_artifact(path, type(self).__name__, self.config.to_dict(), facts, write)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Retriever:
+        """Read a retriever written by :meth:`save`; raises ArtifactError if it is not intact."""
+        manifest = read_manifest(path, cls.__name__)
+        arrays = load_npz(Path(path) / "state.npz")
+        retriever = cls(cls.config_class.from_dict(manifest["config"]))
+        retriever.user_items_ = _csr_from_arrays("user_items", arrays)
+        retriever._restore(arrays)
+        return retriever
+
+    def _state(self) -> dict[str, np.ndarray]:
+        """Fitted arrays beyond ``user_items_`` to persist."""
+        return {}
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`_state`."""
+
+    # ------------------------------------------------------------------ shared helpers
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        return self.user_items_.shape[1]  # type: ignore[union-attr]
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.user_items_ is not None
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(type(self).__name__)
+
+    def _history(self, users: np.ndarray, user_items: sp.spmatrix | None) -> sp.csr_matrix:
+        fitted = self.user_items_
+        assert fitted is not None
+        if user_items is not None:
+            history = sp.csr_matrix(user_items, dtype=np.float32)
+            if history.shape != (len(users), fitted.shape[1]):
+                raise ValueError(f"user_items must be [{len(users)}, {fitted.shape[1]}], got {history.shape}")
+            return history
+        bad = (users < 0) | (users >= fitted.shape[0])
+        if bad.any():
+            raise ValueError(
+                f"user index {int(users[bad][0])} is not a fitted user (0..{fitted.shape[0] - 1}); "
+                "map external ids with IdMap.index(...), and pass user_items= for unseen users"
+            )
+        return fitted[users]
+
+
+def _rows(
+    exclude: str | sp.spmatrix | np.ndarray | list[int] | None, history: sp.csr_matrix, rows: slice, n_items: int
+) -> sp.csr_matrix | np.ndarray | None:
+    if exclude is None:
+        return None
+    if isinstance(exclude, str):
+        if exclude != "seen":
+            raise ValueError(f"exclude must be 'seen', a sparse matrix or item indices, got {exclude!r}")
+        return history[rows]
+    if sp.issparse(exclude):
+        matrix = sp.csr_matrix(exclude)
+        if matrix.shape != (history.shape[0], n_items):
+            raise ValueError(f"exclude matrix must be [{history.shape[0]}, {n_items}], got {matrix.shape}")
+        return matrix[rows]
+    return _item_indices(exclude, n_items, "exclude")
+
+
+def _item_indices(values: np.ndarray | list[int], n_items: int, what: str) -> np.ndarray:
+    items = np.asarray(values, dtype=np.int64).reshape(-1)
+    if len(items) and (items.min() < 0 or items.max() >= n_items):
+        raise ValueError(f"{what} holds item indices outside 0..{n_items - 1}")
+    return items
+
+
+def _mask(scores: np.ndarray, exclude: sp.csr_matrix | np.ndarray | None, allow: np.ndarray | list[int] | None) -> None:
+    """Set excluded and not-allowed items to -inf, in place."""
+    if exclude is not None:
+        if sp.issparse(exclude):
+            coo = exclude.tocoo()
+            scores[coo.row, coo.col] = -np.inf
+        else:
+            scores[:, exclude] = -np.inf
+    if allow is not None:
+        keep = np.zeros(scores.shape[1], dtype=bool)
+        keep[_item_indices(allow, scores.shape[1], "allow")] = True
+        scores[:, ~keep] = -np.inf
+
+
+def _csr_to_arrays(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_data": matrix.data,
+        f"{prefix}_indices": matrix.indices,
+        f"{prefix}_indptr": matrix.indptr,
+        f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64),
+    }
+
+
+def _csr_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in arrays[f"{prefix}_shape"])
+    return sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape)

@@ -1,0 +1,34 @@
+"""Integration: the real Online Retail folder loads, and the cleaning report adds up."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecomrec.datasets import online_retail
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real(real_data_path):
+    return online_retail(real_data_path)
+
+
+def test_cleaning_report_adds_up(real) -> None:
+    report = real.report
+    assert report.files == 271
+    assert report.raw_rows == report.kept_rows + sum(report.dropped.values())
+    assert report.kept_rows == len(real)
+    # every rule fired on the real data except those that cannot (no empty codes; returns are
+    # cancellations and cancelled rows are gone by then)
+    for rule in ("missing_user", "cancelled", "non_product", "duplicate"):
+        assert report.dropped[rule] > 0, rule
+
+
+def test_clean_data_is_products_bought_by_customers(real) -> None:
+    assert (real.interactions["quantity"] > 0).all()
+    assert "POST" not in real.items and "85123A" in real.items
+    assert real.start.strftime("%Y-%m-%d") == "2010-12-01" and real.end.strftime("%Y-%m-%d") == "2011-10-31"
+    heart = real.items.index(["85123A"])[0]
+    assert real.catalog["text"][heart] == "WHITE HANGING HEART T-LIGHT HOLDER"
+    assert (real.catalog["text"] != "").all()

@@ -1,0 +1,208 @@
+"""The retriever contract (STYLE.md #12): every retriever runs every test here.
+
+Checkerboard data with exact answers: user u bought every item of its parity (u % 2) except one
+held-out item, so a personalised retriever must rank that item first once seen items are
+excluded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from ecomrec.config import ALSConfig
+from ecomrec.data import Dataset, IdMap
+from ecomrec.exceptions import ArtifactError, NotFittedError
+from ecomrec.retrieval import RETRIEVERS, ALSRetriever, Retriever
+
+N_USERS, N_ITEMS = 20, 12
+
+
+def held_out(user: int) -> int:
+    return (user // 2) % (N_ITEMS // 2) * 2 + user % 2
+
+
+def checkerboard() -> Dataset:
+    rows = [(u, i) for u in range(N_USERS) for i in range(N_ITEMS) if i % 2 == u % 2 and i != held_out(u)]
+    users, items = map(np.array, zip(*rows))
+    frame = pd.DataFrame(
+        {
+            "user": users.astype(np.int32),
+            "item": items.astype(np.int32),
+            "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(rows)), unit="min"),
+            "quantity": np.ones(len(rows), np.float32),
+        }
+    )
+    catalog = pd.DataFrame(
+        {"item_id": [f"i{n:02d}" for n in range(N_ITEMS)], "text": [f"item {n}" for n in range(N_ITEMS)],
+         "price": 1.0, "category": "", "first_seen": pd.NaT}
+    )
+    return Dataset(frame, catalog, IdMap(f"u{n:02d}" for n in range(N_USERS)), IdMap(catalog["item_id"]))
+
+
+#: name -> (factory, personalised?)
+FACTORIES = {
+    "popularity": (lambda: RETRIEVERS["popularity"](), False),
+    "repurchase": (lambda: RETRIEVERS["repurchase"](), False),
+    "itemknn": (lambda: RETRIEVERS["itemknn"](neighbours=20), True),
+    "als": (lambda: ALSRetriever(ALSConfig(factors=4, regularization=0.01, iterations=20, alpha=10.0), show_progress=False), True),
+}
+
+
+def test_every_registered_retriever_is_under_contract() -> None:
+    assert set(FACTORIES) == set(RETRIEVERS)
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return checkerboard()
+
+
+@pytest.fixture(scope="module", params=sorted(FACTORIES))
+def fitted(request, data) -> tuple[str, Retriever]:
+    factory, _ = FACTORIES[request.param]
+    return request.param, factory().fit(data)
+
+
+def _valid_rows(result) -> None:
+    for ids, scores in zip(result.item_ids, result.scores):
+        real = ids >= 0
+        assert len(set(ids[real])) == real.sum(), "an item appears twice in a row"
+        assert real[: real.sum()].all(), "padding only at the end"
+        assert np.isneginf(scores[~real]).all() and np.isfinite(scores[real]).all()
+        assert (np.diff(scores[real]) <= 0).all(), "scores must not increase"
+
+
+def test_held_out_item_ranks_first(fitted) -> None:
+    name, model = fitted
+    if not FACTORIES[name][1]:
+        pytest.skip(f"{name} is not personalised: every user gets the same ranking")
+    result = model.candidates(np.arange(N_USERS), k=3, exclude="seen")
+    assert result.item_ids[:, 0].tolist() == [held_out(u) for u in range(N_USERS)]
+
+
+def test_batch_equals_single(fitted) -> None:
+    _, model = fitted
+    batch = model.candidates(np.arange(N_USERS), k=5)
+    for u in range(N_USERS):
+        single = model.candidates([u], k=5)
+        np.testing.assert_array_equal(single.item_ids[0], batch.item_ids[u])
+        np.testing.assert_allclose(single.scores[0], batch.scores[u], rtol=1e-5)
+    small_batches = model.candidates(np.arange(N_USERS), k=5, batch_size=3)
+    np.testing.assert_array_equal(small_batches.item_ids, batch.item_ids)
+
+
+def test_scores_sorted_ids_unique(fitted) -> None:
+    _, model = fitted
+    _valid_rows(model.candidates(np.arange(N_USERS), k=N_ITEMS))
+
+
+def test_exclude_and_allow(fitted, data) -> None:
+    _, model = fitted
+    seen = data.user_items("binary")
+    result = model.candidates(np.arange(N_USERS), k=N_ITEMS, exclude="seen")
+    for u, ids in enumerate(result.item_ids):
+        assert not set(ids[ids >= 0]) & set(seen[u].indices)
+    matrix = model.candidates(np.arange(N_USERS), k=N_ITEMS, exclude=seen)
+    np.testing.assert_array_equal(matrix.item_ids, result.item_ids)
+    banned = model.candidates(np.arange(N_USERS), k=N_ITEMS, exclude=[0, 1, 2])
+    assert not np.isin(banned.item_ids, [0, 1, 2]).any()
+    allowed = model.candidates(np.arange(N_USERS), k=4, allow=[3, 5, 7, 11])
+    assert np.isin(allowed.item_ids[allowed.item_ids >= 0], [3, 5, 7, 11]).all()
+    with pytest.raises(ValueError, match="outside"):
+        model.candidates([0], k=3, allow=[N_ITEMS])
+
+
+def test_k_larger_than_catalog_pads(fitted) -> None:
+    _, model = fitted
+    result = model.candidates([0, 1], k=N_ITEMS + 5)
+    assert result.item_ids.shape == (2, N_ITEMS + 5)
+    assert (result.item_ids[:, N_ITEMS:] == -1).all() and np.isneginf(result.scores[:, N_ITEMS:]).all()
+    _valid_rows(result)
+
+
+def test_empty_input_gives_empty_output(fitted) -> None:
+    _, model = fitted
+    result = model.candidates([], k=7)
+    assert result.item_ids.shape == (0, 7) and result.scores.shape == (0, 7)
+
+
+def test_bad_k_and_unknown_users(fitted) -> None:
+    _, model = fitted
+    for k in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="k must be"):
+            model.candidates([0], k=k)
+    with pytest.raises(ValueError, match="not a fitted user"):
+        model.candidates([N_USERS], k=3)
+    with pytest.raises(ValueError, match="not a fitted user"):
+        model.candidates([-1], k=3)
+
+
+def test_unseen_user_from_history(fitted, data) -> None:
+    name, model = fitted
+    history = data.user_items(getattr(model.config, "weighting", "counts"))[[4]]  # user 4's history, as a stranger
+    result = model.candidates([-1], k=3, user_items=history, exclude="seen")
+    assert result.item_ids.shape == (1, 3)
+    if FACTORIES[name][1]:
+        assert result.item_ids[0, 0] == held_out(4)
+    with pytest.raises(ValueError, match="user_items must be"):
+        model.candidates([-1, -1], k=3, user_items=history)
+
+
+def test_unfitted_raises() -> None:
+    for name, (factory, _) in FACTORIES.items():
+        with pytest.raises(NotFittedError, match="call fit"):
+            factory().candidates([0], k=3)
+
+
+def test_save_load_identical(fitted, tmp_path: Path) -> None:
+    name, model = fitted
+    model.save(tmp_path / name)
+    loaded = type(model).load(tmp_path / name)
+    assert loaded.config == model.config
+    for exclude in (None, "seen"):
+        a = model.candidates(np.arange(N_USERS), k=6, exclude=exclude)
+        b = loaded.candidates(np.arange(N_USERS), k=6, exclude=exclude)
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_load_refuses_corrupt_or_foreign_artifacts(fitted, tmp_path: Path) -> None:
+    name, model = fitted
+    folder = model.save(tmp_path / name)
+    other = next(cls for n, cls in RETRIEVERS.items() if n != name)
+    with pytest.raises(ArtifactError, match="holds a"):
+        other.load(folder)
+    state = folder / "state.npz"
+    state.write_bytes(state.read_bytes()[:-20])
+    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+        type(model).load(folder)
+    state.unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        type(model).load(folder)
+    with pytest.raises(ArtifactError, match="not an ecomrec artifact"):
+        type(model).load(tmp_path / "nowhere")
+
+
+def test_config_round_trip_and_exclusive_arguments(fitted) -> None:
+    _, model = fitted
+    config = model.config
+    assert type(config).from_dict(config.to_dict()) == config
+    with pytest.raises(TypeError, match="not both"):
+        type(model)(config, **{next(iter(config.to_dict())): None})
+    with pytest.raises(ValueError, match="no field"):
+        type(config).from_dict({**config.to_dict(), "typo": 1})
+
+
+def test_history_override_changes_results_for_known_users(fitted, data) -> None:
+    name, model = fitted
+    if not FACTORIES[name][1]:
+        pytest.skip(f"{name} is not personalised")
+    weighting = getattr(model.config, "weighting", "counts")
+    odd_history = data.user_items(weighting)[[1]]  # user 0 (even) presented with an odd user's history
+    result = model.candidates([0], k=3, user_items=sp.csr_matrix(odd_history), exclude="seen")
+    assert result.item_ids[0, 0] % 2 == 1
