@@ -6,7 +6,6 @@ UCI's archive into the cache (progress bar, checksum check) when the machine is 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ecomrec.artifacts import file_sha256
 from ecomrec.data.cleaning import CleaningReport, apply_rules
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
@@ -210,7 +210,7 @@ def download_online_retail(
         _fetch(url, archive, show_progress=show_progress, timeout=timeout)
         workbook = _extract_workbook(archive, Path(tmp))
         if verify:
-            digest = _sha256(workbook)
+            digest = file_sha256(workbook)
             if digest != sha256:
                 raise DataError(
                     f"checksum mismatch for {UCI_XLSX_NAME} from {url}: got sha256 {digest}, expected {sha256}; "
@@ -249,10 +249,3 @@ def _extract_workbook(archive: Path, folder: Path) -> Path:
         raise DataError(f"the download is not a zip archive ({exc})", file=archive.name) from exc
     return out
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
