@@ -1,8 +1,15 @@
-"""Self-describing artifact folders: data files plus ``manifest.json``, written atomically.
+"""Self-describing artifact folders: data files plus ``manifest.json``, swapped in atomically.
 
 The manifest records the kind of artifact, the ecomrec and library versions, the config and
 its hash, free-form facts (dimension, item count, ...) and the SHA-256 of every file. Loading
 checks all of it and raises :class:`ArtifactError` on any mismatch, truncation or corruption.
+
+Layout: ``<parent>/<name>`` is a symbolic link to ``<parent>/.<name>.versions/<version>/``.
+A write fills a temporary folder there, renames it to a new version, then replaces the link
+with one ``rename`` — atomic on POSIX. A writer killed at any point leaves the previous version
+in place and loadable; a reader that resolves the link once (:func:`open_artifact`) reads one
+version throughout, even while a newer one is swapped in. The previous version is kept, older
+ones are pruned.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from importlib import metadata
@@ -25,6 +33,10 @@ from ecomrec.exceptions import ArtifactError
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+#: Versions kept per artifact: the current one and the one before it (readers may still hold it).
+KEEP_VERSIONS = 2
+#: Temporary folders of writers older than this are from killed writes and are removed.
+STALE_SECONDS = 3600
 _LIBRARIES = ("numpy", "scipy", "implicit", "faiss-cpu", "faiss-gpu-cu12", "torch", "transformers", "sentence-transformers")
 
 
@@ -50,13 +62,15 @@ def file_sha256(path: Path) -> str:
 def write_artifact(
     path: str | Path, kind: str, config: dict[str, Any], facts: dict[str, Any], write_files: Callable[[Path], None]
 ) -> Path:
-    """Fill a temporary sibling folder with ``write_files(folder)`` plus a manifest, then swap it in.
+    """Write a new version with ``write_files(folder)`` plus a manifest, then point ``path`` at it.
 
-    A crash before the swap leaves whatever was at ``path`` untouched.
+    Returns ``path``. Nothing at ``path`` changes until the final atomic link swap.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    versions = _versions_dir(target)
+    versions.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc)
+    tmp = versions / f".tmp-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
         write_files(tmp)
@@ -68,24 +82,55 @@ def write_artifact(
             "versions": library_versions(),
             "config": config,
             "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": stamp.isoformat(timespec="seconds"),
             "facts": facts,
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-        _swap_in(tmp, target)
+        version = versions / f"{stamp:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
+        os.rename(tmp, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _point_link(target, version)
+    _prune(versions, keep=os.path.realpath(target))
     return target
 
 
-def _swap_in(new: Path, target: Path) -> None:
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+def _versions_dir(target: Path) -> Path:
+    return target.parent / f".{target.name}.versions"
+
+
+def _point_link(target: Path, version: Path) -> None:
+    """Atomically make ``target`` a symlink to ``version`` (relative, so the parent can move)."""
+    if target.exists() and not target.is_symlink():
+        if not target.is_dir():
+            raise ArtifactError(f"{target} exists and is not an artifact folder; refusing to replace it")
+        os.replace(target, _versions_dir(target) / f"00000000-legacy-{uuid.uuid4().hex[:6]}")  # pre-versioned layout
+    link = target.parent / f".{target.name}.link-{uuid.uuid4().hex[:8]}"
+    os.symlink(os.path.relpath(version, target.parent), link)
+    os.replace(link, target)
+
+
+def _prune(versions: Path, keep: str) -> None:
+    """Drop all but the newest KEEP_VERSIONS versions (never the current) and stale temporary folders."""
+    now = time.time()
+    done = sorted((p for p in versions.iterdir() if not p.name.startswith(".")), key=lambda p: p.name, reverse=True)
+    for old in done[KEEP_VERSIONS:]:
+        if os.path.realpath(old) != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in versions.glob(".tmp-*"):
+        if now - tmp.stat().st_mtime > STALE_SECONDS:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def open_artifact(path: str | Path, kind: str) -> tuple[Path, dict[str, Any]]:
+    """Resolve ``path`` to one version (pinned even if a rebuild swaps it now) and verify it.
+
+    Returns the version's folder and its manifest.
+    """
+    folder = Path(path).resolve()
+    return folder, read_manifest(folder, kind)
 
 
 def read_manifest(path: str | Path, kind: str) -> dict[str, Any]:

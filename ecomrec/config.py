@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 C = TypeVar("C", bound="ConfigBase")
 
 WEIGHTINGS = ("binary", "counts", "log", "quantity")
+INDEX_KINDS = ("auto", "flat", "ivf_flat", "hnsw", "ivf_pq")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class ConfigBase:
@@ -97,6 +99,8 @@ class RepurchaseConfig(ConfigBase):
 class ItemKNNConfig(ConfigBase):
     """Item-item nearest neighbours with BM25 weighting (``implicit``).
 
+    Defaults chosen on the Online Retail validation window like :class:`ALSConfig`'s.
+
     Attributes
     ----------
     neighbours
@@ -108,7 +112,7 @@ class ItemKNNConfig(ConfigBase):
         ``quantity`` (see :meth:`ecomrec.data.Dataset.user_items`).
     """
 
-    neighbours: int = 100
+    neighbours: int = 20
     k1: float = 1.2
     b: float = 0.75
     weighting: str = "counts"
@@ -118,6 +122,63 @@ class ItemKNNConfig(ConfigBase):
         _require(self.k1 > 0, self, "k1", "> 0", self.k1)
         _require(0 <= self.b <= 1, self, "b", "in [0, 1]", self.b)
         _require(self.weighting in WEIGHTINGS, self, "weighting", f"one of {WEIGHTINGS}", self.weighting)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig(ConfigBase):
+    """A FAISS inner-product index over item vectors (:class:`ecomrec.index.VectorIndex`).
+
+    Defaults come from the operating points in benchmarks/README.md (``bench_index.py``).
+
+    Attributes
+    ----------
+    kind
+        ``flat`` (exact), ``ivf_flat``, ``hnsw``, ``ivf_pq``, or ``auto``: exact below
+        ``exact_below`` items, else ``auto_kind``.
+    exact_below
+        ``auto`` uses exact search for catalogs smaller than this.
+    auto_kind
+        The approximate kind ``auto`` picks for large catalogs.
+    nlist
+        IVF lists; 0 = ``4 * sqrt(n)``, rounded to a power of two.
+    nprobe
+        IVF lists visited per query; 0 = ``nlist / 32`` (at least 8).
+    hnsw_m, ef_construction, ef_search
+        HNSW graph degree, build beam and search beam (raised to the number of results asked).
+    pq_m, pq_bits
+        IVF-PQ sub-quantizers (0 = the largest divisor of the dimension up to dimension / 8)
+        and bits per code.
+    train_size
+        Vectors sampled to train IVF / PQ (0 = ``64 * nlist``, at most all).
+    device
+        ``auto`` (GPU when FAISS sees one), ``cpu`` or ``cuda``. HNSW always runs on the CPU.
+    seed
+        Seed for the training sample.
+    """
+
+    kind: str = "auto"
+    exact_below: int = 100_000
+    auto_kind: str = "ivf_flat"
+    nlist: int = 0
+    nprobe: int = 0
+    hnsw_m: int = 32
+    ef_construction: int = 100
+    ef_search: int = 128
+    pq_m: int = 0
+    pq_bits: int = 8
+    train_size: int = 0
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> None:
+        _require(self.kind in INDEX_KINDS, self, "kind", f"one of {INDEX_KINDS}", self.kind)
+        _require(self.auto_kind in INDEX_KINDS[2:], self, "auto_kind", f"one of {INDEX_KINDS[2:]}", self.auto_kind)
+        for name in ("exact_below", "nlist", "nprobe", "pq_m", "train_size"):
+            _require(getattr(self, name) >= 0, self, name, ">= 0", getattr(self, name))
+        for name in ("hnsw_m", "ef_construction", "ef_search"):
+            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
+        _require(1 <= self.pq_bits <= 16, self, "pq_bits", "in 1..16", self.pq_bits)
+        _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,15 +204,18 @@ class ALSConfig(ConfigBase):
         Random initialisation seed.
     device
         ``"auto"`` (GPU implicit when built with CUDA and a GPU is present), ``"cpu"`` or ``"cuda"``.
+    index
+        How item factors are searched.
     """
 
-    factors: int = 128
-    regularization: float = 0.1
-    alpha: float = 10.0
+    factors: int = 512
+    regularization: float = 30.0
+    alpha: float = 5.0
     iterations: int = 15
-    weighting: str = "log"
+    weighting: str = "counts"
     seed: int = 0
     device: str = "auto"
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
 
     def validate(self) -> None:
         _require(self.factors > 0, self, "factors", "> 0", self.factors)
@@ -159,7 +223,7 @@ class ALSConfig(ConfigBase):
         _require(self.alpha > 0, self, "alpha", "> 0", self.alpha)
         _require(self.iterations > 0, self, "iterations", "> 0", self.iterations)
         _require(self.weighting in WEIGHTINGS, self, "weighting", f"one of {WEIGHTINGS}", self.weighting)
-        _require(self.device in ("auto", "cpu", "cuda"), self, "device", "auto|cpu|cuda", self.device)
+        _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -150,10 +150,16 @@ def environment() -> dict[str, Any]:
 
 
 def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
+    """Short SHA of the checkout ecomrec runs from, ``+dirty`` with uncommitted changes; None outside git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    sha = git("rev-parse", "--short", "HEAD")
+    if not sha:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

@@ -67,6 +67,7 @@ class ALSRetriever(Retriever):
             if not np.isfinite(factors).all():
                 raise FloatingPointError(f"ALS produced non-finite {name} factors; raise regularization or lower alpha")
         self.item_known_ = np.asarray(weighted.getnnz(axis=0) > 0)
+        self._items64: np.ndarray | None = None
         self.user_items_ = weighted
         self.device_ = "cuda" if use_gpu else "cpu"
         return self
@@ -99,7 +100,10 @@ class ALSRetriever(Retriever):
         return out
 
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
-        scores = self.user_vectors(users, history, fresh) @ self.item_factors_.T
+        # float64 sums make a user's scores (nearly always) bitwise the same in any batch
+        if self._items64 is None:
+            self._items64 = self.item_factors_.T.astype(np.float64)
+        scores = self.user_vectors(users, history, fresh).astype(np.float64) @ self._items64
         scores[:, ~self.item_known_] = -np.inf
         return scores
 
@@ -110,4 +114,5 @@ class ALSRetriever(Retriever):
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
         self.item_known_ = arrays["item_known"]
+        self._items64 = None
         self.device_ = "cpu"

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from ecomrec.artifacts import load_npz, read_manifest, write_artifact
+from ecomrec.artifacts import load_npz, open_artifact, write_artifact
 from ecomrec.config import ConfigBase
 from ecomrec.data.dataset import Dataset
 from ecomrec.exceptions import NotFittedError
@@ -111,8 +111,8 @@ class Retriever(abc.ABC):
     @classmethod
     def load(cls, path: str | Path) -> Retriever:
         """Read a retriever written by :meth:`save`; raises ArtifactError if it is not intact."""
-        manifest = read_manifest(path, cls.__name__)
-        arrays = load_npz(Path(path) / "state.npz")
+        folder, manifest = open_artifact(path, cls.__name__)
+        arrays = load_npz(folder / "state.npz")
         retriever = cls(cls.config_class.from_dict(manifest["config"]))
         retriever.user_items_ = _csr_from_arrays("user_items", arrays)
         retriever._restore(arrays)

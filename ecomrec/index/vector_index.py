@@ -1,0 +1,470 @@
+"""A FAISS inner-product index over item vectors.
+
+Items are identified by int64 ids (the dataset's dense item indices). FAISS's ``(D, I)`` results
+become :class:`~ecomrec.retrieval.Candidates` here and nowhere else. Filtering happens inside
+the search — a global allow/exclude set through FAISS ID selectors, per-query exclusions by
+over-fetching, then an exact per-row re-search for any row still short — so exactly ``k`` items
+come back whenever ``k`` qualify.
+
+On a machine where FAISS sees GPUs (``faiss-gpu-cu12``), flat and IVF indexes are cloned to the
+GPU for unfiltered and per-query-excluded searches; searches with a global allow/exclude set use
+the CPU copy (GPU indexes take no ID selectors), and files are always written from the CPU copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ecomrec.artifacts import load_npz, open_artifact, write_artifact
+from ecomrec.config import IndexConfig
+from ecomrec.data.idmap import IdMap, ON_UNKNOWN
+from ecomrec.device import faiss_gpu_count, resolve_device
+from ecomrec.exceptions import ArtifactError, NotFittedError, UnknownIdError
+from ecomrec.retrieval.candidates import Candidates
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+#: Compact an index that cannot delete natively (HNSW) once this share of it is tombstones.
+COMPACT_AT = 0.25
+#: A graph search that comes back short is redone exactly when at most this many items qualify.
+EXHAUSTIVE_MAX = 200_000
+
+
+def _faiss():  # type: ignore[no-untyped-def]
+    import faiss
+
+    return faiss
+
+
+class VectorIndex:
+    """Maximum-inner-product search over item vectors (FAISS flat, IVF-Flat, HNSW or IVF-PQ).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vectors = np.eye(4, dtype=np.float32)
+    >>> index = VectorIndex(kind="flat").build(vectors, item_ids=[10, 11, 12, 13])
+    >>> index.search(vectors[[2]], k=2, exclude=[12]).item_ids.tolist()
+    [[10, 11]]
+    """
+
+    def __init__(self, config: IndexConfig | None = None, **kwargs: Any) -> None:
+        if config is not None and kwargs:
+            raise TypeError(f"VectorIndex: pass a config or keywords ({sorted(kwargs)}), not both")
+        self.config = config if config is not None else IndexConfig(**kwargs)
+        self._cpu: Any = None
+        self._gpu: Any = None
+        self._ids = np.zeros(0, np.int64)
+        self._live = np.zeros(0, bool)
+        self._tombstones = np.zeros(0, np.int64)
+        self.kind_: str | None = None
+        self.dim_: int = 0
+        self.nlist_: int = 0
+        self.nprobe_: int = 0
+        self.build_seconds_: float = 0.0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def is_built(self) -> bool:
+        return self._cpu is not None
+
+    @property
+    def n_items(self) -> int:
+        """Items that can be returned (added and not removed)."""
+        return len(self._ids)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """Sorted int64 ids of the searchable items."""
+        return self._ids.copy()
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self._gpu is not None else "cpu"
+
+    def __repr__(self) -> str:
+        if not self.is_built:
+            return "VectorIndex(not built)"
+        return f"VectorIndex({self.kind_}, {self.n_items:,} items x {self.dim_}, {self.device})"
+
+    # ------------------------------------------------------------------ build
+    def build(self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None) -> VectorIndex:
+        """Index ``vectors`` (float [n, d]) under ``item_ids`` (int [n], default 0..n-1)."""
+        vectors = self._check_vectors(vectors, dim=None)
+        if len(vectors) == 0:
+            raise ValueError("cannot build an index over an empty catalog (0 vectors)")
+        ids = self._check_new_ids(np.arange(len(vectors)) if item_ids is None else item_ids, len(vectors), existing=None)
+        start = time.perf_counter()
+        self.dim_ = vectors.shape[1]
+        self.kind_ = self._resolve_kind(len(vectors))
+        self._cpu = self._make(self.kind_, vectors)
+        self._cpu.add_with_ids(vectors, ids)
+        self._tombstones = np.zeros(0, np.int64)
+        self._set_ids(np.sort(ids))
+        self._to_device()
+        self.build_seconds_ = time.perf_counter() - start
+        logger.info("built %r in %.2fs", self, self.build_seconds_)
+        return self
+
+    def _resolve_kind(self, n: int) -> str:
+        kind = self.config.kind
+        if kind == "auto":
+            kind = "flat" if n < self.config.exact_below else self.config.auto_kind
+        return kind
+
+    def _make(self, kind: str, vectors: np.ndarray) -> Any:
+        faiss = _faiss()
+        n, d = vectors.shape
+        cfg = self.config
+        ip = faiss.METRIC_INNER_PRODUCT
+        if kind == "flat":
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+        if kind == "hnsw":
+            graph = faiss.IndexHNSWFlat(d, cfg.hnsw_m, ip)
+            graph.hnsw.efConstruction = cfg.ef_construction
+            graph.hnsw.efSearch = cfg.ef_search
+            return faiss.IndexIDMap2(graph)
+        nlist = cfg.nlist or 2 ** max(0, round(math.log2(4 * math.sqrt(n))))
+        nlist = max(1, min(nlist, n // 39 or 1))  # FAISS wants >= 39 training points per list
+        self.nlist_ = nlist
+        self.nprobe_ = min(nlist, cfg.nprobe or max(8, nlist // 32))
+        quantizer = faiss.IndexFlatIP(d)
+        if kind == "ivf_flat":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, ip)
+        else:
+            m = cfg.pq_m or max(x for x in range(1, max(1, d // 8) + 1) if d % x == 0)
+            if d % m:
+                raise ValueError(f"IndexConfig.pq_m={m} must divide the dimension {d}")
+            if n < 39 * 2**cfg.pq_bits:
+                raise ValueError(f"ivf_pq with pq_bits={cfg.pq_bits} needs >= {39 * 2**cfg.pq_bits} vectors to train, got {n}")
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, m, cfg.pq_bits, ip)
+        index.own_fields = True
+        quantizer.this.disown()  # the IVF index owns and frees its quantizer
+        index.train(self._training_sample(vectors, nlist))
+        index.nprobe = self.nprobe_
+        return index
+
+    def _training_sample(self, vectors: np.ndarray, nlist: int) -> np.ndarray:
+        size = min(len(vectors), self.config.train_size or 64 * nlist)
+        if size >= len(vectors):
+            return vectors
+        rows = np.random.default_rng(self.config.seed).choice(len(vectors), size=size, replace=False)
+        return vectors[np.sort(rows)]
+
+    def _to_device(self) -> None:
+        """Clone to the GPU when asked for (or ``auto``) and FAISS sees one; fall back to the CPU."""
+        self._gpu = None
+        wanted = self.config.device
+        if wanted == "cpu" or self.kind_ == "hnsw":
+            return
+        if faiss_gpu_count() == 0:
+            if wanted == "cuda":
+                logger.warning("IndexConfig.device='cuda' but FAISS sees no GPU (faiss-cpu?): searching on the CPU")
+            return
+        if wanted == "auto" and not resolve_device().startswith("cuda"):
+            return
+        try:
+            self._gpu = _faiss().index_cpu_to_all_gpus(self._cpu)
+        except Exception as exc:  # an index type or build without GPU support
+            logger.warning("FAISS could not move the %s index to the GPU (%s): searching on the CPU", self.kind_, exc)
+            self._gpu = None
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exclude: np.ndarray | list[int] | sp.spmatrix | list[np.ndarray] | None = None,
+        allow: np.ndarray | list[int] | None = None,
+    ) -> Candidates:
+        """Top ``k`` items by inner product for each query.
+
+        Parameters
+        ----------
+        queries
+            float [n, d].
+        k
+            Results per query; short rows are padded (id -1, score -inf).
+        exclude
+            Item ids excluded for every query (1-D), or per query: a CSR [n, max_id + 1] whose
+            columns are item ids, or a list of n id arrays.
+        allow
+            When given, only these item ids can be returned.
+
+        Returns
+        -------
+        Candidates
+            ``item_ids`` int64 [n, k] and ``scores`` float32 [n, k], best first.
+        """
+        self._check_built()
+        _check_k(k)
+        queries = self._check_vectors(queries, dim=self.dim_)
+        n = len(queries)
+        global_excl, per_row = _split_exclude(exclude, n)
+        global_excl = np.union1d(global_excl, self._tombstones) if len(self._tombstones) else global_excl
+        allow_ids = None if allow is None else np.unique(np.asarray(allow, dtype=np.int64))
+        qualifies = self._qualifying(global_excl, allow_ids)  # bool over ids 0..max_id
+        n_live = int(qualifies.sum()) if qualifies is not self._live else self.n_items
+        out = Candidates.empty(n, k)
+        if n == 0 or n_live == 0:
+            return out
+        row_excl = None
+        if per_row is not None:
+            row_excl = [r[qualifies[np.clip(r, 0, len(qualifies) - 1)] & (r >= 0) & (r < len(qualifies))] for r in per_row]
+        extra = max((len(r) for r in row_excl), default=0) if row_excl is not None else 0
+        fetch = min(k + extra, n_live)
+        scores, ids = self._search_raw(queries, fetch, global_excl, allow_ids)
+        for row in range(n):
+            keep = ids[row] >= 0
+            if row_excl is not None and len(row_excl[row]):
+                keep &= ~np.isin(ids[row], row_excl[row])
+            got_ids, got_scores = ids[row][keep][:k], scores[row][keep][:k]
+            wanted = min(k, n_live - (len(row_excl[row]) if row_excl is not None else 0))
+            if len(got_ids) < wanted:  # ANN came back short: search this row alone, exclusions inside
+                excl = np.union1d(global_excl, row_excl[row]) if row_excl is not None else global_excl
+                got_ids, got_scores = self._search_row_exhaustively(queries[row], k, excl, allow_ids, qualifies)
+            order = np.lexsort((got_ids, -got_scores))  # ties by lower id, as exact top-k does
+            out.item_ids[row, : len(got_ids)] = got_ids[order]
+            out.scores[row, : len(got_ids)] = got_scores[order]
+        return out
+
+    def _search_row_exhaustively(
+        self, query: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, qualifies: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query over every qualifying item: all IVF lists, or exact scores for a graph index."""
+        if self.kind_ == "hnsw" and int(qualifies.sum()) <= EXHAUSTIVE_MAX:
+            ids = np.flatnonzero(qualifies)
+            ids = np.setdiff1d(ids, exclude, assume_unique=True) if len(exclude) else ids
+            scores = self._cpu.reconstruct_batch(ids) @ query
+            top = np.lexsort((ids, -scores))[:k]
+            return ids[top], scores[top].astype(np.float32)
+        s, i = self._search_raw(query[None, :], min(k, int(qualifies.sum())), exclude, allow, exact_fallback=True)
+        valid = i[0] >= 0
+        return i[0][valid][:k], s[0][valid][:k]
+
+    def _qualifying(self, exclude: np.ndarray, allow: np.ndarray | None) -> np.ndarray:
+        """bool [max_id + 1]: ids a query may get back (``self._live`` itself when nothing filters)."""
+        if not len(exclude) and allow is None:
+            return self._live
+        mask = self._live.copy()
+        if allow is not None:
+            allowed = np.zeros_like(mask)
+            allowed[allow[(allow >= 0) & (allow < len(mask))]] = True
+            mask &= allowed
+        mask[exclude[(exclude >= 0) & (exclude < len(mask))]] = False
+        return mask
+
+    def _search_raw(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, *, exact_fallback: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search → (scores float32 [n, k], ids int64 [n, k], -1 where nothing was found)."""
+        faiss = _faiss()
+        filtered = len(exclude) > 0 or allow is not None
+        if self._gpu is not None and not filtered:
+            return self._gpu.search(queries, k)
+        selector = None
+        if allow is not None:
+            selector = faiss.IDSelectorBatch(allow)
+        if len(exclude):
+            not_excluded = faiss.IDSelectorNot(faiss.IDSelectorBatch(exclude))
+            selector = not_excluded if selector is None else faiss.IDSelectorAnd(selector, not_excluded)
+        params = self._params(selector, k, exact_fallback)
+        scores, ids = self._cpu.search(queries, k, params=params)
+        return scores, ids
+
+    def _params(self, selector: Any, k: int, wide: bool) -> Any:
+        faiss = _faiss()
+        if self.kind_ == "hnsw":
+            ef = max(self.config.ef_search, k) * (4 if wide else 1)
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+        if self.kind_ in ("ivf_flat", "ivf_pq"):
+            nprobe = self.nlist_ if wide else self.nprobe_
+            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    # ------------------------------------------------------------------ updates
+    def add(self, vectors: np.ndarray, item_ids: np.ndarray | list[int]) -> None:
+        """Add items (ids must be new) without rebuilding."""
+        self._check_built()
+        vectors = self._check_vectors(vectors, dim=self.dim_)
+        ids = self._check_new_ids(item_ids, len(vectors), existing=self._ids)
+        if len(np.intersect1d(ids, self._tombstones)):
+            self.compact()  # the graph still holds the removed copy of a re-added id
+        if len(ids):
+            self._cpu.add_with_ids(vectors, ids)
+            self._set_ids(np.union1d(self._ids, ids))
+            self._to_device()
+
+    def remove(self, item_ids: np.ndarray | list[int], on_unknown: str = "raise") -> int:
+        """Remove items; returns how many were removed. Unknown ids follow ``on_unknown``."""
+        self._check_built()
+        if on_unknown not in ON_UNKNOWN:
+            raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
+        ids = np.unique(np.asarray(item_ids, dtype=np.int64))
+        known = np.isin(ids, self._ids)
+        if not known.all():
+            message = f"{int((~known).sum())} id(s) not in the index, e.g. {ids[~known][:5].tolist()}"
+            if on_unknown == "raise":
+                raise UnknownIdError(message)
+            if on_unknown == "warn":
+                logger.warning(message)
+            ids = ids[known]
+        if not len(ids):
+            return 0
+        try:
+            self._cpu.remove_ids(_faiss().IDSelectorBatch(ids))
+        except RuntimeError:  # HNSW cannot delete: hide the items, compact when they pile up
+            self._tombstones = np.union1d(self._tombstones, ids)
+        self._set_ids(np.setdiff1d(self._ids, ids, assume_unique=True))
+        if len(self._tombstones) > COMPACT_AT * (len(self._ids) + len(self._tombstones)):
+            self.compact()
+        else:
+            self._to_device()
+        return len(ids)
+
+    def compact(self) -> None:
+        """Rebuild an index holding tombstones (HNSW) from its own stored vectors."""
+        if not len(self._tombstones):
+            return
+        vectors = np.vstack([self._cpu.reconstruct(int(i)) for i in self._ids]) if len(self._ids) else None
+        self._tombstones = np.zeros(0, np.int64)
+        if vectors is None:
+            raise ValueError("every item was removed; build a new index")
+        self.build(vectors, self._ids)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, *, items: IdMap | None = None, facts: dict[str, Any] | None = None) -> Path:
+        """Write ``index.faiss`` (from the CPU copy), ``ids.npz``, optionally ``items.json``, and the manifest.
+
+        ``facts`` are recorded in the manifest (e.g. the model the vectors came from) and can be
+        required at load time with ``expect=``.
+        """
+        self._check_built()
+        faiss = _faiss()
+
+        def write(folder: Path) -> None:
+            faiss.write_index(self._cpu, str(folder / INDEX_FILE))
+            np.savez(folder / "ids.npz", ids=self._ids, tombstones=self._tombstones)
+            if items is not None:
+                items.save(folder / "items.json")
+
+        info = {
+            "kind": self.kind_,
+            "dim": self.dim_,
+            "metric": "inner_product",
+            "n_items": self.n_items,
+            "nlist": self.nlist_,
+            "nprobe": self.nprobe_,
+            "built_on": self.device,
+            "build_seconds": round(self.build_seconds_, 3),
+            **(facts or {}),
+        }
+        return write_artifact(path, "VectorIndex", self.config.to_dict(), info, write)
+
+    @classmethod
+    def load(cls, path: str | Path, *, expect: dict[str, Any] | None = None, device: str | None = None) -> VectorIndex:
+        """Read an index written by :meth:`save`.
+
+        ``expect``: manifest facts that must match (e.g. ``{"dim": 512, "model": "<hash>"}``);
+        any difference raises :class:`ArtifactError`, as do missing or corrupt files.
+        """
+        folder, manifest = open_artifact(path, "VectorIndex")  # one version, even if swapped meanwhile
+        facts = manifest["facts"]
+        for key, value in (expect or {}).items():
+            if facts.get(key) != value:
+                raise ArtifactError(
+                    f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}: an index from another model or data"
+                )
+        config = IndexConfig.from_dict(manifest["config"])
+        if device is not None:
+            config = config.replace(device=device)
+        index = cls(config)
+        try:
+            index._cpu = _faiss().read_index(str(folder / INDEX_FILE))
+        except RuntimeError as exc:
+            raise ArtifactError(f"{folder / INDEX_FILE} is not a readable FAISS index: {exc}") from exc
+        arrays = load_npz(folder / "ids.npz")
+        index._tombstones = arrays["tombstones"]
+        index._set_ids(arrays["ids"])
+        index.kind_, index.dim_ = facts["kind"], int(facts["dim"])
+        index.nlist_, index.nprobe_ = int(facts["nlist"]), int(facts["nprobe"])
+        if index._cpu.d != index.dim_ or index._cpu.ntotal != index.n_items + len(index._tombstones):
+            raise ArtifactError(f"{folder}: index file and manifest disagree (dimension or item count)")
+        index._to_device()
+        return index
+
+    @staticmethod
+    def load_items(path: str | Path) -> IdMap | None:
+        """The id map saved beside the index, if any."""
+        file = Path(path) / "items.json"
+        return IdMap.load(file) if file.is_file() else None
+
+    def _set_ids(self, ids: np.ndarray) -> None:
+        self._ids = ids
+        self._live = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=bool)
+        self._live[ids] = True
+
+    # ------------------------------------------------------------------ checks
+    def _check_built(self) -> None:
+        if not self.is_built:
+            raise NotFittedError("VectorIndex (call build(...) or load(...))")
+
+    @staticmethod
+    def _check_vectors(vectors: np.ndarray, dim: int | None) -> np.ndarray:
+        array = np.asarray(vectors)
+        if array.ndim != 2:
+            raise ValueError(f"vectors must be 2-D [n, d], got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"vectors must be numeric, got {array.dtype}")
+        if dim is not None and array.shape[1] != dim:
+            raise ValueError(f"vectors have dimension {array.shape[1]}, the index has {dim}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+            raise ValueError(f"vectors hold NaN or infinite values (first at row {bad})")
+        return array
+
+    @staticmethod
+    def _check_new_ids(item_ids: np.ndarray | list[int], n: int, existing: np.ndarray | None) -> np.ndarray:
+        ids = np.asarray(item_ids)
+        if ids.shape != (n,) or (n and not np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"item_ids must be {n} integers, got shape {ids.shape} dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if n and ids.min() < 0:
+            raise ValueError("item_ids must be >= 0 (-1 means padding)")
+        if len(np.unique(ids)) != n:
+            raise ValueError("item_ids must be distinct")
+        if existing is not None and len(np.intersect1d(ids, existing)):
+            raise ValueError(f"item ids already in the index: {np.intersect1d(ids, existing)[:5].tolist()}; remove them first")
+        return ids
+
+
+def _check_k(k: object) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+
+
+def _split_exclude(exclude: object, n: int) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """(ids excluded for every query, per-query id arrays or None)."""
+    if exclude is None:
+        return np.zeros(0, np.int64), None
+    if sp.issparse(exclude):
+        matrix = sp.csr_matrix(exclude)
+        if matrix.shape[0] != n:
+            raise ValueError(f"exclude has {matrix.shape[0]} rows for {n} queries")
+        rows = [matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]].astype(np.int64) for r in range(n)]
+        return np.zeros(0, np.int64), rows
+    if isinstance(exclude, list) and exclude and not np.isscalar(exclude[0]):
+        if len(exclude) != n:
+            raise ValueError(f"exclude has {len(exclude)} rows for {n} queries")
+        return np.zeros(0, np.int64), [np.asarray(r, dtype=np.int64).reshape(-1) for r in exclude]
+    return np.unique(np.asarray(exclude, dtype=np.int64).reshape(-1)), None
