@@ -35,7 +35,7 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 #: Versions kept per artifact: the current one and the one before it (readers may still hold it).
 KEEP_VERSIONS = 2
-#: Temporary folders of writers older than this are from killed writes and are removed.
+#: Temporary folders of writers that died, or older than this, are from killed writes and are removed.
 STALE_SECONDS = 3600
 _LIBRARIES = ("numpy", "scipy", "implicit", "faiss-cpu", "faiss-gpu-cu12", "torch", "transformers", "sentence-transformers")
 
@@ -70,7 +70,7 @@ def write_artifact(
     versions = _versions_dir(target)
     versions.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc)
-    tmp = versions / f".tmp-{uuid.uuid4().hex[:12]}"
+    tmp = versions / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         write_files(tmp)
@@ -120,8 +120,23 @@ def _prune(versions: Path, keep: str) -> None:
         if os.path.realpath(old) != keep:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in versions.glob(".tmp-*"):
-        if now - tmp.stat().st_mtime > STALE_SECONDS:
+        if not _writer_alive(tmp) or now - tmp.stat().st_mtime > STALE_SECONDS:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process named in a temporary folder (``.tmp-<pid>-…``) still runs on this host."""
+    try:
+        pid = int(tmp.name.split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def open_artifact(path: str | Path, kind: str) -> tuple[Path, dict[str, Any]]:

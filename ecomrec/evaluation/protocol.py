@@ -194,11 +194,32 @@ def benchmark(
             "fit_seconds": fit_watch.seconds,
         }
         report.throughput[name] = {"users_per_s": users_per_s, "batch_size": protocol.batch_size}
+        if hasattr(retriever, "candidates_exact"):  # searched through an index: check it against direct scoring
+            exact = retriever.candidates_exact(split.users, 100, batch_size=protocol.batch_size)
+            report.checks[name] = {"index": retriever.index_.kind_, **top_k_agreement(ranked_all, exact, 100)}
         if len(timed):
             single: Callable[[int], object] = lambda u, r=retriever: r.candidates([u], k)
             report.latency_ms[name] = time_calls(single, timed, warmup=protocol.warmup).to_dict()
         logger.info("%s: %s", name, report.results[name]["all"])
     return report
+
+
+def top_k_agreement(found: Candidates, reference: Candidates, k: int) -> dict[str, float]:
+    """How far ``found``'s top ``k`` matches ``reference``'s, row by row.
+
+    ``same_top_k_share``: rows whose top-k sets are equal, ties aside (an item only in ``found``
+    counts as equal when its score ties the reference's k-th score). ``mean_overlap``: mean
+    |found ∩ reference| / k.
+    """
+    same, overlap = 0, []
+    for ids_f, scores_f, ids_r, scores_r in zip(found.item_ids, found.scores, reference.item_ids, reference.scores):
+        top_f, top_r = ids_f[:k], set(ids_r[:k].tolist())
+        overlap.append(len(top_r.intersection(top_f.tolist())) / k)
+        kth = float(scores_r[min(k, len(scores_r)) - 1])
+        extra = scores_f[:k][~np.isin(top_f, list(top_r))]
+        same += bool(np.all(np.abs(extra - kth) <= 1e-4 * (abs(kth) + 1.0)))
+    rows = max(len(overlap), 1)
+    return {"k": k, "same_top_k_share": same / rows, "mean_overlap": float(np.sum(overlap)) / rows}
 
 
 def _timed_users(split: EvalSplit, protocol: ProtocolConfig) -> list[int]:
@@ -241,5 +262,6 @@ __all__ = [
     "evaluate_candidates",
     "make_split",
     "score_retriever",
+    "top_k_agreement",
     "validation_split",
 ]

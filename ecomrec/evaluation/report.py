@@ -28,6 +28,7 @@ class BenchmarkReport:
     throughput: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    checks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,6 +78,14 @@ class BenchmarkReport:
                     f"| {stage} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['p99']:.2f} | "
                     f"{'' if rate is None else f'{rate:,.0f}'} |"
                 )
+            lines.append("")
+        for method, check in self.checks.items():
+            lines.append(
+                f"Check: `{method}` through its {check['index']} index vs scoring every item directly: identical "
+                f"top-{check['k']} for {check['same_top_k_share']:.1%} of users (ties aside), mean overlap "
+                f"{check['mean_overlap']:.4f}."
+            )
+        if self.checks:
             lines.append("")
         env = self.environment
         lines.append(

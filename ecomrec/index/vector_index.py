@@ -70,6 +70,8 @@ class VectorIndex:
         self.nlist_: int = 0
         self.nprobe_: int = 0
         self.build_seconds_: float = 0.0
+        #: recall@10 against exact search measured when the index was validated, if it was
+        self.validated_recall_: float | None = None
 
     # ------------------------------------------------------------------ properties
     @property

@@ -1,17 +1,23 @@
-"""Collaborative filtering with implicit-feedback ALS (``implicit``)."""
+"""Collaborative filtering with implicit-feedback ALS (``implicit``), searched through a VectorIndex."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from ecomrec.config import ALSConfig
+from ecomrec.config import ALSConfig, IndexConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.device import implicit_gpu_available, resolve_device
-from ecomrec.retrieval.base import Retriever
+from ecomrec.index import VectorIndex
+from ecomrec.index.validation import check_index
+from ecomrec.retrieval.base import Query, Retriever
+from ecomrec.retrieval.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +25,12 @@ logger = logging.getLogger(__name__)
 class ALSRetriever(Retriever):
     """Matrix factorisation of the user × item confidence matrix (Hu, Koren & Volinsky 2008).
 
-    A user's score for an item is the dot product of their factors. Items without any purchase
-    in the training data have no factors worth the name and are never returned (they are cold:
-    the text retrievers find them). Users passed with ``user_items=`` are folded in: their
-    factors are solved against the fixed item factors, exactly as an ALS user step does.
+    A user's score for an item is the dot product of their factors; candidates come from a
+    :class:`~ecomrec.index.VectorIndex` over the item factors (exact below
+    ``IndexConfig.exact_below`` items, approximate above). Items without any purchase in the
+    training data have no factors worth the name and are not indexed (they are cold: the text
+    retrievers find them). Users passed with ``user_items=`` are folded in: their factors are
+    solved against the fixed item factors, exactly as an ALS user step does.
 
     Examples
     --------
@@ -40,6 +48,7 @@ class ALSRetriever(Retriever):
     def __init__(self, config: ALSConfig | None = None, *, show_progress: bool | None = None, **kwargs: object) -> None:
         super().__init__(config, **kwargs)
         self.show_progress = show_progress
+        self._swap_lock = threading.Lock()
 
     def fit(self, data: Dataset) -> ALSRetriever:
         from implicit.als import AlternatingLeastSquares
@@ -68,10 +77,12 @@ class ALSRetriever(Retriever):
                 raise FloatingPointError(f"ALS produced non-finite {name} factors; raise regularization or lower alpha")
         self.item_known_ = np.asarray(weighted.getnnz(axis=0) > 0)
         self._items64: np.ndarray | None = None
-        self.user_items_ = weighted
+        self._remember(data, weighted)
         self.device_ = "cuda" if use_gpu else "cpu"
+        self.index_ = self.build_index()
         return self
 
+    # ------------------------------------------------------------------ user vectors
     def user_vectors(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         """float32 [n, factors]: fitted factors, or folded-in ones for fresh histories."""
         if not fresh:
@@ -84,8 +95,7 @@ class ALSRetriever(Retriever):
         ``history`` holds the same confidence weights as fitting (``Dataset.user_items(weighting)``).
         """
         items = self.item_factors_.astype(np.float64)
-        reg = self.config.regularization * np.eye(items.shape[1])
-        gram = items.T @ items + reg
+        gram = items.T @ items + self.config.regularization * np.eye(items.shape[1])
         out = np.zeros((history.shape[0], items.shape[1]), dtype=np.float32)
         history = sp.csr_matrix(history)
         for row in range(history.shape[0]):
@@ -99,20 +109,77 @@ class ALSRetriever(Retriever):
             out[row] = np.linalg.solve(a, y.T @ confidence)
         return out
 
+    # ------------------------------------------------------------------ retrieval
+    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+        index = self.index_  # one reference per call: a concurrent rebuild never mixes into it
+        parts = []
+        for start in range(0, max(len(query.users), 1), batch_size):
+            rows = slice(start, start + batch_size)
+            vectors = self.user_vectors(query.users[rows], query.history[rows], query.fresh)
+            exclude = query.exclude[rows] if sp.issparse(query.exclude) else query.exclude
+            parts.append(index.search(vectors, query.k, exclude=exclude, allow=query.allow))
+        return Candidates.concat(parts)
+
+    def candidates_exact(self, user_ids: np.ndarray | list[int], k: int, **kwargs: object) -> Candidates:
+        """As :meth:`candidates`, but scoring every item directly (no index): the reference the
+        index path is checked against."""
+        self._check_fitted()
+        query = self._query(user_ids, k, kwargs.pop("user_items", None), kwargs.pop("exclude", None), kwargs.pop("allow", None))
+        return Retriever._retrieve(self, query, int(kwargs.pop("batch_size", 1024)))  # type: ignore[arg-type]
+
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
-        # float64 sums make a user's scores (nearly always) bitwise the same in any batch
         if self._items64 is None:
             self._items64 = self.item_factors_.T.astype(np.float64)
+        # float64 sums make a user's scores (nearly always) bitwise the same in any batch
         scores = self.user_vectors(users, history, fresh).astype(np.float64) @ self._items64
         scores[:, ~self.item_known_] = -np.inf
         return scores
 
+    # ------------------------------------------------------------------ index
+    @property
+    def model_hash(self) -> str:
+        """Identity of the item factors: an index built from other factors is refused at load."""
+        return hashlib.sha256(np.ascontiguousarray(self.item_factors_).view(np.uint8)).hexdigest()[:16]
+
+    def build_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex:
+        """A new index over the warm items' factors (only ``items`` of them when given).
+
+        Validated against exact search before it is returned; nothing is swapped in.
+        """
+        warm = np.flatnonzero(self.item_known_)
+        if items is not None:
+            warm = np.intersect1d(warm, np.asarray(items, dtype=np.int64))
+        if not len(warm):
+            raise ValueError("no item with ALS factors is in the catalog: nothing to index")
+        index = VectorIndex(config or self.config.index).build(self.item_factors_[warm], item_ids=warm)
+        sample = np.random.default_rng(self.config.seed).choice(len(self.user_factors_), size=min(200, len(self.user_factors_)), replace=False)
+        index.validated_recall_ = check_index(index, self.item_factors_[warm], warm, self.user_factors_[sample])
+        return index
+
+    def rebuild_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex:
+        """Build and validate a new index, then swap it in atomically; returns the new index.
+
+        Searches that started before the swap finish on the old index; later ones use the new
+        one; no search sees a mix.
+        """
+        self._check_fitted()
+        index = self.build_index(items, config)
+        with self._swap_lock:
+            self.index_ = index
+        return index
+
+    # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_, "item_known": self.item_known_}
 
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+    def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
+        super()._write(folder, arrays)
+        self.index_.save(folder / "index", items=self.items_, facts={"model": self.model_hash})
+
+    def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
         self.item_known_ = arrays["item_known"]
         self._items64 = None
         self.device_ = "cpu"
+        self.index_ = VectorIndex.load(folder / "index", expect={"model": self.model_hash, "dim": self.item_factors_.shape[1]})

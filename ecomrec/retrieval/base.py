@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from ecomrec.artifacts import load_npz, open_artifact, write_artifact
 from ecomrec.config import ConfigBase
 from ecomrec.data.dataset import Dataset
+from ecomrec.data.idmap import IdMap
 from ecomrec.exceptions import NotFittedError
 from ecomrec.retrieval.candidates import Candidates, top_k
 
@@ -38,6 +39,8 @@ class Retriever(abc.ABC):
         if not isinstance(self.config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(self.config).__name__}")
         self.user_items_: sp.csr_matrix | None = None
+        self.users_: IdMap | None = None
+        self.items_: IdMap | None = None
 
     # ------------------------------------------------------------------ protocol
     @abc.abstractmethod
@@ -77,19 +80,35 @@ class Retriever(abc.ABC):
             ``item_ids`` int64 [n, k] and ``scores`` float32 [n, k], scores non-increasing.
         """
         self._check_fitted()
+        return self._retrieve(self._query(user_ids, k, user_items, exclude, allow), batch_size)
+
+    def _query(
+        self,
+        user_ids: np.ndarray | list[int],
+        k: int,
+        user_items: sp.spmatrix | None,
+        exclude: str | sp.spmatrix | np.ndarray | list[int] | None,
+        allow: np.ndarray | list[int] | None,
+    ) -> Query:
+        """Validate a call's arguments once, into the form every retrieval path uses."""
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1)
-        if not isinstance(k, (int, np.integer)) or k <= 0:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         history = self._history(users, user_items)
-        fresh = user_items is not None
+        allowed = None if allow is None else _item_indices(allow, self.n_items, "allow")
+        return Query(users, history, user_items is not None, int(k), _exclusions(exclude, history, self.n_items), allowed)
+
+    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+        """Exact retrieval: score every item, mask, take the top k (batch by batch)."""
         parts = []
-        for start in range(0, max(len(users), 1), batch_size):
+        for start in range(0, max(len(query.users), 1), batch_size):
             rows = slice(start, start + batch_size)
-            scores = self._score(users[rows], history[rows], fresh).astype(np.float32, copy=False)
+            scores = self._score(query.users[rows], query.history[rows], query.fresh).astype(np.float32, copy=False)
             if np.isnan(scores).any():
                 raise FloatingPointError(f"{type(self).__name__} produced NaN scores; refit with other settings")
-            _mask(scores, _rows(exclude, history, rows, self.n_items), allow)
-            parts.append(top_k(scores, int(k)))
+            exclude = query.exclude[rows] if sp.issparse(query.exclude) else query.exclude
+            _mask(scores, exclude, query.allow)
+            parts.append(top_k(scores, query.k))
         return Candidates.concat(parts)
 
     @abc.abstractmethod
@@ -105,8 +124,13 @@ class Retriever(abc.ABC):
         self._check_fitted()
         arrays = {**_csr_to_arrays("user_items", self.user_items_), **self._state()}
         facts = {"n_users": int(self.user_items_.shape[0]), "n_items": self.n_items}  # type: ignore[union-attr]
-        write: Callable[[Path], None] = lambda folder: np.savez(folder / "state.npz", **arrays)
-        return write_artifact(path, type(self).__name__, self.config.to_dict(), facts, write)
+        return write_artifact(path, type(self).__name__, self.config.to_dict(), facts, lambda d: self._write(d, arrays))
+
+    def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
+        np.savez(folder / "state.npz", **arrays)
+        if self.users_ is not None and self.items_ is not None:
+            self.users_.save(folder / "users.json")
+            self.items_.save(folder / "items.json")
 
     @classmethod
     def load(cls, path: str | Path) -> Retriever:
@@ -115,15 +139,22 @@ class Retriever(abc.ABC):
         arrays = load_npz(folder / "state.npz")
         retriever = cls(cls.config_class.from_dict(manifest["config"]))
         retriever.user_items_ = _csr_from_arrays("user_items", arrays)
-        retriever._restore(arrays)
+        if (folder / "items.json").is_file():
+            retriever.users_, retriever.items_ = IdMap.load(folder / "users.json"), IdMap.load(folder / "items.json")
+        retriever._restore(arrays, folder)
         return retriever
 
     def _state(self) -> dict[str, np.ndarray]:
         """Fitted arrays beyond ``user_items_`` to persist."""
         return {}
 
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        """Inverse of :meth:`_state`."""
+    def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
+        """Inverse of :meth:`_state` (``folder`` holds any extra files :meth:`_write` added)."""
+
+    def _remember(self, data: Dataset, user_items: sp.csr_matrix) -> None:
+        """Keep the fitted history and the id maps (saved beside the model)."""
+        self.user_items_ = sp.csr_matrix(user_items, dtype=np.float32)
+        self.users_, self.items_ = data.users, data.items
 
     # ------------------------------------------------------------------ shared helpers
     @property
@@ -156,20 +187,36 @@ class Retriever(abc.ABC):
         return fitted[users]
 
 
-def _rows(
-    exclude: str | sp.spmatrix | np.ndarray | list[int] | None, history: sp.csr_matrix, rows: slice, n_items: int
+@dataclasses.dataclass
+class Query:
+    """A validated :meth:`Retriever.candidates` call.
+
+    ``exclude`` is None, a CSR [n, n_items] of per-query exclusions, or int64 item indices
+    excluded for every query; ``allow`` is None or int64 item indices.
+    """
+
+    users: np.ndarray
+    history: sp.csr_matrix
+    fresh: bool
+    k: int
+    exclude: sp.csr_matrix | np.ndarray | None
+    allow: np.ndarray | None
+
+
+def _exclusions(
+    exclude: str | sp.spmatrix | np.ndarray | list[int] | None, history: sp.csr_matrix, n_items: int
 ) -> sp.csr_matrix | np.ndarray | None:
     if exclude is None:
         return None
     if isinstance(exclude, str):
         if exclude != "seen":
             raise ValueError(f"exclude must be 'seen', a sparse matrix or item indices, got {exclude!r}")
-        return history[rows]
+        return history
     if sp.issparse(exclude):
         matrix = sp.csr_matrix(exclude)
         if matrix.shape != (history.shape[0], n_items):
             raise ValueError(f"exclude matrix must be [{history.shape[0]}, {n_items}], got {matrix.shape}")
-        return matrix[rows]
+        return matrix
     return _item_indices(exclude, n_items, "exclude")
 
 
@@ -180,7 +227,7 @@ def _item_indices(values: np.ndarray | list[int], n_items: int, what: str) -> np
     return items
 
 
-def _mask(scores: np.ndarray, exclude: sp.csr_matrix | np.ndarray | None, allow: np.ndarray | list[int] | None) -> None:
+def _mask(scores: np.ndarray, exclude: sp.csr_matrix | np.ndarray | None, allow: np.ndarray | None) -> None:
     """Set excluded and not-allowed items to -inf, in place."""
     if exclude is not None:
         if sp.issparse(exclude):
@@ -190,7 +237,7 @@ def _mask(scores: np.ndarray, exclude: sp.csr_matrix | np.ndarray | None, allow:
             scores[:, exclude] = -np.inf
     if allow is not None:
         keep = np.zeros(scores.shape[1], dtype=bool)
-        keep[_item_indices(allow, scores.shape[1], "allow")] = True
+        keep[allow] = True
         scores[:, ~keep] = -np.inf
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
@@ -32,7 +34,7 @@ class PopularityRetriever(Retriever):
     config: PopularityConfig
 
     def fit(self, data: Dataset) -> PopularityRetriever:
-        self.user_items_ = data.user_items("counts")
+        self._remember(data, data.user_items("counts"))
         self.popularity_ = data.item_popularity(self.config.window_days)
         return self
 
@@ -42,7 +44,7 @@ class PopularityRetriever(Retriever):
     def _state(self) -> dict[str, np.ndarray]:
         return {"popularity": self.popularity_}
 
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+    def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.popularity_ = arrays["popularity"]
 
 
@@ -58,7 +60,7 @@ class RepurchaseRetriever(Retriever):
     config: RepurchaseConfig
 
     def fit(self, data: Dataset) -> RepurchaseRetriever:
-        self.user_items_ = data.user_items("counts")
+        self._remember(data, data.user_items("counts"))
         self.popularity_ = data.item_popularity(self.config.popularity.window_days)
         self.recency_ = _last_purchase_recency(data, self.user_items_.shape)
         return self
@@ -75,7 +77,7 @@ class RepurchaseRetriever(Retriever):
     def _state(self) -> dict[str, np.ndarray]:
         return {"popularity": self.popularity_, **_csr_to_arrays("recency", self.recency_)}
 
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+    def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.popularity_ = arrays["popularity"]
         self.recency_ = _csr_from_arrays("recency", arrays)
 
@@ -120,7 +122,7 @@ class ItemKNNRetriever(Retriever):
             model.fit(bm25, show_progress=False)
         self.similarity_ = sp.csr_matrix(model.similarity, dtype=np.float32)
         self.popularity_ = data.item_popularity()
-        self.user_items_ = weighted
+        self._remember(data, weighted)
         return self
 
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
@@ -133,6 +135,6 @@ class ItemKNNRetriever(Retriever):
     def _state(self) -> dict[str, np.ndarray]:
         return {"popularity": self.popularity_, **_csr_to_arrays("similarity", self.similarity_)}
 
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+    def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.popularity_ = arrays["popularity"]
         self.similarity_ = _csr_from_arrays("similarity", arrays)

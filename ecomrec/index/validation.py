@@ -1,0 +1,49 @@
+"""Checks a freshly built index must pass before it replaces the one in service."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecomrec.exceptions import ArtifactError
+from ecomrec.index.vector_index import VectorIndex
+
+#: Least recall@10 against exact search that an approximate index must reach to be swapped in.
+MIN_APPROX_RECALL = 0.8
+#: A flat index is exact: it must find (up to float rounding and ties) every true neighbour.
+MIN_EXACT_RECALL = 0.999
+
+
+def recall_against_exact(index: VectorIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """Share of the index's top-``k`` whose exact score reaches the exact ``k``-th best score.
+
+    Ties aside this is recall@k against brute force; an item tied with the true k-th counts as found.
+    """
+    ids = np.asarray(item_ids, dtype=np.int64)
+    exact = np.asarray(queries, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64).T
+    kth = np.partition(exact, -k, axis=1)[:, -k]
+    found = index.search(np.asarray(queries, dtype=np.float32), k).item_ids
+    order = np.argsort(ids)
+    columns = order[np.clip(np.searchsorted(ids[order], found), 0, len(ids) - 1)]
+    valid = (found >= 0) & (ids[columns] == found)
+    scores = np.take_along_axis(exact, columns, axis=1)
+    hits = valid & (scores >= kth[:, None] - 1e-4 * (np.abs(kth[:, None]) + 1.0))
+    return float(hits.sum(axis=1).mean() / k)
+
+
+def check_index(index: VectorIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+    """Raise :class:`ArtifactError` unless ``index`` holds exactly ``item_ids`` and finds their
+    top-``k`` for ``queries`` (``MIN_EXACT_RECALL`` for flat, ``MIN_APPROX_RECALL`` otherwise).
+
+    Returns the measured recall@k against exact search.
+    """
+    expected = np.sort(np.asarray(item_ids, dtype=np.int64))
+    if index.n_items != len(expected) or not np.array_equal(index.item_ids, expected):
+        raise ArtifactError(f"new index holds {index.n_items} items, expected {len(expected)}: not swapped in")
+    if not len(queries):
+        return 1.0
+    k = min(k, len(expected))
+    recall = recall_against_exact(index, vectors, item_ids, queries, k)
+    floor = MIN_EXACT_RECALL if index.kind_ == "flat" else MIN_APPROX_RECALL
+    if recall < floor:
+        raise ArtifactError(f"new {index.kind_} index reaches recall@{k} {recall:.3f} < {floor} against exact search: not swapped in")
+    return recall

@@ -1,0 +1,176 @@
+"""Rebuilds: ALS through its index equals exact scoring; swaps are atomic for readers in memory
+and on disk; a rebuild process killed mid-write leaves the previous index serving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from ecomrec.cli import main
+from ecomrec.config import ALSConfig, IndexConfig
+from ecomrec.data import IdMap
+from ecomrec.data.synthetic import synthetic
+from ecomrec.exceptions import ArtifactError
+from ecomrec.index import VectorIndex
+from ecomrec.retrieval import ALSRetriever
+from ecomrec.retrieval import als as als_module
+from tests.retrieval.test_contract import assert_same_ranking
+
+
+@pytest.fixture(scope="module")
+def model() -> ALSRetriever:
+    data = synthetic(n_users=300, n_items=200, n_cold_items=10, seed=8)
+    return ALSRetriever(ALSConfig(factors=16, iterations=10), show_progress=False).fit(data)
+
+
+def test_index_path_equals_exact_scoring(model: ALSRetriever) -> None:
+    users = np.arange(300)
+    for kwargs in ({}, {"exclude": "seen"}, {"allow": np.arange(0, 200, 2)}):
+        assert_same_ranking(model.candidates(users, k=100, **kwargs), model.candidates_exact(users, k=100, **kwargs))
+    assert model.index_.kind_ == "flat" and model.index_.n_items == 190  # cold items are not indexed
+
+
+def test_approximate_index_keeps_most_of_exact_top_k(model: ALSRetriever) -> None:
+    approx = ALSRetriever(model.config.replace(index=IndexConfig(kind="hnsw")), show_progress=False)
+    approx.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_") and k != "index_"})
+    approx._items64 = None
+    approx.index_ = approx.build_index()
+    found = approx.candidates(np.arange(300), k=20).item_ids
+    truth = model.candidates_exact(np.arange(300), k=20).item_ids
+    assert np.mean([len(set(f) & set(t)) / 20 for f, t in zip(found, truth)]) > 0.95
+
+
+def test_rebuild_for_a_smaller_catalog_swaps_in_memory(model: ALSRetriever) -> None:
+    old = model.index_
+    delisted = np.arange(0, 100)
+    try:
+        new = model.rebuild_index(items=np.arange(100, 200))
+        assert model.index_ is new and new.validated_recall_ >= 0.999
+        assert not np.isin(model.candidates(np.arange(300), k=50).item_ids, delisted).any()
+    finally:
+        model.index_ = old
+
+
+def test_failed_validation_keeps_the_old_index(model: ALSRetriever, monkeypatch) -> None:
+    old = model.index_
+
+    def reject(*args, **kwargs):
+        raise ArtifactError("new ivf_flat index reaches recall@10 0.100 < 0.8 against exact search: not swapped in")
+
+    monkeypatch.setattr(als_module, "check_index", reject)
+    with pytest.raises(ArtifactError, match="not swapped in"):
+        model.rebuild_index(items=np.arange(100, 200))
+    assert model.index_ is old
+
+
+def test_readers_never_see_a_mix_during_rebuilds(model: ALSRetriever) -> None:
+    """Searches racing with rebuilds return exactly the full-catalog or the half-catalog answer."""
+    old = model.index_
+    users = np.arange(40)
+    full = model.candidates(users, k=30).item_ids
+    model.rebuild_index(items=np.arange(100, 200))
+    half = model.candidates(users, k=30).item_ids
+    assert not np.array_equal(full, half)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                got = model.candidates(users, k=30).item_ids
+            except Exception as exc:  # any error is a failure
+                errors.append(repr(exc))
+                return
+            if not (np.array_equal(got, full) or np.array_equal(got, half)):
+                errors.append("mixed result")
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for round_ in range(12):
+            model.rebuild_index(items=None if round_ % 2 else np.arange(100, 200))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        model.index_ = old
+    assert errors == []
+
+
+def test_cli_rebuild_with_catalog(model: ALSRetriever, tmp_path: Path, capsys) -> None:
+    model.save(tmp_path / "model")
+    catalog = pd.DataFrame({"item_id": [f"i{n:05d}" for n in range(150, 200)] + ["brand-new-sku"]})
+    catalog.to_csv(tmp_path / "catalog.csv", index=False)
+    out = tmp_path / "indexes" / "als"
+    code = main(["-q", "index", "rebuild", "--model", str(tmp_path / "model"), "--catalog", str(tmp_path / "catalog.csv"), "--output", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "flat over 40 items" in printed and "11 catalog items without factors" in printed  # 190..199 cold + 1 unknown
+    index = VectorIndex.load(out, expect={"model": model.model_hash})
+    assert index.n_items == 40 and VectorIndex.load_items(out) == model.items_
+    code = main(["-q", "index", "rebuild", "--model", str(tmp_path / "nowhere"), "--output", str(out)])
+    assert code == 2 and "not an ecomrec artifact" in capsys.readouterr().err
+
+
+def _big_model(folder: Path, n_items: int = 400_000, dim: int = 64) -> ALSRetriever:
+    """An ALS model artifact with many items (random factors; no fitting needed)."""
+    rng = np.random.default_rng(0)
+    model = ALSRetriever(ALSConfig(factors=dim, index=IndexConfig(kind="flat")), show_progress=False)
+    model.user_factors_ = rng.standard_normal((300, dim)).astype(np.float32)
+    model.item_factors_ = rng.standard_normal((n_items, dim)).astype(np.float32)
+    model.item_known_ = np.ones(n_items, dtype=bool)
+    model._items64 = None
+    model.user_items_ = sp.csr_matrix((300, n_items), dtype=np.float32)
+    model.users_ = IdMap(f"u{n}" for n in range(300))
+    model.items_ = IdMap(f"i{n}" for n in range(n_items))
+    model.index_ = model.build_index()
+    model.save(folder)
+    return model
+
+
+@pytest.mark.slow
+def test_rebuild_process_killed_mid_write_leaves_previous_index_serving(tmp_path: Path) -> None:
+    model = _big_model(tmp_path / "model")
+    out = tmp_path / "indexes" / "als"
+    first = model.build_index(items=np.arange(1000))  # the index in service: 1,000 items
+    first.save(out, items=model.items_, facts={"model": model.model_hash})
+    serving = out.resolve()
+    queries = model.user_factors_[:5]
+    before = VectorIndex.load(out).search(queries, k=10)
+
+    versions = tmp_path / "indexes" / ".als.versions"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ecomrec.cli", "-q", "index", "rebuild", "--model", str(tmp_path / "model"), "--output", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not list(versions.glob(".tmp-*")):  # the rebuild has started writing its new version
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "rebuild never started writing"
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert out.resolve() == serving, "the killed rebuild must not have swapped anything in"
+    assert list(versions.glob(".tmp-*")), "killed mid-write: its partial version is left behind"
+    after = VectorIndex.load(out)
+    assert after.n_items == 1000
+    np.testing.assert_array_equal(after.search(queries, k=10).item_ids, before.item_ids)
+    # the next rebuild completes and replaces it
+    assert main(["-q", "index", "rebuild", "--model", str(tmp_path / "model"), "--output", str(out)]) == 0
+    assert VectorIndex.load(out).n_items == 400_000
+    assert not list(versions.glob(".tmp-*"))  # the dead writer's leftovers are cleaned up
