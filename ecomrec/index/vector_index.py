@@ -69,6 +69,7 @@ class VectorIndex:
         self.dim_: int = 0
         self.nlist_: int = 0
         self.nprobe_: int = 0
+        self.ef_search_: int = self.config.ef_search
         self.build_seconds_: float = 0.0
         #: recall@10 against exact search measured when the index was validated, if it was
         self.validated_recall_: float | None = None
@@ -106,7 +107,7 @@ class VectorIndex:
         ids = self._check_new_ids(np.arange(len(vectors)) if item_ids is None else item_ids, len(vectors), existing=None)
         start = time.perf_counter()
         self.dim_ = vectors.shape[1]
-        self.kind_ = self._resolve_kind(len(vectors))
+        self.kind_ = self._resolve_kind(*vectors.shape)
         self._cpu = self._make(self.kind_, vectors)
         self._cpu.add_with_ids(vectors, ids)
         self._tombstones = np.zeros(0, np.int64)
@@ -116,10 +117,10 @@ class VectorIndex:
         logger.info("built %r in %.2fs", self, self.build_seconds_)
         return self
 
-    def _resolve_kind(self, n: int) -> str:
+    def _resolve_kind(self, n: int, dim: int) -> str:
         kind = self.config.kind
         if kind == "auto":
-            kind = "flat" if n < self.config.exact_below else self.config.auto_kind
+            kind = "flat" if n * dim < self.config.exact_max_floats else self.config.auto_kind
         return kind
 
     def _make(self, kind: str, vectors: np.ndarray) -> Any:
@@ -178,6 +179,21 @@ class VectorIndex:
         except Exception as exc:  # an index type or build without GPU support
             logger.warning("FAISS could not move the %s index to the GPU (%s): searching on the CPU", self.kind_, exc)
             self._gpu = None
+
+    def set_search(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change the recall/latency operating point without rebuilding (IVF lists probed, HNSW beam)."""
+        self._check_built()
+        if nprobe is not None:
+            if self.kind_ not in ("ivf_flat", "ivf_pq") or not 1 <= nprobe <= self.nlist_:
+                raise ValueError(f"nprobe applies to IVF indexes, 1..{self.nlist_}; this is {self.kind_}")
+            self.nprobe_ = int(nprobe)
+            for index in (self._cpu, self._gpu):  # unfiltered GPU searches read the clone's own setting
+                if index is not None:
+                    index.nprobe = self.nprobe_
+        if ef_search is not None:
+            if self.kind_ != "hnsw" or ef_search <= 0:
+                raise ValueError(f"ef_search applies to HNSW indexes and must be > 0; this is {self.kind_}")
+            self.ef_search_ = int(ef_search)
 
     # ------------------------------------------------------------------ search
     def search(
@@ -286,7 +302,7 @@ class VectorIndex:
     def _params(self, selector: Any, k: int, wide: bool) -> Any:
         faiss = _faiss()
         if self.kind_ == "hnsw":
-            ef = max(self.config.ef_search, k) * (4 if wide else 1)
+            ef = max(self.ef_search_, k) * (4 if wide else 1)
             return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
         if self.kind_ in ("ivf_flat", "ivf_pq"):
             nprobe = self.nlist_ if wide else self.nprobe_
@@ -366,6 +382,7 @@ class VectorIndex:
             "n_items": self.n_items,
             "nlist": self.nlist_,
             "nprobe": self.nprobe_,
+            "ef_search": self.ef_search_,
             "built_on": self.device,
             "build_seconds": round(self.build_seconds_, 3),
             **(facts or {}),
@@ -399,6 +416,7 @@ class VectorIndex:
         index._set_ids(arrays["ids"])
         index.kind_, index.dim_ = facts["kind"], int(facts["dim"])
         index.nlist_, index.nprobe_ = int(facts["nlist"]), int(facts["nprobe"])
+        index.ef_search_ = int(facts.get("ef_search", config.ef_search))
         if index._cpu.d != index.dim_ or index._cpu.ntotal != index.n_items + len(index._tombstones):
             raise ArtifactError(f"{folder}: index file and manifest disagree (dimension or item count)")
         index._to_device()

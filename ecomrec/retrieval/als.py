@@ -27,7 +27,7 @@ class ALSRetriever(Retriever):
 
     A user's score for an item is the dot product of their factors; candidates come from a
     :class:`~ecomrec.index.VectorIndex` over the item factors (exact below
-    ``IndexConfig.exact_below`` items, approximate above). Items without any purchase in the
+    ``IndexConfig.exact_max_floats`` items × factors, approximate above). Items without any purchase in the
     training data have no factors worth the name and are not indexed (they are cold: the text
     retrievers find them). Users passed with ``user_items=`` are folded in: their factors are
     solved against the fixed item factors, exactly as an ALS user step does.

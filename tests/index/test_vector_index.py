@@ -66,8 +66,8 @@ def test_approximate_recall_floor_at_default_settings(data, kind: str, floor: fl
 
 def test_auto_kind_by_catalog_size() -> None:
     rng = np.random.default_rng(1)
-    small = VectorIndex(IndexConfig(exact_below=1000)).build(rng.standard_normal((999, 8)))
-    large = VectorIndex(IndexConfig(exact_below=1000, auto_kind="hnsw")).build(rng.standard_normal((1000, 8)))
+    small = VectorIndex(IndexConfig(exact_max_floats=8000)).build(rng.standard_normal((999, 8)))
+    large = VectorIndex(IndexConfig(exact_max_floats=8000, auto_kind="hnsw")).build(rng.standard_normal((1000, 8)))
     assert (small.kind_, large.kind_) == ("flat", "hnsw")
 
 
@@ -230,3 +230,22 @@ def test_gpu_path_routes_unfiltered_searches_to_the_clone(monkeypatch, data) -> 
         calls.clear()
         np.testing.assert_array_equal(gpu.search(queries[:10], k=10, **kwargs).item_ids, cpu.search(queries[:10], k=10, **kwargs).item_ids)
         assert calls == ([] if "allow" in kwargs else ["gpu"])
+
+
+def test_set_search_moves_the_operating_point(data) -> None:
+    vectors, queries = data
+    index = VectorIndex(kind="ivf_flat").build(vectors)
+    truth = brute_force(vectors, queries, 10)
+    index.set_search(nprobe=1)
+    low = recall(index.search(queries, k=10).item_ids, truth)
+    index.set_search(nprobe=index.nlist_)  # every list: exhaustive
+    assert recall(index.search(queries, k=10).item_ids, truth) == 1.0 > low
+    with pytest.raises(ValueError, match="nprobe"):
+        index.set_search(nprobe=index.nlist_ + 1)
+    with pytest.raises(ValueError, match="ef_search"):
+        index.set_search(ef_search=64)
+    graph = VectorIndex(kind="hnsw").build(vectors[:3000])
+    graph.set_search(ef_search=400)
+    assert graph.ef_search_ == 400
+    with pytest.raises(ValueError, match="nprobe"):
+        graph.set_search(nprobe=4)

