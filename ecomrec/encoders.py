@@ -60,6 +60,12 @@ def transformer_backbone(model: Any) -> Any:
     return backbone
 
 
+def embedding_dimension(model: Any) -> int:
+    """Output dimension of a SentenceTransformer (the method was renamed in sentence-transformers 6)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
 def model_fingerprint(model: Any) -> str:
     """Hash of a torch module's weights: embeddings cached under it are valid for this model only."""
     digest = hashlib.sha256()

@@ -19,6 +19,23 @@ INTERACTION_COLUMNS = ("user", "item", "timestamp", "quantity")
 CATALOG_COLUMNS = ("item_id", "text", "price", "category", "first_seen")
 
 
+def confidence(counts: sp.spmatrix, weighting: str) -> sp.csr_matrix:
+    """Confidence weights from per-cell purchase counts (float32 CSR).
+
+    ``binary`` → 1, ``counts`` → as is, ``log`` → ``log1p``; ``quantity`` also maps to
+    ``log1p``: from counts alone the quantities are unknown, and the log of the count is the
+    closest stand-in.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    matrix = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    if weighting == "binary":
+        matrix.data[:] = 1.0
+    elif weighting in ("log", "quantity"):
+        matrix.data = np.log1p(matrix.data)
+    return matrix
+
+
 class Dataset:
     """Interactions (dense ids) and the catalog they refer to.
 
@@ -155,11 +172,7 @@ class Dataset:
             dtype=np.float32,
         )
         matrix.sum_duplicates()
-        if weighting == "binary":
-            matrix.data[:] = 1.0
-        elif weighting in ("log", "quantity"):
-            matrix.data = np.log1p(matrix.data)
-        return matrix
+        return confidence(matrix, "log" if weighting == "quantity" else weighting)
 
     def item_popularity(self, window_days: int | None = None) -> np.ndarray:
         """Distinct buyers per item (float64, [n_items]) over the last ``window_days`` of the log."""

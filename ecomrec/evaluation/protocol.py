@@ -14,7 +14,7 @@ import logging
 
 import resource
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,26 @@ from ecomrec.retrieval import RETRIEVERS, Candidates, Retriever
 logger = logging.getLogger(__name__)
 
 #: Methods in report order; a method is listed once it exists, never faked.
-METHOD_ORDER = ("popularity", "repurchase", "itemknn", "als")
+METHOD_ORDER = ("popularity", "repurchase", "itemknn", "als", "bi_encoder_zero_shot", "bi_encoder", "hybrid")
+
+
+def _method(name: str, config: ConfigBase | None, show_progress: bool, fitted: dict[str, Retriever]) -> Retriever:
+    """A fresh retriever for a report method.
+
+    ``bi_encoder_zero_shot`` is the base model untrained (all layers); ``hybrid`` reuses the
+    sources already fitted in this run (same data) instead of fitting them again.
+    """
+    if name == "hybrid":
+        from ecomrec.retrieval.fusion import HybridRetriever
+
+        reuse = {n: fitted[n] for n in ("popularity", "repurchase", "itemknn", "als", "bi_encoder") if n in fitted}
+        return HybridRetriever(config, retrievers=reuse, show_progress=show_progress)
+    if name == "bi_encoder_zero_shot":
+        from ecomrec.config import BiEncoderConfig
+        from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+
+        return BiEncoderRetriever(config or BiEncoderConfig(fine_tune=False, layers=0), show_progress=show_progress)
+    return RETRIEVERS[name](config, show_progress=show_progress)
 
 
 @dataclasses.dataclass
@@ -154,7 +173,7 @@ def benchmark(
     """
     data, dataset_info = _load(data)
     chosen = list(methods) if methods is not None else list(METHOD_ORDER)
-    unknown = [m for m in chosen if m not in RETRIEVERS]
+    unknown = [m for m in chosen if m not in METHOD_ORDER]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {list(METHOD_ORDER)}")
     configs = configs or {}
@@ -181,11 +200,12 @@ def benchmark(
         environment=environment(),
     )
     timed = _timed_users(split, protocol)
+    fitted: dict[str, Retriever] = {}
     for name in tqdm(chosen, desc="methods", disable=not enabled):
-        cls = RETRIEVERS[name]
-        retriever = cls(configs[name]) if name in configs else cls()
+        retriever = _method(name, configs.get(name), enabled, fitted)
         with Stopwatch() as fit_watch:
             retriever.fit(split.history)
+        fitted[name] = retriever
         ranked_all, ranked_new, users_per_s = score_retriever(retriever, split, k, protocol.batch_size)
         report.results[name] = evaluate_candidates(split, ranked_all, ranked_new, protocol.ks)
         report.methods[name] = {
@@ -198,8 +218,9 @@ def benchmark(
             exact = retriever.candidates_exact(split.users, 100, batch_size=protocol.batch_size)
             report.checks[name] = {"index": retriever.index_.kind_, **top_k_agreement(ranked_all, exact, 100)}
         if len(timed):
-            single: Callable[[int], object] = lambda u, r=retriever: r.candidates([u], k)
-            report.latency_ms[name] = time_calls(single, timed, warmup=protocol.warmup).to_dict()
+            report.latency_ms.update(_latency(name, retriever, timed, k, protocol.warmup))
+        if hasattr(retriever, "tuning_"):
+            report.methods[name]["tuning"] = retriever.tuning_
         logger.info("%s: %s", name, report.results[name]["all"])
     return report
 
@@ -220,6 +241,22 @@ def top_k_agreement(found: Candidates, reference: Candidates, k: int) -> dict[st
         same += bool(np.all(np.abs(extra - kth) <= 1e-4 * (abs(kth) + 1.0)))
     rows = max(len(overlap), 1)
     return {"k": k, "same_top_k_share": same / rows, "mean_overlap": float(np.sum(overlap)) / rows}
+
+
+def _latency(name: str, retriever: Retriever, users: list[int], k: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Single-user latency of a method, and of each stage it reports in ``last_timings_``."""
+    stages: dict[str, list[float]] = {}
+
+    def call(user: int) -> None:
+        retriever.candidates([user], k)
+        for stage, seconds in getattr(retriever, "last_timings_", {}).items():
+            stages.setdefault(stage, []).append(seconds)
+
+    out = {name: time_calls(call, users, warmup=warmup).to_dict()}
+    for stage, seconds in stages.items():
+        if stage != "end_to_end":
+            out[f"{name}:{stage}"] = LatencyStats.from_seconds(seconds[warmup:] or seconds).to_dict()
+    return out
 
 
 def _timed_users(split: EvalSplit, protocol: ProtocolConfig) -> list[int]:

@@ -2,16 +2,22 @@
 
 from ecomrec.retrieval.als import ALSRetriever
 from ecomrec.retrieval.base import Retriever
+from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 from ecomrec.retrieval.baselines import ItemKNNRetriever, PopularityRetriever, RepurchaseRetriever
 from ecomrec.retrieval.candidates import Candidates, top_k
+from ecomrec.retrieval.fusion import HybridRetriever
 
 #: Retrievers by the method name reports and the CLI use.
 RETRIEVERS: dict[str, type[Retriever]] = {
-    cls.name: cls for cls in (PopularityRetriever, RepurchaseRetriever, ItemKNNRetriever, ALSRetriever)
+    cls.name: cls for cls in (
+        PopularityRetriever, RepurchaseRetriever, ItemKNNRetriever, ALSRetriever, BiEncoderRetriever, HybridRetriever
+    )
 }
 
 __all__ = [
     "ALSRetriever",
+    "BiEncoderRetriever",
+    "HybridRetriever",
     "Candidates",
     "ItemKNNRetriever",
     "PopularityRetriever",

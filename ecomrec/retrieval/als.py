@@ -46,8 +46,7 @@ class ALSRetriever(Retriever):
     config: ALSConfig
 
     def __init__(self, config: ALSConfig | None = None, *, show_progress: bool | None = None, **kwargs: object) -> None:
-        super().__init__(config, **kwargs)
-        self.show_progress = show_progress
+        super().__init__(config, show_progress=show_progress, **kwargs)
         self._swap_lock = threading.Lock()
 
     def fit(self, data: Dataset) -> ALSRetriever:
@@ -57,7 +56,7 @@ class ALSRetriever(Retriever):
         weighted = data.user_items(cfg.weighting)
         device = resolve_device(None if cfg.device == "auto" else cfg.device)
         use_gpu = device.startswith("cuda") and implicit_gpu_available()
-        progress = self.show_progress if self.show_progress is not None else logger.isEnabledFor(logging.INFO)
+        progress = self._progress()
         with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, single-threaded BLAS
             model = AlternatingLeastSquares(
                 factors=cfg.factors,

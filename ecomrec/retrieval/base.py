@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,7 +13,7 @@ import scipy.sparse as sp
 
 from ecomrec.artifacts import load_npz, open_artifact, write_artifact
 from ecomrec.config import ConfigBase
-from ecomrec.data.dataset import Dataset
+from ecomrec.data.dataset import Dataset, confidence
 from ecomrec.data.idmap import IdMap
 from ecomrec.exceptions import NotFittedError
 from ecomrec.retrieval.candidates import Candidates, top_k
@@ -32,12 +33,17 @@ class Retriever(abc.ABC):
     #: Config class of this retriever.
     config_class: ClassVar[type[ConfigBase]]
 
-    def __init__(self, config: ConfigBase | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: ConfigBase | None = None, *, show_progress: bool | None = None, **kwargs: Any) -> None:
+        """Build from a config or from its fields as keywords (not both).
+
+        ``show_progress``: progress bars for long work; ``None`` means on when logging is at INFO.
+        """
         if config is not None and kwargs:
             raise TypeError(f"{type(self).__name__}: pass a config or keywords ({sorted(kwargs)}), not both")
         self.config = config if config is not None else self.config_class(**kwargs)
         if not isinstance(self.config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(self.config).__name__}")
+        self.show_progress = show_progress
         self.user_items_: sp.csr_matrix | None = None
         self.users_: IdMap | None = None
         self.items_: IdMap | None = None
@@ -67,7 +73,9 @@ class Retriever(abc.ABC):
         k
             Items per user; rows with fewer qualifying items are padded (id -1, score -inf).
         user_items
-            Optional CSR [n, n_items]: the queries' histories, overriding the fitted ones.
+            Optional CSR [n, n_items] of purchase counts (as ``Dataset.user_items("counts")``):
+            the queries' histories, overriding the fitted ones. Each retriever applies its own
+            confidence weighting to them.
         exclude
             ``"seen"`` (each query's history), a CSR [n, n_items] of per-query items, or item
             indices excluded for every query.
@@ -157,6 +165,11 @@ class Retriever(abc.ABC):
         self.users_, self.items_ = data.users, data.items
 
     # ------------------------------------------------------------------ shared helpers
+    def _progress(self) -> bool:
+        if self.show_progress is not None:
+            return self.show_progress
+        return logging.getLogger(type(self).__module__).isEnabledFor(logging.INFO)
+
     @property
     def n_items(self) -> int:
         self._check_fitted()
@@ -174,10 +187,9 @@ class Retriever(abc.ABC):
         fitted = self.user_items_
         assert fitted is not None
         if user_items is not None:
-            history = sp.csr_matrix(user_items, dtype=np.float32)
-            if history.shape != (len(users), fitted.shape[1]):
-                raise ValueError(f"user_items must be [{len(users)}, {fitted.shape[1]}], got {history.shape}")
-            return history
+            if user_items.shape != (len(users), fitted.shape[1]):
+                raise ValueError(f"user_items must be [{len(users)}, {fitted.shape[1]}], got {user_items.shape}")
+            return confidence(user_items, getattr(self.config, "weighting", "counts"))
         bad = (users < 0) | (users >= fitted.shape[0])
         if bad.any():
             raise ValueError(

@@ -2,7 +2,8 @@
 
 Checkerboard data with exact answers: user u bought every item of its parity (u % 2) except one
 held-out item, so a personalised retriever must rank that item first once seen items are
-excluded.
+excluded. Titles carry the parity too ("red retrospot" even, "blue polkadot" odd) for the text
+retrievers.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from ecomrec.config import ALSConfig
+from ecomrec.config import ALSConfig, BiEncoderConfig, FusionConfig, HybridConfig, ItemKNNConfig
 from ecomrec.data import Dataset, IdMap
 from ecomrec.exceptions import ArtifactError, NotFittedError
-from ecomrec.retrieval import RETRIEVERS, ALSRetriever, Retriever
+from ecomrec.retrieval import RETRIEVERS, ALSRetriever, BiEncoderRetriever, HybridRetriever, Retriever
 
 N_USERS, N_ITEMS = 20, 12
+TITLES = ("red retrospot lunch bag", "blue polkadot tea towel")
 
 
 def held_out(user: int) -> int:
@@ -38,7 +40,7 @@ def checkerboard() -> Dataset:
         }
     )
     catalog = pd.DataFrame(
-        {"item_id": [f"i{n:02d}" for n in range(N_ITEMS)], "text": [f"item {n}" for n in range(N_ITEMS)],
+        {"item_id": [f"i{n:02d}" for n in range(N_ITEMS)], "text": [TITLES[n % 2] + f" {n}" for n in range(N_ITEMS)],
          "price": 1.0, "category": "", "first_seen": pd.NaT}
     )
     return Dataset(frame, catalog, IdMap(f"u{n:02d}" for n in range(N_USERS)), IdMap(catalog["item_id"]))
@@ -50,6 +52,20 @@ FACTORIES = {
     "repurchase": (lambda: RETRIEVERS["repurchase"](), False),
     "itemknn": (lambda: RETRIEVERS["itemknn"](neighbours=20), True),
     "als": (lambda: ALSRetriever(ALSConfig(factors=4, regularization=0.1, iterations=20, alpha=4.0, weighting="counts"), show_progress=False), True),
+    # the bundled MiniLM cut to one layer, zero-shot: enough to tell red retrospot from blue polkadot
+    "bi_encoder": (lambda: BiEncoderRetriever(fine_tune=False, layers=1, show_progress=False), True),
+    "hybrid": (
+        lambda: HybridRetriever(
+            HybridConfig(
+                als=ALSConfig(factors=4, regularization=0.1, iterations=20, alpha=4.0, weighting="counts"),
+                itemknn=ItemKNNConfig(neighbours=20),
+                bi_encoder=BiEncoderConfig(fine_tune=False, layers=1),
+                fusion=FusionConfig(tune=False),
+            ),
+            show_progress=False,
+        ),
+        True,
+    ),
 }
 
 
@@ -151,7 +167,7 @@ def test_bad_k_and_unknown_users(fitted) -> None:
 
 def test_unseen_user_from_history(fitted, data) -> None:
     name, model = fitted
-    history = data.user_items(getattr(model.config, "weighting", "counts"))[[4]]  # user 4's history, as a stranger
+    history = data.user_items("counts")[[4]]  # user 4's history, as a stranger
     result = model.candidates([-1], k=3, user_items=history, exclude="seen")
     assert result.item_ids.shape == (1, 3)
     if FACTORIES[name][1]:
@@ -209,7 +225,6 @@ def test_history_override_changes_results_for_known_users(fitted, data) -> None:
     name, model = fitted
     if not FACTORIES[name][1]:
         pytest.skip(f"{name} is not personalised")
-    weighting = getattr(model.config, "weighting", "counts")
-    odd_history = data.user_items(weighting)[[1]]  # user 0 (even) presented with an odd user's history
+    odd_history = data.user_items("counts")[[1]]  # user 0 (even) presented with an odd user's history
     result = model.candidates([0], k=3, user_items=sp.csr_matrix(odd_history), exclude="seen")
     assert result.item_ids[0, 0] % 2 == 1

@@ -1,0 +1,501 @@
+"""Text retrieval: a fine-tuned sentence-transformers bi-encoder over item titles.
+
+A user is their history as text (recent distinct titles, newest first); an item is its title;
+both are embedded by the same model and matched by cosine similarity through a VectorIndex.
+Cold items — listed, never bought — are as findable as any other, and free-text search queries
+use the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from ecomrec.config import BiEncoderConfig
+from ecomrec.data.dataset import Dataset
+from ecomrec.data.idmap import IdMap
+from ecomrec.data.text import clean_text, history_text
+from ecomrec.device import resolve_device
+from ecomrec.encoders import embedding_dimension, load_sentence_transformer, model_fingerprint, text_hashes
+from ecomrec.exceptions import ArtifactError
+from ecomrec.index import VectorIndex
+from ecomrec.index.validation import check_index
+from ecomrec.retrieval.base import Query, Retriever, _exclusions, _item_indices
+from ecomrec.retrieval.candidates import Candidates
+from ecomrec.retrieval.pairs import NextItemPairs, mine_hard_negatives, next_item_pairs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Validation:
+    """Held-out users of the training data's last days: their queries, seen items, new targets."""
+
+    users: np.ndarray
+    queries: list[str]
+    seen: sp.csr_matrix
+    targets: sp.csr_matrix
+    start: pd.Timestamp
+
+
+class BiEncoderRetriever(Retriever):
+    """Fine-tuned bi-encoder retrieval (history text → item title), searched through a VectorIndex.
+
+    Examples
+    --------
+    >>> from ecomrec.data.synthetic import synthetic
+    >>> model = BiEncoderRetriever(fine_tune=False, layers=1, show_progress=False).fit(synthetic(seed=0))
+    >>> hits = model.search("red retrospot lunch bag", k=3)
+    >>> hits.item_ids.shape
+    (1, 3)
+    """
+
+    name = "bi_encoder"
+    config_class = BiEncoderConfig
+    config: BiEncoderConfig
+
+    def __init__(self, config: BiEncoderConfig | None = None, *, show_progress: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(config, show_progress=show_progress, **kwargs)
+        self.training_log_: list[dict[str, float]] = []
+        self.validation_: _Validation | None = None
+        self.last_timings_: dict[str, float] = {}
+        self._swap_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: Dataset) -> BiEncoderRetriever:
+        import torch
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.device_ = resolve_device(None if cfg.device == "auto" else cfg.device)
+        self.model_ = load_sentence_transformer(cfg.base_model, self.device_, cfg.layers)
+        self._remember(data, data.user_items("counts"))
+        self.item_texts_ = [str(t) for t in data.item_texts]
+        self._set_histories(data.user_histories(cfg.history_items))
+        self.training_log_ = self._fine_tune(data) if cfg.fine_tune else []
+        self._prepare_inference()
+        self.cache_ = _EmbeddingCache(self.model_hash_)
+        self.index_ = self._build_index(self.embed_items(self.item_texts_), np.arange(len(self.item_texts_)))
+        return self
+
+    def _set_histories(self, histories: list[np.ndarray]) -> None:
+        self.history_indptr_ = np.r_[0, np.cumsum([len(h) for h in histories])].astype(np.int64)
+        self.history_items_ = np.concatenate(histories).astype(np.int64) if histories else np.zeros(0, np.int64)
+
+    # ------------------------------------------------------------------ fine-tuning
+    def _fine_tune(self, data: Dataset) -> list[dict[str, float]]:
+        import torch
+
+        cfg = self.config
+        valid = self.validation_ = self._validation(data)
+        pairs = next_item_pairs(
+            data, history_items=cfg.history_items, max_pairs=cfg.max_pairs, seed=cfg.seed,
+            holdout_users=valid.users, holdout_from=valid.start, per_basket=cfg.pairs_per_basket,
+        )
+        if len(pairs) < cfg.batch_size:
+            raise ValueError(f"only {len(pairs)} training pairs in the data; need at least batch_size={cfg.batch_size}")
+        if cfg.hard_negatives:
+            self._mine(data, pairs)
+        batches = _batches(pairs, cfg.batch_size, cfg.epochs, cfg.seed)
+        model = self.model_
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        warmup = max(1, int(cfg.warmup_ratio * len(batches)))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min((step + 1) / warmup, max(0.0, (len(batches) - step) / max(1, len(batches) - warmup)))
+        )
+        log = [{"step": 0, "loss": float("nan"), "valid_recall@100": self._valid_recall(valid)}]
+        best, best_state, stale = log[0]["valid_recall@100"], copy.deepcopy(model.state_dict()), 0
+        logger.info("bi-encoder: %d pairs, %d steps; zero-shot validation recall@100 %.4f", len(pairs), len(batches), best)
+        losses: list[float] = []
+        bar = tqdm(batches, desc="fine-tune bi-encoder", disable=not self._progress())
+        for step, rows in enumerate(bar, start=1):
+            model.train()
+            loss = self._loss(pairs, rows)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if step % cfg.eval_every == 0 or step == len(batches):
+                recall = self._valid_recall(valid)
+                log.append({"step": step, "loss": float(np.mean(losses[-cfg.eval_every:])), "valid_recall@100": recall})
+                bar.set_postfix(loss=f"{log[-1]['loss']:.3f}", recall=f"{recall:.4f}")
+                logger.info("bi-encoder step %d: loss %.4f, validation recall@100 %.4f", step, log[-1]["loss"], recall)
+                if recall > best:
+                    best, best_state, stale = recall, copy.deepcopy(model.state_dict()), 0
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        logger.info("bi-encoder: early stop at step %d (best validation recall@100 %.4f)", step, best)
+                        break
+        model.load_state_dict(best_state)
+        model.eval()
+        return log
+
+    def _validation(self, data: Dataset) -> _Validation:
+        cfg = self.config
+        start = data.end - pd.Timedelta(days=cfg.valid_days)
+        before, window = data.between(None, start), data.between(start, None)
+        past, future = before.user_items("binary"), window.user_items("binary")
+        new = (future - future.multiply(past)).tocsr()
+        new.eliminate_zeros()
+        eligible = np.flatnonzero((past.getnnz(axis=1) > 0) & (new.getnnz(axis=1) > 0))
+        if not len(eligible):
+            raise ValueError(f"no user buys new items in the last {cfg.valid_days} days of the training data: cannot validate")
+        rng = np.random.default_rng(cfg.seed)
+        users = np.sort(rng.choice(eligible, size=min(cfg.valid_users, len(eligible)), replace=False))
+        queries = before.history_texts(users, max_items=cfg.history_items, max_chars=cfg.history_chars)
+        return _Validation(users, queries, past[users], new[users], start)
+
+    def _valid_recall(self, valid: _Validation, k: int = 100) -> float:
+        self.model_.eval()
+        items = self._encode(self.model_, self.item_texts_, self.config.item_max_tokens)
+        queries = self._encode(self.model_, valid.queries, self.config.query_max_tokens)
+        scores = queries @ items.T
+        seen = valid.seen.tocoo()
+        scores[seen.row, seen.col] = -np.inf
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        hits = np.asarray([valid.targets[r, top[r]].sum() for r in range(len(top))], dtype=np.float64)
+        return float(np.mean(hits / valid.targets.getnnz(axis=1)))
+
+    def _mine(self, data: Dataset, pairs: NextItemPairs) -> None:
+        from ecomrec.retrieval.baselines import ItemKNNRetriever
+
+        knn = ItemKNNRetriever().fit(data)
+        users = np.unique(pairs.users)
+        lo, hi = self.config.hard_negative_ranks
+        found = knn.candidates(users, hi, exclude="seen").item_ids[:, lo:]
+        candidates = np.full((data.n_users, found.shape[1]), -1, dtype=np.int64)
+        candidates[users] = found
+        everything = data.user_items("binary")
+        bought = [set(everything.indices[everything.indptr[u] : everything.indptr[u + 1]].tolist()) for u in range(data.n_users)]
+        mine_hard_negatives(pairs, candidates, bought, self.config.seed)
+
+    def _loss(self, pairs: NextItemPairs, rows: np.ndarray) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        cfg = self.config
+        titles = self.item_texts_
+        anchors = [history_text([titles[i] for i in pairs.histories[r]], cfg.history_chars) for r in rows]
+        docs = [titles[pairs.positives[r]] for r in rows]
+        docs += [titles[pairs.negatives[r]] for r in rows if pairs.negatives[r] >= 0]
+        q = F.normalize(self._forward(self.model_, anchors, cfg.query_max_tokens), dim=-1)
+        d = F.normalize(self._forward(self.model_, docs, cfg.item_max_tokens), dim=-1)
+        logits = cfg.scale * q @ d.T
+        return F.cross_entropy(logits, torch.arange(len(rows), device=logits.device))
+
+    def _forward(self, model: Any, texts: list[str], max_tokens: int) -> Any:
+        features = model.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+        features = {name: tensor.to(self.device_) for name, tensor in features.items()}
+        return model(features)["sentence_embedding"]
+
+    # ------------------------------------------------------------------ encoding
+    def _prepare_inference(self) -> None:
+        """Fix the serving model: float weights fingerprinted, then (optionally) int8 on the CPU."""
+        import torch
+
+        self.model_.eval()
+        cfg = self.config
+        shape = json.dumps({"layers": cfg.layers, "item": cfg.item_max_tokens, "quantize": cfg.quantize})
+        self.model_hash_ = model_fingerprint(self.model_) + "-" + _short_hash(shape)
+        self._serving = self.model_
+        if cfg.quantize == "int8" and self.device_ == "cpu":
+            self._serving = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8)
+
+    def _encode(self, model: Any, texts: Sequence[str], max_tokens: int) -> np.ndarray:
+        """float32 [n, d] unit vectors; batches of similar length so padding stays small."""
+        import torch
+        import torch.nn.functional as F
+
+        out = np.zeros((len(texts), embedding_dimension(model)), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        size = self.config.encode_batch_size
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.device_.startswith("cuda") else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            for start in range(0, len(order), size):
+                rows = order[start : start + size]
+                vectors = F.normalize(self._forward(model, [texts[i] for i in rows], max_tokens).float(), dim=-1)
+                out[rows] = vectors.cpu().numpy()
+        return out
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [n, d] unit vectors of user-history or search-query texts."""
+        self._check_fitted()
+        return self._encode(self._serving, list(texts), self.config.query_max_tokens)
+
+    def embed_items(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [n, d] unit vectors of item titles; titles embedded before come from the cache."""
+        hashes = text_hashes(list(texts))
+        rows = self.cache_.rows(hashes)
+        missing = np.flatnonzero(rows < 0)
+        if len(missing):
+            fresh = self._encode(self._serving, [texts[i] for i in missing], self.config.item_max_tokens)
+            self.cache_.store(hashes[missing], fresh)
+            rows = self.cache_.rows(hashes)
+        self.last_encoded_ = len(missing)
+        return self.cache_.take(rows)
+
+    def user_texts(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> list[str]:
+        """Behaviour as text for each query: fitted histories newest first, or a fresh history's
+        items by weight (most bought first)."""
+        cfg = self.config
+        texts = []
+        for row, user in enumerate(users):
+            if fresh or user < 0:
+                lo, hi = history.indptr[row], history.indptr[row + 1]
+                items = history.indices[lo:hi][np.argsort(-history.data[lo:hi], kind="stable")][: cfg.history_items]
+            else:
+                items = self.history_items_[self.history_indptr_[user] : self.history_indptr_[user + 1]]
+            texts.append(history_text([self.item_texts_[i] for i in items], cfg.history_chars))
+        return texts
+
+    # ------------------------------------------------------------------ retrieval
+    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+        return self.candidates_for_texts(
+            self.user_texts(query.users, query.history, query.fresh), query.k, exclude=query.exclude, allow=query.allow,
+            batch_size=batch_size,
+        )
+
+    def candidates_for_items(
+        self, item_lists: Sequence[Sequence[int]], k: int, *, exclude: Any = "seen", allow: Any = None
+    ) -> Candidates:
+        """Top ``k`` items for users known only by what they bought (dense item indices, newest
+        first); by default their own items are excluded."""
+        self._check_fitted()
+        cfg = self.config
+        lists = [np.asarray(items, dtype=np.int64).reshape(-1) for items in item_lists]
+        for items in lists:
+            _item_indices(items, self.n_items, "item_lists")
+        texts = [history_text([self.item_texts_[i] for i in _distinct(items)[: cfg.history_items]], cfg.history_chars) for items in lists]
+        rows = np.repeat(np.arange(len(lists)), [len(items) for items in lists])
+        bought = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, np.concatenate(lists) if lists else np.zeros(0, np.int64))),
+            shape=(len(lists), self.n_items),
+        )
+        allowed = None if allow is None else _item_indices(allow, self.n_items, "allow")
+        return self.candidates_for_texts(texts, k, exclude=_exclusions(exclude, bought, self.n_items), allow=allowed)
+
+    def candidates_for_texts(
+        self, texts: Sequence[str], k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
+    ) -> Candidates:
+        """Top ``k`` items for each behaviour-as-text query (``exclude``/``allow`` as in :meth:`candidates`,
+        already in index form: per-query CSR or item indices). Times the stages in ``last_timings_``."""
+        index = self.index_  # one reference per call: a concurrent catalog update never mixes into it
+        parts, encoding, searching = [], 0.0, 0.0
+        for start in range(0, max(len(texts), 1), batch_size):
+            rows = slice(start, start + batch_size)
+            began = time.perf_counter()
+            vectors = self.encode_queries(list(texts[rows]))
+            encoded = time.perf_counter()
+            rows_exclude = exclude[rows] if sp.issparse(exclude) else exclude
+            parts.append(index.search(vectors, k, exclude=rows_exclude, allow=allow))
+            encoding, searching = encoding + encoded - began, searching + time.perf_counter() - encoded
+        self.last_timings_ = {"user_encoding": encoding, "search": searching}
+        return Candidates.concat(parts)
+
+    def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
+        vectors = self.encode_queries(self.user_texts(users, history, fresh))
+        return vectors @ self.index_vectors_().T
+
+    def index_vectors_(self) -> np.ndarray:
+        """Embeddings of every item by dense index (from the cache)."""
+        return self.embed_items(self.item_texts_)
+
+    def search(
+        self,
+        queries: str | Sequence[str],
+        k: int = 10,
+        *,
+        user_ids: Sequence[int] | np.ndarray | None = None,
+        exclude: Any = None,
+        allow: Any = None,
+    ) -> Candidates:
+        """Items matching free-text ``queries``, optionally personalised by users' histories.
+
+        With ``user_ids`` (one dense user per query, -1 for none) the query vector moves towards
+        the user's history vector by ``config.personalise`` before searching.
+        """
+        self._check_fitted()
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        if not texts or any(not isinstance(t, str) or not clean_text(t) for t in texts):
+            raise ValueError("search queries must be non-empty strings")
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        users = np.full(len(texts), -1, dtype=np.int64) if user_ids is None else np.asarray(user_ids, dtype=np.int64).reshape(-1)
+        if len(users) != len(texts):
+            raise ValueError(f"{len(users)} user_ids for {len(texts)} queries")
+        known = users >= 0
+        history = sp.csr_matrix((len(texts), self.n_items), dtype=np.float32)
+        if known.any():
+            history = sp.vstack([self._history(users[[r]], None) if known[r] else history[r] for r in range(len(texts))]).tocsr()
+        vectors = self.encode_queries([clean_text(t) for t in texts])
+        if known.any():
+            personal = self.encode_queries(self.user_texts(users[known], history[known], False))
+            mixed = vectors[known] + self.config.personalise * personal
+            vectors[known] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+        allowed = None if allow is None else _item_indices(allow, self.n_items, "allow")
+        return self.index_.search(vectors, int(k), exclude=_exclusions(exclude, history, self.n_items), allow=allowed)
+
+    # ------------------------------------------------------------------ catalog changes
+    def _build_index(self, vectors: np.ndarray, item_ids: np.ndarray) -> VectorIndex:
+        index = VectorIndex(self.config.index).build(vectors, item_ids=item_ids)
+        sample = np.random.default_rng(self.config.seed).choice(len(vectors), size=min(100, len(vectors)), replace=False)
+        index.validated_recall_ = check_index(index, vectors, item_ids, vectors[sample])
+        return index
+
+    def update_catalog(self, item_ids: Sequence[str], texts: Sequence[str]) -> dict[str, Any]:
+        """Make search match a new catalog (external ids and titles), re-embedding only what changed.
+
+        Items not listed stop being returned; new ids are appended to the item map (their dense
+        indices follow the existing ones); changed titles are re-embedded; unchanged titles come
+        from the embedding cache. The new index is validated, then swapped in atomically.
+        Returns counts and timings of the update.
+        """
+        self._check_fitted()
+        start = time.perf_counter()
+        ids = [str(i) for i in item_ids]
+        titles = [clean_text(t) or i for i, t in zip(ids, texts)]
+        if len(ids) != len(titles) or len(set(ids)) != len(ids):
+            raise ValueError("item_ids must be distinct and as many as texts")
+        assert self.items_ is not None
+        known = np.isin(ids, self.items_.ids)
+        new_ids = [i for i, k in zip(ids, known) if not k]
+        item_map = IdMap(list(self.items_.ids) + new_ids) if new_ids else self.items_
+        dense = item_map.index(ids)
+        all_texts = list(self.item_texts_) + [""] * len(new_ids)
+        changed = sum(1 for d, t in zip(dense, titles) if d < len(self.item_texts_) and self.item_texts_[d] != t)
+        for d, t in zip(dense, titles):
+            all_texts[d] = t
+        vectors = self.embed_items([all_texts[d] for d in dense])
+        index = self._build_index(vectors, dense.astype(np.int64))
+        with self._swap_lock:
+            if new_ids:
+                self.items_ = item_map
+                self.user_items_ = sp.csr_matrix(
+                    (self.user_items_.data, self.user_items_.indices, self.user_items_.indptr),
+                    shape=(self.user_items_.shape[0], len(item_map)),
+                )
+            self.item_texts_ = all_texts
+            self.index_ = index
+        return {
+            "listed": len(ids),
+            "new": len(new_ids),
+            "changed": changed,
+            "removed": int(len(self.items_) - len(ids)),
+            "encoded": self.last_encoded_,
+            "seconds": time.perf_counter() - start,
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        return {
+            "history_indptr": self.history_indptr_,
+            "history_items": self.history_items_,
+            "cache_hashes": self.cache_.hashes().astype("U16"),
+            "cache_vectors": self.cache_.vectors(),
+        }
+
+    def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
+        super()._write(folder, arrays)
+        (folder / "item_texts.json").write_text(json.dumps(self.item_texts_), encoding="utf-8")
+        (folder / "training_log.json").write_text(json.dumps(self.training_log_), encoding="utf-8")
+        (folder / "model_hash.txt").write_text(self.model_hash_, encoding="utf-8")
+        self.model_.save(str(folder / "model"))
+        self.index_.save(folder / "index", items=self.items_, facts={"model": self.model_hash_})
+
+    def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
+        self.device_ = resolve_device(None if self.config.device == "auto" else self.config.device)
+        self.history_indptr_ = arrays["history_indptr"]
+        self.history_items_ = arrays["history_items"]
+        self.item_texts_ = json.loads((folder / "item_texts.json").read_text(encoding="utf-8"))
+        self.training_log_ = json.loads((folder / "training_log.json").read_text(encoding="utf-8"))
+        if not (folder / "model").is_dir():
+            raise ArtifactError(f"{folder}: the model folder is missing")
+        self.model_ = load_sentence_transformer(folder / "model", self.device_)
+        self._prepare_inference()
+        expected = (folder / "model_hash.txt").read_text(encoding="utf-8").strip()
+        if self.model_hash_ != expected:
+            raise ArtifactError(f"{folder}: model weights do not match the saved fingerprint (corrupt or replaced)")
+        self.cache_ = _EmbeddingCache(self.model_hash_)
+        self.cache_.store(arrays["cache_hashes"].astype(str), arrays["cache_vectors"])
+        self.index_ = VectorIndex.load(folder / "index", expect={"model": self.model_hash_})
+
+
+class _EmbeddingCache:
+    """Item embeddings keyed by title hash, valid for one model fingerprint."""
+
+    def __init__(self, model_hash: str) -> None:
+        self.model_hash = model_hash
+        self._rows: dict[str, int] = {}
+        self._matrix = np.zeros((0, 0), dtype=np.float32)
+
+    def rows(self, hashes: np.ndarray) -> np.ndarray:
+        """Row of each hash in the cache, -1 where absent."""
+        return np.asarray([self._rows.get(str(h), -1) for h in hashes], dtype=np.int64)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self._matrix[rows]
+
+    def store(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
+        new = [(str(h), v) for h, v in zip(hashes, vectors) if str(h) not in self._rows]
+        if not new:
+            return
+        start = len(self._rows)
+        for offset, (key, _) in enumerate(new):
+            self._rows[key] = start + offset
+        block = np.stack([v for _, v in new]).astype(np.float32)
+        self._matrix = block if not start else np.vstack([self._matrix, block])
+
+    def hashes(self) -> np.ndarray:
+        return np.asarray(list(self._rows), dtype=object)
+
+    def vectors(self) -> np.ndarray:
+        return self._matrix
+
+
+def _batches(pairs: NextItemPairs, size: int, epochs: int, seed: int) -> list[np.ndarray]:
+    """Shuffled batches in which no item is twice a positive (a duplicate would be a false negative)."""
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    for _ in range(epochs):
+        pending = list(rng.permutation(len(pairs)))
+        while len(pending) >= size:
+            batch, used, rest = [], set(), []
+            for row in pending:
+                item = int(pairs.positives[row])
+                if len(batch) < size and item not in used:
+                    batch.append(row)
+                    used.add(item)
+                else:
+                    rest.append(row)
+            if len(batch) < size:
+                break
+            out.append(np.asarray(batch))
+            pending = rest
+    return out
+
+
+def _distinct(items: np.ndarray) -> list[int]:
+    """Items in order of first appearance (a user's newest purchase of each)."""
+    seen: set[int] = set()
+    return [int(i) for i in items if not (int(i) in seen or seen.add(int(i)))]
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

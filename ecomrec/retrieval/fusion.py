@@ -1,0 +1,309 @@
+"""Hybrid candidate generation: several retrievers fused into one list built for recall.
+
+The reranker can only reorder what this stage finds, so the sources complement each other: the
+user's own purchases (repurchase is the strongest single signal in a shop like Online Retail),
+ALS with and without bought items, BM25 item-kNN and the text bi-encoder for new items, and
+popularity for users with little history. Every candidate keeps each source's rank and score
+(NaN where a source did not find it) and the user's purchase count for it: the features the
+reranker and the report need.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ecomrec.config import FusionConfig, HybridConfig, PopularityConfig
+from ecomrec.data.dataset import Dataset
+from ecomrec.retrieval.als import ALSRetriever
+from ecomrec.retrieval.base import Query, Retriever
+from ecomrec.retrieval.baselines import ItemKNNRetriever, PopularityRetriever, RepurchaseRetriever
+from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+from ecomrec.retrieval.candidates import Candidates, top_k
+
+logger = logging.getLogger(__name__)
+
+#: Weights tried per source when tuning (coordinate ascent, two passes).
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: Tuning maximises mean recall at these depths over the all and new target sets: recall@200
+#: alone is the reranker's ceiling, the shallower cut-offs make the order within it count too.
+TUNING_KS = (50, 100, 200)
+#: Which fitted model serves each fusion source.
+SOURCE_MODEL = {"own": "repurchase", "als": "als", "als_new": "als", "itemknn": "itemknn", "bi_encoder": "bi_encoder", "popularity": "popularity"}
+
+
+class HybridRetriever(Retriever):
+    """Fused candidates from own history, ALS, item-kNN, the bi-encoder and popularity.
+
+    Parameters
+    ----------
+    config
+        Source configs and the fusion (:class:`~ecomrec.config.HybridConfig`).
+    retrievers
+        Already fitted models to reuse instead of fitting them again (keys ``als``,
+        ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``); they must have been
+        fitted on the same data as :meth:`fit` is given.
+    """
+
+    name = "hybrid"
+    config_class = HybridConfig
+    config: HybridConfig
+
+    def __init__(
+        self,
+        config: HybridConfig | None = None,
+        *,
+        retrievers: dict[str, Retriever] | None = None,
+        show_progress: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(config, show_progress=show_progress, **kwargs)
+        self._given = dict(retrievers or {})
+        self.last_timings_: dict[str, float] = {}
+
+    @property
+    def fusion(self) -> FusionConfig:
+        return self.config.fusion
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: Dataset) -> HybridRetriever:
+        needed = {SOURCE_MODEL[s] for s in self.fusion.quotas}
+        models: dict[str, Retriever] = {}
+        if "bi_encoder" in needed:
+            models["bi_encoder"] = self._given.get("bi_encoder") or BiEncoderRetriever(
+                self.config.bi_encoder, show_progress=self.show_progress
+            ).fit(data)
+        self.weights_ = dict(self.fusion.weights)
+        if self.fusion.tune:
+            self.weights_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
+        for name in sorted(needed - set(models)):
+            models[name] = self._given.get(name) or self._new_model(name).fit(data)
+        self.models_ = models
+        self._remember(data, data.user_items("counts"))
+        return self
+
+    def _new_model(self, name: str) -> Retriever:
+        cfg = self.config
+        if name == "als":
+            return ALSRetriever(cfg.als, show_progress=self.show_progress)
+        if name == "itemknn":
+            return ItemKNNRetriever(cfg.itemknn)
+        if name == "repurchase":
+            return RepurchaseRetriever(cfg.repurchase)
+        if name == "popularity":
+            return PopularityRetriever(PopularityConfig(window_days=cfg.repurchase.popularity.window_days))
+        raise ValueError(f"no model {name!r}")
+
+    # ------------------------------------------------------------------ retrieval
+    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        lists = self.source_lists(query, timings)
+        fuse_start = time.perf_counter()
+        fused = fuse(lists, self.weights_, self.fusion, query.k, self.n_items)
+        fused.sources.update(self._own_features(query, fused))
+        timings["fusion"] = time.perf_counter() - fuse_start
+        timings["end_to_end"] = time.perf_counter() - start
+        self.last_timings_ = timings
+        return fused
+
+    def source_lists(self, query: Query, timings: dict[str, float] | None = None) -> dict[str, Candidates]:
+        """Each source's own candidates for the query (quota each), in its own order."""
+        lists: dict[str, Candidates] = {}
+        unseen = _plus_seen(query)
+        for source, quota in self.fusion.quotas.items():
+            model = self.models_[SOURCE_MODEL[source]]
+            start = time.perf_counter()
+            exclude = query.exclude if source in ("own", "als", "popularity") else unseen
+            sub = Query(query.users, query.history, query.fresh, min(quota, self.n_items), exclude, query.allow)
+            found = model._retrieve(_rescaled(model, sub), 1024)
+            if source == "own":  # only the user's own items; the popularity fill is another source
+                found.item_ids[found.scores < 1.0] = -1
+                found.scores[found.scores < 1.0] = -np.inf
+            lists[source] = found
+            if timings is not None:
+                if source == "bi_encoder":
+                    timings.update({f"bi_encoder:{k}": v for k, v in getattr(model, "last_timings_", {}).items()})
+                timings[f"search:{source}"] = time.perf_counter() - start
+        return lists
+
+    def _own_features(self, query: Query, fused: Candidates) -> dict[str, np.ndarray]:
+        counts = query.history if query.fresh else self.user_items_[query.users]
+        return {"own_count": lookup(counts, fused.item_ids)}
+
+    def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
+        raise NotImplementedError("HybridRetriever fuses ranked lists; it has no per-item score for every item")
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        names = sorted(self.weights_)
+        return {"weight_names": np.asarray(names, dtype="U32"), "weights": np.asarray([self.weights_[n] for n in names])}
+
+    def _write(self, folder: Any, arrays: dict[str, np.ndarray]) -> None:
+        super()._write(folder, arrays)
+        for name, model in self.models_.items():
+            model.save(folder / "sources" / name)
+
+    def _restore(self, arrays: dict[str, np.ndarray], folder: Any) -> None:
+        self.weights_ = {str(n): float(w) for n, w in zip(arrays["weight_names"], arrays["weights"])}
+        classes = {"als": ALSRetriever, "itemknn": ItemKNNRetriever, "bi_encoder": BiEncoderRetriever,
+                   "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever}
+        self.models_ = {name: classes[name].load(folder / "sources" / name) for name in {SOURCE_MODEL[s] for s in self.fusion.quotas}}
+
+    # ------------------------------------------------------------------ tuning
+    def _tune(self, data: Dataset, bi: BiEncoderRetriever | None) -> tuple[dict[str, float], dict[str, Any]]:
+        """Fusion weights that maximise mean recall@{50,100,200} (all and new) on the validation window.
+
+        Sources are fitted on the data before the window; the bi-encoder (fitted on all of
+        ``data``) is used only for its own validation users, whose window purchases it never saw.
+        """
+        from ecomrec.evaluation.metrics import ranking_metrics
+        from ecomrec.evaluation.protocol import make_split
+
+        start = bi.validation_.start if bi is not None and getattr(bi, "validation_", None) else data.end - np.timedelta64(30, "D")
+        split = make_split(data, start)
+        users = split.users
+        if bi is not None and getattr(bi, "validation_", None):
+            users = np.intersect1d(split.users, bi.validation_.users)
+        rows = np.flatnonzero(np.isin(split.users, users))
+        before = split.history
+        probe = HybridRetriever(self.config.replace(fusion=self.fusion.replace(tune=False)), show_progress=False)
+        probe.models_ = {m: self._new_model(m).fit(before) for m in {SOURCE_MODEL[s] for s in self.fusion.quotas} - {"bi_encoder"}}
+        if bi is not None:
+            probe.models_["bi_encoder"] = _FrozenTextSource(bi, before)
+        probe._remember(before, before.user_items("counts"))
+        seen = split.seen[rows]
+        all_lists = probe.source_lists(probe._query(split.users[rows], 200, None, None, None))
+        new_lists = probe.source_lists(probe._query(split.users[rows], 200, None, seen, None))
+        targets_all, targets_new = split.targets_all[rows], split.targets_new[rows]
+        has_new = np.flatnonzero(targets_new.getnnz(axis=1) > 0)
+
+        def objective(weights: dict[str, float]) -> float:
+            fused_all = fuse(all_lists, weights, self.fusion, 200, data.n_items)
+            fused_new = fuse({s: c[has_new] for s, c in new_lists.items()}, weights, self.fusion, 200, data.n_items)
+            m_all = ranking_metrics(fused_all.item_ids, targets_all, (10, *TUNING_KS), data.n_items)
+            m_new = ranking_metrics(fused_new.item_ids, targets_new[has_new], (10, *TUNING_KS), data.n_items)
+            return float(np.mean([m[f"recall@{k}"] for m in (m_all, m_new) for k in TUNING_KS]))
+
+        weights = dict(self.fusion.weights)
+        best = objective(weights)
+        trace = [{"weights": dict(weights), "objective": best}]
+        for _, source in itertools.product(range(2), list(self.fusion.quotas)):
+            for value in WEIGHT_GRID:
+                trial = {**weights, source: value}
+                if trial == weights or not any(trial[s] > 0 for s in self.fusion.quotas):
+                    continue
+                score = objective(trial)
+                if score > best + 1e-9:
+                    best, weights = score, trial
+                    trace.append({"weights": dict(weights), "objective": best})
+        logger.info("fusion weights tuned on %d validation users: %s (mean recall %.4f)", len(rows), weights, best)
+        return weights, {"users": int(len(rows)), "start": str(start), "objective": best, "trace": trace}
+
+
+class _FrozenTextSource:
+    """The bi-encoder answering from histories as they were before the validation window."""
+
+    def __init__(self, bi: BiEncoderRetriever, before: Dataset) -> None:
+        self.bi = bi
+        self.before = before
+
+    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+        texts = self.before.history_texts(query.users, max_items=self.bi.config.history_items, max_chars=self.bi.config.history_chars)
+        return self.bi.candidates_for_texts(texts, query.k, exclude=query.exclude, allow=query.allow)
+
+
+def _rescaled(model: Any, query: Query) -> Query:
+    """A fresh history is given as counts; each model weighs it its own way."""
+    if not query.fresh or not isinstance(model, Retriever):
+        return query
+    from ecomrec.data.dataset import confidence
+
+    weighted = confidence(query.history, getattr(model.config, "weighting", "counts"))
+    return Query(query.users, weighted, True, query.k, query.exclude, query.allow)
+
+
+def _plus_seen(query: Query) -> sp.csr_matrix:
+    """Per-query exclusions: the query's own ``exclude`` plus its history."""
+    seen = sp.csr_matrix(query.history, dtype=np.float32, copy=True)
+    seen.data[:] = 1.0
+    if query.exclude is None:
+        return seen
+    if sp.issparse(query.exclude):
+        extra = sp.csr_matrix(query.exclude, dtype=np.float32)
+    else:
+        rows = np.repeat(np.arange(seen.shape[0]), len(query.exclude))
+        cols = np.tile(np.asarray(query.exclude), seen.shape[0])
+        extra = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=seen.shape)
+    both = (seen + extra).tocsr()
+    both.data[:] = 1.0
+    return both
+
+
+def lookup(matrix: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:
+    """float32 [n, k]: ``matrix[row, item]`` for each ranked item (0 where absent or padding)."""
+    coo = sp.coo_matrix(matrix)
+    n_items = matrix.shape[1]
+    keys = coo.row.astype(np.int64) * n_items + coo.col
+    order = np.argsort(keys)
+    keys, values = keys[order], coo.data[order]
+    wanted = np.arange(item_ids.shape[0], dtype=np.int64)[:, None] * n_items + np.maximum(item_ids, 0)
+    position = np.clip(np.searchsorted(keys, wanted), 0, max(len(keys) - 1, 0))
+    found = (len(keys) > 0) & (keys[position] == wanted) & (item_ids >= 0) if len(keys) else np.zeros(item_ids.shape, bool)
+    out = np.zeros(item_ids.shape, dtype=np.float32)
+    if len(keys):
+        out[found] = values[position[found]]
+    return out
+
+
+def fuse(lists: dict[str, Candidates], weights: dict[str, float], fusion: FusionConfig, k: int, n_items: int) -> Candidates:
+    """One ranking from per-source lists; ``sources`` gets ``<source>_rank`` / ``<source>_score``.
+
+    RRF: ``sum_s w_s / (rrf_k + rank_s)`` (rank from 1); weighted: ``sum_s w_s * scaled score``
+    with each source's scores min-max scaled per row. Items no source found are never returned.
+    """
+    n = next(iter(lists.values())).n_queries
+    rows_all, cols_all, vals_all = [], [], []
+    for source, found in lists.items():
+        weight = weights.get(source, 0.0)
+        valid = found.item_ids >= 0
+        if weight <= 0 or not valid.any():
+            continue
+        if fusion.method == "rrf":
+            ranks = np.arange(1, found.k + 1, dtype=np.float64)[None, :].repeat(n, axis=0)
+            contribution = weight / (fusion.rrf_k + ranks)
+        else:
+            scores = np.where(valid, found.scores, np.nan).astype(np.float64)
+            low, high = np.nanmin(scores, axis=1, keepdims=True), np.nanmax(scores, axis=1, keepdims=True)
+            contribution = weight * np.nan_to_num((scores - low) / np.where(high > low, high - low, 1.0), nan=0.0)
+            contribution = contribution + 1e-6 * weight  # found at all beats not found
+        rows = np.broadcast_to(np.arange(n)[:, None], found.item_ids.shape)
+        rows_all.append(rows[valid])
+        cols_all.append(found.item_ids[valid])
+        vals_all.append(contribution[valid])
+    if not rows_all:
+        return Candidates.empty(n, k)
+    fused = sp.coo_matrix(
+        (np.concatenate(vals_all), (np.concatenate(rows_all), np.concatenate(cols_all))), shape=(n, n_items)
+    ).tocsr().tocoo()  # duplicates summed: an item several sources found gets every contribution
+    order = np.lexsort((fused.col, -fused.data, fused.row))  # per row: best first, ties by lower id
+    rows, cols, values = fused.row[order], fused.col[order], fused.data[order]
+    position = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    keep = position < k
+    out = Candidates.empty(n, k)
+    out.item_ids[rows[keep], position[keep]] = cols[keep]
+    out.scores[rows[keep], position[keep]] = values[keep]
+    for source, found in lists.items():
+        valid = found.item_ids >= 0
+        rows = np.broadcast_to(np.arange(n)[:, None], found.item_ids.shape)[valid]
+        ranks = np.broadcast_to(np.arange(1, found.k + 1, dtype=np.float32), found.item_ids.shape)[valid]
+        rank = lookup(sp.csr_matrix((ranks, (rows, found.item_ids[valid])), shape=(n, n_items)), out.item_ids)
+        score = lookup(sp.csr_matrix((found.scores[valid], (rows, found.item_ids[valid])), shape=(n, n_items)), out.item_ids)
+        out.sources[f"{source}_rank"] = np.where(rank > 0, rank, np.nan).astype(np.float32)
+        out.sources[f"{source}_score"] = np.where(rank > 0, score, np.nan).astype(np.float32)
+    return out

@@ -1,0 +1,117 @@
+"""Training examples from baskets: "what the user had bought" → "an item bought next"."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from ecomrec.data.dataset import Dataset
+
+
+@dataclasses.dataclass
+class NextItemPairs:
+    """One example per sampled basket.
+
+    Attributes
+    ----------
+    users
+        int64 [n] dense user of each example.
+    times
+        datetime64 [n] time of the basket.
+    histories
+        Per example, int64 item indices bought before the basket, newest first (distinct).
+    positives
+        int64 [n] an item of the basket the user had not bought before.
+    negatives
+        int64 [n] a hard negative per example, -1 when none was mined.
+    """
+
+    users: np.ndarray
+    times: np.ndarray
+    histories: list[np.ndarray]
+    positives: np.ndarray
+    negatives: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def next_item_pairs(
+    data: Dataset,
+    *,
+    history_items: int,
+    max_pairs: int,
+    seed: int,
+    holdout_users: np.ndarray | None = None,
+    holdout_from: pd.Timestamp | None = None,
+    per_basket: int = 1,
+) -> NextItemPairs:
+    """Sample up to ``max_pairs`` examples, up to ``per_basket`` per basket (purchases sharing
+    user and time).
+
+    A basket yields examples when the user had bought something before and the basket holds
+    items new to the user (drawn at random, without replacement). Baskets of ``holdout_users``
+    at or after ``holdout_from`` are skipped (they are the validation targets).
+    """
+    rng = np.random.default_rng(seed)
+    frame = data.interactions
+    users = frame["user"].to_numpy()
+    items = frame["item"].to_numpy()
+    times = frame["timestamp"].to_numpy()
+    order = np.lexsort((items, times, users))
+    users, items, times = users[order], items[order], times[order]
+    held = np.zeros(data.n_users, dtype=bool)
+    if holdout_users is not None:
+        held[np.asarray(holdout_users)] = True
+    cutoff = None if holdout_from is None else np.datetime64(holdout_from)
+    starts = np.flatnonzero(np.r_[True, (users[1:] != users[:-1]) | (times[1:] != times[:-1])])
+    ends = np.r_[starts[1:], len(users)]
+    out_users, out_times, out_hist, out_pos = [], [], [], []
+    recent: list[int] = []
+    seen: set[int] = set()
+    current = -1
+    for lo, hi in zip(starts, ends):
+        user = int(users[lo])
+        if user != current:
+            current, recent, seen = user, [], set()
+        basket = items[lo:hi]
+        skip = held[user] and cutoff is not None and times[lo] >= cutoff
+        if recent and not skip:
+            new = [int(i) for i in np.unique(basket) if int(i) not in seen]
+            if new:
+                history = np.asarray(recent[:history_items], dtype=np.int64)
+                for item in rng.permutation(new)[:per_basket]:
+                    out_users.append(user)
+                    out_times.append(times[lo])
+                    out_hist.append(history)
+                    out_pos.append(int(item))
+        for item in basket[::-1]:  # newest first; within a basket, any order
+            item = int(item)
+            if item in recent:
+                recent.remove(item)
+            seen.add(item)
+            recent.insert(0, item)
+        del recent[history_items:]
+    n = len(out_users)
+    keep = np.sort(rng.choice(n, size=min(n, max_pairs), replace=False)) if n else np.zeros(0, dtype=np.int64)
+    return NextItemPairs(
+        users=np.asarray(out_users, dtype=np.int64)[keep],
+        times=np.asarray(out_times, dtype="datetime64[ns]")[keep] if n else np.zeros(0, "datetime64[ns]"),
+        histories=[out_hist[i] for i in keep],
+        positives=np.asarray(out_pos, dtype=np.int64)[keep],
+        negatives=np.full(len(keep), -1, dtype=np.int64),
+    )
+
+
+def mine_hard_negatives(pairs: NextItemPairs, candidates: np.ndarray, bought: list[set[int]], seed: int) -> None:
+    """Fill ``pairs.negatives`` in place: a candidate of the pair's user the user never buys.
+
+    ``candidates``: int [n_users, c] retrieved items per user (-1 padding); ``bought``: every
+    item each user buys in the data (past and future), never used as a negative.
+    """
+    rng = np.random.default_rng(seed)
+    for row, user in enumerate(pairs.users):
+        pool = [int(i) for i in candidates[user] if i >= 0 and int(i) not in bought[user]]
+        pairs.negatives[row] = pool[rng.integers(len(pool))] if pool else -1

@@ -1,0 +1,101 @@
+"""Bi-encoder specifics: search, cold items, unseen users by item list, the embedding cache and
+catalog updates, fine-tuning on planted data, and search on the real catalog."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecomrec.config import BiEncoderConfig
+from ecomrec.data.synthetic import synthetic
+from ecomrec.exceptions import ArtifactError
+from ecomrec.retrieval import BiEncoderRetriever
+
+
+@pytest.fixture(scope="module")
+def shop():
+    return synthetic(n_users=120, n_items=80, n_clusters=4, purchases_per_user=20, n_cold_items=8, seed=5)
+
+
+@pytest.fixture(scope="module")
+def zero_shot(shop) -> BiEncoderRetriever:
+    return BiEncoderRetriever(fine_tune=False, layers=2, show_progress=False).fit(shop)
+
+
+def test_search_finds_matching_titles_and_cold_items(zero_shot, shop) -> None:
+    hits = zero_shot.search(["green garden", "red retrospot"], k=5)
+    titles = shop.catalog["text"].to_numpy()
+    assert all(t.startswith("green garden") for t in titles[hits.item_ids[0]])
+    assert all(t.startswith("red retrospot") for t in titles[hits.item_ids[1]])
+    cold = np.arange(72, 80)  # listed, never bought: text still finds them
+    only_cold = zero_shot.search("green garden", k=3, allow=cold)
+    assert np.isin(only_cold.item_ids, cold).all()
+    with pytest.raises(ValueError, match="non-empty"):
+        zero_shot.search(["  "], k=3)
+    with pytest.raises(ValueError, match="k must be"):
+        zero_shot.search("mug", k=0)
+
+
+def test_personalised_search_leans_to_the_users_cluster(zero_shot, shop) -> None:
+    plain = zero_shot.search("notebook", k=20).item_ids[0]
+    users = np.arange(4)  # one user per cluster
+    personal = zero_shot.search(["notebook"] * 4, k=20, user_ids=users).item_ids
+    for user, row in zip(users, personal):
+        assert (row % 4 == user % 4).mean() >= (plain % 4 == user % 4).mean()
+
+
+def test_unseen_user_by_items_matches_known_user(zero_shot, shop) -> None:
+    everything = shop.user_histories()[7]  # all the user's items, newest first
+    known = zero_shot.candidates([7], k=10, exclude="seen")
+    stranger = zero_shot.candidates_for_items([everything], k=10)  # own items excluded by default
+    np.testing.assert_array_equal(stranger.item_ids, known.item_ids)
+    with_own = zero_shot.candidates_for_items([everything], k=10, exclude=None)
+    assert set(with_own.item_ids[0]) & set(everything.tolist())
+    with pytest.raises(ValueError, match="outside"):
+        zero_shot.candidates_for_items([[10_000]], k=3)
+
+
+def test_catalog_update_reembeds_only_changes(zero_shot, shop) -> None:
+    ids = list(shop.items.ids)
+    texts = list(shop.catalog["text"])
+    texts[3] = "black skull doormat 3"  # one changed title
+    stats = zero_shot.update_catalog(ids[:-2] + ["i-new"], texts[:-2] + ["black skull tote new"])
+    assert stats == {**stats, "listed": 79, "new": 1, "changed": 1, "removed": 2, "encoded": 2}
+    hits = zero_shot.search("black skull", k=3).item_ids[0]
+    new_dense = zero_shot.items_.index(["i-new"])[0]
+    assert new_dense == 80 and {new_dense, 3} <= set(hits.tolist())
+    assert not np.isin(zero_shot.search("green garden", k=78).item_ids, [78, 79]).any()  # delisted
+    again = zero_shot.update_catalog(ids[:-2] + ["i-new"], texts[:-2] + ["black skull tote new"])
+    assert again["encoded"] == 0  # everything from the cache
+
+
+def test_load_refuses_replaced_weights(shop, tmp_path) -> None:
+    model = BiEncoderRetriever(fine_tune=False, layers=1, show_progress=False).fit(shop)
+    folder = model.save(tmp_path / "bi")
+    (folder.resolve() / "model_hash.txt").write_text("0" * 16)
+    with pytest.raises(ArtifactError):
+        BiEncoderRetriever.load(folder)
+
+
+@pytest.mark.slow
+def test_fine_tuning_improves_validation_recall_on_planted_data() -> None:
+    # titles name the cluster only by an opaque code, so the base model cannot know the clusters
+    data = synthetic(n_users=300, n_items=120, n_clusters=4, purchases_per_user=24, noise=0.1, seed=9)
+    codes = {theme: f"zx{n}q" for n, theme in enumerate(data.catalog["category"].unique())}
+    data.catalog["text"] = [f"item {codes[c]} {n}" for n, c in enumerate(data.catalog["category"])]
+    config = BiEncoderConfig(layers=2, max_pairs=3000, batch_size=16, eval_every=20, patience=3, valid_users=60, learning_rate=3e-4)
+    model = BiEncoderRetriever(config, show_progress=False).fit(data)
+    log = model.training_log_
+    assert max(e["valid_recall@100"] for e in log[1:]) > log[0]["valid_recall@100"]
+
+
+@pytest.mark.slow
+def test_search_on_the_real_catalog(real_data_path) -> None:
+    from ecomrec.datasets import online_retail
+
+    data = online_retail(real_data_path)
+    model = BiEncoderRetriever(fine_tune=False, show_progress=False).fit(data.between("2011-09-01", None))
+    hits = model.search("red retrospot lunch bag", k=5)
+    titles = data.catalog["text"].to_numpy()[hits.item_ids[0]].tolist()
+    assert titles[0] == "LUNCH BAG RED RETROSPOT"
+    assert sum("RETROSPOT" in t for t in titles) >= 3

@@ -1,0 +1,94 @@
+"""Fusion: hand-computed RRF, per-source features, and the hybrid's quality floor on planted data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from ecomrec.config import ALSConfig, BiEncoderConfig, FusionConfig, HybridConfig, ProtocolConfig
+from ecomrec.data.synthetic import synthetic
+from ecomrec.evaluation import benchmark
+from ecomrec.retrieval.candidates import Candidates
+from ecomrec.retrieval.fusion import HybridRetriever, fuse, lookup
+
+INF = -np.inf
+
+
+def _list(ids, scores) -> Candidates:
+    return Candidates(np.array(ids), np.array(scores, dtype=np.float32))
+
+
+def test_rrf_by_hand() -> None:
+    lists = {
+        "als": _list([[5, 3, 7]], [[0.9, 0.8, 0.1]]),
+        "bi_encoder": _list([[3, 9, -1]], [[0.7, 0.6, INF]]),
+    }
+    fusion = FusionConfig(method="rrf", rrf_k=10.0)
+    out = fuse(lists, {"als": 1.0, "bi_encoder": 2.0}, fusion, k=4, n_items=10)
+    expected = {3: 1 / 12 + 2 / 11, 9: 2 / 12, 5: 1 / 11, 7: 1 / 13}
+    assert out.item_ids[0].tolist() == [3, 9, 5, 7]
+    np.testing.assert_allclose(out.scores[0], [expected[i] for i in (3, 9, 5, 7)], rtol=1e-6)
+    np.testing.assert_array_equal(out.sources["als_rank"][0], [2, np.nan, 1, 3])
+    np.testing.assert_array_equal(out.sources["bi_encoder_rank"][0], [1, 2, np.nan, np.nan])
+    np.testing.assert_allclose(out.sources["als_score"][0], [0.8, np.nan, 0.9, 0.1], rtol=1e-6)
+
+
+def test_weighted_fusion_and_zero_weight_sources() -> None:
+    lists = {"als": _list([[1, 2]], [[10.0, 0.0]]), "itemknn": _list([[2, 4]], [[3.0, 1.0]])}
+    out = fuse(lists, {"als": 1.0, "itemknn": 1.0}, FusionConfig(method="weighted"), k=3, n_items=5)
+    # min-max per source: als 1 -> 1, 2 -> 0; itemknn 2 -> 1, 4 -> 0 (+1e-6 each for being found)
+    assert out.item_ids[0].tolist() == [2, 1, 4]
+    silenced = fuse(lists, {"als": 0.0, "itemknn": 1.0}, FusionConfig(method="weighted"), k=3, n_items=5)
+    assert silenced.item_ids[0].tolist() == [2, 4, -1]  # nothing else was found: padding
+
+
+def test_lookup_reads_matrix_cells() -> None:
+    matrix = sp.csr_matrix(np.array([[0, 3, 0], [1, 0, 2]], dtype=np.float32))
+    np.testing.assert_array_equal(lookup(matrix, np.array([[1, 0, -1], [2, 0, 1]])), [[3, 0, 0], [2, 1, 0]])
+
+
+@pytest.fixture(scope="module")
+def planted():
+    # 4 clusters; 10 cold items (listed, never bought) that only the text source can find
+    return synthetic(n_users=240, n_items=120, n_clusters=4, purchases_per_user=24, n_cold_items=10, noise=0.05, seed=21)
+
+
+@pytest.mark.slow
+def test_hybrid_at_least_as_good_as_its_best_source(planted) -> None:
+    configs = {
+        "als": ALSConfig(factors=8, iterations=10),
+        "bi_encoder_zero_shot": BiEncoderConfig(fine_tune=False, layers=1),
+        "bi_encoder": BiEncoderConfig(fine_tune=False, layers=1),
+        "hybrid": HybridConfig(als=ALSConfig(factors=8, iterations=10), bi_encoder=BiEncoderConfig(fine_tune=False, layers=1)),
+    }
+    report = benchmark(
+        planted, "2024-03-10", methods=["repurchase", "itemknn", "als", "bi_encoder", "hybrid"], configs=configs,
+        protocol=ProtocolConfig(latency_users=5, warmup=1), show_progress=False,
+    )
+    for target in ("all", "new"):
+        best = max(report.results[m][target]["recall@50"] for m in ("repurchase", "itemknn", "als", "bi_encoder"))
+        assert report.results["hybrid"][target]["recall@50"] >= best - 0.01, target
+    assert "hybrid:fusion" in report.latency_ms and "hybrid:bi_encoder:user_encoding" in report.latency_ms
+    assert report.methods["hybrid"]["tuning"]["users"] > 0
+
+
+@pytest.mark.slow
+def test_hybrid_features_and_round_trip(planted, tmp_path) -> None:
+    config = HybridConfig(
+        als=ALSConfig(factors=8, iterations=10), bi_encoder=BiEncoderConfig(fine_tune=False, layers=1), fusion=FusionConfig(tune=False)
+    )
+    model = HybridRetriever(config, show_progress=False).fit(planted)
+    users = np.arange(20)
+    found = model.candidates(users, k=30)
+    counts = planted.user_items("counts")
+    np.testing.assert_array_equal(found.sources["own_count"], lookup(counts[users], found.item_ids))
+    own = found.sources["own_rank"]
+    assert np.isnan(own[found.sources["own_count"] == 0]).all()  # own history ranks only the user's items
+    cold = found.item_ids >= 110
+    assert np.isnan(found.sources["als_rank"][cold]).all()  # ALS never finds cold items
+    model.save(tmp_path / "hybrid")
+    loaded = HybridRetriever.load(tmp_path / "hybrid")
+    again = loaded.candidates(users, k=30)
+    np.testing.assert_array_equal(again.item_ids, found.item_ids)
+    np.testing.assert_allclose(again.scores, found.scores, rtol=1e-6)
