@@ -28,11 +28,13 @@ from ecomrec.retrieval.candidates import Candidates, top_k
 
 logger = logging.getLogger(__name__)
 
-#: Weights tried per source when tuning (coordinate ascent, two passes).
+#: Weights tried per source when tuning (coordinate ascent).
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 #: Tuning maximises mean recall at these depths over the all and new target sets: recall@200
 #: alone is the reranker's ceiling, the shallower cut-offs make the order within it count too.
 TUNING_KS = (50, 100, 200)
+#: List depths tried per source when tuning (every source gets the same depth).
+DEPTH_GRID = (100, 200, 300, 500)
 #: Which fitted model serves each fusion source.
 SOURCE_MODEL = {"own": "repurchase", "als": "als", "als_new": "als", "itemknn": "itemknn", "bi_encoder": "bi_encoder", "popularity": "popularity"}
 
@@ -79,8 +81,9 @@ class HybridRetriever(Retriever):
                 self.config.bi_encoder, show_progress=self.show_progress
             ).fit(data)
         self.weights_ = dict(self.fusion.weights)
+        self.quotas_ = dict(self.fusion.quotas)
         if self.fusion.tune:
-            self.weights_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
+            self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
         for name in sorted(needed - set(models)):
             models[name] = self._given.get(name) or self._new_model(name).fit(data)
         self.models_ = models
@@ -116,7 +119,7 @@ class HybridRetriever(Retriever):
         """Each source's own candidates for the query (quota each), in its own order."""
         lists: dict[str, Candidates] = {}
         unseen = _plus_seen(query)
-        for source, quota in self.fusion.quotas.items():
+        for source, quota in self.quotas_.items():
             model = self.models_[SOURCE_MODEL[source]]
             start = time.perf_counter()
             exclude = query.exclude if source in ("own", "als", "popularity") else unseen
@@ -142,7 +145,12 @@ class HybridRetriever(Retriever):
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         names = sorted(self.weights_)
-        return {"weight_names": np.asarray(names, dtype="U32"), "weights": np.asarray([self.weights_[n] for n in names])}
+        return {
+            "weight_names": np.asarray(names, dtype="U32"),
+            "weights": np.asarray([self.weights_[n] for n in names]),
+            "quota_names": np.asarray(sorted(self.quotas_), dtype="U32"),
+            "quotas": np.asarray([self.quotas_[n] for n in sorted(self.quotas_)], dtype=np.int64),
+        }
 
     def _write(self, folder: Any, arrays: dict[str, np.ndarray]) -> None:
         super()._write(folder, arrays)
@@ -151,13 +159,17 @@ class HybridRetriever(Retriever):
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Any) -> None:
         self.weights_ = {str(n): float(w) for n, w in zip(arrays["weight_names"], arrays["weights"])}
+        self.quotas_ = {str(n): int(q) for n, q in zip(arrays["quota_names"], arrays["quotas"])}
         classes = {"als": ALSRetriever, "itemknn": ItemKNNRetriever, "bi_encoder": BiEncoderRetriever,
                    "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever}
         self.models_ = {name: classes[name].load(folder / "sources" / name) for name in {SOURCE_MODEL[s] for s in self.fusion.quotas}}
 
     # ------------------------------------------------------------------ tuning
-    def _tune(self, data: Dataset, bi: BiEncoderRetriever | None) -> tuple[dict[str, float], dict[str, Any]]:
-        """Fusion weights that maximise mean recall@{50,100,200} (all and new) on the validation window.
+    def _tune(
+        self, data: Dataset, bi: BiEncoderRetriever | None
+    ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+        """Weights and list depth that maximise mean recall@{50,100,200} (all and new) on the
+        validation window: coordinate ascent over WEIGHT_GRID for each depth in DEPTH_GRID.
 
         Sources are fitted on the data before the window; the bi-encoder (fitted on all of
         ``data``) is used only for its own validation users, whose window purchases it never saw.
@@ -172,38 +184,52 @@ class HybridRetriever(Retriever):
             users = np.intersect1d(split.users, bi.validation_.users)
         rows = np.flatnonzero(np.isin(split.users, users))
         before = split.history
+        sources = list(self.fusion.quotas)
+        deepest = max(DEPTH_GRID)
         probe = HybridRetriever(self.config.replace(fusion=self.fusion.replace(tune=False)), show_progress=False)
-        probe.models_ = {m: self._new_model(m).fit(before) for m in {SOURCE_MODEL[s] for s in self.fusion.quotas} - {"bi_encoder"}}
+        probe.quotas_ = {s: deepest for s in sources}
+        probe.models_ = {m: self._new_model(m).fit(before) for m in {SOURCE_MODEL[s] for s in sources} - {"bi_encoder"}}
         if bi is not None:
             probe.models_["bi_encoder"] = _FrozenTextSource(bi, before)
         probe._remember(before, before.user_items("counts"))
         seen = split.seen[rows]
-        all_lists = probe.source_lists(probe._query(split.users[rows], 200, None, None, None))
-        new_lists = probe.source_lists(probe._query(split.users[rows], 200, None, seen, None))
+        all_lists = probe.source_lists(probe._query(split.users[rows], deepest, None, None, None))
+        new_lists = probe.source_lists(probe._query(split.users[rows], deepest, None, seen, None))
         targets_all, targets_new = split.targets_all[rows], split.targets_new[rows]
         has_new = np.flatnonzero(targets_new.getnnz(axis=1) > 0)
 
-        def objective(weights: dict[str, float]) -> float:
-            fused_all = fuse(all_lists, weights, self.fusion, 200, data.n_items)
-            fused_new = fuse({s: c[has_new] for s, c in new_lists.items()}, weights, self.fusion, 200, data.n_items)
+        def objective(weights: dict[str, float], depth: int) -> float:
+            cut_all = {s: Candidates(c.item_ids[:, :depth], c.scores[:, :depth]) for s, c in all_lists.items()}
+            cut_new = {s: Candidates(c.item_ids[has_new, :depth], c.scores[has_new, :depth]) for s, c in new_lists.items()}
+            fused_all = fuse(cut_all, weights, self.fusion, 200, data.n_items)
+            fused_new = fuse(cut_new, weights, self.fusion, 200, data.n_items)
             m_all = ranking_metrics(fused_all.item_ids, targets_all, (10, *TUNING_KS), data.n_items)
             m_new = ranking_metrics(fused_new.item_ids, targets_new[has_new], (10, *TUNING_KS), data.n_items)
             return float(np.mean([m[f"recall@{k}"] for m in (m_all, m_new) for k in TUNING_KS]))
 
-        weights = dict(self.fusion.weights)
-        best = objective(weights)
-        trace = [{"weights": dict(weights), "objective": best}]
-        for _, source in itertools.product(range(2), list(self.fusion.quotas)):
-            for value in WEIGHT_GRID:
-                trial = {**weights, source: value}
-                if trial == weights or not any(trial[s] > 0 for s in self.fusion.quotas):
-                    continue
-                score = objective(trial)
-                if score > best + 1e-9:
-                    best, weights = score, trial
-                    trace.append({"weights": dict(weights), "objective": best})
-        logger.info("fusion weights tuned on %d validation users: %s (mean recall %.4f)", len(rows), weights, best)
-        return weights, {"users": int(len(rows)), "start": str(start), "objective": best, "trace": trace}
+        def ascend(weights: dict[str, float], depth: int, passes: int) -> tuple[dict[str, float], float]:
+            score = objective(weights, depth)
+            for _, source in itertools.product(range(passes), sources):
+                for value in WEIGHT_GRID:
+                    trial = {**weights, source: value}
+                    if trial == weights or not any(trial[s] > 0 for s in sources):
+                        continue
+                    trial_score = objective(trial, depth)
+                    if trial_score > score + 1e-9:
+                        score, weights = trial_score, trial
+            return weights, score
+
+        best, best_weights, best_depth, trace = -1.0, dict(self.fusion.weights), deepest, []
+        for depth in DEPTH_GRID:  # one pass per depth, a second at the best one
+            weights, score = ascend(dict(self.fusion.weights), depth, passes=1)
+            trace.append({"depth": depth, "weights": dict(weights), "objective": score})
+            if score > best + 1e-9:
+                best, best_weights, best_depth = score, weights, depth
+        best_weights, best = ascend(best_weights, best_depth, passes=1)
+        trace.append({"depth": best_depth, "weights": dict(best_weights), "objective": best, "second_pass": True})
+        quotas = {s: best_depth for s in sources}
+        logger.info("fusion tuned on %d validation users: depth %d, weights %s (mean recall %.4f)", len(rows), best_depth, best_weights, best)
+        return best_weights, quotas, {"users": int(len(rows)), "start": str(start), "objective": best, "depth": best_depth, "trace": trace}
 
 
 class _FrozenTextSource:
