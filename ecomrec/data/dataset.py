@@ -174,6 +174,19 @@ class Dataset:
         matrix.sum_duplicates()
         return confidence(matrix, "log" if weighting == "quantity" else weighting)
 
+    def days_since_purchase(self) -> sp.csr_matrix:
+        """Users × items CSR (float32): 1 + days from the user's last purchase of the item to the
+        end of the log (so a purchase on the last day is 1; an absent cell means never bought)."""
+        frame = self.interactions
+        days = ((self.end - frame["timestamp"]).dt.total_seconds().to_numpy() / 86400.0) if len(frame) else np.zeros(0)
+        order = np.lexsort((days, frame["item"].to_numpy(), frame["user"].to_numpy()))  # per cell, most recent first
+        users, items, days = frame["user"].to_numpy()[order], frame["item"].to_numpy()[order], days[order]
+        first = np.ones(len(users), dtype=bool)
+        first[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+        return sp.csr_matrix(
+            (1.0 + days[first], (users[first], items[first])), shape=(self.n_users, self.n_items), dtype=np.float32
+        )
+
     def item_popularity(self, window_days: int | None = None) -> np.ndarray:
         """Distinct buyers per item (float64, [n_items]) over the last ``window_days`` of the log."""
         frame = self.interactions

@@ -86,6 +86,10 @@ class IdMap:
                 codes = codes[~unknown]
         return codes
 
+    def positions(self, external_ids: Iterable[object]) -> np.ndarray:
+        """Dense indices (int64) of ``external_ids``, -1 where unknown, without warnings (a hash lookup)."""
+        return self._index.get_indexer([str(i) for i in external_ids]).astype(np.int64)
+
     def ids_of(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
         """External ids of dense ``indices``; -1 (padding) becomes ``None``."""
         idx = np.asarray(indices, dtype=np.int64)

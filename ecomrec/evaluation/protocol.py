@@ -15,6 +15,7 @@ import logging
 import resource
 import sys
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,11 @@ from ecomrec.retrieval import RETRIEVERS, Candidates, Retriever
 logger = logging.getLogger(__name__)
 
 #: Methods in report order; a method is listed once it exists, never faked.
-METHOD_ORDER = ("popularity", "repurchase", "itemknn", "als", "bi_encoder_zero_shot", "bi_encoder", "hybrid")
+METHOD_ORDER = (
+    "popularity", "repurchase", "itemknn", "als", "bi_encoder_zero_shot", "bi_encoder", "hybrid", "feature_rerank", "hybrid_rerank",
+)
+#: Paired comparisons reported with a bootstrap interval: (method, baseline).
+COMPARISONS = (("hybrid_rerank", "feature_rerank"), ("feature_rerank", "hybrid"), ("hybrid_rerank", "hybrid"))
 
 
 def _method(name: str, config: ConfigBase | None, show_progress: bool, fitted: dict[str, Retriever]) -> Retriever:
@@ -41,6 +46,17 @@ def _method(name: str, config: ConfigBase | None, show_progress: bool, fitted: d
     ``bi_encoder_zero_shot`` is the base model untrained (all layers); ``hybrid`` reuses the
     sources already fitted in this run (same data) instead of fitting them again.
     """
+    if name in ("feature_rerank", "hybrid_rerank"):
+        from ecomrec.config import RerankConfig
+        from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
+
+        hybrid = fitted.get("hybrid") or _method("hybrid", None, show_progress, fitted).fit(fitted["_data"])  # type: ignore[attr-defined]
+        fitted["hybrid"] = hybrid
+        rerank_config = config or RerankConfig(text=name == "hybrid_rerank")
+        if "_rerank_examples" not in fitted:  # both rerank methods learn from the same examples
+            fitted["_rerank_examples"] = training_examples(fitted["_data"], hybrid, rerank_config, show_progress=show_progress)  # type: ignore[assignment]
+        reranker = PurchaseReranker(rerank_config, show_progress=show_progress)
+        return RerankedRetriever(hybrid, reranker, examples=fitted["_rerank_examples"])  # type: ignore[arg-type]
     if name == "hybrid":
         from ecomrec.retrieval.fusion import HybridRetriever
 
@@ -120,12 +136,38 @@ def validation_split(data: Dataset, test_from: str | pd.Timestamp, valid_days: i
     return make_split(data.between(None, test_from), start, last_day)
 
 
-def evaluate_candidates(split: EvalSplit, ranked_all: Candidates, ranked_new: Candidates, ks: Sequence[int]) -> dict:
-    """Metrics for both target sets; ``ranked_new`` has one row per ``split.new_rows``."""
-    return {
-        "all": ranking_metrics(ranked_all.item_ids, split.targets_all, ks, split.n_items),
-        "new": ranking_metrics(ranked_new.item_ids, split.targets_new[split.new_rows], ks, split.n_items),
-    }
+def evaluate_candidates(
+    split: EvalSplit, ranked_all: Candidates, ranked_new: Candidates, ks: Sequence[int], *, per_user: bool = False
+) -> Any:
+    """Metrics for both target sets; ``ranked_new`` has one row per ``split.new_rows``.
+
+    With ``per_user``, also the per-user values of each metric (for paired comparisons).
+    """
+    all_means, all_users = ranking_metrics(ranked_all.item_ids, split.targets_all, ks, split.n_items, per_user=True)
+    new_means, new_users = ranking_metrics(ranked_new.item_ids, split.targets_new[split.new_rows], ks, split.n_items, per_user=True)
+    means = {"all": all_means, "new": new_means}
+    return (means, {"all": all_users, "new": new_users}) if per_user else means
+
+
+def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Mean per-user difference and its 95 % percentile-bootstrap interval (users resampled)."""
+    diff = np.asarray(values, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean_diff": float(diff.mean()), "ci95": [float(low), float(high)], "users": int(len(diff)), "excludes_zero": bool(low > 0 or high < 0)}
+
+
+def calibration(ranked: Candidates, targets: sp.csr_matrix) -> dict[str, Any]:
+    """ECE and reliability table of ``p_purchase`` against what users bought (reranked candidates)."""
+    from ecomrec.evaluation.metrics import hits
+    from ecomrec.rerank.purchase import expected_calibration_error
+
+    p = ranked.sources["p_purchase"]
+    known = ~np.isnan(p)
+    labels = hits(ranked.item_ids, targets)
+    ece, table = expected_calibration_error(p[known], labels[known])
+    return {"ece": ece, "mean_predicted": float(p[known].mean()), "observed": float(labels[known].mean()), "pairs": int(known.sum()), "bins": table}
 
 
 def score_retriever(retriever: Retriever, split: EvalSplit, k: int, batch_size: int) -> tuple[Candidates, Candidates, float]:
@@ -200,14 +242,17 @@ def benchmark(
         environment=environment(),
     )
     timed = _timed_users(split, protocol)
-    fitted: dict[str, Retriever] = {}
+    fitted: dict[str, Retriever] = {"_data": split.history}  # type: ignore[dict-item]
+    per_user: dict[str, dict[str, np.ndarray]] = {}
     for name in tqdm(chosen, desc="methods", disable=not enabled):
         retriever = _method(name, configs.get(name), enabled, fitted)
         with Stopwatch() as fit_watch:
             retriever.fit(split.history)
         fitted[name] = retriever
         ranked_all, ranked_new, users_per_s = score_retriever(retriever, split, k, protocol.batch_size)
-        report.results[name] = evaluate_candidates(split, ranked_all, ranked_new, protocol.ks)
+        report.results[name], per_user[name] = evaluate_candidates(split, ranked_all, ranked_new, protocol.ks, per_user=True)
+        if "p_purchase" in ranked_all.sources:
+            report.calibration[name] = calibration(ranked_all, split.targets_all)
         report.methods[name] = {
             "config": retriever.config.to_dict(),
             "config_hash": retriever.config.config_hash(),
@@ -221,7 +266,15 @@ def benchmark(
             report.latency_ms.update(_latency(name, retriever, timed, k, protocol.warmup))
         if hasattr(retriever, "tuning_"):
             report.methods[name]["tuning"] = retriever.tuning_
+        if hasattr(retriever, "reranker"):
+            report.methods[name]["training"] = retriever.reranker.training_
         logger.info("%s: %s", name, report.results[name]["all"])
+    for method, baseline in COMPARISONS:
+        if method in per_user and baseline in per_user:
+            report.comparisons[f"{method} - {baseline}"] = {
+                target: paired_bootstrap(per_user[method][target]["ndcg@10"], per_user[baseline][target]["ndcg@10"], seed=protocol.seed)
+                for target in ("all", "new")
+            }
     return report
 
 
@@ -298,6 +351,7 @@ __all__ = [
     "benchmark",
     "evaluate_candidates",
     "make_split",
+    "paired_bootstrap",
     "score_retriever",
     "top_k_agreement",
     "validation_split",

@@ -29,6 +29,8 @@ class BenchmarkReport:
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     checks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    comparisons: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    calibration: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -49,7 +51,25 @@ class BenchmarkReport:
         if self.latency_ms:
             written.append(target.with_name(target.stem + "-latency.png"))
             self.plot_latency(written[-1])
+        if self.calibration:
+            written.append(target.with_name(target.stem + "-reliability.png"))
+            self.plot_reliability(written[-1])
         return written
+
+    def plot_reliability(self, path: Path) -> None:
+        """Predicted vs observed purchase rate per probability bin, one line per reranker."""
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect")
+        for method, cal in self.calibration.items():
+            bins = cal["bins"]
+            ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", label=f"{method} (ECE {cal['ece']:.3f})")
+        ax.set(xlabel="predicted P(purchase)", ylabel="observed purchase rate", title="reliability, test window")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
 
     def to_markdown(self) -> str:
         """Tables: quality per target set, then latency and throughput."""
@@ -86,6 +106,23 @@ class BenchmarkReport:
                 f"{check['mean_overlap']:.4f}."
             )
         if self.checks:
+            lines.append("")
+        if self.comparisons:
+            lines += ["**paired comparisons** (ndcg@10, mean per-user difference, 95 % bootstrap interval over users)", ""]
+            lines += ["| comparison | target | difference | 95 % interval | excludes 0 |", "|---|---|---|---|---|"]
+            for name, by_target in self.comparisons.items():
+                for target, c in by_target.items():
+                    lines.append(
+                        f"| {name} | {target} | {c['mean_diff']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | "
+                        f"{'yes' if c['excludes_zero'] else 'no'} |"
+                    )
+            lines.append("")
+        for method, cal in self.calibration.items():
+            lines.append(
+                f"Calibration of `{method}` on the test window: ECE {cal['ece']:.4f} over {cal['pairs']:,} reranked "
+                f"pairs (mean predicted {cal['mean_predicted']:.4f}, observed {cal['observed']:.4f})."
+            )
+        if self.calibration:
             lines.append("")
         env = self.environment
         lines.append(

@@ -36,6 +36,8 @@ from ecomrec.index import VectorIndex
 from ecomrec.index.validation import check_index
 from ecomrec.retrieval.base import Query, Retriever, _exclusions, _item_indices
 from ecomrec.retrieval.candidates import Candidates
+from ecomrec.training import step as step_once
+from ecomrec.training import warmup_then_decay
 from ecomrec.retrieval.pairs import NextItemPairs, mine_hard_negatives, next_item_pairs
 
 logger = logging.getLogger(__name__)
@@ -113,10 +115,7 @@ class BiEncoderRetriever(Retriever):
         batches = _batches(pairs, cfg.batch_size, cfg.epochs, cfg.seed)
         model = self.model_
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        warmup = max(1, int(cfg.warmup_ratio * len(batches)))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / warmup, max(0.0, (len(batches) - step) / max(1, len(batches) - warmup)))
-        )
+        schedule = warmup_then_decay(optimizer, len(batches), cfg.warmup_ratio)
         log = [{"step": 0, "loss": float("nan"), "valid_recall@100": self._valid_recall(valid)}]
         best, best_state, stale = log[0]["valid_recall@100"], copy.deepcopy(model.state_dict()), 0
         logger.info("bi-encoder: %d pairs, %d steps; zero-shot validation recall@100 %.4f", len(pairs), len(batches), best)
@@ -124,13 +123,7 @@ class BiEncoderRetriever(Retriever):
         bar = tqdm(batches, desc="fine-tune bi-encoder", disable=not self._progress())
         for step, rows in enumerate(bar, start=1):
             model.train()
-            loss = self._loss(pairs, rows)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(step_once(self._loss(pairs, rows), model.parameters(), optimizer, schedule))
             if step % cfg.eval_every == 0 or step == len(batches):
                 recall = self._valid_recall(valid)
                 log.append({"step": step, "loss": float(np.mean(losses[-cfg.eval_every:])), "valid_recall@100": recall})
@@ -374,7 +367,7 @@ class BiEncoderRetriever(Retriever):
         if len(ids) != len(titles) or len(set(ids)) != len(ids):
             raise ValueError("item_ids must be distinct and as many as texts")
         assert self.items_ is not None
-        known = np.isin(ids, self.items_.ids)
+        known = self.items_.positions(ids) >= 0
         new_ids = [i for i, k in zip(ids, known) if not k]
         item_map = IdMap(list(self.items_.ids) + new_ids) if new_ids else self.items_
         dense = item_map.index(ids)

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from ecomrec.config import FusionConfig, HybridConfig, PopularityConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.retrieval.als import ALSRetriever
-from ecomrec.retrieval.base import Query, Retriever
+from ecomrec.retrieval.base import Query, Retriever, _csr_from_arrays, _csr_to_arrays
 from ecomrec.retrieval.baselines import ItemKNNRetriever, PopularityRetriever, RepurchaseRetriever
 from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 from ecomrec.retrieval.candidates import Candidates, top_k
@@ -88,6 +88,7 @@ class HybridRetriever(Retriever):
             models[name] = self._given.get(name) or self._new_model(name).fit(data)
         self.models_ = models
         self._remember(data, data.user_items("counts"))
+        self.days_since_ = data.days_since_purchase()
         return self
 
     def _new_model(self, name: str) -> Retriever:
@@ -136,8 +137,15 @@ class HybridRetriever(Retriever):
         return lists
 
     def _own_features(self, query: Query, fused: Candidates) -> dict[str, np.ndarray]:
+        """The user's purchase count of each candidate, and days since they last bought it (NaN:
+        never, or unknown for a fresh history)."""
         counts = query.history if query.fresh else self.user_items_[query.users]
-        return {"own_count": lookup(counts, fused.item_ids)}
+        if query.fresh:
+            days = np.full(fused.item_ids.shape, np.nan, dtype=np.float32)
+        else:
+            days = lookup(self.days_since_[query.users], fused.item_ids)
+            days = np.where(days > 0, days - 1.0, np.nan).astype(np.float32)
+        return {"own_count": lookup(counts, fused.item_ids), "own_days_since": days}
 
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         raise NotImplementedError("HybridRetriever fuses ranked lists; it has no per-item score for every item")
@@ -150,6 +158,7 @@ class HybridRetriever(Retriever):
             "weights": np.asarray([self.weights_[n] for n in names]),
             "quota_names": np.asarray(sorted(self.quotas_), dtype="U32"),
             "quotas": np.asarray([self.quotas_[n] for n in sorted(self.quotas_)], dtype=np.int64),
+            **_csr_to_arrays("days_since", self.days_since_),
         }
 
     def _write(self, folder: Any, arrays: dict[str, np.ndarray]) -> None:
@@ -160,9 +169,35 @@ class HybridRetriever(Retriever):
     def _restore(self, arrays: dict[str, np.ndarray], folder: Any) -> None:
         self.weights_ = {str(n): float(w) for n, w in zip(arrays["weight_names"], arrays["weights"])}
         self.quotas_ = {str(n): int(q) for n, q in zip(arrays["quota_names"], arrays["quotas"])}
+        self.days_since_ = _csr_from_arrays("days_since", arrays)
         classes = {"als": ALSRetriever, "itemknn": ItemKNNRetriever, "bi_encoder": BiEncoderRetriever,
                    "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever}
         self.models_ = {name: classes[name].load(folder / "sources" / name) for name in {SOURCE_MODEL[s] for s in self.fusion.quotas}}
+
+    def as_of(
+        self,
+        before: Dataset,
+        bi: BiEncoderRetriever | None,
+        *,
+        weights: dict[str, float] | None = None,
+        quotas: dict[str, int] | None = None,
+    ) -> HybridRetriever:
+        """This hybrid as it would have answered at the end of ``before``: the cheap sources
+        refitted on ``before``, and ``bi`` (fitted earlier, or on data whose later part it held
+        out) reading each user's history as it was then. Weights and depths default to this
+        hybrid's tuned ones. Used for tuning and for the reranker's training cutoffs."""
+        probe = HybridRetriever(self.config.replace(fusion=self.fusion.replace(tune=False)), show_progress=False)
+        probe.weights_ = dict(weights if weights is not None else self.weights_)
+        probe.quotas_ = dict(quotas if quotas is not None else self.quotas_)
+        needed = {SOURCE_MODEL[s] for s in probe.quotas_}
+        probe.models_ = {m: self._new_model(m).fit(before) for m in needed - {"bi_encoder"}}
+        if "bi_encoder" in needed:
+            if bi is None:
+                raise ValueError("the hybrid uses the bi-encoder: pass one fitted on data before this cutoff")
+            probe.models_["bi_encoder"] = _FrozenTextSource(bi, before)
+        probe._remember(before, before.user_items("counts"))
+        probe.days_since_ = before.days_since_purchase()
+        return probe
 
     # ------------------------------------------------------------------ tuning
     def _tune(
@@ -183,15 +218,9 @@ class HybridRetriever(Retriever):
         if bi is not None and getattr(bi, "validation_", None):
             users = np.intersect1d(split.users, bi.validation_.users)
         rows = np.flatnonzero(np.isin(split.users, users))
-        before = split.history
         sources = list(self.fusion.quotas)
         deepest = max(DEPTH_GRID)
-        probe = HybridRetriever(self.config.replace(fusion=self.fusion.replace(tune=False)), show_progress=False)
-        probe.quotas_ = {s: deepest for s in sources}
-        probe.models_ = {m: self._new_model(m).fit(before) for m in {SOURCE_MODEL[s] for s in sources} - {"bi_encoder"}}
-        if bi is not None:
-            probe.models_["bi_encoder"] = _FrozenTextSource(bi, before)
-        probe._remember(before, before.user_items("counts"))
+        probe = self.as_of(split.history, bi, weights=dict(self.fusion.weights), quotas={s: deepest for s in sources})
         seen = split.seen[rows]
         all_lists = probe.source_lists(probe._query(split.users[rows], deepest, None, None, None))
         new_lists = probe.source_lists(probe._query(split.users[rows], deepest, None, seen, None))

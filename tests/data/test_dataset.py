@@ -48,6 +48,15 @@ def test_histories_newest_first_distinct(tiny) -> None:
     assert tiny.history_texts([a]) == ["x; y"]  # no catalog: titles are ids
 
 
+def test_days_since_purchase(tiny) -> None:
+    days = tiny.days_since_purchase()
+    a, b = tiny.users.index(["a", "b"])
+    x, y, z = tiny.items.index(["x", "y", "z"])
+    # the log ends 2024-02-03 10:00: a last bought x on Jan 5 (29 days before), y on Jan 2 (32)
+    assert days[a, x] == pytest.approx(1 + 29) and days[a, y] == pytest.approx(1 + 32)
+    assert days[b, z] == pytest.approx(1 + 1) and days[a, z] == 0
+
+
 def test_popularity_counts_distinct_buyers_in_window(tiny) -> None:
     pop = tiny.item_popularity()
     assert dict(zip(tiny.items.ids, pop)) == {"w": 1, "x": 1, "y": 2, "z": 1}

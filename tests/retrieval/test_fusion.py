@@ -83,6 +83,8 @@ def test_hybrid_features_and_round_trip(planted, tmp_path) -> None:
     found = model.candidates(users, k=30)
     counts = planted.user_items("counts")
     np.testing.assert_array_equal(found.sources["own_count"], lookup(counts[users], found.item_ids))
+    days = found.sources["own_days_since"]
+    assert (np.isnan(days) == (found.sources["own_count"] == 0)).all() and np.nanmin(days) >= 0
     own = found.sources["own_rank"]
     assert np.isnan(own[found.sources["own_count"] == 0]).all()  # own history ranks only the user's items
     cold = found.item_ids >= 110

@@ -1,0 +1,67 @@
+"""Labelled candidates at a cutoff: what the reranker learns from."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from ecomrec.data.dataset import Dataset
+from ecomrec.evaluation.metrics import hits
+from ecomrec.rerank.features import CollaborativeStats, candidate_features
+from ecomrec.retrieval.candidates import Candidates
+
+
+@dataclasses.dataclass
+class Examples:
+    """The hybrid's top candidates for users active around one cutoff, with purchase labels.
+
+    Attributes
+    ----------
+    cutoff
+        History ends here; labels are purchases in the ``window_days`` after it.
+    users
+        int64 [n] dense users (bought before the cutoff and inside the window).
+    texts
+        The users' history texts at the cutoff (newest first).
+    candidates
+        Candidates [n, k] with per-source ranks and scores.
+    labels
+        bool [n, k]: the user bought the candidate in the window.
+    features
+        float32 [n, k, f] collaborative features.
+    """
+
+    cutoff: pd.Timestamp
+    users: np.ndarray
+    texts: list[str]
+    candidates: Candidates
+    labels: np.ndarray
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def rows(self, keep: np.ndarray) -> Examples:
+        """The examples of the users selected by ``keep`` (indices or mask)."""
+        index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
+        return Examples(
+            self.cutoff, self.users[index], [self.texts[i] for i in index], self.candidates[index],
+            self.labels[index], self.features[index],
+        )
+
+
+def examples_at(probe, data: Dataset, cutoff: pd.Timestamp, window_days: int, k: int, history_items: int, history_chars: int) -> Examples:
+    """Candidates of ``probe`` (a hybrid as of ``cutoff``) for the users active on both sides of it."""
+    before = data.between(None, cutoff)
+    window = data.between(cutoff, cutoff + pd.Timedelta(days=window_days))
+    past, future = before.user_items("binary"), window.user_items("binary")
+    users = np.flatnonzero((past.getnnz(axis=1) > 0) & (future.getnnz(axis=1) > 0)).astype(np.int64)
+    if not len(users):
+        raise ValueError(f"no user bought both before {cutoff} and in the {window_days} days after it")
+    candidates = probe.candidates(users, k)
+    labels = hits(candidates.item_ids, future[users])
+    texts = before.history_texts(users, max_items=history_items, max_chars=history_chars)
+    features = candidate_features(candidates, users, CollaborativeStats.of(before), sources=sorted(probe.quotas_))
+    return Examples(pd.Timestamp(cutoff), users, texts, candidates, labels, features)

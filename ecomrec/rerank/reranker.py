@@ -1,0 +1,211 @@
+"""Purchase-probability reranking of the hybrid's candidates, with or without BERT's text score."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ecomrec.config import RerankConfig
+from ecomrec.data.dataset import Dataset
+from ecomrec.data.text import history_text
+from ecomrec.rerank.examples import Examples, examples_at
+from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names
+from ecomrec.rerank.purchase import PurchaseModel
+from ecomrec.rerank.text_model import TextScorer
+from ecomrec.retrieval.base import Query, Retriever
+from ecomrec.retrieval.candidates import Candidates
+
+logger = logging.getLogger(__name__)
+
+
+def training_cutoffs(data: Dataset, config: RerankConfig) -> list[pd.Timestamp]:
+    """Monthly cutoffs before the end of ``data``, oldest first; the last window ends with the data."""
+    end = data.end.normalize() + pd.Timedelta(days=1)
+    return [end - pd.Timedelta(days=config.window_days * i) for i in range(config.cutoffs, 0, -1)]
+
+
+def training_examples(data: Dataset, hybrid: Any, config: RerankConfig, *, show_progress: bool = False) -> list[Examples]:
+    """Labelled candidates of ``hybrid`` as of each cutoff, oldest first.
+
+    Cheap sources are refitted per cutoff; the bi-encoder is fitted once on the data before
+    the first cutoff, so no cutoff's candidates come from a model that saw its labels.
+    """
+    from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+
+    cutoffs = training_cutoffs(data, config)
+    bi = None
+    if "bi_encoder" in hybrid.quotas_:
+        bi = BiEncoderRetriever(hybrid.config.bi_encoder, show_progress=show_progress).fit(data.between(None, cutoffs[0]))
+    cfg = hybrid.config.bi_encoder
+    out = []
+    for cutoff in cutoffs:
+        probe = hybrid.as_of(data.between(None, cutoff), bi)
+        out.append(examples_at(probe, data, cutoff, config.window_days, config.candidates, cfg.history_items, cfg.history_chars))
+        logger.info("rerank examples at %s: %d users, %.2f positives per user in the top %d",
+                    cutoff.date(), len(out[-1]), out[-1].labels.sum(axis=1).mean(), config.candidates)
+    return out
+
+
+class PurchaseReranker:
+    """Reorders candidates by calibrated P(purchase | user, item).
+
+    The model reads the collaborative features the candidate stage computed and, with
+    ``config.text``, the cross-encoder's score of (user history text, item title). With three
+    cutoffs the cross-encoder learns from the first, the purchase model from the second (text
+    scores out-of-time), and the third stops training early and calibrates.
+    """
+
+    def __init__(self, config: RerankConfig | None = None, *, show_progress: bool | None = None) -> None:
+        self.config = config or RerankConfig()
+        self.show_progress = bool(show_progress)
+        self.text_: TextScorer | None = None
+
+    @property
+    def name(self) -> str:
+        return "hybrid_rerank" if self.config.text else "feature_rerank"
+
+    def fit(self, data: Dataset, hybrid: Any, examples: list[Examples] | None = None) -> PurchaseReranker:
+        cfg = self.config
+        examples = examples or training_examples(data, hybrid, cfg, show_progress=self.show_progress)
+        fit_on, valid = examples[-2], examples[-1]
+        self.sources_ = sorted(hybrid.quotas_)
+        self.names_ = feature_names(self.sources_) + (["text_score"] if cfg.text else [])
+        self.item_texts_ = [str(t) for t in data.item_texts]
+        if cfg.text:
+            train = _concat(examples[:-2])
+            self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, show_progress=self.show_progress).fit(train, valid)
+        x, y = self._matrix(fit_on)
+        x_valid, y_valid = self._matrix(valid)
+        self.model_ = PurchaseModel(
+            trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate, min_child_samples=cfg.min_child_samples, seed=cfg.seed
+        ).fit(x, y, x_valid, y_valid, self.names_)
+        self.stats_ = CollaborativeStats.of(data)
+        self.history_texts_ = data.history_texts(max_items=hybrid.config.bi_encoder.history_items, max_chars=hybrid.config.bi_encoder.history_chars)
+        self.history_items_ = hybrid.config.bi_encoder.history_items
+        self.history_chars_ = hybrid.config.bi_encoder.history_chars
+        self.training_ = {
+            "cutoffs": [str(e.cutoff.date()) for e in examples],
+            "users_per_cutoff": [len(e) for e in examples],
+            "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
+            "trees": int(self.model_.booster.best_iteration),
+            "importance": self.model_.importance(),
+            "text_log": self.text_.log if self.text_ is not None else [],
+        }
+        return self
+
+    def _matrix(self, examples: Examples) -> tuple[np.ndarray, np.ndarray]:
+        valid = examples.candidates.item_ids >= 0
+        features = examples.features
+        if self.config.text:
+            assert self.text_ is not None
+            text = self.text_.score(examples.texts, examples.candidates.item_ids)
+            features = np.concatenate([features, text[..., None]], axis=-1)
+        return features[valid], examples.labels[valid]
+
+    def probabilities(self, users: np.ndarray, texts: list[str], candidates: Candidates) -> tuple[np.ndarray, dict[str, float]]:
+        """float64 [n, k] calibrated P(purchase) (NaN for padding), and the seconds per step."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        features = candidate_features(candidates, users, self.stats_, self.sources_)
+        timings["features"] = time.perf_counter() - start
+        if self.config.text:
+            assert self.text_ is not None
+            start = time.perf_counter()
+            text = self.text_.score(texts, candidates.item_ids)
+            timings["text"] = time.perf_counter() - start
+            features = np.concatenate([features, text[..., None]], axis=-1)
+        start = time.perf_counter()
+        valid = candidates.item_ids >= 0
+        out = np.full(candidates.item_ids.shape, np.nan)
+        if valid.any():
+            out[valid] = self.model_.predict(features[valid])
+        timings["model"] = time.perf_counter() - start
+        return out, timings
+
+    def rerank(self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int) -> tuple[Candidates, dict[str, float]]:
+        """The top ``config.candidates`` reordered by P(purchase); the rest keep their order after them.
+
+        ``scores`` of the reordered part are probabilities; ``sources`` gains ``p_purchase`` and
+        ``fused_rank`` (the candidate's place before reranking).
+        """
+        head = min(self.config.candidates, candidates.k)
+        top = Candidates(candidates.item_ids[:, :head], candidates.scores[:, :head],
+                         {n: v[:, :head] for n, v in candidates.sources.items()})
+        p, timings = self.probabilities(users, texts, top)
+        order = np.argsort(-np.nan_to_num(p, nan=-1.0), axis=1, kind="stable")
+        take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+        fused_rank = np.broadcast_to(np.arange(1, candidates.k + 1, dtype=np.float32), candidates.item_ids.shape)
+        item_ids = np.concatenate([take(top.item_ids), candidates.item_ids[:, head:]], axis=1)
+        tail_scores = np.where(candidates.item_ids[:, head:] >= 0, 0.0, -np.inf)  # below any probability
+        scores = np.concatenate([np.where(take(top.item_ids) >= 0, take(p), -np.inf), tail_scores], axis=1)
+        sources = {n: np.concatenate([take(v[:, :head]), v[:, head:]], axis=1) for n, v in candidates.sources.items()}
+        sources["p_purchase"] = np.concatenate([take(p), np.full(tail_scores.shape, np.nan)], axis=1).astype(np.float32)
+        sources["fused_rank"] = np.concatenate([take(fused_rank[:, :head]), fused_rank[:, head:]], axis=1)
+        out = Candidates(item_ids[:, :k], scores[:, :k], {n: v[:, :k] for n, v in sources.items()})
+        return out, timings
+
+    def texts_for(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> list[str]:
+        """History texts of the queries (fresh histories: items by count, most bought first)."""
+        if not fresh:
+            return [self.history_texts_[u] for u in users]
+        texts = []
+        for row in range(history.shape[0]):
+            lo, hi = history.indptr[row], history.indptr[row + 1]
+            items = history.indices[lo:hi][np.argsort(-history.data[lo:hi], kind="stable")][: self.history_items_]
+            texts.append(history_text([self.item_texts_[i] for i in items], self.history_chars_))
+        return texts
+
+
+class RerankedRetriever(Retriever):
+    """The hybrid's candidates reordered by a :class:`PurchaseReranker`: ``recommend`` in one call.
+
+    Timings of each stage of the last call are in ``last_timings_`` (``candidates``,
+    ``rerank:features``, ``rerank:text``, ``rerank:model``, ``rerank``, ``end_to_end``).
+    """
+
+    name = "reranked"
+    config_class = RerankConfig
+
+    def __init__(self, hybrid: Any, reranker: PurchaseReranker, *, examples: list[Examples] | None = None) -> None:
+        super().__init__(reranker.config)
+        self.hybrid, self.reranker, self._examples = hybrid, reranker, examples
+        self.name = reranker.name  # type: ignore[misc]
+        self.last_timings_: dict[str, float] = {}
+
+    def fit(self, data: Dataset) -> RerankedRetriever:
+        """Fit the reranker on ``data`` (the data the hybrid was fitted on; the hybrid stays as is)."""
+        self.reranker.fit(data, self.hybrid, self._examples)
+        self.user_items_ = self.hybrid.user_items_
+        self.users_, self.items_ = self.hybrid.users_, self.hybrid.items_
+        return self
+
+    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+        start = time.perf_counter()
+        wide = Query(query.users, query.history, query.fresh, max(query.k, self.reranker.config.candidates), query.exclude, query.allow)
+        candidates = self.hybrid._retrieve(wide, batch_size)
+        got = time.perf_counter()
+        texts = self.reranker.texts_for(query.users, query.history, query.fresh)
+        out, timings = self.reranker.rerank(query.users, texts, candidates, query.k)
+        done = time.perf_counter()
+        self.last_timings_ = {"candidates": got - start, **{f"rerank:{k}": v for k, v in timings.items()},
+                              "rerank": done - got, "end_to_end": done - start}
+        return out
+
+    def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
+        raise NotImplementedError("a reranked list has probabilities for its candidates only")
+
+
+def _concat(parts: list[Examples]) -> Examples:
+    return Examples(
+        parts[-1].cutoff,
+        np.concatenate([p.users for p in parts]),
+        [t for p in parts for t in p.texts],
+        Candidates.concat([p.candidates for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.features for p in parts]),
+    )

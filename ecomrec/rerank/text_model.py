@@ -1,0 +1,206 @@
+"""Training and serving the cross-encoder's text score for (user history text, candidate title)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ecomrec.config import CrossEncoderConfig
+from ecomrec.device import resolve_device
+from ecomrec.rerank.examples import Examples
+from ecomrec.training import step as step_once
+from ecomrec.training import warmup_then_decay
+
+logger = logging.getLogger(__name__)
+
+
+def ndcg_from_labels(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, k: int = 10) -> float:
+    """Mean ndcg@k of ordering each row's candidates by ``scores`` (rows without a positive skipped)."""
+    masked = np.where(valid, scores, -np.inf)
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    gains = np.take_along_axis(labels & valid, order, axis=1).astype(np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    positives = (labels & valid).sum(axis=1)
+    ideal = np.array([discounts[: min(p, k)].sum() for p in positives])
+    rows = positives > 0
+    return float(((gains * discounts).sum(axis=1)[rows] / ideal[rows]).mean()) if rows.any() else 0.0
+
+
+class TextScorer:
+    """A :class:`LateJoinCrossEncoder` fitted on labelled candidates; scores pairs fast.
+
+    Item lower-layer states are computed once per catalog (after training) and reused for
+    every request; a request's user context runs through the lower layers once.
+    """
+
+    def __init__(self, config: CrossEncoderConfig, item_texts: list[str], *, show_progress: bool = False) -> None:
+        self.config = config
+        self.item_texts = list(item_texts)
+        self.show_progress = show_progress
+        self.log: list[dict[str, float]] = []
+        self._items = None
+
+    def _model(self):  # type: ignore[no-untyped-def]
+        from ecomrec.rerank.late_join import LateJoinCrossEncoder
+
+        cfg = self.config
+        return LateJoinCrossEncoder(cfg.base_model, cfg.layers, cfg.user_tokens, cfg.item_tokens)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train: Examples, valid: Examples) -> TextScorer:
+        import torch
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.device = resolve_device(None if cfg.device == "auto" else cfg.device)
+        self.model = self._model().to(self.device)
+        groups = self._training_groups(train)
+        steps = _batches(groups, cfg.users_per_batch, cfg.epochs, cfg.seed)
+        body = [p for n, p in self.model.named_parameters() if not n.startswith("head.")]
+        optimizer = torch.optim.AdamW(
+            [{"params": body, "lr": cfg.learning_rate}, {"params": self.model.head.parameters(), "lr": cfg.head_learning_rate}],
+            weight_decay=cfg.weight_decay,
+        )
+        schedule = warmup_then_decay(optimizer, len(steps), cfg.warmup_ratio)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        valid = valid.rows(np.random.default_rng(cfg.seed).permutation(len(valid))[:150])
+        best = self._valid_ndcg(valid)
+        best_state, stale, losses = copy.deepcopy(self.model.state_dict()), 0, []
+        self.log = [{"step": 0, "loss": float("nan"), "valid_ndcg@10": best}]
+        logger.info("cross-encoder: %d training pairs, %d steps; untrained validation ndcg@10 %.4f",
+                    sum(len(g[1]) for g in groups), len(steps), best)
+        start = time.perf_counter()
+        for step, batch in enumerate(tqdm(steps, desc="fine-tune cross-encoder", disable=not self.show_progress), 1):
+            self.model.train()
+            texts = [train.texts[row] for row, _, _ in batch]
+            items = np.concatenate([pairs for _, pairs, _ in batch])
+            labels = np.concatenate([y for _, _, y in batch]).astype(np.float32)
+            user_index = np.repeat(np.arange(len(batch)), [len(p) for _, p, _ in batch])
+            unique_items, item_index = np.unique(items, return_inverse=True)
+            users = self.model.encode_users(_to(self.model.tokenize_users(texts), self.device))
+            item_states = self.model.encode_items(_to(self.model.tokenize_items([self.item_texts[i] for i in unique_items]), self.device))
+            logits = self.model(users, item_states, torch.as_tensor(user_index, device=self.device), torch.as_tensor(item_index, device=self.device))
+            loss = loss_fn(logits, torch.as_tensor(labels, device=self.device))
+            losses.append(step_once(loss, self.model.parameters(), optimizer, schedule))
+            if step % cfg.eval_every == 0 or step == len(steps):
+                ndcg = self._valid_ndcg(valid)
+                self.log.append({"step": step, "loss": float(np.mean(losses[-cfg.eval_every:])), "valid_ndcg@10": ndcg})
+                logger.info("cross-encoder step %d: loss %.4f, validation ndcg@10 %.4f", step, self.log[-1]["loss"], ndcg)
+                if ndcg > best:
+                    best, best_state, stale = ndcg, copy.deepcopy(self.model.state_dict()), 0
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        break
+        self.model.load_state_dict(best_state)
+        self.train_seconds = time.perf_counter() - start
+        self.model.eval()
+        self._items = None
+        return self
+
+    def _training_groups(self, train: Examples) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Per user: its positive candidates and ``negatives_per_positive`` sampled negatives each."""
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        groups, total = [], 0
+        for row in rng.permutation(len(train)):
+            ids, labels = train.candidates.item_ids[row], train.labels[row]
+            valid = ids >= 0
+            positives = ids[valid & labels]
+            if not len(positives):
+                continue
+            negatives = ids[valid & ~labels]
+            negatives = rng.choice(negatives, size=min(len(negatives), cfg.negatives_per_positive * len(positives)), replace=False)
+            pairs = np.concatenate([positives, negatives])
+            y = np.r_[np.ones(len(positives), bool), np.zeros(len(negatives), bool)]
+            order = rng.permutation(len(pairs))
+            for chunk in range(0, len(pairs), cfg.pairs_per_user):  # one user's pairs, a few per step
+                part = order[chunk : chunk + cfg.pairs_per_user]
+                groups.append((int(row), pairs[part], y[part]))
+            total += len(pairs)
+            if total >= cfg.max_pairs:
+                break
+        return groups
+
+    def _valid_ndcg(self, valid: Examples) -> float:
+        self.model.eval()
+        self._items = None
+        scores = self.score(valid.texts, valid.candidates.item_ids)
+        self._items = None
+        return ndcg_from_labels(scores, valid.labels, valid.candidates.item_ids >= 0)
+
+    # ------------------------------------------------------------------ scoring
+    def item_states(self):  # type: ignore[no-untyped-def]
+        """Lower-layer states of every catalog item, computed once (padded to ``item_tokens``)."""
+        import torch
+
+        if self._items is None:
+            from ecomrec.rerank.late_join import Segments
+
+            hidden, masks = [], []
+            with torch.inference_mode():
+                for start in range(0, len(self.item_texts), 512):
+                    tokens = self.model.tokenize_items(self.item_texts[start : start + 512])
+                    seg = self.model.encode_items(_to(tokens, self.device))
+                    pad = self.config.item_tokens - seg.hidden.shape[1]
+                    hidden.append(torch.nn.functional.pad(seg.hidden, (0, 0, 0, pad)))
+                    masks.append(torch.nn.functional.pad(seg.mask, (0, pad)))
+            self._items = Segments(torch.cat(hidden), torch.cat(masks))
+        return self._items
+
+    def score(self, texts: list[str], item_ids: np.ndarray) -> np.ndarray:
+        """float32 [n, k] text logits of each query's candidates (-inf for padding)."""
+        import torch
+
+        items = self.item_states()
+        out = np.full(item_ids.shape, -np.inf, dtype=np.float32)
+        per_batch = max(1, self.config.score_batch // max(item_ids.shape[1], 1))
+        with torch.inference_mode():
+            for start in range(0, len(texts), per_batch):
+                rows = slice(start, start + per_batch)
+                ids = item_ids[rows]
+                valid = ids >= 0
+                if not valid.any():
+                    continue
+                users = self.model.encode_users(_to(self.model.tokenize_users(list(texts[rows])), self.device))
+                user_index = np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape)[valid]
+                logits = self.model(users, items, torch.as_tensor(user_index, device=self.device), torch.as_tensor(ids[valid], device=self.device))
+                block = out[rows]
+                block[valid] = logits.float().cpu().numpy()
+                out[rows] = block
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(folder / "cross_encoder.safetensors"))
+
+    @classmethod
+    def load(cls, folder: Path, config: CrossEncoderConfig, item_texts: list[str]) -> TextScorer:
+        from safetensors.torch import load_file
+
+        scorer = cls(config, item_texts)
+        scorer.device = resolve_device(None if config.device == "auto" else config.device)
+        scorer.model = scorer._model().to(scorer.device)
+        scorer.model.load_state_dict(load_file(str(folder / "cross_encoder.safetensors"), device=scorer.device))
+        scorer.model.eval()
+        return scorer
+
+
+def _to(tokens: dict, device: str) -> dict:
+    return {k: v.to(device) for k, v in tokens.items()}
+
+
+def _batches(groups: list, users_per_batch: int, epochs: int, seed: int) -> list[list]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(epochs):
+        order = rng.permutation(len(groups))
+        out += [[groups[i] for i in order[s : s + users_per_batch]] for s in range(0, len(order), users_per_batch)]
+    return out
