@@ -456,8 +456,9 @@ class RerankConfig(ConfigBase):
         calibrates.
     candidates
         How many of the hybrid's candidates are reranked (the rest keep their order after them).
-    trees, leaves, learning_rate, min_child_samples
-        LightGBM (binary objective, early stopping on the validation cutoff).
+    objective, trees, leaves, learning_rate, min_child_samples
+        LightGBM: ``lambdarank`` (per-user groups, early stopping on validation ndcg@10) or
+        ``binary`` (early stopping on AUC); at most ``trees`` trees.
     cross_encoder
         The text model.
     seed
@@ -468,6 +469,7 @@ class RerankConfig(ConfigBase):
     cutoffs: int = 3
     window_days: int = 30
     candidates: int = 100
+    objective: str = "lambdarank"
     trees: int = 600
     leaves: int = 31
     learning_rate: float = 0.05
@@ -477,6 +479,7 @@ class RerankConfig(ConfigBase):
 
     def validate(self) -> None:
         _require(self.cutoffs >= (3 if self.text else 2), self, "cutoffs", ">= 3 with text, else >= 2", self.cutoffs)
+        _require(self.objective in ("lambdarank", "binary"), self, "objective", "lambdarank|binary", self.objective)
         for name in ("window_days", "candidates", "trees", "leaves", "learning_rate", "min_child_samples"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
 

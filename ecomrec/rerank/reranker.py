@@ -79,11 +79,12 @@ class PurchaseReranker:
         if cfg.text:
             train = _concat(examples[:-2])
             self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, show_progress=self.show_progress).fit(train, valid)
-        x, y = self._matrix(fit_on)
-        x_valid, y_valid = self._matrix(valid)
+        x, y, groups = self._matrix(fit_on)
+        x_valid, y_valid, groups_valid = self._matrix(valid)
         self.model_ = PurchaseModel(
-            trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate, min_child_samples=cfg.min_child_samples, seed=cfg.seed
-        ).fit(x, y, x_valid, y_valid, self.names_)
+            trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate, min_child_samples=cfg.min_child_samples,
+            seed=cfg.seed, objective=cfg.objective,
+        ).fit(x, y, x_valid, y_valid, self.names_, groups, groups_valid)
         self.stats_ = CollaborativeStats.of(data)
         self.history_texts_ = data.history_texts(max_items=hybrid.config.bi_encoder.history_items, max_chars=hybrid.config.bi_encoder.history_chars)
         self.history_items_ = hybrid.config.bi_encoder.history_items
@@ -98,14 +99,16 @@ class PurchaseReranker:
         }
         return self
 
-    def _matrix(self, examples: Examples) -> tuple[np.ndarray, np.ndarray]:
+    def _matrix(self, examples: Examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of real candidates (user by user), labels, and candidates per user."""
         valid = examples.candidates.item_ids >= 0
         features = examples.features
         if self.config.text:
             assert self.text_ is not None
             text = self.text_.score(examples.texts, examples.candidates.item_ids)
             features = np.concatenate([features, text[..., None]], axis=-1)
-        return features[valid], examples.labels[valid]
+        per_user = valid.sum(axis=1)
+        return features[valid], examples.labels[valid], per_user[per_user > 0]
 
     def probabilities(self, users: np.ndarray, texts: list[str], candidates: Candidates) -> tuple[np.ndarray, dict[str, float]]:
         """float64 [n, k] calibrated P(purchase) (NaN for padding), and the seconds per step."""

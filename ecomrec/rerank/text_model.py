@@ -28,7 +28,7 @@ def ndcg_from_labels(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, 
     positives = (labels & valid).sum(axis=1)
     ideal = np.array([discounts[: min(p, k)].sum() for p in positives])
     rows = positives > 0
-    return float(((gains * discounts).sum(axis=1)[rows] / ideal[rows]).mean()) if rows.any() else 0.0
+    return float(((gains * discounts[: gains.shape[1]]).sum(axis=1)[rows] / ideal[rows]).mean()) if rows.any() else 0.0
 
 
 class TextScorer:
