@@ -24,9 +24,11 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(BIN)/python -m pytest
 
-# The main job end to end on the real data (for now: the offline benchmark of every method).
-demo: bench
+# The main job end to end on the real data: fit the engine, recommend, search, benchmark it.
+demo: install
+	$(BIN)/ecomrec demo --data $(DATA) --test-from $(TEST_FROM)
 
+# The full offline benchmark: every method (baselines, bi-encoder, hybrid, both rerankers).
 bench: install
 	$(BIN)/ecomrec bench --data $(DATA) --test-from $(TEST_FROM) --output $(REPORT)
 

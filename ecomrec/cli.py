@@ -1,16 +1,23 @@
-"""The ``ecomrec`` command. Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or bad input data."""
+"""The ``ecomrec`` command.
+
+Exit codes: 0 ok; 1 unexpected failure; 2 bad usage or bad input data; 3 a missing, corrupt or
+mismatched artifact (engine or index folder); 4 an unknown user or item id.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from ecomrec import __version__
-from ecomrec.exceptions import EcomrecError
+from ecomrec.exceptions import ArtifactError, EcomrecError, UnknownIdError
 
 logger = logging.getLogger("ecomrec")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ARTIFACT, EXIT_UNKNOWN_ID = 0, 1, 2, 3, 4
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,20 +26,118 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not hasattr(args, "run"):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return int(args.run(args) or 0)
-    except (EcomrecError, ValueError) as exc:
-        print(f"ecomrec {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(args.run(args) or EXIT_OK)
+    except UnknownIdError as exc:
+        return _fail(args, exc, EXIT_UNKNOWN_ID)
+    except ArtifactError as exc:
+        return _fail(args, exc, EXIT_ARTIFACT)
+    except (EcomrecError, ValueError, TypeError, FileNotFoundError) as exc:
+        return _fail(args, exc, EXIT_USAGE)
 
 
+def _fail(args: argparse.Namespace, exc: Exception, code: int) -> int:
+    print(f"ecomrec {args.command}: error: {exc}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------- parser
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ecomrec", description="E-commerce recommendation and search.")
+    parser = argparse.ArgumentParser(
+        prog="ecomrec",
+        description="E-commerce recommendation and search: hybrid retrieval (ALS + fine-tuned bi-encoder, "
+        "FAISS) and a purchase-probability reranker.",
+        epilog="Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or input data, 3 missing/corrupt artifact, 4 unknown id.",
+    )
     parser.add_argument("--version", action="version", version=f"ecomrec {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_fit(commands)
+    _add_recommend(commands)
+    _add_search(commands)
+    _add_index(commands)
+    _add_bench(commands)
+    _add_demo(commands)
+    return parser
 
+
+def _add_data_arguments(sub: argparse.ArgumentParser, required: bool = True) -> None:
+    sub.add_argument("--data", required=required, help="Online Retail data: folder of per-day CSVs, one CSV, or the UCI xlsx")
+    sub.add_argument("--interactions", help="instead of --data: a generic log (CSV/Parquet file or folder) with user_id, item_id, timestamp")
+    sub.add_argument("--catalog", help="with --interactions: catalog file with item_id and title columns")
+
+
+def _add_output_format(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+
+
+def _add_fit(commands: argparse._SubParsersAction) -> None:
+    fit = commands.add_parser(
+        "fit",
+        help="fit the whole pipeline on a log and save the engine",
+        description="Fit candidate generation (ALS, item-kNN, fine-tuned bi-encoder, fusion) and the "
+        "purchase-probability reranker, build the indexes, and save everything to --output.",
+    )
+    _add_data_arguments(fit, required=False)
+    fit.add_argument("--config", help="EngineConfig TOML file (default: the tuned defaults)")
+    fit.add_argument("--until", help="fit only on purchases before this day, YYYY-MM-DD (e.g. to evaluate later)")
+    fit.add_argument("--output", required=True, help="engine folder to write, e.g. indexes/online-retail")
+    fit.set_defaults(run=_fit)
+
+
+def _add_recommend(commands: argparse._SubParsersAction) -> None:
+    rec = commands.add_parser(
+        "recommend",
+        help="top items per user with purchase probabilities and why",
+        description="Recommend items for known users (--users) or for one unseen user given what they bought (--history).",
+    )
+    rec.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit`")
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--users", help="comma-separated customer ids")
+    who.add_argument("--history", help="comma-separated item ids bought by an unseen user")
+    rec.add_argument("-k", type=int, default=10, help="items per user (default 10)")
+    rec.add_argument("--exclude-seen", action="store_true", help="leave out items the user already bought")
+    rec.add_argument("--on-unknown", choices=("raise", "warn", "drop"), help="unknown ids: fail (default), warn, or drop")
+    _add_output_format(rec)
+    rec.set_defaults(run=_recommend)
+
+
+def _add_search(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser(
+        "search", help="free-text product search", description="Search the catalog by text, optionally personalised by a known user."
+    )
+    search.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit`")
+    search.add_argument("--query", required=True, action="append", help="search text (repeat for a batch)")
+    search.add_argument("--user", help="personalise with this customer's history")
+    search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    _add_output_format(search)
+    search.set_defaults(run=_search)
+
+
+def _add_index(commands: argparse._SubParsersAction) -> None:
+    index = commands.add_parser("index", help="vector index maintenance", description="Vector index maintenance.")
+    index_commands = index.add_subparsers(dest="index_command", metavar="INDEX_COMMAND")
+    rebuild = index_commands.add_parser(
+        "rebuild",
+        help="re-index for a changed catalog, validate, swap in atomically",
+        description="With --engine: re-embed the changed titles of --catalog (unchanged ones come from the "
+        "cache), rebuild and validate the indexes and save the engine in place (atomic). With --model: build a "
+        "saved ALSRetriever's index over the --catalog items and write it to --output. Readers of the old "
+        "version are unaffected; a killed rebuild leaves the old one in place.",
+    )
+    target = rebuild.add_mutually_exclusive_group(required=True)
+    target.add_argument("--engine", help="engine folder written by `ecomrec fit` (updated in place)")
+    target.add_argument("--model", help="folder of a saved ALSRetriever (ALSRetriever.save)")
+    rebuild.add_argument("--catalog", help="CSV or Parquet of the current catalog (item ids; with --engine also titles)")
+    rebuild.add_argument("--item-column", default="item_id", help="catalog column holding item ids (default item_id)")
+    rebuild.add_argument("--text-column", default="title", help="catalog column holding titles, with --engine (default title)")
+    rebuild.add_argument("--kind", choices=("auto", "flat", "ivf_flat", "hnsw", "ivf_pq"), help="with --model: index kind")
+    rebuild.add_argument("--output", help="with --model: index folder to write, e.g. indexes/als")
+    rebuild.set_defaults(run=_index_rebuild)
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser(
         "bench",
         help="run the offline evaluation protocol (every method, one split) and write the report",
@@ -47,23 +152,105 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--latency-users", type=int, help="users timed one at a time per method")
     bench.set_defaults(run=_bench)
 
-    index = commands.add_parser("index", help="vector index maintenance", description="Vector index maintenance.")
-    index_commands = index.add_subparsers(dest="index_command", metavar="INDEX_COMMAND")
-    rebuild = index_commands.add_parser(
-        "rebuild",
-        help="build a model's index for the current catalog, validate it, swap it in atomically",
-        description="Build a new index over a saved model's item vectors, restricted to the items of "
-        "--catalog when given; check it against exact search; write it to --output, replacing what "
-        "is there in one atomic step (readers of the old index are unaffected; a killed rebuild "
-        "leaves the old index in place).",
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline on Online Retail: fit, recommend, search, benchmark",
+        description="Fit the engine on Online Retail purchases before --test-from, save it, print a few "
+        "users' recommendations (purchase probabilities, why) and searches, then score it against the "
+        "baselines on the weeks after --test-from.",
     )
-    rebuild.add_argument("--model", required=True, help="folder of a saved ALSRetriever (ALSRetriever.save)")
-    rebuild.add_argument("--catalog", help="CSV or Parquet listing the items to index (default: every item with factors)")
-    rebuild.add_argument("--item-column", default="item_id", help="catalog column holding item ids (default item_id)")
-    rebuild.add_argument("--kind", choices=("auto", "flat", "ivf_flat", "hnsw", "ivf_pq"), help="index kind (default: the model's)")
-    rebuild.add_argument("--output", required=True, help="index folder to write, e.g. indexes/als")
-    rebuild.set_defaults(run=_index_rebuild)
-    return parser
+    demo.add_argument("--data", help="Online Retail data (default: $ECOMREC_ONLINE_RETAIL, the cache, or a download)")
+    demo.add_argument("--test-from", default="2011-10-01", help="split day (default 2011-10-01)")
+    demo.add_argument("--config", help="EngineConfig TOML file (default: the tuned defaults)")
+    demo.add_argument("--output", default="indexes/online-retail", help="engine folder (default indexes/online-retail)")
+    demo.add_argument("--report", default="benchmarks/results/demo.json", help="benchmark report path")
+    demo.set_defaults(run=_demo)
+
+
+# ---------------------------------------------------------------------- commands
+def _load_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ecomrec import datasets
+
+    if getattr(args, "interactions", None):
+        if args.data:
+            raise ValueError("give --data (Online Retail) or --interactions (generic log), not both")
+        return datasets.from_files(args.interactions, args.catalog)
+    return datasets.online_retail(args.data)
+
+
+def _engine_config(path: str | None):  # type: ignore[no-untyped-def]
+    from ecomrec.config import EngineConfig
+
+    return EngineConfig.from_toml(path) if path else EngineConfig()
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from ecomrec.engine import Engine
+
+    data = _load_data(args)
+    if args.until:
+        data = data.between(None, args.until)
+    engine = Engine(_engine_config(args.config), show_progress=not args.quiet).fit(data)
+    engine.save(args.output)
+    print(f"fitted on {len(data):,} purchases ({data.n_users:,} users, {data.n_items:,} items) "
+          f"in {engine.fit_seconds_:.0f} s; saved to {args.output}")
+    return EXIT_OK
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from ecomrec.engine import Engine
+
+    engine = Engine.load(args.engine)
+    exclude = "seen" if args.exclude_seen else None
+    if args.users:
+        results = engine.recommend(_split(args.users), k=args.k, exclude=exclude, on_unknown=args.on_unknown)
+    else:
+        results = engine.recommend(histories=[_split(args.history)], k=args.k, exclude=exclude, on_unknown=args.on_unknown)
+    _print(results, args.format)
+    return EXIT_OK
+
+
+def _search(args: argparse.Namespace) -> int:
+    from ecomrec.engine import Engine
+
+    engine = Engine.load(args.engine)
+    _print(engine.search(args.query, user_id=args.user, k=args.k), args.format)
+    return EXIT_OK
+
+
+def _index_rebuild(args: argparse.Namespace) -> int:
+    if args.engine:
+        return _engine_rebuild(args)
+    if not args.output:
+        raise ValueError("--model needs --output (the index folder to write)")
+    from ecomrec.index.store import rebuild_model_index
+
+    result = rebuild_model_index(args.model, args.output, catalog=args.catalog, item_column=args.item_column, kind=args.kind)
+    print(
+        f"index {result['output']}: {result['kind']} over {result['n_items']:,} items "
+        f"(recall@10 vs exact {result['recall_at_10']:.3f}; {result['cold_items']:,} catalog items without factors skipped) "
+        f"in {result['seconds']:.2f}s"
+    )
+    return EXIT_OK
+
+
+def _engine_rebuild(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ecomrec.data.io import read_table
+    from ecomrec.engine import Engine
+
+    engine = Engine.load(args.engine)
+    catalog = None
+    if args.catalog:
+        table = read_table(Path(args.catalog), [args.item_column, args.text_column])
+        catalog = table.rename(columns={args.item_column: "item_id", args.text_column: "text"})[["item_id", "text"]]
+    report = engine.rebuild_index(catalog)
+    engine.save(args.engine)
+    print(json.dumps(report, indent=2, default=float))
+    return EXIT_OK
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -78,19 +265,23 @@ def _bench(args: argparse.Namespace) -> int:
     written = report.save(args.output)
     print(report.to_markdown())
     print("wrote " + ", ".join(str(p) for p in written))
-    return 0
+    return EXIT_OK
 
 
-def _index_rebuild(args: argparse.Namespace) -> int:
-    from ecomrec.index.store import rebuild_model_index
+def _demo(args: argparse.Namespace) -> int:
+    from ecomrec.demo import run_demo
 
-    result = rebuild_model_index(args.model, args.output, catalog=args.catalog, item_column=args.item_column, kind=args.kind)
-    print(
-        f"index {result['output']}: {result['kind']} over {result['n_items']:,} items "
-        f"(recall@10 vs exact {result['recall_at_10']:.3f}; {result['cold_items']:,} catalog items without factors skipped) "
-        f"in {result['seconds']:.2f}s"
-    )
-    return 0
+    return run_demo(args.data, args.test_from, _engine_config(args.config), args.output, args.report, show_progress=not args.quiet)
+
+
+def _split(values: str) -> list[str]:
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
+def _print(results, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    from ecomrec.engine import describe
+
+    print(json.dumps(results.to_records(), indent=2) if fmt == "json" else describe(results))
 
 
 if __name__ == "__main__":  # pragma: no cover

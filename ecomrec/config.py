@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 C = TypeVar("C", bound="ConfigBase")
@@ -482,6 +483,67 @@ class RerankConfig(ConfigBase):
         _require(self.objective in ("lambdarank", "binary"), self, "objective", "lambdarank|binary", self.objective)
         for name in ("window_days", "candidates", "trees", "leaves", "learning_rate", "min_child_samples"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig(ConfigBase):
+    """The whole pipeline behind :class:`~ecomrec.engine.Engine`; also read from / written to TOML.
+
+    Attributes
+    ----------
+    hybrid
+        Candidate generation: ALS, BM25 item-kNN, the bi-encoder, own history, popularity, fusion.
+    rerank
+        The purchase-probability reranker. ``rerank.text = true`` adds the BERT cross-encoder's
+        score of (history text, item title) to its features; off by default (see below).
+    use_reranker
+        False: :meth:`Engine.recommend` returns the fused candidates (no purchase model is fitted).
+    on_unknown
+        Default policy for unknown user or item ids: ``raise``, ``warn`` (skip and warn) or ``drop``.
+
+    Examples
+    --------
+    >>> text = EngineConfig(use_reranker=False).to_toml()
+    >>> EngineConfig.from_toml_text(text).use_reranker
+    False
+    """
+
+    hybrid: HybridConfig = dataclasses.field(default_factory=HybridConfig)
+    # BERT's text score off by default: on Online Retail it did not beat the same model without
+    # it (benchmarks/README.md, feature_rerank vs hybrid_rerank) and costs ~10 min of training.
+    rerank: RerankConfig = dataclasses.field(default_factory=lambda: RerankConfig(text=False))
+    use_reranker: bool = True
+    on_unknown: str = "raise"
+
+    def validate(self) -> None:
+        _require(self.on_unknown in ("raise", "warn", "drop"), self, "on_unknown", "raise|warn|drop", self.on_unknown)
+
+    @classmethod
+    def from_toml_text(cls, text: str) -> EngineConfig:
+        """Parse TOML (tables ``[hybrid.als]``, ``[rerank.cross_encoder]``, …); unknown keys raise."""
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"not valid TOML: {exc}") from exc
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> EngineConfig:
+        """Read a TOML file written by :meth:`to_toml` or by hand (missing keys keep defaults)."""
+        return cls.from_toml_text(Path(path).read_text(encoding="utf-8"))
+
+    def to_toml(self, path: str | Path | None = None) -> str:
+        """Every setting as TOML text; written to ``path`` when given."""
+        import tomli_w
+
+        text = tomli_w.dumps(self.to_dict())
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ecomrec.config import ConfigBase, ProtocolConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.evaluation.latency import LatencyStats, Stopwatch, time_calls
-from ecomrec.evaluation.metrics import ranking_metrics
+from ecomrec.evaluation.metrics import hits, ranking_metrics
 from ecomrec.evaluation.report import BenchmarkReport, environment
 from ecomrec.retrieval import RETRIEVERS, Candidates, Retriever
 
@@ -37,6 +37,8 @@ METHOD_ORDER = (
     "popularity", "repurchase", "itemknn", "als", "bi_encoder_zero_shot", "bi_encoder", "hybrid", "feature_rerank", "hybrid_rerank",
 )
 #: Paired comparisons reported with a bootstrap interval: (method, baseline).
+#: Methods whose differences the report breaks down by history length and target kind.
+BREAKDOWN_METHODS = ("repurchase", "hybrid", "feature_rerank", "hybrid_rerank")
 COMPARISONS = (("hybrid_rerank", "feature_rerank"), ("feature_rerank", "hybrid"), ("hybrid_rerank", "hybrid"))
 
 
@@ -158,6 +160,44 @@ def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int =
     return {"mean_diff": float(diff.mean()), "ci95": [float(low), float(high)], "users": int(len(diff)), "excludes_zero": bool(low > 0 or high < 0)}
 
 
+#: Users grouped by how many distinct items they bought before the split.
+HISTORY_BUCKETS = ((1, 5), (6, 20), (21, 60), (61, None))
+
+
+def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, dict[str, dict[str, np.ndarray]]]]) -> dict[str, Any]:
+    """Where methods differ: ndcg@10 by history length, and recall@10 by kind of target item.
+
+    ``methods``: name → (its ranking for the ``all`` set, its per-user metrics). Target kinds
+    (pooled over users, on the ``all`` ranking): ``repurchase`` (bought before), ``new_warm``
+    (new to the user, bought by others before), ``new_cold`` (never bought before the split).
+    """
+    distinct = split.seen.getnnz(axis=1)
+    by_history: dict[str, list[dict[str, Any]]] = {"all": [], "new": []}
+    for target in ("all", "new"):
+        lengths = distinct if target == "all" else distinct[split.new_rows]
+        for low, high in HISTORY_BUCKETS:
+            inside = (lengths >= low) & (lengths <= (high or lengths.max()))
+            row: dict[str, Any] = {"items": f"{low}-{high}" if high else f"{low}+", "users": int(inside.sum())}
+            for name, (_, per_user) in methods.items():
+                row[name] = float(per_user[target]["ndcg@10"][inside].mean()) if inside.any() else float("nan")
+            by_history[target].append(row)
+    warm = np.asarray(split.history.user_items("binary").getnnz(axis=0) > 0)
+    kinds = {"repurchase": split.targets_all.multiply(split.seen).tocsr()}
+    fresh = split.targets_all - kinds["repurchase"]
+    fresh = sp.csr_matrix(fresh)
+    fresh.eliminate_zeros()
+    kinds["new_warm"] = fresh.multiply(warm[None, :].astype(np.float32)).tocsr()
+    kinds["new_cold"] = fresh.multiply((~warm)[None, :].astype(np.float32)).tocsr()
+    by_item: dict[str, dict[str, Any]] = {}
+    for kind, targets in kinds.items():
+        targets.eliminate_zeros()
+        by_item[kind] = {"targets": int(targets.nnz)}
+        for name, (ranked, _) in methods.items():
+            found = hits(ranked.item_ids[:, :10], targets).sum()
+            by_item[kind][name] = float(found / targets.nnz) if targets.nnz else float("nan")
+    return {"ndcg@10_by_history_length": by_history, "recall@10_by_target_kind": by_item}
+
+
 def calibration(ranked: Candidates, targets: sp.csr_matrix) -> dict[str, Any]:
     """ECE and reliability table of ``p_purchase`` against what users bought (reranked candidates)."""
     from ecomrec.evaluation.metrics import hits
@@ -188,6 +228,7 @@ def benchmark(
     configs: dict[str, ConfigBase] | None = None,
     protocol: ProtocolConfig = ProtocolConfig(),
     show_progress: bool | None = None,
+    fitted: dict[str, Retriever] | None = None,
 ) -> BenchmarkReport:
     """Run every method on one split and time it: the numbers every claim in ecomrec cites.
 
@@ -204,6 +245,9 @@ def benchmark(
         Config per method name, overriding that method's defaults.
     protocol
         Cut-offs, validation window, timing settings.
+    fitted
+        Retrievers already fitted on this split's history, by method name (e.g. an engine's):
+        scored as they are, not fitted again; their sources are reused by ``hybrid``.
 
     Examples
     --------
@@ -242,21 +286,26 @@ def benchmark(
         environment=environment(),
     )
     timed = _timed_users(split, protocol)
-    fitted: dict[str, Retriever] = {"_data": split.history}  # type: ignore[dict-item]
+    given = dict(fitted or {})
+    fitted = {"_data": split.history, **given}  # type: ignore[dict-item]
     per_user: dict[str, dict[str, np.ndarray]] = {}
+    compared: dict[str, tuple[Candidates, dict[str, dict[str, np.ndarray]]]] = {}
     for name in tqdm(chosen, desc="methods", disable=not enabled):
-        retriever = _method(name, configs.get(name), enabled, fitted)
+        retriever = given.get(name) or _method(name, configs.get(name), enabled, fitted)
         with Stopwatch() as fit_watch:
-            retriever.fit(split.history)
+            if name not in given:
+                retriever.fit(split.history)
         fitted[name] = retriever
         ranked_all, ranked_new, users_per_s = score_retriever(retriever, split, k, protocol.batch_size)
         report.results[name], per_user[name] = evaluate_candidates(split, ranked_all, ranked_new, protocol.ks, per_user=True)
+        if name in BREAKDOWN_METHODS:
+            compared[name] = (ranked_all, per_user[name])
         if "p_purchase" in ranked_all.sources:
             report.calibration[name] = calibration(ranked_all, split.targets_all)
         report.methods[name] = {
             "config": retriever.config.to_dict(),
             "config_hash": retriever.config.config_hash(),
-            "fit_seconds": fit_watch.seconds,
+            "fit_seconds": None if name in given else fit_watch.seconds,
         }
         report.throughput[name] = {"users_per_s": users_per_s, "batch_size": protocol.batch_size}
         if hasattr(retriever, "candidates_exact"):  # searched through an index: check it against direct scoring
@@ -269,6 +318,8 @@ def benchmark(
         if hasattr(retriever, "reranker"):
             report.methods[name]["training"] = retriever.reranker.training_
         logger.info("%s: %s", name, report.results[name]["all"])
+    if len(compared) > 1:
+        report.breakdown = breakdown(split, compared)
     for method, baseline in COMPARISONS:
         if method in per_user and baseline in per_user:
             report.comparisons[f"{method} - {baseline}"] = {

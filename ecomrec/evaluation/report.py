@@ -31,6 +31,7 @@ class BenchmarkReport:
     checks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     comparisons: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     calibration: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    breakdown: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,6 +118,7 @@ class BenchmarkReport:
                         f"{'yes' if c['excludes_zero'] else 'no'} |"
                     )
             lines.append("")
+        lines += self._breakdown_markdown()
         for method, cal in self.calibration.items():
             lines.append(
                 f"Calibration of `{method}` on the test window: ECE {cal['ece']:.4f} over {cal['pairs']:,} reranked "
@@ -130,6 +132,22 @@ class BenchmarkReport:
             f"ecomrec {env.get('ecomrec')} @ {env.get('git_sha')}"
         )
         return "\n".join(lines) + "\n"
+
+    def _breakdown_markdown(self) -> list[str]:
+        if not self.breakdown:
+            return []
+        by_item = self.breakdown["recall@10_by_target_kind"]
+        methods = [m for m in next(iter(by_item.values())) if m != "targets"]
+        lines = ["**ndcg@10 by the user's history length** (distinct items bought before the split)", ""]
+        lines += ["| target | items | users | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+        for target, rows in self.breakdown["ndcg@10_by_history_length"].items():
+            for row in rows:
+                lines.append(f"| {target} | {row['items']} | {row['users']} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
+        lines += ["", "**recall@10 by kind of target item** (pooled over users, `all` ranking)", ""]
+        lines += ["| kind | targets | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+        for kind, row in by_item.items():
+            lines.append(f"| {kind} | {row['targets']:,} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
+        return lines + [""]
 
     def plot_recall(self, path: Path) -> None:
         """recall@k curves, one line per method, one panel per target set."""

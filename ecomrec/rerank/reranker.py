@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ecomrec.artifacts import load_npz, open_artifact, write_artifact
 from ecomrec.config import RerankConfig
+from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.text import history_text
 from ecomrec.rerank.examples import Examples, examples_at
@@ -110,8 +115,12 @@ class PurchaseReranker:
         per_user = valid.sum(axis=1)
         return features[valid], examples.labels[valid], per_user[per_user > 0]
 
-    def probabilities(self, users: np.ndarray, texts: list[str], candidates: Candidates) -> tuple[np.ndarray, dict[str, float]]:
-        """float64 [n, k] calibrated P(purchase) (NaN for padding), and the seconds per step."""
+    def probabilities(
+        self, users: np.ndarray, texts: list[str], candidates: Candidates, *, explain: bool = False
+    ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
+        """float64 [n, k] calibrated P(purchase) (NaN for padding), the seconds per step, and with
+        ``explain`` each feature's additive share of the calibrated log-odds (``why:<feature>``,
+        TreeSHAP scaled by the Platt slope; zero for padding)."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
         features = candidate_features(candidates, users, self.stats_, self.sources_)
@@ -128,18 +137,27 @@ class PurchaseReranker:
         if valid.any():
             out[valid] = self.model_.predict(features[valid])
         timings["model"] = time.perf_counter() - start
-        return out, timings
+        why: dict[str, np.ndarray] = {}
+        if explain:
+            shares = np.zeros(candidates.item_ids.shape + (len(self.names_),), dtype=np.float32)
+            if valid.any():
+                shares[valid] = self.model_.platt[0] * self.model_.contributions(features[valid])[:, :-1]
+            why = {f"why:{name}": shares[..., i] for i, name in enumerate(self.names_)}
+        return out, timings, why
 
-    def rerank(self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int) -> tuple[Candidates, dict[str, float]]:
+    def rerank(
+        self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int, *, explain: bool = False
+    ) -> tuple[Candidates, dict[str, float]]:
         """The top ``config.candidates`` reordered by P(purchase); the rest keep their order after them.
 
         ``scores`` of the reordered part are probabilities; ``sources`` gains ``p_purchase`` and
-        ``fused_rank`` (the candidate's place before reranking).
+        ``fused_rank`` (the candidate's place before reranking) and, with ``explain``, the
+        ``why:<feature>`` shares of :meth:`probabilities` (NaN beyond the reranked part).
         """
         head = min(self.config.candidates, candidates.k)
         top = Candidates(candidates.item_ids[:, :head], candidates.scores[:, :head],
                          {n: v[:, :head] for n, v in candidates.sources.items()})
-        p, timings = self.probabilities(users, texts, top)
+        p, timings, why = self.probabilities(users, texts, top, explain=explain)
         order = np.argsort(-np.nan_to_num(p, nan=-1.0), axis=1, kind="stable")
         take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
         fused_rank = np.broadcast_to(np.arange(1, candidates.k + 1, dtype=np.float32), candidates.item_ids.shape)
@@ -149,8 +167,50 @@ class PurchaseReranker:
         sources = {n: np.concatenate([take(v[:, :head]), v[:, head:]], axis=1) for n, v in candidates.sources.items()}
         sources["p_purchase"] = np.concatenate([take(p), np.full(tail_scores.shape, np.nan)], axis=1).astype(np.float32)
         sources["fused_rank"] = np.concatenate([take(fused_rank[:, :head]), fused_rank[:, head:]], axis=1)
+        for name, share in why.items():
+            sources[name] = np.concatenate([take(share), np.full(tail_scores.shape, np.nan, np.float32)], axis=1)
         out = Candidates(item_ids[:, :k], scores[:, :k], {n: v[:, :k] for n, v in sources.items()})
         return out, timings
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted reranker (purchase model, cross-encoder weights, user texts) to ``path``."""
+        if not hasattr(self, "model_"):
+            raise NotFittedError(type(self).__name__)
+        meta = {
+            "names": self.names_, "sources": self.sources_, "training": self.training_,
+            "history_items": self.history_items_, "history_chars": self.history_chars_,
+            "item_texts": self.item_texts_, "history_texts": self.history_texts_,
+        }
+
+        def write(folder: Path) -> None:
+            self.model_.save(folder)
+            if self.text_ is not None:
+                self.text_.save(folder)
+            (folder / "reranker.json").write_text(json.dumps(meta), encoding="utf-8")
+            np.savez(folder / "stats.npz", **{f.name: getattr(self.stats_, f.name) for f in _stat_fields()})
+
+        facts = {"n_items": len(self.item_texts_), "n_users": len(self.history_texts_), "features": len(self.names_)}
+        return write_artifact(path, type(self).__name__, self.config.to_dict(), facts, write)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PurchaseReranker:
+        """Read a reranker written by :meth:`save`; raises ArtifactError if it is not intact."""
+        folder, manifest = open_artifact(path, cls.__name__)
+        reranker = cls(RerankConfig.from_dict(manifest["config"]))
+        try:
+            meta = json.loads((folder / "reranker.json").read_text(encoding="utf-8"))
+            reranker.names_, reranker.sources_, reranker.training_ = meta["names"], meta["sources"], meta["training"]
+            reranker.history_items_, reranker.history_chars_ = meta["history_items"], meta["history_chars"]
+            reranker.item_texts_, reranker.history_texts_ = meta["item_texts"], meta["history_texts"]
+        except (KeyError, ValueError) as exc:
+            raise ArtifactError(f"{folder}/reranker.json is not a reranker description: {exc}") from exc
+        stats = load_npz(folder / "stats.npz")
+        reranker.stats_ = CollaborativeStats(**{f.name: stats[f.name] for f in _stat_fields()})
+        reranker.model_ = PurchaseModel.load(folder)
+        if reranker.config.text:
+            reranker.text_ = TextScorer.load(folder, reranker.config.cross_encoder, reranker.item_texts_)
+        return reranker
 
     def texts_for(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> list[str]:
         """History texts of the queries (fresh histories: items by count, most bought first)."""
@@ -187,13 +247,28 @@ class RerankedRetriever(Retriever):
         self.users_, self.items_ = self.hybrid.users_, self.hybrid.items_
         return self
 
-    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+    def recommend(
+        self,
+        user_ids: np.ndarray | list[int],
+        k: int,
+        *,
+        user_items: sp.spmatrix | None = None,
+        exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None,
+        allow: np.ndarray | list[int] | None = None,
+        batch_size: int = 1024,
+    ) -> Candidates:
+        """:meth:`candidates` plus why: ``sources`` gains ``why:<feature>``, each feature's share
+        of the candidate's calibrated log-odds (arguments as for :meth:`candidates`)."""
+        self._check_fitted()
+        return self._retrieve(self._query(user_ids, k, user_items, exclude, allow), batch_size, explain=True)
+
+    def _retrieve(self, query: Query, batch_size: int, explain: bool = False) -> Candidates:
         start = time.perf_counter()
         wide = Query(query.users, query.history, query.fresh, max(query.k, self.reranker.config.candidates), query.exclude, query.allow)
         candidates = self.hybrid._retrieve(wide, batch_size)
         got = time.perf_counter()
         texts = self.reranker.texts_for(query.users, query.history, query.fresh)
-        out, timings = self.reranker.rerank(query.users, texts, candidates, query.k)
+        out, timings = self.reranker.rerank(query.users, texts, candidates, query.k, explain=explain)
         done = time.perf_counter()
         self.last_timings_ = {"candidates": got - start, **{f"rerank:{k}": v for k, v in timings.items()},
                               "rerank": done - got, "end_to_end": done - start}
@@ -201,6 +276,22 @@ class RerankedRetriever(Retriever):
 
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         raise NotImplementedError("a reranked list has probabilities for its candidates only")
+
+    def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
+        super()._write(folder, arrays)
+        self.hybrid.save(folder / "hybrid")
+        self.reranker.save(folder / "reranker")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RerankedRetriever:
+        """Read a reranked retriever written by :meth:`save` (the hybrid and the reranker inside)."""
+        from ecomrec.retrieval.fusion import HybridRetriever
+
+        folder, _ = open_artifact(path, cls.__name__)
+        out = cls(HybridRetriever.load(folder / "hybrid"), PurchaseReranker.load(folder / "reranker"))
+        out.user_items_ = out.hybrid.user_items_
+        out.users_, out.items_ = out.hybrid.users_, out.hybrid.items_
+        return out
 
 
 def _concat(parts: list[Examples]) -> Examples:
@@ -212,3 +303,7 @@ def _concat(parts: list[Examples]) -> Examples:
         np.concatenate([p.labels for p in parts]),
         np.concatenate([p.features for p in parts]),
     )
+
+
+def _stat_fields() -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(CollaborativeStats)

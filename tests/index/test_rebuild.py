@@ -120,7 +120,7 @@ def test_cli_rebuild_with_catalog(model: ALSRetriever, tmp_path: Path, capsys) -
     index = VectorIndex.load(out, expect={"model": model.model_hash})
     assert index.n_items == 40 and VectorIndex.load_items(out) == model.items_
     code = main(["-q", "index", "rebuild", "--model", str(tmp_path / "nowhere"), "--output", str(out)])
-    assert code == 2 and "not an ecomrec artifact" in capsys.readouterr().err
+    assert code == 3 and "not an ecomrec artifact" in capsys.readouterr().err  # exit 3: artifact problem
 
 
 def _big_model(folder: Path, n_items: int = 400_000, dim: int = 64) -> ALSRetriever:

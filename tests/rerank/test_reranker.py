@@ -8,6 +8,7 @@ import pytest
 from ecomrec.config import ALSConfig, FusionConfig, HybridConfig, RerankConfig
 from ecomrec.data.synthetic import synthetic
 from ecomrec.evaluation.protocol import evaluate_candidates, make_split
+from ecomrec.exceptions import ArtifactError
 from ecomrec.rerank import PurchaseReranker, RerankedRetriever
 from ecomrec.retrieval.fusion import HybridRetriever
 
@@ -66,3 +67,29 @@ def test_reranker_rejects_bad_config() -> None:
         RerankConfig(text=True, cutoffs=2)
     with pytest.raises(ValueError, match="objective"):
         RerankConfig(objective="pointwise")
+
+
+def test_recommend_explains_each_probability(fitted) -> None:
+    split, _, reranked = fitted
+    users = split.users[:10]
+    out = reranked.recommend(users, 5)
+    np.testing.assert_array_equal(out.item_ids, reranked.candidates(users, 5).item_ids)
+    shares = np.stack([v for n, v in out.sources.items() if n.startswith("why:")], axis=-1)
+    assert shares.shape[-1] == len(reranked.reranker.names_)
+    a, b = reranked.reranker.model_.platt
+    bias = out.sources["p_purchase"]  # logit(p) = sum of shares + Platt-scaled TreeSHAP bias (same for every row)
+    implied = np.log(bias / (1 - bias)) - shares.sum(axis=-1)
+    np.testing.assert_allclose(implied, implied[0, 0], atol=1e-3)
+
+
+def test_saved_reranker_loads_and_gives_identical_results(fitted, tmp_path) -> None:
+    split, _, reranked = fitted
+    users = split.users[:30]
+    reranked.save(tmp_path / "reranked")
+    loaded = RerankedRetriever.load(tmp_path / "reranked")
+    before, after = reranked.candidates(users, 20, exclude="seen"), loaded.candidates(users, 20, exclude="seen")
+    np.testing.assert_array_equal(after.item_ids, before.item_ids)
+    np.testing.assert_allclose(after.scores, before.scores, rtol=1e-6)
+    (tmp_path / "reranked" / "reranker" / "purchase_model.txt").write_text("tree\n")
+    with pytest.raises(ArtifactError, match="purchase_model.txt"):
+        RerankedRetriever.load(tmp_path / "reranked")

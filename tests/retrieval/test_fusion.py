@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from ecomrec.config import ALSConfig, BiEncoderConfig, FusionConfig, HybridConfig, ProtocolConfig
 from ecomrec.data.synthetic import synthetic
 from ecomrec.evaluation import benchmark
+from ecomrec.evaluation.protocol import make_split
 from ecomrec.retrieval.candidates import Candidates
 from ecomrec.retrieval.fusion import HybridRetriever, fuse, lookup
 
@@ -71,6 +72,14 @@ def test_hybrid_at_least_as_good_as_its_best_source(planted) -> None:
         assert report.results["hybrid"][target]["recall@50"] >= best - 0.01, target
     assert "hybrid:fusion" in report.latency_ms and "hybrid:bi_encoder:user_encoding" in report.latency_ms
     assert report.methods["hybrid"]["tuning"]["users"] > 0
+    kinds = report.breakdown["recall@10_by_target_kind"]
+    split = make_split(planted, "2024-03-10")
+    assert sum(kinds[k]["targets"] for k in kinds) == split.targets_all.nnz  # every target is of one kind
+    assert kinds["new_cold"]["targets"] == 0  # the planted cold items are never bought, before or after
+    assert kinds["repurchase"]["repurchase"] > kinds["new_warm"]["repurchase"]  # it only re-offers the past
+    rows = report.breakdown["ndcg@10_by_history_length"]["all"]
+    assert sum(r["users"] for r in rows) == len(split.users)
+    assert "by the user's history length" in report.to_markdown()
 
 
 @pytest.mark.slow

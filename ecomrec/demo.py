@@ -1,0 +1,86 @@
+"""``ecomrec demo``: the whole pipeline on UCI Online Retail, end to end, in one command."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ecomrec.config import EngineConfig, ProtocolConfig
+from ecomrec.engine import Engine, describe
+
+SEARCHES = ("red retrospot lunch bag", "christmas tree decoration", "vintage doormat")
+
+
+def run_demo(
+    data_path: str | Path | None,
+    test_from: str,
+    config: EngineConfig,
+    output: str | Path,
+    report_path: str | Path,
+    *,
+    show_progress: bool = True,
+    users: int = 3,
+) -> int:
+    """Fit on purchases before ``test_from``, save, show recommendations and searches, benchmark.
+
+    Prints to stdout (this is the command's output, not library logging). Returns 0.
+    """
+    from ecomrec import datasets
+    from ecomrec.evaluation import benchmark
+    from ecomrec.evaluation.protocol import make_split
+
+    start = time.perf_counter()
+    data = datasets.online_retail(data_path)
+    report = data.report
+    if report is not None:
+        print(f"Loaded {report.raw_rows:,} rows, kept {report.kept_rows:,} purchases "
+              f"({data.n_users:,} customers, {data.n_items:,} products).")
+    split = make_split(data, test_from)
+    print(f"Fitting on the {len(split.history):,} purchases before {test_from} ...")
+    engine = Engine(config, show_progress=show_progress).fit(split.history)
+    engine.save(output)
+    print(f"Fitted in {engine.fit_seconds_ / 60:.1f} min; engine saved to {output} (Engine.load({str(output)!r})).\n")
+
+    _show_users(engine, split, users)
+    for query in SEARCHES:
+        print(f'Search "{query}":')
+        print(describe(engine.search(query, k=5)) + "\n")
+    shown = engine.users_.ids[split.users[0]]
+    print(f'Search "candle" personalised for customer {shown}:')
+    print(describe(engine.search("candle", user_id=shown, k=5)) + "\n")
+
+    fitted = {**engine.hybrid_.models_, "hybrid": engine.hybrid_}
+    methods = ["popularity", "repurchase", "itemknn", "als", "bi_encoder", "hybrid"]
+    if engine.model_ is not engine.hybrid_:
+        fitted[engine.model_.name] = engine.model_
+        methods.append(engine.model_.name)
+    methods = [m for m in methods if m in fitted or m in ("popularity", "repurchase", "itemknn", "als")]
+    print(f"Benchmark on the purchases from {test_from} (DESIGN.md protocol; the engine's models are reused):")
+    bench = benchmark(data, test_from, methods=methods, fitted=fitted,
+                      protocol=ProtocolConfig(latency_users=50, warmup=5), show_progress=show_progress)
+    written = bench.save(report_path)
+    print(bench.to_markdown())
+    print(f"Report: {', '.join(str(p) for p in written)}. Demo took {(time.perf_counter() - start) / 60:.1f} min.")
+    return 0
+
+
+def _show_users(engine: Engine, split, count: int) -> None:  # type: ignore[no-untyped-def]
+    """Recommendations for a few test-window customers, with what they bought next marked."""
+    history = split.history.user_items("counts")
+    busy = split.users[np.argsort(-history[split.users].getnnz(axis=1), kind="stable")]
+    chosen = busy[len(busy) // 4 :: max(len(busy) // (count + 1), 1)][:count]  # typical, not the extremes
+    ids = [str(engine.users_.ids[u]) for u in chosen]
+    recs = engine.recommend(ids, k=8)
+    texts = engine.item_texts_
+    for row, (user, customer) in enumerate(zip(chosen, ids)):
+        bought = history[user].indices[np.argsort(-history[user].data, kind="stable")][:3]
+        future = set(split.targets_all[np.flatnonzero(split.users == user)[0]].indices)
+        print(f"Customer {customer}: {history[user].nnz} products bought before, most often: "
+              + "; ".join(texts[i] for i in bought))
+        lines = describe(recs[[row]]).splitlines()
+        marks = ["   "] + ["[*]" if d in future else "   " for d in recs.candidates.item_ids[row] if d >= 0]
+        print("\n".join(f"{m} {line}" for m, line in zip(marks, lines)))
+        print("    [*] = bought in the test window\n")
+

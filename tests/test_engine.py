@@ -1,0 +1,243 @@
+"""The Engine end to end on planted data: reads, explanations, persistence, faults, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecomrec.config import ALSConfig, BiEncoderConfig, CrossEncoderConfig, EngineConfig, FusionConfig, HybridConfig, RerankConfig
+from ecomrec.data.synthetic import synthetic
+from ecomrec.engine import Engine
+from ecomrec.exceptions import ArtifactError, NotFittedError, UnknownIdError
+
+pytestmark = pytest.mark.slow
+
+CONFIG = EngineConfig(
+    hybrid=HybridConfig(
+        als=ALSConfig(factors=8, iterations=8), bi_encoder=BiEncoderConfig(fine_tune=False, layers=1), fusion=FusionConfig(tune=False)
+    ),
+    rerank=RerankConfig(
+        text=True, cutoffs=3, window_days=15, candidates=30, trees=60, min_child_samples=10,
+        cross_encoder=CrossEncoderConfig(layers=2, user_tokens=32, item_tokens=8, max_pairs=256, eval_every=16, patience=1),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_users=240, n_items=90, n_clusters=4, purchases_per_user=24, n_cold_items=6, days=150, seed=8)
+
+
+@pytest.fixture(scope="module")
+def engine(data) -> Engine:
+    return Engine(CONFIG, show_progress=False).fit(data)
+
+
+@pytest.fixture(scope="module")
+def saved(engine, tmp_path_factory) -> Path:
+    return engine.save(tmp_path_factory.mktemp("engines") / "shop")
+
+
+def test_recommend_gives_calibrated_ranked_explained_items(engine, data) -> None:
+    recs = engine.recommend(["u00001", "u00002", "u00003"], k=5, exclude="seen")
+    assert recs.queries == ["u00001", "u00002", "u00003"] and recs.item_ids.shape == (3, 5)
+    assert ((recs.scores >= 0) & (recs.scores <= 1)).all() and (np.diff(recs.scores, axis=1) <= 0).all()
+    bought = data.user_items("binary")
+    for row, user in enumerate((1, 2, 3)):
+        dense = recs.candidates.item_ids[row]
+        assert bought[user, dense].nnz == 0  # exclude="seen"
+        for col in range(5):
+            found = recs.found_by(row, col)
+            assert found and "own" not in found
+            assert "bought it before" not in recs.reasons(row, col)  # a reason only where its source found the item
+    records = recs.to_records()
+    assert len(records) == 15 and {"p_purchase", "why", "found_by", "title"} <= set(records[0])
+    assert records[0]["title"] == data.item_texts[recs.candidates.item_ids[0, 0]]
+
+
+def test_candidates_for_known_and_unseen_users(engine) -> None:
+    known = engine.candidates(["u00004"], k=20)
+    assert known.candidates.sources.keys() >= {"als_rank", "own_count"}
+    cluster = {int(i[1:]) % 4 for i in known.item_ids[0, :10]}
+    assert cluster == {0}  # user 4 is in cluster 0; so are its top candidates
+    unseen = engine.candidates(histories=[["i00001", "i00005", "i00009"]], k=10, exclude="seen")
+    assert unseen.queries == ["history #0"]
+    top = [int(i[1:]) for i in unseen.item_ids[0]]
+    assert not {1, 5, 9} & set(top) and sum(i % 4 == 1 for i in top) >= 8
+
+
+def test_batch_equals_single(engine) -> None:
+    users = ["u00010", "u00011", "u00012"]
+    batch = engine.recommend(users, k=6)
+    for row, user in enumerate(users):
+        single = engine.recommend([user], k=6)
+        np.testing.assert_array_equal(single.item_ids[0], batch.item_ids[row])
+        np.testing.assert_allclose(single.scores[0], batch.scores[row], rtol=1e-5)
+
+
+def test_search_finds_the_theme_and_personalises(engine) -> None:
+    hits = engine.search("red retrospot", k=5)
+    assert all("red retrospot" in t for t in hits.titles[0])
+    two = engine.search(["blue polkadot", "green garden"], k=3)
+    assert all("blue polkadot" in t for t in two.titles[0]) and all("green garden" in t for t in two.titles[1])
+    personal = engine.search("lunch bag", user_id="u00001", k=3)  # user 1 is in cluster 1
+    assert int(personal.item_ids[0, 0][1:]) % 4 == 1
+
+
+def test_unknown_ids_follow_the_policy(engine) -> None:
+    with pytest.raises(UnknownIdError, match="nobody"):
+        engine.recommend(["u00001", "nobody"], k=3)
+    dropped = engine.recommend(["u00001", "nobody"], k=3, on_unknown="drop")
+    assert dropped.queries == ["u00001"]
+    with pytest.warns(Warning, match="nobody"):
+        kept = engine.recommend(["nobody", "u00001"], k=3, on_unknown="warn")
+    assert kept.queries == ["nobody", "u00001"]
+    np.testing.assert_array_equal(kept.item_ids[1], dropped.item_ids[0])  # the known row is unaffected
+    with pytest.raises(UnknownIdError, match="NOPE"):
+        engine.candidates(histories=[["i00001", "NOPE"]], k=3)
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda e: e.recommend(["u00001"], k=0), ValueError),
+        (lambda e: e.recommend(["u00001"], k="3"), ValueError),
+        (lambda e: e.recommend(["u00001"], k=3, histories=[["i00001"]]), ValueError),
+        (lambda e: e.recommend(k=3), ValueError),
+        (lambda e: e.recommend("u00001", k=3), TypeError),
+        (lambda e: e.candidates(["u00001"], k=3, exclude="bought"), ValueError),
+        (lambda e: e.search("", k=3), ValueError),
+        (lambda e: e.search(["ok", 7], k=3), ValueError),
+        (lambda e: e.search("mug", k=-1), ValueError),
+        (lambda e: e.rebuild_index(pd.DataFrame({"sku": ["a"]})), ValueError),
+        (lambda e: e.fit("not a dataset"), TypeError),
+    ],
+)
+def test_malformed_input_is_refused(engine, call, error) -> None:
+    with pytest.raises(error):
+        call(engine)
+
+
+def test_unfitted_engine_says_to_fit() -> None:
+    with pytest.raises(NotFittedError, match="fit"):
+        Engine().recommend(["u1"], k=3)
+
+
+def test_saved_engine_gives_identical_results_in_a_fresh_process(engine, saved, tmp_path) -> None:
+    users = ["u00001", "u00007", "u00100"]
+    expected = {
+        "recommend": engine.recommend(users, k=8).to_records(),
+        "candidates": engine.candidates(users, k=8, exclude="seen").to_records(),
+        "search": engine.search("pink fairy", k=5).to_records(),
+    }
+    script = (
+        "import json, sys\n"
+        "from ecomrec.engine import Engine\n"
+        "e = Engine.load(sys.argv[1])\n"
+        "u = ['u00001', 'u00007', 'u00100']\n"
+        "print(json.dumps({'recommend': e.recommend(u, k=8).to_records(),"
+        " 'candidates': e.candidates(u, k=8, exclude='seen').to_records(),"
+        " 'search': e.search('pink fairy', k=5).to_records()}))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script, str(saved)], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == json.loads(json.dumps(expected))
+    assert list(tmp_path.iterdir()) == []  # reading wrote nothing into the working folder
+
+
+def test_save_writes_only_inside_its_folder(engine, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "out" / "engine"
+    engine.save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".engine.versions", "engine"]
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(saved.resolve(), target, symlinks=False)
+    return target
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "listed.npy").unlink(), "listed.npy"),
+        (lambda f: (f / "listed.npy").write_bytes((f / "listed.npy").read_bytes()[:20]), "listed.npy"),
+        (lambda f: _flip_byte(next((f / "model" / "reranker").glob("cross_encoder.safetensors"))), "cross_encoder"),
+        (lambda f: (f / "model" / "hybrid" / "sources" / "als" / "state.npz").unlink(), "state.npz"),
+        (lambda f: _edit_manifest(f, lambda m: m.update(format=99)), "format"),
+        (lambda f: _edit_manifest(f, lambda m: m["config"]["rerank"].update(trees=7)), "config"),
+        (lambda f: _edit_manifest(f, lambda m: m.update(kind="ALSRetriever")), "ALSRetriever"),
+    ],
+)
+def test_damaged_artifacts_are_refused(saved, tmp_path, damage, message) -> None:
+    folder = _copy(saved, tmp_path)
+    damage(folder)
+    with pytest.raises(ArtifactError, match=message):
+        Engine.load(folder)
+
+
+def _flip_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _edit_manifest(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_reads_during_rebuilds_see_one_catalog_or_the_other(saved, data) -> None:
+    engine = Engine.load(saved)
+    ids, texts = list(data.items.ids), list(data.item_texts)
+    full = pd.DataFrame({"item_id": ids, "text": texts})
+    renamed = {i: f"zebra {texts[int(i[1:])]}" for i in ids[:40:4]}  # 10 retitled red retrospot items
+    gone = set(ids[1:40:4])  # 10 blue polkadot items delisted
+    changed = pd.DataFrame({"item_id": [i for i in ids if i not in gone], "text": [renamed.get(i, t) for i, t in zip(ids, texts) if i not in gone]})
+    errors, seen = [], []
+
+    def rebuild() -> None:
+        try:
+            for turn in range(6):
+                engine.rebuild_index(changed if turn % 2 == 0 else full)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            for _ in range(40):
+                found = engine.search("red retrospot blue polkadot", k=30)
+                titles = dict(zip(found.item_ids[0], found.titles[0]))
+                old = any(titles.get(i) == texts[int(i[1:])] for i in renamed) or any(i in titles for i in gone)
+                new = any(titles.get(i) == renamed[i] for i in renamed)
+                seen.append((old, new))
+                recs = engine.candidates(["u00001", "u00002"], k=20)
+                assert len(recs) == 2
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rebuild)] + [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert not any(old and new for old, new in seen)  # never a mix of the two catalogs
+    engine.rebuild_index(changed)
+    listed = engine.candidates(["u00001", "u00002"], k=60, exclude="seen").item_ids
+    assert not gone & set(listed[listed != None])  # noqa: E711 -- delisted items are never recommended
