@@ -457,6 +457,10 @@ class RerankConfig(ConfigBase):
         calibrates.
     candidates
         How many of the hybrid's candidates are reranked (the rest keep their order after them).
+    new_item_lists
+        Also learn from each user's list without the items they already bought (labels: their
+        purchases of items new to them), the lists ``exclude="seen"`` asks for; else only from
+        full lists, where re-bought items dominate the positives.
     objective, trees, leaves, learning_rate, min_child_samples
         LightGBM: ``lambdarank`` (per-user groups, early stopping on validation ndcg@10) or
         ``binary`` (early stopping on AUC); at most ``trees`` trees.
@@ -470,6 +474,7 @@ class RerankConfig(ConfigBase):
     cutoffs: int = 3
     window_days: int = 30
     candidates: int = 100
+    new_item_lists: bool = True
     objective: str = "lambdarank"
     trees: int = 600
     leaves: int = 31

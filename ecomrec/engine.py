@@ -87,6 +87,9 @@ class Engine:
         self.users_: IdMap = self.hybrid_.users_
         self.items_: IdMap = self.hybrid_.items_
         self.listed_ = listed
+        for source in self.hybrid_.models_.values():  # their index swaps wait for reads in flight
+            if hasattr(source, "_swap_lock"):
+                source._swap_lock = self._lock
 
     # ------------------------------------------------------------------ reads
     def candidates(
@@ -234,8 +237,10 @@ class Engine:
     def _allowed(self, allow: Sequence[object] | None, policy: str) -> np.ndarray | None:
         """Allowed dense items: ``allow`` ∩ the listed catalog (None when both are everything)."""
         listed = self.listed_
+        bi = self.hybrid_.models_.get("bi_encoder")
+        grown = bi is not None and bi.n_items > len(listed)  # items added since fit: searchable only
         if allow is None:
-            return None if listed.all() else np.flatnonzero(listed)
+            return None if listed.all() and not grown else np.flatnonzero(listed)
         wanted = self._items(allow, policy)
         return wanted[listed[wanted]]
 

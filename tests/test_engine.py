@@ -241,3 +241,13 @@ def test_reads_during_rebuilds_see_one_catalog_or_the_other(saved, data) -> None
     engine.rebuild_index(changed)
     listed = engine.candidates(["u00001", "u00002"], k=60, exclude="seen").item_ids
     assert not gone & set(listed[listed != None])  # noqa: E711 -- delisted items are never recommended
+
+
+def test_new_items_are_searchable_at_once_and_recommended_after_refit(saved, data) -> None:
+    engine = Engine.load(saved)
+    catalog = pd.DataFrame({"item_id": list(data.items.ids) + ["NEW1"], "text": list(data.item_texts) + ["tartan picnic umbrella"]})
+    report = engine.rebuild_index(catalog)
+    assert report["text_index"]["new"] == 1 and report["text_index"]["encoded"] == 1  # only the new title is embedded
+    assert engine.search("tartan umbrella", k=1).item_ids[0, 0] == "NEW1"
+    recs = engine.recommend(["u00001", "u00002"], k=20)
+    assert "NEW1" not in set(recs.item_ids.ravel())  # no purchase data yet: not in recommendations

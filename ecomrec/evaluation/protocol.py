@@ -164,12 +164,13 @@ def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int =
 HISTORY_BUCKETS = ((1, 5), (6, 20), (21, 60), (61, None))
 
 
-def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, dict[str, dict[str, np.ndarray]]]]) -> dict[str, Any]:
+def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]]) -> dict[str, Any]:
     """Where methods differ: ndcg@10 by history length, and recall@10 by kind of target item.
 
-    ``methods``: name → (its ranking for the ``all`` set, its per-user metrics). Target kinds
-    (pooled over users, on the ``all`` ranking): ``repurchase`` (bought before), ``new_warm``
-    (new to the user, bought by others before), ``new_cold`` (never bought before the split).
+    ``methods``: name → (its ``all`` ranking, its ``new`` ranking, its per-user metrics).
+    Target kinds, pooled over users: ``repurchase`` (bought before; scored on the ``all``
+    ranking), ``new_warm`` (new to the user, bought by others before) and ``new_cold`` (never
+    bought by anyone before the split), both scored on the ``new`` ranking.
     """
     distinct = split.seen.getnnz(axis=1)
     by_history: dict[str, list[dict[str, Any]]] = {"all": [], "new": []}
@@ -178,7 +179,7 @@ def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, dict[str, d
         for low, high in HISTORY_BUCKETS:
             inside = (lengths >= low) & (lengths <= (high or lengths.max()))
             row: dict[str, Any] = {"items": f"{low}-{high}" if high else f"{low}+", "users": int(inside.sum())}
-            for name, (_, per_user) in methods.items():
+            for name, (_, _, per_user) in methods.items():
                 row[name] = float(per_user[target]["ndcg@10"][inside].mean()) if inside.any() else float("nan")
             by_history[target].append(row)
     warm = np.asarray(split.history.user_items("binary").getnnz(axis=0) > 0)
@@ -191,8 +192,11 @@ def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, dict[str, d
     by_item: dict[str, dict[str, Any]] = {}
     for kind, targets in kinds.items():
         targets.eliminate_zeros()
+        if kind != "repurchase":
+            targets = targets[split.new_rows]
         by_item[kind] = {"targets": int(targets.nnz)}
-        for name, (ranked, _) in methods.items():
+        for name, (ranked_all, ranked_new, _) in methods.items():
+            ranked = ranked_all if kind == "repurchase" else ranked_new
             found = hits(ranked.item_ids[:, :10], targets).sum()
             by_item[kind][name] = float(found / targets.nnz) if targets.nnz else float("nan")
     return {"ndcg@10_by_history_length": by_history, "recall@10_by_target_kind": by_item}
@@ -289,7 +293,7 @@ def benchmark(
     given = dict(fitted or {})
     fitted = {"_data": split.history, **given}  # type: ignore[dict-item]
     per_user: dict[str, dict[str, np.ndarray]] = {}
-    compared: dict[str, tuple[Candidates, dict[str, dict[str, np.ndarray]]]] = {}
+    compared: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]] = {}
     for name in tqdm(chosen, desc="methods", disable=not enabled):
         retriever = given.get(name) or _method(name, configs.get(name), enabled, fitted)
         with Stopwatch() as fit_watch:
@@ -299,7 +303,7 @@ def benchmark(
         ranked_all, ranked_new, users_per_s = score_retriever(retriever, split, k, protocol.batch_size)
         report.results[name], per_user[name] = evaluate_candidates(split, ranked_all, ranked_new, protocol.ks, per_user=True)
         if name in BREAKDOWN_METHODS:
-            compared[name] = (ranked_all, per_user[name])
+            compared[name] = (ranked_all, ranked_new, per_user[name])
         if "p_purchase" in ranked_all.sources:
             report.calibration[name] = calibration(ranked_all, split.targets_all)
         report.methods[name] = {

@@ -143,7 +143,8 @@ class BenchmarkReport:
         for target, rows in self.breakdown["ndcg@10_by_history_length"].items():
             for row in rows:
                 lines.append(f"| {target} | {row['items']} | {row['users']} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
-        lines += ["", "**recall@10 by kind of target item** (pooled over users, `all` ranking)", ""]
+        lines += ["", "**recall@10 by kind of target item** (pooled over users; `repurchase` on the `all` ranking, "
+                  "`new_warm` / `new_cold` on the `new` ranking)", ""]
         lines += ["| kind | targets | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
         for kind, row in by_item.items():
             lines.append(f"| {kind} | {row['targets']:,} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")

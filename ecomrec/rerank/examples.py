@@ -52,15 +52,25 @@ class Examples:
         )
 
 
-def examples_at(probe, data: Dataset, cutoff: pd.Timestamp, window_days: int, k: int, history_items: int, history_chars: int) -> Examples:
-    """Candidates of ``probe`` (a hybrid as of ``cutoff``) for the users active on both sides of it."""
+def examples_at(
+    probe, data: Dataset, cutoff: pd.Timestamp, window_days: int, k: int, history_items: int, history_chars: int,
+    *, new_items_only: bool = False,
+) -> Examples:
+    """Candidates of ``probe`` (a hybrid as of ``cutoff``) for the users active on both sides of it.
+
+    With ``new_items_only`` the lists leave out what each user bought before the cutoff, the
+    labels are their purchases of items new to them, and users without one are left out.
+    """
     before = data.between(None, cutoff)
     window = data.between(cutoff, cutoff + pd.Timedelta(days=window_days))
     past, future = before.user_items("binary"), window.user_items("binary")
+    if new_items_only:
+        future = (future - future.multiply(past)).tocsr()
+        future.eliminate_zeros()
     users = np.flatnonzero((past.getnnz(axis=1) > 0) & (future.getnnz(axis=1) > 0)).astype(np.int64)
     if not len(users):
         raise ValueError(f"no user bought both before {cutoff} and in the {window_days} days after it")
-    candidates = probe.candidates(users, k)
+    candidates = probe.candidates(users, k, exclude="seen" if new_items_only else None)
     labels = hits(candidates.item_ids, future[users])
     texts = before.history_texts(users, max_items=history_items, max_chars=history_chars)
     features = candidate_features(candidates, users, CollaborativeStats.of(before), sources=sorted(probe.quotas_))

@@ -46,7 +46,7 @@ def feature_names(sources: list[str]) -> list[str]:
     names = ["fused_position", "fused_score", "own_count_log", "own_days_log", "own_bought"]
     for source in sources:
         names += [f"{source}_rank_log", f"{source}_score", f"{source}_found"]
-    names += ["n_sources", "item_buyers_log", "item_buyers_30d_log", "user_purchases_log", "user_items_log"]
+    names += ["n_sources", "item_buyers_log", "item_buyers_30d_log", "user_purchases_log", "user_items_log", "list_own_share"]
     return names
 
 
@@ -77,12 +77,17 @@ def candidate_features(
     known = users >= 0
     user_purchases = np.where(known, stats.user_purchases[np.maximum(users, 0)], 0.0)[:, None]
     user_items = np.where(known, stats.user_items[np.maximum(users, 0)], 0.0)[:, None]
+    own = np.nan_to_num(src.get("own_count", np.zeros((n, k))), nan=0.0) > 0
+    # The share of the list the user bought before: 0 in lists without bought items
+    # (exclude="seen"), where other signals must carry the ranking.
+    own_share = (own & valid).sum(axis=1, keepdims=True) / np.maximum(valid.sum(axis=1, keepdims=True), 1)
     columns += [
         found_count,
         np.log1p(stats.item_buyers[items]),
         np.log1p(stats.item_buyers_30d[items]),
         np.broadcast_to(np.log1p(user_purchases), (n, k)),
         np.broadcast_to(np.log1p(user_items), (n, k)),
+        np.broadcast_to(own_share, (n, k)),
     ]
     out = np.stack([np.asarray(c, dtype=np.float32) for c in columns], axis=-1)
     out[~valid] = 0.0

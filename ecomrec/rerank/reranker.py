@@ -50,7 +50,11 @@ def training_examples(data: Dataset, hybrid: Any, config: RerankConfig, *, show_
     out = []
     for cutoff in cutoffs:
         probe = hybrid.as_of(data.between(None, cutoff), bi)
-        out.append(examples_at(probe, data, cutoff, config.window_days, config.candidates, cfg.history_items, cfg.history_chars))
+        lists = [examples_at(probe, data, cutoff, config.window_days, config.candidates, cfg.history_items, cfg.history_chars)]
+        if config.new_item_lists:
+            lists.append(examples_at(probe, data, cutoff, config.window_days, config.candidates, cfg.history_items,
+                                     cfg.history_chars, new_items_only=True))
+        out.append(_concat(lists))
         logger.info("rerank examples at %s: %d users, %.2f positives per user in the top %d",
                     cutoff.date(), len(out[-1]), out[-1].labels.sum(axis=1).mean(), config.candidates)
     return out
