@@ -457,6 +457,10 @@ class RerankConfig(ConfigBase):
         calibrates.
     candidates
         How many of the hybrid's candidates are reranked (the rest keep their order after them).
+    example_bi_encoder_pairs
+        Fine-tuning pairs (at most) of the bi-encoder fitted before the first cutoff, whose
+        candidates the training examples hold. Its features carry ~1 % of the purchase model's
+        gain (benchmarks/README.md), so a shorter fine-tune than the served one is enough.
     new_item_lists
         Also learn from each user's list without the items they already bought (labels: their
         purchases of items new to them), the lists ``exclude="seen"`` asks for; else only from
@@ -474,6 +478,7 @@ class RerankConfig(ConfigBase):
     cutoffs: int = 3
     window_days: int = 30
     candidates: int = 100
+    example_bi_encoder_pairs: int = 8_000
     new_item_lists: bool = True
     objective: str = "lambdarank"
     trees: int = 600
@@ -486,7 +491,7 @@ class RerankConfig(ConfigBase):
     def validate(self) -> None:
         _require(self.cutoffs >= (3 if self.text else 2), self, "cutoffs", ">= 3 with text, else >= 2", self.cutoffs)
         _require(self.objective in ("lambdarank", "binary"), self, "objective", "lambdarank|binary", self.objective)
-        for name in ("window_days", "candidates", "trees", "leaves", "learning_rate", "min_child_samples"):
+        for name in ("window_days", "candidates", "example_bi_encoder_pairs", "trees", "leaves", "learning_rate", "min_child_samples"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
 
 

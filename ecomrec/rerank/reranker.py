@@ -45,7 +45,8 @@ def training_examples(data: Dataset, hybrid: Any, config: RerankConfig, *, show_
     cutoffs = training_cutoffs(data, config)
     bi = None
     if "bi_encoder" in hybrid.quotas_:
-        bi = BiEncoderRetriever(hybrid.config.bi_encoder, show_progress=show_progress).fit(data.between(None, cutoffs[0]))
+        early = hybrid.config.bi_encoder.replace(max_pairs=min(hybrid.config.bi_encoder.max_pairs, config.example_bi_encoder_pairs))
+        bi = BiEncoderRetriever(early, show_progress=show_progress).fit(data.between(None, cutoffs[0]))
     cfg = hybrid.config.bi_encoder
     out = []
     for cutoff in cutoffs:
