@@ -1,19 +1,31 @@
 """Self-describing artifact folders: data files plus ``manifest.json``, swapped in atomically.
 
-The manifest records the kind of artifact, the ecomrec and library versions, the config and
-its hash, free-form facts (dimension, item count, ...) and the SHA-256 of every file. Loading
-checks all of it and raises :class:`ArtifactError` on any mismatch, truncation or corruption.
+One artifact, one version. A top-level artifact (a saved engine, a retriever or an index saved on
+its own) is a versioned folder whose manifest records the kind, the ecomrec artifact format and
+library versions, the config and its hash, free-form facts (dimension, item count, ...) and the
+SHA-256 of every file below it, components included. Components saved as part of it (a
+retriever inside an engine, an index inside a retriever) are plain subfolders with a small
+manifest of their own (kind, config, facts): they never version, swap or prune by themselves.
 
 Layout: ``<parent>/<name>`` is a symbolic link to ``<parent>/.<name>.versions/<version>/``.
 A write fills a temporary folder there, renames it to a new version, then replaces the link
 with one ``rename`` — atomic on POSIX. A writer killed at any point leaves the previous version
-in place and loadable; a reader that resolves the link once (:func:`open_artifact`) reads one
-version throughout, even while a newer one is swapped in. The previous version is kept, older
-ones are pruned.
+in place and loadable.
+
+Nothing is destroyed that ecomrec did not write: a save refuses (``ArtifactError``, nothing
+touched) a target that is a file, a non-empty folder, or a link that is not an artifact's.
+
+Readers and pruning: a reader (:func:`open_artifact`) resolves the link once and holds a shared
+``flock`` on the version's ``.lease`` file while it reads, so it reads one version throughout
+even while a newer one is swapped in. Writers serialise their swaps on ``.lock`` in the versions
+folder and record each swap in ``.swaps``; after a swap they prune every version but the current
+one and the newest before it (by swap order), skipping any version whose lease a reader holds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
 import hashlib
 import json
@@ -21,7 +33,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,15 +42,27 @@ from typing import Any
 import numpy as np
 
 from ecomrec import __version__
-from ecomrec.exceptions import ArtifactError
+from ecomrec.exceptions import ArtifactError, ArtifactVersionWarning
 
 MANIFEST = "manifest.json"
-FORMAT = 1
-#: Versions kept per artifact: the current one and the one before it (readers may still hold it).
+#: The on-disk layout this ecomrec writes and reads; another one is refused with a clear error.
+FORMAT = 2
+#: Versions kept per artifact: the current one and the one swapped in before it.
 KEEP_VERSIONS = 2
 #: Temporary folders of writers that died, or older than this, are from killed writes and are removed.
 STALE_SECONDS = 3600
-_LIBRARIES = ("numpy", "scipy", "implicit", "faiss-cpu", "faiss-gpu-cu12", "torch", "transformers", "sentence-transformers")
+LEASE = ".lease"
+_LOCK = ".lock"
+_SWAPS = ".swaps"
+_LIBRARIES = (
+    "numpy", "scipy", "implicit", "faiss-cpu", "faiss-gpu-cu12", "torch", "transformers", "sentence-transformers", "lightgbm",
+)
+#: Libraries whose major.minor version must match the one an artifact was written with (else a warning).
+CHECKED_LIBRARIES = ("torch", "transformers", "sentence-transformers", "faiss", "implicit", "lightgbm", "numpy")
+
+# Inside a write (or a verified read) of a top-level artifact, nested saves (loads) are parts of it.
+_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("ecomrec_artifact_writing", default=False)
+_reading: contextvars.ContextVar[bool] = contextvars.ContextVar("ecomrec_artifact_reading", default=False)
 
 
 def library_versions() -> dict[str, str]:
@@ -59,69 +84,182 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# ---------------------------------------------------------------------- writing
 def write_artifact(
     path: str | Path, kind: str, config: dict[str, Any], facts: dict[str, Any], write_files: Callable[[Path], None]
 ) -> Path:
     """Write a new version with ``write_files(folder)`` plus a manifest, then point ``path`` at it.
 
-    Returns ``path``. Nothing at ``path`` changes until the final atomic link swap.
+    Returns ``path``. Nothing at ``path`` changes until the final atomic link swap. Called while
+    another artifact is being written (a component saving itself into its parent's folder), it
+    writes a plain subfolder that the parent's manifest covers.
+
+    Raises
+    ------
+    ArtifactError
+        ``path`` exists and is not an ecomrec artifact (a file, a non-empty folder, a foreign
+        link): it is left exactly as it was.
     """
     target = Path(path)
+    if _writing.get():
+        return _write_part(target, kind, config, facts, write_files)
+    _check_replaceable(target)
     versions = _versions_dir(target)
+    if versions.exists() and not versions.is_dir():
+        raise ArtifactError(f"{versions} exists and is not a folder; refusing to write an artifact beside it")
     versions.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc)
     tmp = versions / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        write_files(tmp)
-        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        manifest = {
-            "format": FORMAT,
-            "kind": kind,
-            "ecomrec_version": __version__,
-            "versions": library_versions(),
-            "config": config,
-            "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
-            "created": stamp.isoformat(timespec="seconds"),
-            "facts": facts,
-            "files": files,
-        }
+        token = _writing.set(True)
+        try:
+            write_files(tmp)
+        finally:
+            _writing.reset(token)
+        manifest = _manifest(kind, config, facts)
+        manifest["versions"] = library_versions()
+        manifest["files"] = _checksums(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-        version = versions / f"{stamp:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
-        os.rename(tmp, version)
+        (tmp / LEASE).touch()
+        with _writer_lock(versions):
+            _check_replaceable(target)  # again: another writer or the user may have acted meanwhile
+            version = versions / f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
+            os.rename(tmp, version)
+            _point_link(target, version)
+            _record_swap(versions, version.name)
+            _prune(versions, current=version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _point_link(target, version)
-    _prune(versions, keep=os.path.realpath(target))
     return target
+
+
+def _write_part(folder: Path, kind: str, config: dict[str, Any], facts: dict[str, Any], write_files: Callable[[Path], None]) -> Path:
+    folder.mkdir(parents=True, exist_ok=False)
+    write_files(folder)
+    (folder / MANIFEST).write_text(json.dumps(_manifest(kind, config, facts), indent=2, sort_keys=True), encoding="utf-8")
+    return folder
+
+
+def _manifest(kind: str, config: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "ecomrec_version": __version__,
+        "config": config,
+        "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "facts": facts,
+    }
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder`` by relative path (the lease file aside)."""
+    return {
+        p.relative_to(folder).as_posix(): file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LEASE
+    }
 
 
 def _versions_dir(target: Path) -> Path:
     return target.parent / f".{target.name}.versions"
 
 
+def is_artifact_link(target: Path) -> bool:
+    """Whether ``target`` is a link this module made: to ``.<name>.versions/<version>``."""
+    if not target.is_symlink():
+        return False
+    parts = Path(os.readlink(target)).parts
+    return len(parts) == 2 and parts[0] == _versions_dir(target).name and not parts[1].startswith(".")
+
+
+def _check_replaceable(target: Path) -> None:
+    """Raise unless ``target`` is absent, an empty folder, or an artifact link of ours."""
+    if target.is_symlink():
+        if not is_artifact_link(target):
+            raise ArtifactError(f"{target} is a link to {os.readlink(target)}, not an ecomrec artifact; refusing to replace it")
+        return
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ArtifactError(f"{target} exists and is not an ecomrec artifact; refusing to replace it (save elsewhere)")
+    if any(target.iterdir()):
+        raise ArtifactError(
+            f"{target} is a folder with files in it, not an ecomrec artifact (or one in an older layout); "
+            "refusing to replace it: save to a new path"
+        )
+
+
 def _point_link(target: Path, version: Path) -> None:
     """Atomically make ``target`` a symlink to ``version`` (relative, so the parent can move)."""
-    if target.exists() and not target.is_symlink():
-        if not target.is_dir():
-            raise ArtifactError(f"{target} exists and is not an artifact folder; refusing to replace it")
-        os.replace(target, _versions_dir(target) / f"00000000-legacy-{uuid.uuid4().hex[:6]}")  # pre-versioned layout
+    if target.is_dir() and not target.is_symlink():
+        try:
+            target.rmdir()  # an empty folder, checked just before; fails if anything arrived since
+        except OSError as exc:
+            raise ArtifactError(f"{target} is no longer empty; refusing to replace it") from exc
     link = target.parent / f".{target.name}.link-{uuid.uuid4().hex[:8]}"
     os.symlink(os.path.relpath(version, target.parent), link)
     os.replace(link, target)
 
 
-def _prune(versions: Path, keep: str) -> None:
-    """Drop all but the newest KEEP_VERSIONS versions (never the current) and stale temporary folders."""
-    now = time.time()
-    done = sorted((p for p in versions.iterdir() if not p.name.startswith(".")), key=lambda p: p.name, reverse=True)
+@contextlib.contextmanager
+def _writer_lock(versions: Path) -> Iterator[None]:
+    """Exclusive lock of one artifact's swaps and pruning (across threads and processes)."""
+    fd = os.open(versions / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _flock(fd, shared=False, block=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _record_swap(versions: Path, name: str) -> None:
+    with open(versions / _SWAPS, "a", encoding="utf-8") as log:
+        log.write(name + "\n")
+
+
+def _swap_order(versions: Path) -> list[str]:
+    """Version names by their latest swap, oldest first."""
+    try:
+        names = (versions / _SWAPS).read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        return []
+    latest = {name: i for i, name in enumerate(names)}
+    return sorted(latest, key=latest.__getitem__)
+
+
+def _prune(versions: Path, current: Path) -> None:
+    """Drop versions beyond the current one and the newest before it (by swap order), skipping
+    leased ones, and the temporary folders of dead or stale writers. Holds the writer lock."""
+    order = {name: i for i, name in enumerate(_swap_order(versions))}
+    done = [p for p in versions.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()]
+    done.sort(key=lambda p: order.get(p.name, -1), reverse=True)  # never swapped: oldest
+    kept = [p.name for p in done[:KEEP_VERSIONS]]
     for old in done[KEEP_VERSIONS:]:
-        if os.path.realpath(old) != keep:
-            shutil.rmtree(old, ignore_errors=True)
+        if old != current and not _remove_unless_leased(old):
+            kept.append(old.name)
+    (versions / _SWAPS).write_text("".join(f"{n}\n" for n in sorted(kept, key=lambda n: order.get(n, -1))), encoding="utf-8")
+    now = time.time()
     for tmp in versions.glob(".tmp-*"):
         if not _writer_alive(tmp) or now - tmp.stat().st_mtime > STALE_SECONDS:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_unless_leased(version: Path) -> bool:
+    """Delete ``version`` unless a reader holds its lease; whether it was deleted."""
+    try:
+        fd = os.open(version / LEASE, os.O_RDONLY)
+    except FileNotFoundError:
+        shutil.rmtree(version, ignore_errors=True)
+        return True
+    try:
+        if not _flock(fd, shared=False, block=False):
+            return False
+        shutil.rmtree(version, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _writer_alive(tmp: Path) -> bool:
@@ -139,31 +277,84 @@ def _writer_alive(tmp: Path) -> bool:
     return True
 
 
-def open_artifact(path: str | Path, kind: str) -> tuple[Path, dict[str, Any]]:
-    """Resolve ``path`` to one version (pinned even if a rebuild swaps it now) and verify it.
+def _flock(fd: int, *, shared: bool, block: bool) -> bool:
+    """Take an flock on ``fd``; False if ``block`` is off and someone else holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: no leases (pruning may remove a version in use)
+        return True
+    flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if block else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, flags)
+    except BlockingIOError:
+        return False
+    return True
 
-    Returns the version's folder and its manifest.
+
+# ---------------------------------------------------------------------- reading
+@contextlib.contextmanager
+def open_artifact(path: str | Path, kind: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Resolve ``path`` to one version, verify it, and hold it while the ``with`` block reads it.
+
+    Yields the version's folder and its manifest. The version cannot be pruned while the block
+    runs, even if a rebuild swaps a newer one in. Inside another artifact's block (a component
+    of an engine being loaded) the folder is a part already verified with its parent.
+
+    Raises
+    ------
+    ArtifactError
+        Missing, truncated or corrupt files, another kind, or another artifact format.
     """
-    folder = Path(path).resolve()
-    return folder, read_manifest(folder, kind)
+    if _reading.get():
+        folder = Path(path)
+        yield folder, _read_manifest_file(folder, kind)
+        return
+    with _leased(Path(path)) as folder:
+        manifest = read_manifest(folder, kind)
+        _warn_on_library_versions(folder, manifest.get("versions", {}))
+        token = _reading.set(True)
+        try:
+            yield folder, manifest
+        finally:
+            _reading.reset(token)
+
+
+@contextlib.contextmanager
+def _leased(target: Path) -> Iterator[Path]:
+    """The version ``target`` points at, with a shared lease held on it for the block."""
+    for _ in range(100):
+        folder = target.resolve()
+        try:
+            fd = os.open(folder / LEASE, os.O_RDONLY)
+        except FileNotFoundError:
+            if target.is_symlink() and target.resolve() != folder:
+                continue  # swapped and pruned while we looked: look again
+            yield folder  # not versioned (or missing: read_manifest says so)
+            return
+        except OSError:  # unreadable lease (permissions): read without one
+            yield folder
+            return
+        try:
+            _flock(fd, shared=True, block=True)
+            if (folder / MANIFEST).is_file():
+                yield folder
+                return
+        finally:
+            os.close(fd)
+    raise ArtifactError(f"{target} keeps changing under the reader; try again")
 
 
 def read_manifest(path: str | Path, kind: str) -> dict[str, Any]:
     """Verify the folder at ``path`` holds an intact artifact of ``kind``; return its manifest."""
     folder = Path(path)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{folder} is not an ecomrec artifact: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{manifest_path} is unreadable or truncated: {exc}") from exc
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{folder}: artifact format {manifest.get('format')!r}, this ecomrec reads {FORMAT}")
-    if manifest.get("kind") != kind:
-        raise ArtifactError(f"{folder} holds a {manifest.get('kind')!r}, not a {kind!r}")
-    for name, expected in manifest.get("files", {}).items():
-        file = folder / name
+    manifest = _read_manifest_file(folder, kind)
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{folder}: the manifest lists no files; it is not a top-level ecomrec artifact")
+    for name, expected in files.items():
+        file = folder / str(name)
+        if ".." in Path(str(name)).parts or Path(str(name)).is_absolute():
+            raise ArtifactError(f"{folder}: the manifest names a file outside the artifact ({name!r})")
         if not file.is_file():
             raise ArtifactError(f"{folder}: file {name} listed in the manifest is missing")
         if file_sha256(file) != expected:
@@ -171,10 +362,57 @@ def read_manifest(path: str | Path, kind: str) -> dict[str, Any]:
     return manifest
 
 
+def _read_manifest_file(folder: Path, kind: str) -> dict[str, Any]:
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{folder} is not an ecomrec artifact: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path} is unreadable or truncated: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{manifest_path} is not an ecomrec manifest")
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(
+            f"{folder}: artifact format {manifest.get('format')!r}, this ecomrec reads format {FORMAT}: "
+            "re-save it with this version of ecomrec (fit and save again)"
+        )
+    if manifest.get("kind") != kind:
+        raise ArtifactError(f"{folder} holds a {manifest.get('kind')!r}, not a {kind!r}")
+    for key, kind_of in (("config", dict), ("facts", dict)):
+        if not isinstance(manifest.get(key), kind_of):
+            raise ArtifactError(f"{manifest_path}: {key!r} is missing or malformed")
+    return manifest
+
+
+def _warn_on_library_versions(folder: Path, recorded: Any) -> None:
+    """One warning naming every checked library whose major.minor differs from the artifact's."""
+    if not isinstance(recorded, dict):
+        return
+    installed = library_versions()
+    differ = []
+    for name in CHECKED_LIBRARIES:
+        keys = ("faiss-cpu", "faiss-gpu-cu12") if name == "faiss" else (name,)
+        then = next((recorded[k] for k in keys if k in recorded), None)
+        now = next((installed[k] for k in keys if k in installed), None)
+        if then is not None and now is not None and _major_minor(str(then)) != _major_minor(now):
+            differ.append(f"{name} {then} (now {now})")
+    if differ:
+        warnings.warn(
+            f"{folder} was written with {', '.join(differ)}; it may load or behave differently: re-save it if results change",
+            ArtifactVersionWarning,
+            stacklevel=4,
+        )
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` written with :func:`numpy.savez` (no pickles allowed)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, KeyError) as exc:
         raise ArtifactError(f"cannot read {path}: {exc}") from exc

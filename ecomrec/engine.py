@@ -2,10 +2,17 @@
 
 The engine is the boundary where external ids (customer ids, SKUs) become dense indices and back;
 everything inside works on dense indices.
+
+Serving takes no lock: everything a read uses (the retrievers and their indexes, the reranker,
+the listed set, the item texts, the id maps) is one immutable :class:`Snapshot`. A read takes
+the current snapshot once and uses only it; ``fit`` and ``rebuild_index`` build a complete new
+snapshot aside (copy-on-write: unchanged parts are shared) and publish it with one reference
+assignment. Writers wait for each other; readers never wait.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -57,12 +64,16 @@ class Engine:
     def __init__(self, config: EngineConfig | None = None, *, show_progress: bool | None = None) -> None:
         self.config = config or EngineConfig()
         self.show_progress = show_progress
-        self.model_: Retriever | None = None
-        self._lock = threading.RLock()  # held for a whole read, and for the swap of a rebuild
+        self._snapshot: Snapshot | None = None
+        self._write_lock = threading.Lock()  # writers (fit, rebuild_index) one at a time; reads take none
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Dataset) -> Engine:
-        """Fit candidate generation (ALS, item-kNN, bi-encoder, fusion) and the reranker on ``data``."""
+        """Fit candidate generation (ALS, item-kNN, bi-encoder, fusion) and the reranker on ``data``.
+
+        An engine already serving goes on answering from its old models until the new ones are
+        complete; then they are swapped in at once.
+        """
         from ecomrec.retrieval.fusion import HybridRetriever
 
         if not isinstance(data, Dataset):
@@ -75,21 +86,31 @@ class Engine:
 
             reranker = PurchaseReranker(self.config.rerank, show_progress=self.show_progress)
             model = RerankedRetriever(hybrid, reranker).fit(data)
-        self._install(model, np.ones(data.n_items, dtype=bool), [str(t) for t in data.item_texts])
+        with self._write_lock:
+            self._publish(Snapshot.of(model, np.ones(data.n_items, dtype=bool), [str(t) for t in data.item_texts]))
         self.fit_seconds_ = time.perf_counter() - start
         logger.info("engine fitted on %d interactions in %.1f s", len(data), self.fit_seconds_)
         return self
 
-    def _install(self, model: Retriever, listed: np.ndarray, item_texts: list[str]) -> None:
-        self.model_ = model
-        self.item_texts_ = item_texts
-        self.hybrid_ = getattr(model, "hybrid", model)
-        self.users_: IdMap = self.hybrid_.users_
-        self.items_: IdMap = self.hybrid_.items_
-        self.listed_ = listed
-        for source in self.hybrid_.models_.values():  # their index swaps wait for reads in flight
-            if hasattr(source, "_swap_lock"):
-                source._swap_lock = self._lock
+    def _publish(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` the one every later read uses: a single reference assignment."""
+        self._snapshot = snapshot
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot reads use now (raises NotFittedError before ``fit`` or ``load``)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise NotFittedError("Engine")
+        return snapshot
+
+    # Views of the current snapshot, for inspection; a read pins one snapshot instead.
+    model_ = property(lambda self: None if self._snapshot is None else self._snapshot.model)
+    hybrid_ = property(lambda self: self.snapshot.hybrid)
+    users_ = property(lambda self: self.snapshot.users)
+    items_ = property(lambda self: self.snapshot.items)
+    listed_ = property(lambda self: self.snapshot.listed)
+    item_texts_ = property(lambda self: list(self.snapshot.item_texts))
 
     # ------------------------------------------------------------------ reads
     def candidates(
@@ -119,6 +140,10 @@ class Engine:
         on_unknown
             ``raise`` | ``warn`` | ``drop`` for unknown user or item ids (default: the config's).
             ``warn`` keeps an unknown user's row, served from popularity; ``drop`` removes it.
+
+        A query without any known purchase (an unknown user kept by ``warn``, an empty history,
+        a history of unknown items only) gets the popularity ranking, with ``exclude`` and
+        ``allow`` applied; its ``found_by`` says ``popularity``.
         """
         return self._read(user_ids, k, histories, exclude, allow, on_unknown, explain=False)
 
@@ -137,7 +162,8 @@ class Engine:
         ``scores`` are calibrated P(purchase in the next 30 days); each row's
         :meth:`Results.found_by` and :meth:`Results.reasons` say which sources found the item
         and which signals raised its probability. Without a reranker this equals
-        :meth:`candidates`.
+        :meth:`candidates`. Queries without any known purchase get the popularity ranking
+        (scores: recent buyers per item; no probability).
         """
         return self._read(user_ids, k, histories, exclude, allow, on_unknown, explain=self.config.use_reranker)
 
@@ -150,19 +176,18 @@ class Engine:
         on_unknown: str | None = None,
     ) -> Results:
         """Items matching free text (one query or a batch), optionally personalised by a known user."""
-        self._fitted()
+        snap = self.snapshot  # the one snapshot this read uses, whatever is published meanwhile
         texts = [query] if isinstance(query, str) else list(query)
-        bi = self.hybrid_.models_.get("bi_encoder")
+        bi = snap.hybrid.models_.get("bi_encoder")
         if bi is None:
             raise ValueError("search needs the bi-encoder: add 'bi_encoder' to hybrid.fusion.quotas")
         users = None
         if user_id is not None:
-            users = self.users_.index([user_id] * len(texts), on_unknown=on_unknown or self.config.on_unknown)
+            users = snap.users.index([user_id] * len(texts), on_unknown=on_unknown or self.config.on_unknown)
             if not len(users):  # dropped: search without personalisation
                 users = None
-        with self._lock:
-            found = bi.search(texts, k, user_ids=users)
-            return Results.of(texts, found, bi.items_.ids, bi.item_texts_)
+        found = bi.search(texts, k, user_ids=users)
+        return Results.of(texts, found, bi.items_.ids, bi.item_texts_)
 
     def _read(
         self,
@@ -175,7 +200,7 @@ class Engine:
         *,
         explain: bool,
     ) -> Results:
-        model = self._fitted()
+        snap = self.snapshot  # the one snapshot this read uses, whatever is published meanwhile
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if (user_ids is None) == (histories is None):
@@ -184,65 +209,23 @@ class Engine:
         if histories is not None:
             queries = [f"history #{i}" for i in range(len(_as_list(histories, "histories")))]
             users = np.full(len(queries), -1, dtype=np.int64)
-            fresh = self._history_matrix(histories, policy)
+            fresh = snap.history_matrix(histories, policy)
+            empty = fresh.getnnz(axis=1) == 0
         else:
             labels = [str(u) for u in _as_list(user_ids, "user_ids")]
-            users = self.users_.index(labels, on_unknown=policy).astype(np.int64)
-            queries = labels if policy != "drop" else [u for u in labels if u in self.users_]
-            # unknown users kept (policy "warn") get an empty history: served from popularity
-            fresh = sp.csr_matrix((len(users), len(self.items_)), dtype=np.float32) if (users < 0).any() else None
-        excluded = self._exclude(exclude, policy)
-        allowed = self._allowed(allow, policy)
-        with self._lock:
-            if not len(users):
-                found = Candidates.empty(0, k)
-            elif fresh is None or histories is not None:
-                found = self._call(model, users, k, fresh, excluded, allowed, explain)
-            else:  # known users as usual, unknown ones from their empty history; rows stay in order
-                known = users >= 0
-                parts = [self._call(model, users[known], k, None, excluded, allowed, explain),
-                         self._call(model, users[~known], k, fresh[~known], excluded, allowed, explain)]
-                order = np.argsort(np.r_[np.flatnonzero(known), np.flatnonzero(~known)], kind="stable")
-                found = Candidates.concat([p for p in parts if len(p)])[order]
-            return Results.of(queries, found, self.items_.ids, self.item_texts_)
-
-    def _call(self, model: Any, users: np.ndarray, k: int, fresh: Any, exclude: Any, allow: Any, explain: bool) -> Candidates:
+            users = snap.users.index(labels, on_unknown=policy).astype(np.int64)
+            queries = labels if policy != "drop" else [u for u in labels if u in snap.users]
+            fresh, empty = None, users < 0  # an unknown user kept by "warn" has no history
+        excluded = snap.exclusions(exclude, policy)
+        allowed = snap.allowed(allow, policy)
         if not len(users):
-            return Candidates.empty(0, k)
-        if explain:
-            return model.recommend(users, k, user_items=fresh, exclude=exclude, allow=allow)
-        return self.hybrid_.candidates(users, k, user_items=fresh, exclude=exclude, allow=allow)
-
-    # ------------------------------------------------------------------ id mapping
-    def _items(self, ids: Sequence[object], policy: str) -> np.ndarray:
-        found = self.items_.index(_as_list(ids, "item ids"), on_unknown="drop" if policy == "drop" else policy)
-        return found[found >= 0].astype(np.int64)
-
-    def _history_matrix(self, histories: Sequence[Sequence[object]], policy: str) -> sp.csr_matrix:
-        rows, cols = [], []
-        for row, items in enumerate(_as_list(histories, "histories")):
-            dense = self._items(items, policy)
-            rows += [row] * len(dense)
-            cols += dense.tolist()
-        data = np.ones(len(rows), dtype=np.float32)
-        return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.items_)))
-
-    def _exclude(self, exclude: str | Sequence[object] | None, policy: str) -> Any:
-        if exclude is None or (isinstance(exclude, str) and exclude == "seen"):
-            return exclude
-        if isinstance(exclude, str):
-            raise ValueError(f"exclude must be 'seen' or a list of item ids, got {exclude!r}")
-        return self._items(exclude, policy)
-
-    def _allowed(self, allow: Sequence[object] | None, policy: str) -> np.ndarray | None:
-        """Allowed dense items: ``allow`` ∩ the listed catalog (None when both are everything)."""
-        listed = self.listed_
-        bi = self.hybrid_.models_.get("bi_encoder")
-        grown = bi is not None and bi.n_items > len(listed)  # items added since fit: searchable only
-        if allow is None:
-            return None if listed.all() and not grown else np.flatnonzero(listed)
-        wanted = self._items(allow, policy)
-        return wanted[listed[wanted]]
+            found = Candidates.empty(0, k)
+        else:  # users with a history as usual, those without from popularity; rows keep their order
+            with_history = snap.answer(users[~empty], k, None if fresh is None else fresh[~empty], excluded, allowed, explain)
+            parts = [with_history, snap.popular(int(empty.sum()), k, excluded, allowed)]
+            order = np.argsort(np.r_[np.flatnonzero(~empty), np.flatnonzero(empty)], kind="stable")
+            found = Candidates.concat(parts)[order]
+        return Results.of(queries, found, snap.items.ids, snap.item_texts)
 
     # ------------------------------------------------------------------ catalog changes
     def rebuild_index(self, catalog: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -251,89 +234,173 @@ class Engine:
         Changed titles are re-embedded (unchanged ones come from the embedding cache); items
         not listed are no longer returned; new items become searchable at once and join
         recommendations at the next :meth:`fit` (no purchase data yet). Without ``catalog`` the
-        current one is re-indexed. New indexes are built and validated while reads go on; the
-        swap is atomic, so a read sees the old catalog or the new one, never a mix.
+        current one is re-indexed. The new indexes, listed set and texts are built and
+        validated as one new snapshot while reads go on with the old one; publishing it is one
+        reference swap, so a read sees the old catalog or the new one, never a mix.
         """
-        self._fitted()
-        bi = self.hybrid_.models_.get("bi_encoder")
-        als = self.hybrid_.models_.get("als")
-        if catalog is None:
-            ids = [self.items_.ids[i] for i in np.flatnonzero(self.listed_)]
-            texts = [self.item_texts_[i] for i in np.flatnonzero(self.listed_)]
-        else:
-            missing = {"item_id", "text"} - set(catalog.columns)
-            if missing:
-                raise ValueError(f"catalog lacks column(s) {sorted(missing)} (needs item_id, text)")
-            ids = catalog["item_id"].astype(str).tolist()
-            texts = [clean_text(t) or i for i, t in zip(ids, catalog["text"].fillna("").astype(str))]
-        start = time.perf_counter()
-        report: dict[str, Any] = {}
-        if bi is not None:
-            report["text_index"] = bi.update_catalog(ids, texts)
-        listed = np.zeros(len(self.items_), dtype=bool)
-        known = self.items_.positions(ids)
-        listed[known[known >= 0]] = True
-        if als is not None:
-            als.rebuild_index(np.flatnonzero(listed))
-        item_texts = list(self.item_texts_)
-        for position, text in zip(known, texts):
-            if position >= 0:
-                item_texts[position] = text
-        with self._lock:
-            self.listed_, self.item_texts_ = listed, item_texts
+        with self._write_lock:
+            snap = self.snapshot
+            if catalog is None:
+                ids = [snap.items.ids[i] for i in np.flatnonzero(snap.listed)]
+                texts = [snap.item_texts[i] for i in np.flatnonzero(snap.listed)]
+            else:
+                missing = {"item_id", "text"} - set(catalog.columns)
+                if missing:
+                    raise ValueError(f"catalog lacks column(s) {sorted(missing)} (needs item_id, text)")
+                ids = catalog["item_id"].astype(str).tolist()
+                texts = [clean_text(t) or i for i, t in zip(ids, catalog["text"].fillna("").astype(str))]
+            start = time.perf_counter()
+            report: dict[str, Any] = {}
+            models = dict(snap.hybrid.models_)
+            if "bi_encoder" in models:
+                models["bi_encoder"], report["text_index"] = models["bi_encoder"].with_catalog(ids, texts)
+            listed = np.zeros(len(snap.items), dtype=bool)
+            known = snap.items.positions(ids)
+            listed[known[known >= 0]] = True
+            if "als" in models:
+                models["als"] = models["als"].replaced(index_=models["als"].build_index(np.flatnonzero(listed)))
+            item_texts = list(snap.item_texts)
+            for position, text in zip(known, texts):
+                if position >= 0:
+                    item_texts[position] = text
+            hybrid = snap.hybrid.replaced(models_=models)
+            model = hybrid if snap.model is snap.hybrid else snap.model.replaced(hybrid=hybrid)
+            self._publish(Snapshot.of(model, listed, item_texts))
         report.update({"listed": int(listed.sum()), "seconds": time.perf_counter() - start})
         return report
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the fitted engine to the folder ``path`` (atomically; the old one serves until then)."""
-        model = self._fitted()
-        facts = {"model": type(model).__name__, "users": len(self.users_), "items": len(self.items_)}
+        """Write the fitted engine to the folder ``path`` (atomically; the old one serves until then).
+
+        ``path`` must be new, an empty folder, or an engine saved before: anything else is an
+        :class:`ArtifactError` and stays untouched. Every weight the engine needs (fine-tuned
+        models, tokenizers, indexes) is inside the folder.
+        """
+        snap = self.snapshot
+        facts = {"model": type(snap.model).__name__, "users": len(snap.users), "items": len(snap.items)}
 
         def write(folder: Path) -> None:
-            model.save(folder / "model")
-            np.save(folder / "listed.npy", self.listed_, allow_pickle=False)
-            (folder / "item_texts.json").write_text(json.dumps(self.item_texts_), encoding="utf-8")
+            snap.model.save(folder / "model")
+            np.save(folder / "listed.npy", np.asarray(snap.listed), allow_pickle=False)
+            (folder / "item_texts.json").write_text(json.dumps(list(snap.item_texts)), encoding="utf-8")
 
         return write_artifact(path, "Engine", self.config.to_dict(), facts, write)
 
     @classmethod
     def load(cls, path: str | Path) -> Engine:
-        """Read an engine written by :meth:`save`; needs no training data. Raises ArtifactError if
-        any file is missing, truncated or corrupt, or was written for another config."""
+        """Read an engine written by :meth:`save`; needs no training data nor the base models.
+
+        Raises ArtifactError if any file is missing, truncated or corrupt, was written for
+        another config, or in another artifact format; warns (ArtifactVersionWarning) when the
+        libraries' major.minor versions differ from those it was written with.
+        """
         from ecomrec.rerank import RerankedRetriever
         from ecomrec.retrieval.fusion import HybridRetriever
 
-        folder, manifest = open_artifact(path, "Engine")
-        engine = cls(EngineConfig.from_dict(manifest["config"]))
-        kind = manifest["facts"]["model"]
-        loader = {"RerankedRetriever": RerankedRetriever, "HybridRetriever": HybridRetriever}.get(kind)
-        if loader is None:
-            raise ArtifactError(f"{folder}: unknown model kind {kind!r}")
-        model = loader.load(folder / "model")
-        if model.config.to_dict() != (engine.config.rerank if kind == "RerankedRetriever" else engine.config.hybrid).to_dict():
-            raise ArtifactError(f"{folder}: the saved model was fitted with another config than the engine's manifest")
-        try:
-            listed = np.load(folder / "listed.npy", allow_pickle=False)
-            item_texts = json.loads((folder / "item_texts.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{folder}: cannot read the catalog state: {exc}") from exc
-        engine._install(model, listed, item_texts)
+        with open_artifact(path, "Engine") as (folder, manifest):
+            engine = cls(EngineConfig.from_dict(manifest["config"]))
+            kind = manifest["facts"].get("model")
+            loader = {"RerankedRetriever": RerankedRetriever, "HybridRetriever": HybridRetriever}.get(kind)
+            if loader is None:
+                raise ArtifactError(f"{folder}: unknown model kind {kind!r}")
+            model = loader.load(folder / "model")
+            expected = engine.config.rerank if kind == "RerankedRetriever" else engine.config.hybrid
+            if model.config.to_dict() != expected.to_dict():
+                raise ArtifactError(f"{folder}: the saved model was fitted with another config than the engine's manifest")
+            try:
+                listed = np.load(folder / "listed.npy", allow_pickle=False)
+                item_texts = json.loads((folder / "item_texts.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ArtifactError(f"{folder}: cannot read the catalog state: {exc}") from exc
+        engine._publish(Snapshot.of(model, listed, item_texts))
         return engine
 
-    def _fitted(self) -> Retriever:
-        if self.model_ is None:
-            raise NotFittedError("Engine")
-        return self.model_
 
-    def summary(self) -> dict[str, Any]:
-        """What the engine holds (JSON-ready)."""
-        model = self._fitted()
-        return {
-            "model": type(model).__name__, "users": len(self.users_), "items": len(self.items_),
-            "listed_items": int(self.listed_.sum()), "sources": sorted(self.hybrid_.quotas_),
-            "weights": self.hybrid_.weights_, "config_hash": self.config.config_hash(),
-        }
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Everything one read uses, published together and never changed afterwards.
+
+    Attributes
+    ----------
+    model
+        What ``recommend`` calls: the hybrid, or the hybrid with its reranker.
+    hybrid
+        The fused candidate generator (its sources, their indexes and id maps).
+    listed
+        bool [n_items], read-only: items the shop lists now.
+    item_texts
+        Title per dense item index.
+    """
+
+    model: Any
+    hybrid: Any
+    listed: np.ndarray
+    item_texts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: Any, listed: np.ndarray, item_texts: Sequence[str]) -> Snapshot:
+        listed = np.array(listed, dtype=bool)
+        listed.setflags(write=False)
+        return cls(model, getattr(model, "hybrid", model), listed, tuple(item_texts))
+
+    @property
+    def users(self) -> IdMap:
+        return self.hybrid.users_
+
+    @property
+    def items(self) -> IdMap:
+        return self.hybrid.items_
+
+    def answer(self, users: np.ndarray, k: int, fresh: Any, exclude: Any, allow: Any, explain: bool) -> Candidates:
+        """Candidates (or reranked recommendations, with ``explain``) for users with a history."""
+        if not len(users):
+            return Candidates.empty(0, k)
+        if explain:
+            return self.model.recommend(users, k, user_items=fresh, exclude=exclude, allow=allow)
+        return self.hybrid.candidates(users, k, user_items=fresh, exclude=exclude, allow=allow)
+
+    def popular(self, n: int, k: int, exclude: Any, allow: Any) -> Candidates:
+        """The popularity ranking for ``n`` queries without history (``exclude`` / ``allow`` applied)."""
+        if not n:
+            return Candidates.empty(0, k)
+        empty = sp.csr_matrix((n, len(self.items)), dtype=np.float32)
+        found = self.hybrid.popularity_source().candidates(np.full(n, -1), k, user_items=empty, exclude=exclude, allow=allow)
+        ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.float32), found.item_ids.shape)
+        found.sources["popularity_rank"] = np.where(found.item_ids >= 0, ranks, np.nan).astype(np.float32)
+        found.sources["popularity_score"] = np.where(found.item_ids >= 0, found.scores, np.nan).astype(np.float32)
+        return found
+
+    def item_indices(self, ids: Sequence[object], policy: str) -> np.ndarray:
+        found = self.items.index(_as_list(ids, "item ids"), on_unknown="drop" if policy == "drop" else policy)
+        return found[found >= 0].astype(np.int64)
+
+    def history_matrix(self, histories: Sequence[Sequence[object]], policy: str) -> sp.csr_matrix:
+        """CSR [len(histories), n_items] purchase counts of external-id histories."""
+        rows, cols = [], []
+        for row, items in enumerate(_as_list(histories, "histories")):
+            dense = self.item_indices(items, policy)
+            rows += [row] * len(dense)
+            cols += dense.tolist()
+        data = np.ones(len(rows), dtype=np.float32)
+        return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.items)))
+
+    def exclusions(self, exclude: str | Sequence[object] | None, policy: str) -> Any:
+        if exclude is None or (isinstance(exclude, str) and exclude == "seen"):
+            return exclude
+        if isinstance(exclude, str):
+            raise ValueError(f"exclude must be 'seen' or a list of item ids, got {exclude!r}")
+        return self.item_indices(exclude, policy)
+
+    def allowed(self, allow: Sequence[object] | None, policy: str) -> np.ndarray | None:
+        """Allowed dense items: ``allow`` ∩ the listed catalog (None when both are everything)."""
+        listed = self.listed
+        bi = self.hybrid.models_.get("bi_encoder")
+        grown = bi is not None and bi.n_items > len(listed)  # items added since fit: searchable only
+        if allow is None:
+            return None if listed.all() and not grown else np.flatnonzero(listed)
+        wanted = self.item_indices(allow, policy)
+        return wanted[listed[wanted]]
 
 
 def _as_list(values: object, what: str) -> list:

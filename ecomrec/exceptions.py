@@ -56,3 +56,7 @@ class ArtifactError(EcomrecError):
 
 class EcomrecWarning(UserWarning):
     """A silent conversion or a degraded path that the user should know about."""
+
+
+class ArtifactVersionWarning(EcomrecWarning):
+    """An artifact was written with other major.minor versions of the libraries it depends on."""

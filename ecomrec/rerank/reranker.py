@@ -201,20 +201,20 @@ class PurchaseReranker:
     @classmethod
     def load(cls, path: str | Path) -> PurchaseReranker:
         """Read a reranker written by :meth:`save`; raises ArtifactError if it is not intact."""
-        folder, manifest = open_artifact(path, cls.__name__)
-        reranker = cls(RerankConfig.from_dict(manifest["config"]))
-        try:
-            meta = json.loads((folder / "reranker.json").read_text(encoding="utf-8"))
-            reranker.names_, reranker.sources_, reranker.training_ = meta["names"], meta["sources"], meta["training"]
-            reranker.history_items_, reranker.history_chars_ = meta["history_items"], meta["history_chars"]
-            reranker.item_texts_, reranker.history_texts_ = meta["item_texts"], meta["history_texts"]
-        except (KeyError, ValueError) as exc:
-            raise ArtifactError(f"{folder}/reranker.json is not a reranker description: {exc}") from exc
-        stats = load_npz(folder / "stats.npz")
-        reranker.stats_ = CollaborativeStats(**{f.name: stats[f.name] for f in _stat_fields()})
-        reranker.model_ = PurchaseModel.load(folder)
-        if reranker.config.text:
-            reranker.text_ = TextScorer.load(folder, reranker.config.cross_encoder, reranker.item_texts_)
+        with open_artifact(path, cls.__name__) as (folder, manifest):
+            reranker = cls(RerankConfig.from_dict(manifest["config"]))
+            try:
+                meta = json.loads((folder / "reranker.json").read_text(encoding="utf-8"))
+                reranker.names_, reranker.sources_, reranker.training_ = meta["names"], meta["sources"], meta["training"]
+                reranker.history_items_, reranker.history_chars_ = meta["history_items"], meta["history_chars"]
+                reranker.item_texts_, reranker.history_texts_ = meta["item_texts"], meta["history_texts"]
+            except (KeyError, ValueError) as exc:
+                raise ArtifactError(f"{folder}/reranker.json is not a reranker description: {exc}") from exc
+            stats = load_npz(folder / "stats.npz")
+            reranker.stats_ = CollaborativeStats(**{f.name: stats[f.name] for f in _stat_fields()})
+            reranker.model_ = PurchaseModel.load(folder)
+            if reranker.config.text:
+                reranker.text_ = TextScorer.load(folder, reranker.config.cross_encoder, reranker.item_texts_)
         return reranker
 
     def texts_for(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> list[str]:
@@ -292,8 +292,8 @@ class RerankedRetriever(Retriever):
         """Read a reranked retriever written by :meth:`save` (the hybrid and the reranker inside)."""
         from ecomrec.retrieval.fusion import HybridRetriever
 
-        folder, _ = open_artifact(path, cls.__name__)
-        out = cls(HybridRetriever.load(folder / "hybrid"), PurchaseReranker.load(folder / "reranker"))
+        with open_artifact(path, cls.__name__) as (folder, _):
+            out = cls(HybridRetriever.load(folder / "hybrid"), PurchaseReranker.load(folder / "reranker"))
         out.user_items_ = out.hybrid.user_items_
         out.users_, out.items_ = out.hybrid.users_, out.hybrid.items_
         return out

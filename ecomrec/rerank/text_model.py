@@ -18,6 +18,9 @@ from ecomrec.training import warmup_then_decay
 
 logger = logging.getLogger(__name__)
 
+#: Subfolder of a saved reranker with the cross-encoder's BERT config and tokenizer files.
+ARCHITECTURE = "cross_encoder"
+
 
 def ndcg_from_labels(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, k: int = 10) -> float:
     """Mean ndcg@k of ordering each row's candidates by ``scores`` (rows without a positive skipped)."""
@@ -45,11 +48,13 @@ class TextScorer:
         self.log: list[dict[str, float]] = []
         self._items = None
 
-    def _model(self):  # type: ignore[no-untyped-def]
+    def _model(self, saved: Path | None = None):  # type: ignore[no-untyped-def]
+        """A fresh model from the configured base model, or the architecture saved in ``saved``."""
         from ecomrec.rerank.late_join import LateJoinCrossEncoder
 
         cfg = self.config
-        return LateJoinCrossEncoder(cfg.base_model, cfg.layers, cfg.user_tokens, cfg.item_tokens)
+        base = cfg.base_model if saved is None else str(saved)
+        return LateJoinCrossEncoder(base, cfg.layers, cfg.user_tokens, cfg.item_tokens, pretrained=saved is None)
 
     # ------------------------------------------------------------------ training
     def fit(self, train: Examples, valid: Examples) -> TextScorer:
@@ -180,14 +185,20 @@ class TextScorer:
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(folder / "cross_encoder.safetensors"))
+        self.model.save_architecture(folder / ARCHITECTURE)
 
     @classmethod
     def load(cls, folder: Path, config: CrossEncoderConfig, item_texts: list[str]) -> TextScorer:
+        """Read what :meth:`save` wrote; needs nothing outside ``folder`` (not the base model)."""
         from safetensors.torch import load_file
+
+        from ecomrec.exceptions import ArtifactError
 
         scorer = cls(config, item_texts)
         scorer.device = resolve_device(None if config.device == "auto" else config.device)
-        scorer.model = scorer._model().to(scorer.device)
+        if not (folder / ARCHITECTURE / "config.json").is_file():
+            raise ArtifactError(f"{folder}: the cross-encoder's architecture ({ARCHITECTURE}/) is missing; refit and save")
+        scorer.model = scorer._model(folder / ARCHITECTURE).to(scorer.device)
         scorer.model.load_state_dict(load_file(str(folder / "cross_encoder.safetensors"), device=scorer.device))
         scorer.model.eval()
         return scorer

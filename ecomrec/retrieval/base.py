@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +18,8 @@ from ecomrec.data.dataset import Dataset, confidence
 from ecomrec.data.idmap import IdMap
 from ecomrec.exceptions import NotFittedError
 from ecomrec.retrieval.candidates import Candidates, top_k
+
+R = TypeVar("R", bound="Retriever")
 
 
 class Retriever(abc.ABC):
@@ -126,6 +129,19 @@ class Retriever(abc.ABC):
         ``fresh`` is true when ``history`` came from the caller rather than from fitting.
         """
 
+    def replaced(self: R, **fitted: Any) -> R:
+        """A shallow copy with some fitted attributes replaced; ``self`` is left as it was.
+
+        Copy-on-write for serving snapshots: a rebuild makes new retrievers that share every
+        unchanged part (models, factors, id maps) with the ones reads are using.
+        """
+        unknown = sorted(name for name in fitted if not hasattr(self, name))
+        if unknown:
+            raise AttributeError(f"{type(self).__name__} has no attribute(s) {unknown} to replace")
+        out = copy.copy(self)
+        out.__dict__.update(fitted)
+        return out
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the fitted state to the folder ``path`` (``manifest.json`` + ``state.npz``)."""
@@ -143,13 +159,13 @@ class Retriever(abc.ABC):
     @classmethod
     def load(cls, path: str | Path) -> Retriever:
         """Read a retriever written by :meth:`save`; raises ArtifactError if it is not intact."""
-        folder, manifest = open_artifact(path, cls.__name__)
-        arrays = load_npz(folder / "state.npz")
-        retriever = cls(cls.config_class.from_dict(manifest["config"]))
-        retriever.user_items_ = _csr_from_arrays("user_items", arrays)
-        if (folder / "items.json").is_file():
-            retriever.users_, retriever.items_ = IdMap.load(folder / "users.json"), IdMap.load(folder / "items.json")
-        retriever._restore(arrays, folder)
+        with open_artifact(path, cls.__name__) as (folder, manifest):
+            arrays = load_npz(folder / "state.npz")
+            retriever = cls(cls.config_class.from_dict(manifest["config"]))
+            retriever.user_items_ = _csr_from_arrays("user_items", arrays)
+            if (folder / "items.json").is_file():
+                retriever.users_, retriever.items_ = IdMap.load(folder / "users.json"), IdMap.load(folder / "items.json")
+            retriever._restore(arrays, folder)
         return retriever
 
     def _state(self) -> dict[str, np.ndarray]:

@@ -162,7 +162,8 @@ class BiEncoderRetriever(Retriever):
         scores = queries @ items.T
         seen = valid.seen.tocoo()
         scores[seen.row, seen.col] = -np.inf
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        k = min(k, scores.shape[1])  # a catalog smaller than k: every item is in the top k
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         hits = np.asarray([valid.targets[r, top[r]].sum() for r in range(len(top))], dtype=np.float64)
         return float(np.mean(hits / valid.targets.getnnz(axis=1)))
 
@@ -357,15 +358,27 @@ class BiEncoderRetriever(Retriever):
 
         Items not listed stop being returned; new ids are appended to the item map (their dense
         indices follow the existing ones); changed titles are re-embedded; unchanged titles come
-        from the embedding cache. The new index is validated, then swapped in atomically.
-        Returns counts and timings of the update.
+        from the embedding cache. The new index is validated, then swapped in.
+        Returns counts and timings of the update (see :meth:`with_catalog`, which leaves this
+        retriever untouched and returns the updated one).
         """
+        updated, report = self.with_catalog(item_ids, texts)
+        with self._swap_lock:
+            self.items_, self.user_items_ = updated.items_, updated.user_items_
+            self.item_texts_, self.index_ = updated.item_texts_, updated.index_
+        return report
+
+    def with_catalog(self, item_ids: Sequence[str], texts: Sequence[str]) -> tuple[BiEncoderRetriever, dict[str, Any]]:
+        """A copy of this retriever serving a new catalog (as :meth:`update_catalog`), and counts
+        and timings of the update. The copy shares the model and the embedding cache."""
         self._check_fitted()
         start = time.perf_counter()
         ids = [str(i) for i in item_ids]
         titles = [clean_text(t) or i for i, t in zip(ids, texts)]
         if len(ids) != len(titles) or len(set(ids)) != len(ids):
             raise ValueError("item_ids must be distinct and as many as texts")
+        if not ids:
+            raise ValueError("the catalog is empty: nothing to index")
         assert self.items_ is not None
         known = self.items_.positions(ids) >= 0
         new_ids = [i for i, k in zip(ids, known) if not k]
@@ -376,22 +389,18 @@ class BiEncoderRetriever(Retriever):
         for d, t in zip(dense, titles):
             all_texts[d] = t
         vectors = self.embed_items([all_texts[d] for d in dense])
+        encoded = self.last_encoded_
         index = self._build_index(vectors, dense.astype(np.int64))
-        with self._swap_lock:
-            if new_ids:
-                self.items_ = item_map
-                self.user_items_ = sp.csr_matrix(
-                    (self.user_items_.data, self.user_items_.indices, self.user_items_.indptr),
-                    shape=(self.user_items_.shape[0], len(item_map)),
-                )
-            self.item_texts_ = all_texts
-            self.index_ = index
-        return {
+        user_items = self.user_items_
+        if new_ids:
+            user_items = sp.csr_matrix((user_items.data, user_items.indices, user_items.indptr), shape=(user_items.shape[0], len(item_map)))
+        updated = self.replaced(items_=item_map, user_items_=user_items, item_texts_=all_texts, index_=index)
+        return updated, {
             "listed": len(ids),
             "new": len(new_ids),
             "changed": changed,
-            "removed": int(len(self.items_) - len(ids)),
-            "encoded": self.last_encoded_,
+            "removed": int(len(item_map) - len(ids)),
+            "encoded": encoded,
             "seconds": time.perf_counter() - start,
         }
 

@@ -61,14 +61,18 @@ class Candidates:
 
     @classmethod
     def concat(cls, parts: list[Candidates]) -> Candidates:
-        """Stack results of the same k (e.g. batches) row-wise."""
+        """Stack results of the same k (e.g. batches) row-wise; a source some parts lack is NaN there."""
         if not parts:
             raise ValueError("nothing to concatenate")
-        names = set(parts[0].sources)
+        names = dict.fromkeys(n for p in parts for n in p.sources)
+
+        def column(part: Candidates, name: str) -> np.ndarray:
+            return part.sources[name] if name in part.sources else np.full(part.item_ids.shape, np.nan, np.float32)
+
         return cls(
             np.concatenate([p.item_ids for p in parts]),
             np.concatenate([p.scores for p in parts]),
-            {n: np.concatenate([p.sources[n] for p in parts]) for n in names},
+            {n: np.concatenate([column(p, n) for p in parts]) for n in names},
         )
 
 

@@ -73,8 +73,17 @@ class HybridRetriever(Retriever):
         return self.config.fusion
 
     # ------------------------------------------------------------------ fit
+    def _needed(self, quotas: dict[str, int]) -> set[str]:
+        """Models the sources in ``quotas`` need, and popularity (for queries without history)."""
+        return {SOURCE_MODEL[s] for s in quotas} | {"popularity"}
+
+    def popularity_source(self) -> Retriever:
+        """The popularity ranking: what a query without any known purchase gets."""
+        self._check_fitted()
+        return self.models_["popularity"]
+
     def fit(self, data: Dataset) -> HybridRetriever:
-        needed = {SOURCE_MODEL[s] for s in self.fusion.quotas}
+        needed = self._needed(self.fusion.quotas)
         models: dict[str, Retriever] = {}
         if "bi_encoder" in needed:
             models["bi_encoder"] = self._given.get("bi_encoder") or BiEncoderRetriever(
@@ -172,7 +181,7 @@ class HybridRetriever(Retriever):
         self.days_since_ = _csr_from_arrays("days_since", arrays)
         classes = {"als": ALSRetriever, "itemknn": ItemKNNRetriever, "bi_encoder": BiEncoderRetriever,
                    "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever}
-        self.models_ = {name: classes[name].load(folder / "sources" / name) for name in {SOURCE_MODEL[s] for s in self.fusion.quotas}}
+        self.models_ = {name: classes[name].load(folder / "sources" / name) for name in self._needed(self.fusion.quotas)}
 
     def as_of(
         self,
@@ -189,7 +198,7 @@ class HybridRetriever(Retriever):
         probe = HybridRetriever(self.config.replace(fusion=self.fusion.replace(tune=False)), show_progress=False)
         probe.weights_ = dict(weights if weights is not None else self.weights_)
         probe.quotas_ = dict(quotas if quotas is not None else self.quotas_)
-        needed = {SOURCE_MODEL[s] for s in probe.quotas_}
+        needed = self._needed(probe.quotas_)
         probe.models_ = {m: self._new_model(m).fit(before) for m in needed - {"bi_encoder"}}
         if "bi_encoder" in needed:
             if bi is None:
