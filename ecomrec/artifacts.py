@@ -37,13 +37,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ecomrec import __version__
 from ecomrec.exceptions import ArtifactError, ArtifactVersionWarning
 
+C = TypeVar("C")
 MANIFEST = "manifest.json"
 #: The on-disk layout this ecomrec writes and reads; another one is refused with a clear error.
 FORMAT = 2
@@ -383,6 +384,14 @@ def _read_manifest_file(folder: Path, kind: str) -> dict[str, Any]:
         if not isinstance(manifest.get(key), kind_of):
             raise ArtifactError(f"{manifest_path}: {key!r} is missing or malformed")
     return manifest
+
+
+def manifest_config(manifest: dict[str, Any], config_class: type[C], folder: Path) -> C:
+    """The manifest's config as ``config_class``; an invalid one is an :class:`ArtifactError`."""
+    try:
+        return config_class.from_dict(manifest["config"])  # type: ignore[attr-defined]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{folder}: the saved config is not a valid {config_class.__name__}: {exc}") from exc
 
 
 def _warn_on_library_versions(folder: Path, recorded: Any) -> None:

@@ -25,6 +25,11 @@ class ConfigBase:
     """Shared behaviour of every ``*Config`` dataclass."""
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if not _has_type(value, hints[field.name]):
+                raise ValueError(f"{type(self).__name__}.{field.name} must be of type {_type_name(hints[field.name])}, got {value!r}")
         self.validate()
 
     def validate(self) -> None:
@@ -60,6 +65,34 @@ class ConfigBase:
         """Short stable hash of the config, recorded in manifests and reports."""
         payload = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _has_type(value: object, hint: Any) -> bool:
+    """Whether ``value`` fits a config field's annotation (ints pass for floats; bools are not ints)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_has_type(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_has_type(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(_has_type(k, args[0]) and _has_type(v, args[1]) for k, v in value.items())
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+        return any(_has_type(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint)
 
 
 def _require(condition: bool, cls: object, field: str, rule: str, value: object) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ecomrec.artifacts import open_artifact, write_artifact
+from ecomrec.artifacts import manifest_config, open_artifact, write_artifact
 from ecomrec.config import EngineConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
@@ -299,7 +299,7 @@ class Engine:
         from ecomrec.retrieval.fusion import HybridRetriever
 
         with open_artifact(path, "Engine") as (folder, manifest):
-            engine = cls(EngineConfig.from_dict(manifest["config"]))
+            engine = cls(manifest_config(manifest, EngineConfig, folder))
             kind = manifest["facts"].get("model")
             loader = {"RerankedRetriever": RerankedRetriever, "HybridRetriever": HybridRetriever}.get(kind)
             if loader is None:

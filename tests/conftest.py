@@ -16,6 +16,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property-based tests: the same examples in every run (CI), or many fresh ones on demand.
+_HYPOTHESIS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+settings.register_profile("default", max_examples=60, derandomize=True, **_HYPOTHESIS)
+settings.register_profile("stress", max_examples=1000, derandomize=False, **_HYPOTHESIS)
+settings.load_profile(os.environ.get("ECOMREC_HYPOTHESIS", "default"))
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("ECOMREC_TEST_DATA", REPO.parent / "shared" / "data" / "online-retail"))
 

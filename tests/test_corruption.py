@@ -1,6 +1,9 @@
 """Property-based input tests: random corruptions of CSV, Parquet and TOML inputs and of artifact
 files end in the documented error class or a clean result — never another exception, never a
-partial write."""
+partial write.
+
+The examples are derandomized (the same in every CI run); ``ECOMREC_HYPOTHESIS=stress`` runs
+1,000 fresh random examples per test (see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ecomrec.artifacts import write_artifact
@@ -23,8 +26,6 @@ from ecomrec.exceptions import ArtifactError, DataError
 from ecomrec.retrieval.als import ALSRetriever
 
 from .conftest import RETAIL_HEADER
-
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 RETAIL_ROWS = [
     "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",
@@ -71,7 +72,6 @@ def _loads_or_data_error(load) -> None:  # type: ignore[no-untyped-def]
     assert result.report.raw_rows == result.report.kept_rows + sum(result.report.dropped.values())
 
 
-@SETTINGS
 @given(data=st.data())
 def test_corrupt_online_retail_csv(data: st.DataObject) -> None:
     raw = (RETAIL_HEADER + "".join(r + "\n" for r in RETAIL_ROWS)).encode()
@@ -92,7 +92,6 @@ LOG = pd.DataFrame(
 COLUMNS = InteractionColumns("customer", "sku", "ts", quantity="qty")
 
 
-@SETTINGS
 @given(data=st.data(), kind=st.sampled_from(["csv", "parquet"]))
 def test_corrupt_generic_log(data: st.DataObject, kind: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -102,7 +101,6 @@ def test_corrupt_generic_log(data: st.DataObject, kind: str) -> None:
         _loads_or_data_error(lambda: from_files(path, columns=COLUMNS))
 
 
-@SETTINGS
 @given(data=st.data())
 def test_corrupt_engine_toml(data: st.DataObject) -> None:
     text = EngineConfig().to_toml().encode()
@@ -120,7 +118,6 @@ def saved_model(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     return model.save(tmp_path_factory.mktemp("als") / "model")
 
 
-@SETTINGS
 @given(data=st.data())
 def test_corrupt_artifact_files_are_detected(saved_model: Path, data: st.DataObject) -> None:
     """Truncate, flip, delete or reorder the files of a saved model: ArtifactError, or a model
@@ -149,7 +146,6 @@ def test_corrupt_artifact_files_are_detected(saved_model: Path, data: st.DataObj
         np.testing.assert_array_equal(found.item_ids, reference.item_ids)
 
 
-@SETTINGS
 @given(fail_after=st.integers(0, 4), exception=st.sampled_from([OSError, RuntimeError, KeyboardInterrupt]))
 def test_a_write_that_dies_leaves_no_partial_artifact(fail_after: int, exception: type[BaseException]) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -167,3 +163,33 @@ def test_a_write_that_dies_leaves_no_partial_artifact(fail_after: int, exception
         assert (target / "v.txt").read_text() == "old"
         leftovers = [p.name for p in (Path(folder) / ".artifact.versions").iterdir() if p.name.startswith(".tmp")]
         assert not leftovers and sorted(p.name for p in Path(folder).iterdir()) == [".artifact.versions", "artifact"]
+
+
+def _paths(values: dict, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    for key, value in values.items():
+        out += _paths(value, prefix + (key,)) if isinstance(value, dict) and value else [prefix + (key,)]
+    return out
+
+
+TOML_VALUES = st.one_of(
+    st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+    st.lists(st.integers(-5, 5), max_size=3), st.dictionaries(st.text(min_size=1, max_size=4), st.integers(0, 3), max_size=2),
+)
+
+
+@given(data=st.data(), value=TOML_VALUES)
+def test_a_wrong_value_anywhere_in_the_engine_toml(data: st.DataObject, value: object) -> None:
+    import tomli_w
+
+    values = EngineConfig().to_dict()
+    path = data.draw(st.sampled_from(_paths(values)), label="key")
+    node = values
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    try:
+        config = EngineConfig.from_toml_text(tomli_w.dumps(values))
+    except ValueError:
+        return
+    assert EngineConfig.from_toml_text(config.to_toml()) == config

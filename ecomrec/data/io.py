@@ -88,9 +88,14 @@ def _parser_error_line(message: str) -> int | None:
 def _read_other(path: Path, reader) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     try:
         frame = reader(path)
-    except Exception as exc:  # pyarrow / openpyxl raise many types for a file that is not theirs
+        text = [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+        # Arrow-backed text decodes lazily: decode every cell now, so damaged text fails here.
+        frame = frame.astype({c: object for c in text})
+        for column in text:
+            frame[column] = [v if v is None or isinstance(v, str) else str(v) for v in frame[column]]
+        return frame
+    except Exception as exc:  # pyarrow / openpyxl raise many types for a file that is not theirs (or damaged)
         raise DataError(f"cannot read as {path.suffix} ({type(exc).__name__}: {exc})", file=path) from exc
-    return frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
 
 
 def fail_at(frame: pd.DataFrame, bad: np.ndarray, files: Sequence[Path], column: str, message: str) -> None:
@@ -111,7 +116,7 @@ def parse_numbers(frame: pd.DataFrame, column: str, files: Sequence[Path]) -> pd
         numbers = raw.astype(np.float64)
         fail_at(frame, numbers.isna().to_numpy(), files, column, "missing number")
         return numbers
-    numbers = pd.to_numeric(raw.str.strip(), errors="coerce")
+    numbers = _tolerant(lambda v: pd.to_numeric(v, errors="coerce"), raw.astype(str).str.strip())
     fail_at(frame, numbers.isna().to_numpy(), files, column, "not a number")
     return numbers.astype(np.float64)
 
@@ -121,20 +126,39 @@ def parse_timestamps(frame: pd.DataFrame, column: str, files: Sequence[Path], fm
 
     With ``fmt`` only that format is accepted; without it ISO 8601 is tried first, then
     pandas' per-element inference. Datetime and numeric (Unix seconds) columns pass through.
+    Timestamps with a UTC offset or zone are converted to UTC; those without are taken as they are.
     """
     raw = frame[column]
     if pd.api.types.is_datetime64_any_dtype(raw):
-        stamps = raw.dt.tz_localize(None) if getattr(raw.dt, "tz", None) is not None else raw
+        stamps = raw.dt.tz_convert(None) if getattr(raw.dt, "tz", None) is not None else raw
     elif pd.api.types.is_numeric_dtype(raw):
         stamps = pd.to_datetime(raw, unit="s", errors="coerce")
     else:
-        text = raw.str.strip()
-        stamps = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce")
+        text = raw.astype(str).str.strip()
+        stamps = _tolerant(lambda v: pd.to_datetime(v, format=fmt or "ISO8601", errors="coerce", utc=True), text)
         retry = stamps.isna() & (text != "")
         if fmt is None and retry.any():
-            stamps.loc[retry] = pd.to_datetime(text[retry], format="mixed", errors="coerce")
+            stamps.loc[retry] = _tolerant(lambda v: pd.to_datetime(v, format="mixed", errors="coerce", utc=True), text[retry])
+        stamps = stamps.dt.tz_convert(None)
     fail_at(frame, stamps.isna().to_numpy(), files, column, f"not a date/time{'' if fmt is None else f' in format {fmt!r}'}")
+    outside = ((stamps < pd.Timestamp.min) | (stamps > pd.Timestamp.max)).to_numpy()
+    fail_at(frame, outside, files, column, f"date out of range ({pd.Timestamp.min.year + 1}-{pd.Timestamp.max.year - 1})")
     return stamps.astype("datetime64[ns]")
+
+
+def _tolerant(parse, values: pd.Series) -> pd.Series:  # type: ignore[no-untyped-def]
+    """``parse(values)``; if a damaged cell makes the whole call fail, cell by cell (NaN/NaT where
+    a cell cannot be parsed), so the caller's check names that cell's row."""
+    try:
+        return parse(values)
+    except Exception:  # noqa: BLE001 -- e.g. pyarrow refusing a cell that is not valid text
+        cells = []
+        for value in values:
+            try:
+                cells.append(parse(pd.Series([value], dtype=object)).iloc[0])
+            except Exception:  # noqa: BLE001
+                cells.append(None)
+        return parse(pd.Series([None if c is None or pd.isna(c) else c for c in cells], index=values.index, dtype=object))
 
 
 def list_tables(folder: Path) -> list[Path]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ecomrec.artifacts import load_npz, open_artifact, write_artifact
+from ecomrec.artifacts import load_npz, manifest_config, open_artifact, write_artifact
 from ecomrec.config import IndexConfig
 from ecomrec.data.idmap import IdMap, ON_UNKNOWN
 from ecomrec.device import faiss_gpu_count, resolve_device
@@ -403,7 +403,7 @@ class VectorIndex:
                     raise ArtifactError(
                         f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}: an index from another model or data"
                     )
-            config = IndexConfig.from_dict(manifest["config"])
+            config = manifest_config(manifest, IndexConfig, folder)
             if device is not None:
                 config = config.replace(device=device)
             index = cls(config)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ecomrec.artifacts import load_npz, open_artifact, write_artifact
+from ecomrec.artifacts import load_npz, manifest_config, open_artifact, write_artifact
 from ecomrec.config import RerankConfig
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.data.dataset import Dataset
@@ -202,7 +202,7 @@ class PurchaseReranker:
     def load(cls, path: str | Path) -> PurchaseReranker:
         """Read a reranker written by :meth:`save`; raises ArtifactError if it is not intact."""
         with open_artifact(path, cls.__name__) as (folder, manifest):
-            reranker = cls(RerankConfig.from_dict(manifest["config"]))
+            reranker = cls(manifest_config(manifest, RerankConfig, folder))
             try:
                 meta = json.loads((folder / "reranker.json").read_text(encoding="utf-8"))
                 reranker.names_, reranker.sources_, reranker.training_ = meta["names"], meta["sources"], meta["training"]

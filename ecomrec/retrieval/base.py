@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import scipy.sparse as sp
 
-from ecomrec.artifacts import load_npz, open_artifact, write_artifact
+from ecomrec.artifacts import load_npz, manifest_config, open_artifact, write_artifact
 from ecomrec.config import ConfigBase
 from ecomrec.data.dataset import Dataset, confidence
 from ecomrec.data.idmap import IdMap
@@ -161,7 +161,7 @@ class Retriever(abc.ABC):
         """Read a retriever written by :meth:`save`; raises ArtifactError if it is not intact."""
         with open_artifact(path, cls.__name__) as (folder, manifest):
             arrays = load_npz(folder / "state.npz")
-            retriever = cls(cls.config_class.from_dict(manifest["config"]))
+            retriever = cls(manifest_config(manifest, cls.config_class, folder))
             retriever.user_items_ = _csr_from_arrays("user_items", arrays)
             if (folder / "items.json").is_file():
                 retriever.users_, retriever.items_ = IdMap.load(folder / "users.json"), IdMap.load(folder / "items.json")

@@ -105,3 +105,11 @@ def test_folder_of_files_and_empty_folder(tmp_path: Path, log_frame: pd.DataFram
     empty.mkdir()
     with pytest.raises(DataError, match="no .csv"):
         from_files(empty, columns=COLS)
+
+
+def test_timestamps_with_an_offset_are_taken_in_utc(tmp_path: Path, log_frame: pd.DataFrame) -> None:
+    frame = log_frame.assign(ts=["2024-01-01 10:00", "2024-01-02 10:00+02:00", "2024-01-05T10:00Z", "2024-01-03 10:00",
+                                 "2024-02-02 10:00", "2024-02-03 10:00"])
+    data = from_files(_log(tmp_path, frame), columns=COLS)
+    stamps = sorted(data.interactions["timestamp"].astype(str))
+    assert "2024-01-02 08:00:00" in stamps and "2024-01-05 10:00:00" in stamps and "2024-01-01 10:00:00" in stamps
