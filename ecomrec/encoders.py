@@ -60,6 +60,54 @@ def transformer_backbone(model: Any) -> Any:
     return backbone
 
 
+class TracedSentenceTransformer:
+    """A SentenceTransformer for inference whose transformer runs as a TorchScript trace.
+
+    Same numbers as the eager model (to float rounding), a little faster on a CPU, and, since a
+    traced graph runs without the GIL, concurrent reads encode in parallel. The pooling and
+    normalisation modules after the transformer run as they are.
+    """
+
+    INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, model: Any) -> None:
+        import warnings
+
+        import torch
+
+        self.model = model
+        self.tokenizer = model.tokenizer
+        example = self.tokenizer(["a short example title", "a slightly longer example of a title"], padding=True, return_tensors="pt")
+        self.inputs = [name for name in self.INPUTS if name in example]
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python-side conditions on shapes
+            self.graph = torch.jit.trace(
+                transformer_backbone(model), tuple(example[n] for n in self.inputs), strict=False, check_trace=False
+            )
+
+    def get_embedding_dimension(self) -> int:
+        return embedding_dimension(self.model)
+
+    def __call__(self, features: dict[str, Any]) -> dict[str, Any]:
+        out = self.graph(*[features[name] for name in self.inputs])
+        features = dict(features, token_embeddings=out[0] if isinstance(out, (tuple, list)) else out["last_hidden_state"])
+        for module in list(self.model)[1:]:
+            features = module(features)
+        return features
+
+
+def traced_for_inference(model: Any, device: str) -> Any:
+    """``model`` traced for CPU inference (:class:`TracedSentenceTransformer`), or ``model``
+    itself where tracing does not apply (another device) or fails (an unusual architecture)."""
+    if device != "cpu":
+        return model
+    try:
+        return TracedSentenceTransformer(model)
+    except Exception as exc:  # noqa: BLE001 -- any failure: serve the eager model
+        logger.info("serving the eager model: tracing failed (%s: %s)", type(exc).__name__, exc)
+        return model
+
+
 def embedding_dimension(model: Any) -> int:
     """Output dimension of a SentenceTransformer (the method was renamed in sentence-transformers 6)."""
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from ecomrec.artifacts import write_artifact
@@ -67,7 +67,9 @@ def _loads_or_data_error(load) -> None:  # type: ignore[no-untyped-def]
     try:
         result = load()
     except DataError:
+        event("DataError")
         return
+    event("loaded cleanly")
     assert isinstance(result, Dataset)
     assert result.report.raw_rows == result.report.kept_rows + sum(result.report.dropped.values())
 
@@ -108,7 +110,9 @@ def test_corrupt_engine_toml(data: st.DataObject) -> None:
     try:
         config = EngineConfig.from_toml_text(broken)
     except ValueError:  # documented: invalid TOML, an unknown key, a value of the wrong type or range
+        event("ValueError")
         return
+    event("loaded cleanly")
     assert EngineConfig.from_dict(config.to_dict()) == config
 
 
@@ -141,7 +145,9 @@ def test_corrupt_artifact_files_are_detected(saved_model: Path, data: st.DataObj
         try:
             loaded = ALSRetriever.load(copy)
         except ArtifactError:
+            event("detected (ArtifactError)")
             return
+        event("no change: identical answers")
         found = loaded.candidates(np.arange(10), 5)
         np.testing.assert_array_equal(found.item_ids, reference.item_ids)
 
@@ -191,5 +197,7 @@ def test_a_wrong_value_anywhere_in_the_engine_toml(data: st.DataObject, value: o
     try:
         config = EngineConfig.from_toml_text(tomli_w.dumps(values))
     except ValueError:
+        event("ValueError")
         return
+    event("loaded cleanly")
     assert EngineConfig.from_toml_text(config.to_toml()) == config

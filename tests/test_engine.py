@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +319,7 @@ def test_concurrent_reads_across_rebuilds_never_mix_two_snapshots(saved, data) -
     # new to them, so every source that can list them (ALS, the bi-encoder) does
     errors: list[BaseException] = []
     mixed: list[str] = []
+    answers: list[int] = []
     stop = threading.Event()
     rebuilds = 0
 
@@ -344,6 +346,7 @@ def test_concurrent_reads_across_rebuilds_never_mix_two_snapshots(saved, data) -
             while not stop.is_set():
                 check(engine.recommend(users, k=len(ids)), "recommend", ("als", "bi_encoder"))
                 check(engine.search("green garden", k=len(ids)), "search", ())
+                answers.append(len(users) + 1)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -355,9 +358,13 @@ def test_concurrent_reads_across_rebuilds_never_mix_two_snapshots(saved, data) -
         for turn in range(50):
             engine.rebuild_index(catalog_a if turn % 2 else catalog_b)
             rebuilds += 1
+            answered = len(answers)
+            while len(answers) == answered and not errors:  # every snapshot is read before the next
+                time.sleep(0.005)
     finally:
         stop.set()
         for t in readers:
             t.join()
     assert rebuilds == 50 and not errors, errors
+    assert len(answers) >= 50  # the readers answered from every snapshot
     assert not mixed, mixed[:5]

@@ -30,7 +30,7 @@ from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import clean_text, history_text
 from ecomrec.device import resolve_device
-from ecomrec.encoders import embedding_dimension, load_sentence_transformer, model_fingerprint, text_hashes
+from ecomrec.encoders import embedding_dimension, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference
 from ecomrec.exceptions import ArtifactError
 from ecomrec.index import VectorIndex
 from ecomrec.index.validation import check_index
@@ -208,9 +208,10 @@ class BiEncoderRetriever(Retriever):
         cfg = self.config
         shape = json.dumps({"layers": cfg.layers, "item": cfg.item_max_tokens, "quantize": cfg.quantize})
         self.model_hash_ = model_fingerprint(self.model_) + "-" + _short_hash(shape)
-        self._serving = self.model_
+        serving = self.model_
         if cfg.quantize == "int8" and self.device_ == "cpu":
-            self._serving = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8)
+            serving = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8)
+        self._serving = traced_for_inference(serving, self.device_)
 
     def _encode(self, model: Any, texts: Sequence[str], max_tokens: int) -> np.ndarray:
         """float32 [n, d] unit vectors; batches of similar length so padding stays small."""

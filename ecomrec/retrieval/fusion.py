@@ -311,17 +311,25 @@ def _plus_seen(query: Query) -> sp.csr_matrix:
 
 def lookup(matrix: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:
     """float32 [n, k]: ``matrix[row, item]`` for each ranked item (0 where absent or padding)."""
-    coo = sp.coo_matrix(matrix)
-    n_items = matrix.shape[1]
-    keys = coo.row.astype(np.int64) * n_items + coo.col
-    order = np.argsort(keys)
-    keys, values = keys[order], coo.data[order]
-    wanted = np.arange(item_ids.shape[0], dtype=np.int64)[:, None] * n_items + np.maximum(item_ids, 0)
-    position = np.clip(np.searchsorted(keys, wanted), 0, max(len(keys) - 1, 0))
-    found = (len(keys) > 0) & (keys[position] == wanted) & (item_ids >= 0) if len(keys) else np.zeros(item_ids.shape, bool)
+    csr = sp.csr_matrix(matrix)
+    rows = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
+    return _lookup(rows * csr.shape[1] + csr.indices, csr.data, item_ids, csr.shape[1])
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, item_ids: np.ndarray, n_items: int) -> np.ndarray:
+    """float32 [n, k]: the value stored under key ``row * n_items + item`` for each ranked item.
+
+    Plain numpy (sort + binary search): a single-user read spends little time holding the GIL.
+    """
     out = np.zeros(item_ids.shape, dtype=np.float32)
-    if len(keys):
-        out[found] = values[position[found]]
+    if not len(keys):
+        return out
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    wanted = np.arange(item_ids.shape[0], dtype=np.int64)[:, None] * n_items + np.maximum(item_ids, 0)
+    position = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    found = (keys[position] == wanted) & (item_ids >= 0)
+    out[found] = values[position[found]]
     return out
 
 
@@ -332,7 +340,7 @@ def fuse(lists: dict[str, Candidates], weights: dict[str, float], fusion: Fusion
     with each source's scores min-max scaled per row. Items no source found are never returned.
     """
     n = next(iter(lists.values())).n_queries
-    rows_all, cols_all, vals_all = [], [], []
+    keys_all, vals_all = [], []
     for source, found in lists.items():
         weight = weights.get(source, 0.0)
         valid = found.item_ids >= 0
@@ -346,17 +354,16 @@ def fuse(lists: dict[str, Candidates], weights: dict[str, float], fusion: Fusion
             low, high = np.nanmin(scores, axis=1, keepdims=True), np.nanmax(scores, axis=1, keepdims=True)
             contribution = weight * np.nan_to_num((scores - low) / np.where(high > low, high - low, 1.0), nan=0.0)
             contribution = contribution + 1e-6 * weight  # found at all beats not found
-        rows = np.broadcast_to(np.arange(n)[:, None], found.item_ids.shape)
-        rows_all.append(rows[valid])
-        cols_all.append(found.item_ids[valid])
+        keys_all.append(_keys(found.item_ids, valid, n_items))
         vals_all.append(contribution[valid])
-    if not rows_all:
+    if not keys_all:
         return Candidates.empty(n, k)
-    fused = sp.coo_matrix(
-        (np.concatenate(vals_all), (np.concatenate(rows_all), np.concatenate(cols_all))), shape=(n, n_items)
-    ).tocsr().tocoo()  # duplicates summed: an item several sources found gets every contribution
-    order = np.lexsort((fused.col, -fused.data, fused.row))  # per row: best first, ties by lower id
-    rows, cols, values = fused.row[order], fused.col[order], fused.data[order]
+    # an item several sources found gets every contribution (summed in source order)
+    keys, inverse = np.unique(np.concatenate(keys_all), return_inverse=True)
+    totals = np.bincount(inverse, weights=np.concatenate(vals_all))
+    rows, cols = keys // n_items, keys % n_items
+    order = np.lexsort((cols, -totals, rows))  # per row: best first, ties by lower id
+    rows, cols, values = rows[order], cols[order], totals[order]
     position = np.arange(len(rows)) - np.searchsorted(rows, rows)
     keep = position < k
     out = Candidates.empty(n, k)
@@ -364,10 +371,16 @@ def fuse(lists: dict[str, Candidates], weights: dict[str, float], fusion: Fusion
     out.scores[rows[keep], position[keep]] = values[keep]
     for source, found in lists.items():
         valid = found.item_ids >= 0
-        rows = np.broadcast_to(np.arange(n)[:, None], found.item_ids.shape)[valid]
+        source_keys = _keys(found.item_ids, valid, n_items)
         ranks = np.broadcast_to(np.arange(1, found.k + 1, dtype=np.float32), found.item_ids.shape)[valid]
-        rank = lookup(sp.csr_matrix((ranks, (rows, found.item_ids[valid])), shape=(n, n_items)), out.item_ids)
-        score = lookup(sp.csr_matrix((found.scores[valid], (rows, found.item_ids[valid])), shape=(n, n_items)), out.item_ids)
+        rank = _lookup(source_keys, ranks, out.item_ids, n_items)
+        score = _lookup(source_keys, found.scores[valid], out.item_ids, n_items)
         out.sources[f"{source}_rank"] = np.where(rank > 0, rank, np.nan).astype(np.float32)
         out.sources[f"{source}_score"] = np.where(rank > 0, score, np.nan).astype(np.float32)
     return out
+
+
+def _keys(item_ids: np.ndarray, valid: np.ndarray, n_items: int) -> np.ndarray:
+    """``row * n_items + item`` of each valid entry of a ranked list (row-major order)."""
+    rows = np.broadcast_to(np.arange(item_ids.shape[0], dtype=np.int64)[:, None], item_ids.shape)
+    return rows[valid] * n_items + item_ids[valid]
