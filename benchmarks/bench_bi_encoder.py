@@ -28,7 +28,8 @@ import numpy as np
 
 from ecomrec.config import BiEncoderConfig, ProtocolConfig
 from ecomrec.datasets import online_retail
-from ecomrec.evaluation.protocol import evaluate_candidates, make_split, score_retriever
+from ecomrec.data.split import make_split
+from ecomrec.evaluation.protocol import evaluate_candidates, score_retriever
 from ecomrec.evaluation.report import environment
 from ecomrec.retrieval.bi_encoder import BiEncoderRetriever, _EmbeddingCache
 

@@ -32,10 +32,10 @@ import numpy as np
 from ecomrec.datasets import online_retail
 from ecomrec.engine import Engine
 from ecomrec.evaluation.latency import time_calls
-from ecomrec.evaluation.metrics import hits
-from ecomrec.evaluation.protocol import make_split
+from ecomrec.metrics import hits
+from ecomrec.data.split import make_split
 from ecomrec.evaluation.report import environment
-from ecomrec.rerank.text_model import ndcg_from_labels
+from ecomrec.metrics import ndcg_from_labels
 
 
 def best_of(fn, repeats: int = 3) -> float:  # type: ignore[no-untyped-def]

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ecomrec.config import ALSConfig, ItemKNNConfig, ProtocolConfig
 from ecomrec.datasets import online_retail
-from ecomrec.evaluation.protocol import evaluate_candidates, score_retriever, validation_split
+from ecomrec.data.split import validation_split
+from ecomrec.evaluation.protocol import evaluate_candidates, score_retriever
 from ecomrec.evaluation.report import environment
 from ecomrec.retrieval import ALSRetriever, ItemKNNRetriever
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from ecomrec import __version__
 from ecomrec.exceptions import ArtifactError, ArtifactVersionWarning
@@ -425,3 +426,22 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             return {name: data[name] for name in data.files}
     except (OSError, ValueError, EOFError, KeyError) as exc:
         raise ArtifactError(f"cannot read {path}: {exc}") from exc
+
+
+def csr_to_arrays(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """A CSR matrix as named plain arrays, for an ``.npz`` without pickles."""
+    return {
+        f"{prefix}_data": matrix.data,
+        f"{prefix}_indices": matrix.indices,
+        f"{prefix}_indptr": matrix.indptr,
+        f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64),
+    }
+
+
+def csr_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
+    """Inverse of :func:`csr_to_arrays`; a missing or inconsistent array is an ArtifactError."""
+    try:
+        shape = tuple(int(x) for x in arrays[f"{prefix}_shape"])
+        return sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"saved sparse matrix {prefix!r} is missing or inconsistent: {exc}") from exc

@@ -225,7 +225,7 @@ def _index_rebuild(args: argparse.Namespace) -> int:
         return _engine_rebuild(args)
     if not args.output:
         raise ValueError("--model needs --output (the index folder to write)")
-    from ecomrec.index.store import rebuild_model_index
+    from ecomrec.retrieval.als import rebuild_model_index
 
     result = rebuild_model_index(args.model, args.output, catalog=args.catalog, item_column=args.item_column, kind=args.kind)
     print(

@@ -223,7 +223,7 @@ class IndexConfig(ConfigBase):
 class ALSConfig(ConfigBase):
     """Implicit-feedback ALS (``implicit.als.AlternatingLeastSquares``).
 
-    Defaults were chosen on the Online Retail validation window (``benchmarks/tune_als.py``;
+    Defaults were chosen on the Online Retail validation window (``benchmarks/tune_baselines.py``;
     benchmarks/README.md has the grid and the numbers).
 
     Attributes
@@ -378,6 +378,9 @@ class FusionConfig(ConfigBase):
     tune
         Fit the weights and the list depth on the validation window (coordinate ascent on mean
         recall@{50,100,200} over the all and new target sets).
+    valid_days
+        The validation window for tuning: the last days of the training data (the bi-encoder's
+        own validation window instead, when the hybrid has one).
     """
 
     method: str = "rrf"
@@ -388,9 +391,11 @@ class FusionConfig(ConfigBase):
         default_factory=lambda: {"own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "popularity": 1.0}
     )
     tune: bool = True
+    valid_days: int = 30
 
     def validate(self) -> None:
         _require(self.method in ("rrf", "weighted"), self, "method", "rrf|weighted", self.method)
+        _require(self.valid_days > 0, self, "valid_days", "> 0", self.valid_days)
         _require(self.rrf_k > 0, self, "rrf_k", "> 0", self.rrf_k)
         unknown = sorted(set(self.quotas) - set(FUSION_SOURCES))
         _require(not unknown, self, "quotas", f"keys among {FUSION_SOURCES}", unknown)
@@ -507,7 +512,7 @@ class RerankConfig(ConfigBase):
         Seeds sampling and LightGBM.
     """
 
-    text: bool = True
+    text: bool = False
     cutoffs: int = 3
     window_days: int = 30
     candidates: int = 100
@@ -554,7 +559,7 @@ class EngineConfig(ConfigBase):
     hybrid: HybridConfig = dataclasses.field(default_factory=HybridConfig)
     # BERT's text score off by default: on Online Retail it did not beat the same model without
     # it (benchmarks/README.md, feature_rerank vs hybrid_rerank) and costs ~10 min of training.
-    rerank: RerankConfig = dataclasses.field(default_factory=lambda: RerankConfig(text=False))
+    rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
     use_reranker: bool = True
     on_unknown: str = "raise"
 

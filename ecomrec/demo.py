@@ -29,7 +29,7 @@ def run_demo(
     """
     from ecomrec import datasets
     from ecomrec.evaluation import benchmark
-    from ecomrec.evaluation.protocol import make_split
+    from ecomrec.data.split import make_split
 
     start = time.perf_counter()
     data = datasets.online_retail(data_path)
@@ -41,7 +41,8 @@ def run_demo(
     print(f"Fitting on the {len(split.history):,} purchases before {test_from} ...")
     engine = Engine(config, show_progress=show_progress).fit(split.history)
     engine.save(output)
-    print(f"Fitted in {engine.fit_seconds_ / 60:.1f} min; engine saved to {output} (Engine.load({str(output)!r})).\n")
+    print(f"Fitted in {engine.fit_seconds_ / 60:.1f} min; engine saved to {output} (Engine.load({str(output)!r})).")
+    print("Fit time by stage: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in engine.fit_stages_.items()) + "\n")
 
     _show_users(engine, split, users)
     for query in SEARCHES:

@@ -33,7 +33,7 @@ from ecomrec.data.text import clean_text
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.results import Results
 from ecomrec.retrieval.base import Retriever
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,12 @@ class Engine:
         self._write_lock = threading.Lock()  # writers (fit, rebuild_index) one at a time; reads take none
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Dataset) -> Engine:
+    def fit(self, data: Dataset, *, sources: dict[str, Retriever] | None = None) -> Engine:
         """Fit candidate generation (ALS, item-kNN, bi-encoder, fusion) and the reranker on ``data``.
 
+        ``sources``: already fitted retrievers to use as they are instead of fitting them again
+        (keys ``als``, ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``), e.g. to swap
+        one source without refitting the others; they must have been fitted on ``data``.
         An engine already serving goes on answering from its old models until the new ones are
         complete; then they are swapped in at once.
         """
@@ -79,7 +82,7 @@ class Engine:
         if not isinstance(data, Dataset):
             raise TypeError(f"fit takes a Dataset (see ecomrec.datasets), got {type(data).__name__}")
         start = time.perf_counter()
-        hybrid = HybridRetriever(self.config.hybrid, show_progress=self.show_progress).fit(data)
+        hybrid = HybridRetriever(self.config.hybrid, retrievers=sources, show_progress=self.show_progress).fit(data)
         model: Retriever = hybrid
         if self.config.use_reranker:
             from ecomrec.rerank import PurchaseReranker, RerankedRetriever
@@ -89,7 +92,9 @@ class Engine:
         with self._write_lock:
             self._publish(Snapshot.of(model, np.ones(data.n_items, dtype=bool), [str(t) for t in data.item_texts]))
         self.fit_seconds_ = time.perf_counter() - start
-        logger.info("engine fitted on %d interactions in %.1f s", len(data), self.fit_seconds_)
+        self.fit_stages_ = fit_stages(model)
+        logger.info("engine fitted on %d interactions in %.1f s (%s)", len(data), self.fit_seconds_,
+                    ", ".join(f"{k} {v:.0f} s" for k, v in self.fit_stages_.items()))
         return self
 
     def _publish(self, snapshot: Snapshot) -> None:
@@ -401,6 +406,16 @@ class Snapshot:
             return None if listed.all() and not grown else np.flatnonzero(listed)
         wanted = self.item_indices(allow, policy)
         return wanted[listed[wanted]]
+
+
+def fit_stages(model: Any) -> dict[str, float]:
+    """Seconds each stage of fitting ``model`` took: the hybrid's sources and tuning, the
+    reranker's training examples and models."""
+    hybrid = getattr(model, "hybrid", model)
+    stages = dict(getattr(hybrid, "fit_seconds_", {}))
+    training = getattr(getattr(model, "reranker", None), "training_", {}) or {}
+    stages.update({f"rerank_{k}": v for k, v in training.get("fit_seconds_by_stage", {}).items()})
+    return stages
 
 
 def _as_list(values: object, what: str) -> list:

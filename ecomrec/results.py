@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.candidates import Candidates
 
 #: Plain-language name of each feature group, for "why was this recommended".
 REASONS = {

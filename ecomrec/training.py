@@ -6,13 +6,11 @@ from typing import Any
 
 
 def warmup_then_decay(optimizer: Any, steps: int, warmup_ratio: float) -> Any:
-    """Linear warm-up over ``warmup_ratio`` of ``steps``, then linear decay to 0 (a LambdaLR)."""
-    import torch
+    """Linear warm-up over ``warmup_ratio`` of ``steps``, then linear decay to 0
+    (``transformers.get_linear_schedule_with_warmup``)."""
+    from transformers import get_linear_schedule_with_warmup
 
-    warmup = max(1, int(warmup_ratio * steps))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
-    )
+    return get_linear_schedule_with_warmup(optimizer, max(1, int(warmup_ratio * steps)), max(steps, 1))
 
 
 def step(loss: Any, parameters: Any, optimizer: Any, schedule: Any, max_norm: float = 1.0) -> float:

@@ -81,3 +81,15 @@ def tiny_frame() -> pd.DataFrame:
             "qty": [1, 2, 3, 4, 5, 6],
         }
     )
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # type: ignore[no-untyped-def]
+    """``gpu`` tests run only where torch sees CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch sees no GPU)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -368,3 +368,18 @@ def test_concurrent_reads_across_rebuilds_never_mix_two_snapshots(saved, data) -
     assert rebuilds == 50 and not errors, errors
     assert len(answers) >= 50  # the readers answered from every snapshot
     assert not mixed, mixed[:5]
+
+
+def test_fit_takes_already_fitted_sources(data) -> None:
+    from ecomrec.retrieval import ALSRetriever
+
+    als = ALSRetriever(ALSConfig(factors=6, iterations=4), show_progress=False).fit(data)
+    config = EngineConfig(
+        hybrid=HybridConfig(bi_encoder=BiEncoderConfig(fine_tune=False, layers=1), fusion=FusionConfig(tune=False)),
+        use_reranker=False,
+    )
+    engine = Engine(config, show_progress=False).fit(data, sources={"als": als})
+    assert engine.hybrid_.models_["als"] is als  # used as it is, not refitted
+    assert engine.candidates(["u00001"], k=5).candidates.sources["als_rank"].shape == (1, 5)
+    with pytest.raises(ValueError, match="not fitted"):
+        Engine(config, show_progress=False).fit(data, sources={"als": ALSRetriever()})

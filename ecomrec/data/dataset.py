@@ -88,6 +88,44 @@ class Dataset:
         self.name = name
         self._check_ranges()
 
+    @classmethod
+    def from_user_items(
+        cls,
+        user_items: sp.spmatrix,
+        item_texts: Sequence[str] | None = None,
+        *,
+        user_ids: Sequence[object] | None = None,
+        item_ids: Sequence[object] | None = None,
+        name: str = "user_items",
+    ) -> Dataset:
+        """A dataset from a users × items matrix of purchase counts (as ``implicit`` takes).
+
+        A matrix has no time: every purchase is dated the same instant, so recency and
+        popularity windows see all of them, and nothing that needs a time split (fine-tuning's
+        validation window, fusion tuning, the reranker's cutoffs) can be fitted on it.
+        ``item_texts`` default to the item ids; ids default to ``u0, u1, …`` and ``i0, i1, …``.
+        """
+        matrix = sp.csr_matrix(user_items, dtype=np.float32)
+        matrix.eliminate_zeros()
+        n_users, n_items = matrix.shape
+        if matrix.nnz and (matrix.data.min() < 0 or not np.array_equal(matrix.data, np.round(matrix.data))):
+            raise ValueError("user_items must hold purchase counts (non-negative integers); each retriever weighs them itself")
+        users = IdMap(user_ids if user_ids is not None else [f"u{u}" for u in range(n_users)])
+        items = IdMap(item_ids if item_ids is not None else [f"i{i}" for i in range(n_items)])
+        if (len(users), len(items)) != (n_users, n_items):
+            raise ValueError(f"{len(users)} user ids and {len(items)} item ids for a {n_users} x {n_items} matrix")
+        texts = [str(t) for t in item_texts] if item_texts is not None else [str(i) for i in items.ids]
+        if len(texts) != n_items:
+            raise ValueError(f"{len(texts)} item texts for {n_items} items")
+        coo = matrix.tocoo()
+        events = coo.data.astype(np.int64)  # one purchase event per count
+        interactions = pd.DataFrame({
+            "user": np.repeat(coo.row, events).astype(np.int32), "item": np.repeat(coo.col, events).astype(np.int32),
+            "timestamp": pd.Timestamp("1970-01-01"), "quantity": np.float32(1.0),
+        })
+        catalog = pd.DataFrame({"item_id": list(items.ids), "text": texts, "price": np.nan, "category": "", "first_seen": pd.NaT})
+        return cls(interactions, catalog, users, items, name=name)
+
     def _check_ranges(self) -> None:
         for column, size in (("user", len(self.users)), ("item", len(self.items))):
             values = self.interactions[column].to_numpy()

@@ -1,8 +1,9 @@
 """Evaluation: metrics, the fixed protocol, latency timing, reports."""
 
 from ecomrec.evaluation.latency import LatencyStats, time_calls
-from ecomrec.evaluation.metrics import ranking_metrics
-from ecomrec.evaluation.protocol import METHOD_ORDER, EvalSplit, benchmark, make_split, validation_split
+from ecomrec.metrics import ranking_metrics
+from ecomrec.data.split import EvalSplit, make_split, validation_split
+from ecomrec.evaluation.protocol import METHOD_ORDER, benchmark
 from ecomrec.evaluation.report import BenchmarkReport
 
 __all__ = [

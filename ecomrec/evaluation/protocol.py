@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 import resource
@@ -26,9 +27,11 @@ from tqdm.auto import tqdm
 from ecomrec.config import ConfigBase, ProtocolConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.evaluation.latency import LatencyStats, Stopwatch, time_calls
-from ecomrec.evaluation.metrics import hits, ranking_metrics
+from ecomrec.data.split import EvalSplit, make_split, validation_split
+from ecomrec.metrics import expected_calibration_error, hits, ranking_metrics
 from ecomrec.evaluation.report import BenchmarkReport, environment
 from ecomrec.retrieval import RETRIEVERS, Candidates, Retriever
+from ecomrec.retrieval.base import ScoringRetriever
 
 logger = logging.getLogger(__name__)
 
@@ -42,100 +45,55 @@ BREAKDOWN_METHODS = ("repurchase", "hybrid", "feature_rerank", "hybrid_rerank")
 COMPARISONS = (("hybrid_rerank", "feature_rerank"), ("feature_rerank", "hybrid"), ("hybrid_rerank", "hybrid"))
 
 
-def _method(name: str, config: ConfigBase | None, show_progress: bool, fitted: dict[str, Retriever]) -> Retriever:
-    """A fresh retriever for a report method.
+@dataclasses.dataclass
+class BenchmarkRun:
+    """One benchmark run's shared state: the split, the methods fitted so far (by name), and
+    rerank training examples (shared by the rerank methods whose configs make the same ones)."""
+
+    split: EvalSplit
+    configs: dict[str, ConfigBase]
+    show_progress: bool
+    fitted: dict[str, Retriever] = dataclasses.field(default_factory=dict)
+    examples: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def build_method(run: BenchmarkRun, name: str) -> Retriever:
+    """A fresh, unfitted retriever for a report method, with its own config from ``run.configs``.
 
     ``bi_encoder_zero_shot`` is the base model untrained (all layers); ``hybrid`` reuses the
-    sources already fitted in this run (same data) instead of fitting them again.
+    sources already fitted in this run (same data) instead of fitting them again; the rerank
+    methods rerank this run's hybrid.
     """
+    config = run.configs.get(name)
     if name in ("feature_rerank", "hybrid_rerank"):
         from ecomrec.config import RerankConfig
         from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
 
-        hybrid = fitted.get("hybrid") or _method("hybrid", None, show_progress, fitted).fit(fitted["_data"])  # type: ignore[attr-defined]
-        fitted["hybrid"] = hybrid
+        if "hybrid" not in run.fitted:
+            run.fitted["hybrid"] = build_method(run, "hybrid").fit(run.split.history)
+        hybrid = run.fitted["hybrid"]
         rerank_config = config or RerankConfig(text=name == "hybrid_rerank")
-        if "_rerank_examples" not in fitted:  # both rerank methods learn from the same examples
-            fitted["_rerank_examples"] = training_examples(fitted["_data"], hybrid, rerank_config, show_progress=show_progress)  # type: ignore[assignment]
-        reranker = PurchaseReranker(rerank_config, show_progress=show_progress)
-        return RerankedRetriever(hybrid, reranker, examples=fitted["_rerank_examples"])  # type: ignore[arg-type]
+        key = examples_key(rerank_config)
+        if key not in run.examples:
+            run.examples[key] = training_examples(run.split.history, hybrid, rerank_config, show_progress=run.show_progress)
+        return RerankedRetriever(hybrid, PurchaseReranker(rerank_config, show_progress=run.show_progress), examples=run.examples[key])
     if name == "hybrid":
         from ecomrec.retrieval.fusion import HybridRetriever
 
-        reuse = {n: fitted[n] for n in ("popularity", "repurchase", "itemknn", "als", "bi_encoder") if n in fitted}
-        return HybridRetriever(config, retrievers=reuse, show_progress=show_progress)
+        reuse = {n: run.fitted[n] for n in ("popularity", "repurchase", "itemknn", "als", "bi_encoder") if n in run.fitted}
+        return HybridRetriever(config, retrievers=reuse, show_progress=run.show_progress)
     if name == "bi_encoder_zero_shot":
         from ecomrec.config import BiEncoderConfig
         from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 
-        return BiEncoderRetriever(config or BiEncoderConfig(fine_tune=False, layers=0), show_progress=show_progress)
-    return RETRIEVERS[name](config, show_progress=show_progress)
+        return BiEncoderRetriever(config or BiEncoderConfig(fine_tune=False, layers=0), show_progress=run.show_progress)
+    return RETRIEVERS[name](config, show_progress=run.show_progress)
 
 
-@dataclasses.dataclass
-class EvalSplit:
-    """One temporal split, ready to score methods against.
-
-    Attributes
-    ----------
-    history, target
-        The data before ``test_from`` and in the target window (shared maps and catalog).
-    users
-        int64 [n] dense indices of the evaluated users.
-    seen
-        CSR [n, n_items]: the evaluated users' past purchases (1 = bought before ``test_from``).
-    targets_all, targets_new
-        CSR [n, n_items] binary targets; ``targets_new`` leaves out items in ``seen``.
-    new_rows
-        Rows of ``users`` with at least one ``new`` target (the users the ``new`` set averages).
-    """
-
-    history: Dataset
-    target: Dataset
-    users: np.ndarray
-    seen: sp.csr_matrix
-    targets_all: sp.csr_matrix
-    targets_new: sp.csr_matrix
-    new_rows: np.ndarray
-
-    @property
-    def n_items(self) -> int:
-        return self.history.n_items
-
-    def cold_target_share(self, which: str = "all") -> float:
-        """Share of (user, target item) pairs whose item had no purchase in the history."""
-        targets = self.targets_all if which == "all" else self.targets_new
-        if targets.nnz == 0:
-            return float("nan")
-        warm = np.asarray(self.history.user_items("binary").getnnz(axis=0) > 0)
-        return float(1.0 - warm[targets.indices].mean())
-
-
-def make_split(data: Dataset, test_from: str | pd.Timestamp, test_to: str | pd.Timestamp | None = None) -> EvalSplit:
-    """Apply the protocol's split and target definitions to ``data``."""
-    history, target = data.split_by_time(test_from, test_to)
-    if not len(history) or not len(target):
-        raise ValueError(
-            f"split at {test_from} leaves {len(history)} history and {len(target)} target rows; both must be non-empty"
-        )
-    past = history.user_items("binary")
-    future = target.user_items("binary")
-    users = np.flatnonzero((past.getnnz(axis=1) > 0) & (future.getnnz(axis=1) > 0)).astype(np.int64)
-    seen, targets_all = past[users], future[users]
-    targets_new = (targets_all - targets_all.multiply(seen)).tocsr()
-    targets_new.eliminate_zeros()
-    new_rows = np.flatnonzero(targets_new.getnnz(axis=1) > 0)
-    return EvalSplit(history, target, users, seen, targets_all, targets_new, new_rows)
-
-
-def validation_split(data: Dataset, test_from: str | pd.Timestamp, valid_days: int) -> EvalSplit:
-    """The split used for tuning: history up to ``test_from - valid_days``, targets until ``test_from``.
-
-    Nothing at or after ``test_from`` is touched, so tuning never sees the test window.
-    """
-    start = pd.Timestamp(test_from) - pd.Timedelta(days=valid_days)
-    last_day = pd.Timestamp(test_from) - pd.Timedelta(days=1)
-    return make_split(data.between(None, test_from), start, last_day)
+def examples_key(config: Any) -> str:
+    """What a reranker's training examples depend on: methods whose configs agree here share them."""
+    fields = ("cutoffs", "window_days", "candidates", "new_item_lists", "example_bi_encoder_pairs")
+    return json.dumps({f: getattr(config, f) for f in fields}, sort_keys=True)
 
 
 def evaluate_candidates(
@@ -152,12 +110,19 @@ def evaluate_candidates(
 
 
 def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Mean per-user difference and its 95 % percentile-bootstrap interval (users resampled)."""
-    diff = np.asarray(values, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean_diff": float(diff.mean()), "ci95": [float(low), float(high)], "users": int(len(diff)), "excludes_zero": bool(low > 0 or high < 0)}
+    """Mean per-user difference and its 95 % percentile-bootstrap interval (users resampled in
+    pairs, ``scipy.stats.bootstrap``)."""
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    diff = a - b
+    if np.ptp(diff) == 0:  # every user differs by the same amount: no spread to resample
+        low = high = float(diff[0]) if len(diff) else float("nan")
+    else:
+        result = bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
+                           n_resamples=samples, confidence_level=0.95, method="percentile", random_state=seed)
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return {"mean_diff": float(diff.mean()), "ci95": [low, high], "users": int(len(diff)), "excludes_zero": bool(low > 0 or high < 0)}
 
 
 #: Users grouped by how many distinct items they bought before the split.
@@ -204,9 +169,6 @@ def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates,
 
 def calibration(ranked: Candidates, targets: sp.csr_matrix) -> dict[str, Any]:
     """ECE and reliability table of ``p_purchase`` against what users bought (reranked candidates)."""
-    from ecomrec.evaluation.metrics import hits
-    from ecomrec.rerank.purchase import expected_calibration_error
-
     p = ranked.sources["p_purchase"]
     known = ~np.isnan(p)
     labels = hits(ranked.item_ids, targets)
@@ -266,11 +228,73 @@ def benchmark(
     unknown = [m for m in chosen if m not in METHOD_ORDER]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {list(METHOD_ORDER)}")
-    configs = configs or {}
     split = make_split(data, test_from, test_to)
-    k = max(protocol.ks)
     enabled = show_progress if show_progress is not None else logger.isEnabledFor(logging.INFO)
-    report = BenchmarkReport(
+    report = _new_report(data, dataset_info, split, test_from, test_to, protocol)
+    given = dict(fitted or {})
+    run = BenchmarkRun(split, dict(configs or {}), enabled, fitted=dict(given))
+    timed = _timed_users(split, protocol)
+    per_user: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    compared: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]] = {}
+    for name in tqdm(chosen, desc="methods", disable=not enabled):
+        retriever, fit_seconds = fit_stage(run, name)
+        ranked_all, ranked_new, users_per_s = score_retriever(retriever, split, max(protocol.ks), protocol.batch_size)
+        report.results[name], per_user[name] = evaluate_candidates(split, ranked_all, ranked_new, protocol.ks, per_user=True)
+        report.methods[name] = {**retriever.describe(), "fit_seconds": fit_seconds}
+        report.throughput[name] = {"users_per_s": users_per_s, "batch_size": protocol.batch_size}
+        if "p_purchase" in ranked_all.sources:
+            report.calibration[name] = calibration(ranked_all, split.targets_all)
+        check = index_check(retriever, split, ranked_all, protocol.batch_size)
+        if check is not None:
+            report.checks[name] = check
+        if len(timed):
+            report.latency_ms.update(_latency(name, retriever, timed, max(protocol.ks), protocol.warmup))
+        if name in BREAKDOWN_METHODS:
+            compared[name] = (ranked_all, ranked_new, per_user[name])
+        logger.info("%s: %s", name, report.results[name]["all"])
+    report.comparisons = compare_stage(per_user, protocol.seed)
+    if len(compared) > 1:
+        report.breakdown = breakdown(split, compared)
+    return report
+
+
+def fit_stage(run: BenchmarkRun, name: str) -> tuple[Retriever, float | None]:
+    """The method fitted on the split's history (a retriever given already fitted is used as it
+    is: fit seconds None), and recorded in ``run`` for the methods that reuse it."""
+    if name in run.fitted:
+        return run.fitted[name], None
+    retriever = build_method(run, name)
+    with Stopwatch() as watch:
+        retriever.fit(run.split.history)
+    run.fitted[name] = retriever
+    return retriever, watch.seconds
+
+
+def index_check(retriever: Retriever, split: EvalSplit, ranked_all: Candidates, batch_size: int) -> dict[str, Any] | None:
+    """For a retriever that searches an index: its top 100 against scoring every item."""
+    index = retriever.describe().get("index")
+    if index is None or not isinstance(retriever, ScoringRetriever):
+        return None
+    exact = retriever.candidates_exact(split.users, 100, batch_size=batch_size)
+    return {"index": index, **top_k_agreement(ranked_all, exact, 100)}
+
+
+def compare_stage(per_user: dict[str, dict[str, dict[str, np.ndarray]]], seed: int) -> dict[str, Any]:
+    """Paired-bootstrap intervals of ndcg@10 for each of :data:`COMPARISONS` both methods ran."""
+    return {
+        f"{method} - {baseline}": {
+            target: paired_bootstrap(per_user[method][target]["ndcg@10"], per_user[baseline][target]["ndcg@10"], seed=seed)
+            for target in ("all", "new")
+        }
+        for method, baseline in COMPARISONS
+        if method in per_user and baseline in per_user
+    }
+
+
+def _new_report(
+    data: Dataset, dataset_info: dict[str, object], split: EvalSplit, test_from: Any, test_to: Any, protocol: ProtocolConfig
+) -> BenchmarkReport:
+    return BenchmarkReport(
         dataset={
             **dataset_info,
             "fingerprint": data.fingerprint,
@@ -289,48 +313,6 @@ def benchmark(
         },
         environment=environment(),
     )
-    timed = _timed_users(split, protocol)
-    given = dict(fitted or {})
-    fitted = {"_data": split.history, **given}  # type: ignore[dict-item]
-    per_user: dict[str, dict[str, np.ndarray]] = {}
-    compared: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]] = {}
-    for name in tqdm(chosen, desc="methods", disable=not enabled):
-        retriever = given.get(name) or _method(name, configs.get(name), enabled, fitted)
-        with Stopwatch() as fit_watch:
-            if name not in given:
-                retriever.fit(split.history)
-        fitted[name] = retriever
-        ranked_all, ranked_new, users_per_s = score_retriever(retriever, split, k, protocol.batch_size)
-        report.results[name], per_user[name] = evaluate_candidates(split, ranked_all, ranked_new, protocol.ks, per_user=True)
-        if name in BREAKDOWN_METHODS:
-            compared[name] = (ranked_all, ranked_new, per_user[name])
-        if "p_purchase" in ranked_all.sources:
-            report.calibration[name] = calibration(ranked_all, split.targets_all)
-        report.methods[name] = {
-            "config": retriever.config.to_dict(),
-            "config_hash": retriever.config.config_hash(),
-            "fit_seconds": None if name in given else fit_watch.seconds,
-        }
-        report.throughput[name] = {"users_per_s": users_per_s, "batch_size": protocol.batch_size}
-        if hasattr(retriever, "candidates_exact"):  # searched through an index: check it against direct scoring
-            exact = retriever.candidates_exact(split.users, 100, batch_size=protocol.batch_size)
-            report.checks[name] = {"index": retriever.index_.kind_, **top_k_agreement(ranked_all, exact, 100)}
-        if len(timed):
-            report.latency_ms.update(_latency(name, retriever, timed, k, protocol.warmup))
-        if hasattr(retriever, "tuning_"):
-            report.methods[name]["tuning"] = retriever.tuning_
-        if hasattr(retriever, "reranker"):
-            report.methods[name]["training"] = retriever.reranker.training_
-        logger.info("%s: %s", name, report.results[name]["all"])
-    if len(compared) > 1:
-        report.breakdown = breakdown(split, compared)
-    for method, baseline in COMPARISONS:
-        if method in per_user and baseline in per_user:
-            report.comparisons[f"{method} - {baseline}"] = {
-                target: paired_bootstrap(per_user[method][target]["ndcg@10"], per_user[baseline][target]["ndcg@10"], seed=protocol.seed)
-                for target in ("all", "new")
-            }
-    return report
 
 
 def top_k_agreement(found: Candidates, reference: Candidates, k: int) -> dict[str, float]:
@@ -401,13 +383,16 @@ def _peak_rss_mb() -> float:
 
 
 __all__ = [
-    "EvalSplit",
+    "BenchmarkRun",
     "METHOD_ORDER",
     "benchmark",
+    "build_method",
+    "compare_stage",
+    "examples_key",
+    "fit_stage",
+    "index_check",
     "evaluate_candidates",
-    "make_split",
     "paired_bootstrap",
     "score_retriever",
     "top_k_agreement",
-    "validation_split",
 ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from ecomrec.exceptions import ArtifactError
 from ecomrec.index.vector_index import VectorIndex
+from ecomrec.metrics import hits, recall
 
 #: Least recall@10 against exact search that an approximate index must reach to be swapped in.
 MIN_APPROX_RECALL = 0.8
@@ -21,13 +23,10 @@ def recall_against_exact(index: VectorIndex, vectors: np.ndarray, item_ids: np.n
     ids = np.asarray(item_ids, dtype=np.int64)
     exact = np.asarray(queries, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64).T
     kth = np.partition(exact, -k, axis=1)[:, -k]
+    rows, cols = np.nonzero(exact >= kth[:, None] - 1e-4 * (np.abs(kth[:, None]) + 1.0))  # the true top k, ties included
+    top = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, ids[cols])), shape=(len(exact), int(ids.max()) + 1))
     found = index.search(np.asarray(queries, dtype=np.float32), k).item_ids
-    order = np.argsort(ids)
-    columns = order[np.clip(np.searchsorted(ids[order], found), 0, len(ids) - 1)]
-    valid = (found >= 0) & (ids[columns] == found)
-    scores = np.take_along_axis(exact, columns, axis=1)
-    hits = valid & (scores >= kth[:, None] - 1e-4 * (np.abs(kth[:, None]) + 1.0))
-    return float(hits.sum(axis=1).mean() / k)
+    return float(recall(hits(found, top), np.full(len(found), k), k).mean())
 
 
 def check_index(index: VectorIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10) -> float:

@@ -27,7 +27,7 @@ from ecomrec.config import IndexConfig
 from ecomrec.data.idmap import IdMap, ON_UNKNOWN
 from ecomrec.device import faiss_gpu_count, resolve_device
 from ecomrec.exceptions import ArtifactError, NotFittedError, UnknownIdError
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 

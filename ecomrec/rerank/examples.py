@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from ecomrec.data.dataset import Dataset
-from ecomrec.evaluation.metrics import hits
+from ecomrec.metrics import hits
 from ecomrec.rerank.features import CollaborativeStats, candidate_features
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.candidates import Candidates
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from ecomrec.data.dataset import Dataset
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.candidates import Candidates
 
 #: Rank used for "this source did not find the item" (beyond any quota).
 NOT_FOUND_RANK = 1000.0

@@ -111,20 +111,3 @@ def _platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
     fitted = LogisticRegression(C=100.0).fit(margin.reshape(-1, 1), y.astype(int))
     return float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
-
-
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> tuple[float, list[dict[str, float]]]:
-    """ECE over equal-width probability bins, and the reliability table (bin mean vs frequency)."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    table, ece = [], 0.0
-    for b in range(bins):
-        inside = which == b
-        if not inside.any():
-            continue
-        mean_p, freq = float(p[inside].mean()), float(y[inside].mean())
-        ece += inside.mean() * abs(mean_p - freq)
-        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(inside.sum()), "predicted": mean_p, "observed": freq})
-    return float(ece), table

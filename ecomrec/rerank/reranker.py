@@ -23,7 +23,7 @@ from ecomrec.rerank.features import CollaborativeStats, candidate_features, feat
 from ecomrec.rerank.purchase import PurchaseModel
 from ecomrec.rerank.text_model import TextScorer
 from ecomrec.retrieval.base import Query, Retriever
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ class PurchaseReranker:
 
     def fit(self, data: Dataset, hybrid: Any, examples: list[Examples] | None = None) -> PurchaseReranker:
         cfg = self.config
+        start = time.perf_counter()
         examples = examples or training_examples(data, hybrid, cfg, show_progress=self.show_progress)
+        examples_seconds = time.perf_counter() - start
         fit_on, valid = examples[-2], examples[-1]
         self.sources_ = sorted(hybrid.quotas_)
         self.names_ = feature_names(self.sources_) + (["text_score"] if cfg.text else [])
@@ -106,6 +108,7 @@ class PurchaseReranker:
             "trees": int(self.model_.booster.best_iteration),
             "importance": self.model_.importance(),
             "text_log": self.text_.log if self.text_ is not None else [],
+            "fit_seconds_by_stage": {"examples": examples_seconds, "models": time.perf_counter() - start - examples_seconds},
         }
         return self
 
@@ -252,6 +255,9 @@ class RerankedRetriever(Retriever):
         self.users_, self.items_ = self.hybrid.users_, self.hybrid.items_
         return self
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "method": self.name, "candidates_from": self.hybrid.describe(), "training": self.reranker.training_}
+
     def recommend(
         self,
         user_ids: np.ndarray | list[int],
@@ -265,12 +271,12 @@ class RerankedRetriever(Retriever):
         """:meth:`candidates` plus why: ``sources`` gains ``why:<feature>``, each feature's share
         of the candidate's calibrated log-odds (arguments as for :meth:`candidates`)."""
         self._check_fitted()
-        return self._retrieve(self._query(user_ids, k, user_items, exclude, allow), batch_size, explain=True)
+        return self.retrieve(self._query(user_ids, k, user_items, exclude, allow), batch_size, explain=True)
 
-    def _retrieve(self, query: Query, batch_size: int, explain: bool = False) -> Candidates:
+    def retrieve(self, query: Query, batch_size: int = 1024, explain: bool = False) -> Candidates:
         start = time.perf_counter()
         wide = Query(query.users, query.history, query.fresh, max(query.k, self.reranker.config.candidates), query.exclude, query.allow)
-        candidates = self.hybrid._retrieve(wide, batch_size)
+        candidates = self.hybrid.retrieve(wide, batch_size)
         got = time.perf_counter()
         texts = self.reranker.texts_for(query.users, query.history, query.fresh)
         out, timings = self.reranker.rerank(query.users, texts, candidates, query.k, explain=explain)
@@ -278,9 +284,6 @@ class RerankedRetriever(Retriever):
         self.last_timings_ = {"candidates": got - start, **{f"rerank:{k}": v for k, v in timings.items()},
                               "rerank": done - got, "end_to_end": done - start}
         return out
-
-    def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
-        raise NotImplementedError("a reranked list has probabilities for its candidates only")
 
     def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
         super()._write(folder, arrays)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ecomrec.config import CrossEncoderConfig
 from ecomrec.device import resolve_device
+from ecomrec.metrics import ndcg_from_labels
 from ecomrec.rerank.examples import Examples
 from ecomrec.training import step as step_once
 from ecomrec.training import warmup_then_decay
@@ -20,18 +21,6 @@ logger = logging.getLogger(__name__)
 
 #: Subfolder of a saved reranker with the cross-encoder's BERT config and tokenizer files.
 ARCHITECTURE = "cross_encoder"
-
-
-def ndcg_from_labels(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, k: int = 10) -> float:
-    """Mean ndcg@k of ordering each row's candidates by ``scores`` (rows without a positive skipped)."""
-    masked = np.where(valid, scores, -np.inf)
-    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
-    gains = np.take_along_axis(labels & valid, order, axis=1).astype(np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    positives = (labels & valid).sum(axis=1)
-    ideal = np.array([discounts[: min(p, k)].sum() for p in positives])
-    rows = positives > 0
-    return float(((gains * discounts[: gains.shape[1]]).sum(axis=1)[rows] / ideal[rows]).mean()) if rows.any() else 0.0
 
 
 class TextScorer:

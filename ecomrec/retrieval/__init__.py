@@ -4,7 +4,7 @@ from ecomrec.retrieval.als import ALSRetriever
 from ecomrec.retrieval.base import Retriever
 from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 from ecomrec.retrieval.baselines import ItemKNNRetriever, PopularityRetriever, RepurchaseRetriever
-from ecomrec.retrieval.candidates import Candidates, top_k
+from ecomrec.candidates import Candidates, top_k
 from ecomrec.retrieval.fusion import HybridRetriever
 
 #: Retrievers by the method name reports and the CLI use.

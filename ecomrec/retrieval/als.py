@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,16 +16,18 @@ from threadpoolctl import threadpool_limits
 
 from ecomrec.config import ALSConfig, IndexConfig
 from ecomrec.data.dataset import Dataset
+from ecomrec.data.io import read_table
+from ecomrec.exceptions import ArtifactError
 from ecomrec.device import implicit_gpu_available, resolve_device
 from ecomrec.index import VectorIndex
 from ecomrec.index.validation import check_index
-from ecomrec.retrieval.base import Query, Retriever
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset
+from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 
 
-class ALSRetriever(Retriever):
+class ALSRetriever(ScoringRetriever):
     """Matrix factorisation of the user × item confidence matrix (Hu, Koren & Volinsky 2008).
 
     A user's score for an item is the dot product of their factors; candidates come from a
@@ -49,7 +54,8 @@ class ALSRetriever(Retriever):
         super().__init__(config, show_progress=show_progress, **kwargs)
         self._swap_lock = threading.Lock()
 
-    def fit(self, data: Dataset) -> ALSRetriever:
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> ALSRetriever:
+        data = as_dataset(data, item_texts)
         from implicit.als import AlternatingLeastSquares
 
         cfg = self.config
@@ -109,7 +115,7 @@ class ALSRetriever(Retriever):
         return out
 
     # ------------------------------------------------------------------ retrieval
-    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+    def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
         index = self.index_  # one reference per call: a concurrent rebuild never mixes into it
         parts = []
         for start in range(0, max(len(query.users), 1), batch_size):
@@ -119,13 +125,6 @@ class ALSRetriever(Retriever):
             parts.append(index.search(vectors, query.k, exclude=exclude, allow=query.allow))
         return Candidates.concat(parts)
 
-    def candidates_exact(self, user_ids: np.ndarray | list[int], k: int, **kwargs: object) -> Candidates:
-        """As :meth:`candidates`, but scoring every item directly (no index): the reference the
-        index path is checked against."""
-        self._check_fitted()
-        query = self._query(user_ids, k, kwargs.pop("user_items", None), kwargs.pop("exclude", None), kwargs.pop("allow", None))
-        return Retriever._retrieve(self, query, int(kwargs.pop("batch_size", 1024)))  # type: ignore[arg-type]
-
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         if self._items64 is None:
             self._items64 = self.item_factors_.T.astype(np.float64)
@@ -133,6 +132,9 @@ class ALSRetriever(Retriever):
         scores = self.user_vectors(users, history, fresh).astype(np.float64) @ self._items64
         scores[:, ~self.item_known_] = -np.inf
         return scores
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "index": self.index_.kind_, "device": self.device_}
 
     # ------------------------------------------------------------------ index
     @property
@@ -182,3 +184,44 @@ class ALSRetriever(Retriever):
         self._items64 = None
         self.device_ = "cpu"
         self.index_ = VectorIndex.load(folder / "index", expect={"model": self.model_hash, "dim": self.item_factors_.shape[1]})
+
+
+def rebuild_model_index(
+    model_path: str | Path,
+    output: str | Path,
+    *,
+    catalog: str | Path | None = None,
+    item_column: str = "item_id",
+    kind: str | None = None,
+) -> dict[str, Any]:
+    """Index a saved ALS model's item factors for the current catalog and swap it in at ``output``.
+
+    The new index is checked against exact search before anything is written; the write goes to
+    a new version folder and ``output`` is re-pointed in one atomic rename, so a crash at any
+    point leaves the previous index in place and loadable.
+
+    Returns facts about the new index (kind, item count, recall against exact search, ...).
+    """
+    start = time.perf_counter()
+    model = ALSRetriever.load(model_path)
+    if model.items_ is None:
+        raise ArtifactError(f"{model_path} has no item id map (items.json); refit and save the model")
+    items = None
+    cold = 0
+    if catalog is not None:
+        listed = read_table(Path(catalog), [item_column])[item_column].astype(str).str.strip()
+        items = model.items_.index(listed, on_unknown="drop")
+        unknown = len(set(listed)) - len(set(items.tolist()))
+        cold = unknown + int((~model.item_known_[items]).sum())
+        logger.info("catalog: %d items, %d without ALS factors (left to the text retrievers)", len(set(listed)), cold)
+    config = model.config.index if kind is None else model.config.index.replace(kind=kind)
+    index = model.rebuild_index(items, config)  # validated, or raises before anything is written
+    index.save(output, items=model.items_, facts={"model": model.model_hash})
+    return {
+        "output": str(output),
+        "kind": index.kind_,
+        "n_items": index.n_items,
+        "cold_items": cold,
+        "recall_at_10": index.validated_recall_,
+        "seconds": time.perf_counter() - start,
+    }

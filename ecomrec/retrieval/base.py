@@ -6,18 +6,19 @@ import abc
 import copy
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 
-from ecomrec.artifacts import load_npz, manifest_config, open_artifact, write_artifact
+from ecomrec.artifacts import csr_from_arrays, csr_to_arrays, load_npz, manifest_config, open_artifact, write_artifact
 from ecomrec.config import ConfigBase
 from ecomrec.data.dataset import Dataset, confidence
 from ecomrec.data.idmap import IdMap
 from ecomrec.exceptions import NotFittedError
-from ecomrec.retrieval.candidates import Candidates, top_k
+from ecomrec.candidates import Candidates, top_k
 
 R = TypeVar("R", bound="Retriever")
 
@@ -53,8 +54,12 @@ class Retriever(abc.ABC):
 
     # ------------------------------------------------------------------ protocol
     @abc.abstractmethod
-    def fit(self, data: Dataset) -> Retriever:
-        """Learn from ``data``'s interactions; returns ``self``."""
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> Retriever:
+        """Learn from ``data``'s interactions; returns ``self``.
+
+        ``data`` is a :class:`Dataset`, or a users × items CSR of purchase counts (as
+        ``implicit`` takes) with optional ``item_texts`` (see :meth:`Dataset.from_user_items`).
+        """
 
     def candidates(
         self,
@@ -91,7 +96,7 @@ class Retriever(abc.ABC):
             ``item_ids`` int64 [n, k] and ``scores`` float32 [n, k], scores non-increasing.
         """
         self._check_fitted()
-        return self._retrieve(self._query(user_ids, k, user_items, exclude, allow), batch_size)
+        return self.retrieve(self._query(user_ids, k, user_items, exclude, allow), batch_size)
 
     def _query(
         self,
@@ -106,28 +111,19 @@ class Retriever(abc.ABC):
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         history = self._history(users, user_items)
-        allowed = None if allow is None else _item_indices(allow, self.n_items, "allow")
-        return Query(users, history, user_items is not None, int(k), _exclusions(exclude, history, self.n_items), allowed)
-
-    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
-        """Exact retrieval: score every item, mask, take the top k (batch by batch)."""
-        parts = []
-        for start in range(0, max(len(query.users), 1), batch_size):
-            rows = slice(start, start + batch_size)
-            scores = self._score(query.users[rows], query.history[rows], query.fresh).astype(np.float32, copy=False)
-            if np.isnan(scores).any():
-                raise FloatingPointError(f"{type(self).__name__} produced NaN scores; refit with other settings")
-            exclude = query.exclude[rows] if sp.issparse(query.exclude) else query.exclude
-            _mask(scores, exclude, query.allow)
-            parts.append(top_k(scores, query.k))
-        return Candidates.concat(parts)
+        allowed = None if allow is None else item_indices(allow, self.n_items, "allow")
+        return Query(users, history, user_items is not None, int(k), exclusions(exclude, history, self.n_items), allowed)
 
     @abc.abstractmethod
-    def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
-        """float [len(users), n_items] scores (higher is better; -inf = cannot be returned).
+    def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
+        """Top ``query.k`` items for an already validated :class:`Query` (what :meth:`candidates`
+        builds from its arguments): each retriever's own ranked list, raw scores kept. Fusion
+        calls this on every source."""
 
-        ``fresh`` is true when ``history`` came from the caller rather than from fitting.
-        """
+    def describe(self) -> dict[str, Any]:
+        """What this retriever is, JSON-ready, for reports: its config and hash, and what fitting
+        chose (subclasses add theirs: the index kind, tuned weights, training cutoffs, ...)."""
+        return {"method": self.name, "config": self.config.to_dict(), "config_hash": self.config.config_hash()}
 
     def replaced(self: R, **fitted: Any) -> R:
         """A shallow copy with some fitted attributes replaced; ``self`` is left as it was.
@@ -146,7 +142,7 @@ class Retriever(abc.ABC):
     def save(self, path: str | Path) -> Path:
         """Write the fitted state to the folder ``path`` (``manifest.json`` + ``state.npz``)."""
         self._check_fitted()
-        arrays = {**_csr_to_arrays("user_items", self.user_items_), **self._state()}
+        arrays = {**csr_to_arrays("user_items", self.user_items_), **self._state()}
         facts = {"n_users": int(self.user_items_.shape[0]), "n_items": self.n_items}  # type: ignore[union-attr]
         return write_artifact(path, type(self).__name__, self.config.to_dict(), facts, lambda d: self._write(d, arrays))
 
@@ -162,7 +158,7 @@ class Retriever(abc.ABC):
         with open_artifact(path, cls.__name__) as (folder, manifest):
             arrays = load_npz(folder / "state.npz")
             retriever = cls(manifest_config(manifest, cls.config_class, folder))
-            retriever.user_items_ = _csr_from_arrays("user_items", arrays)
+            retriever.user_items_ = csr_from_arrays("user_items", arrays)
             if (folder / "items.json").is_file():
                 retriever.users_, retriever.items_ = IdMap.load(folder / "users.json"), IdMap.load(folder / "items.json")
             retriever._restore(arrays, folder)
@@ -215,6 +211,41 @@ class Retriever(abc.ABC):
         return fitted[users]
 
 
+class ScoringRetriever(Retriever):
+    """A retriever that can score every item for a user: retrieval is exact (score, mask, top k).
+
+    Subclasses implement :meth:`_score`; those that search an index instead (ALS, the
+    bi-encoder) override :meth:`retrieve` and keep this exact path as their reference.
+    """
+
+    def candidates_exact(self, user_ids: np.ndarray | list[int], k: int, **kwargs: Any) -> Candidates:
+        """As :meth:`candidates`, always scoring every item (no index): the reference an indexed
+        retriever is checked against."""
+        self._check_fitted()
+        query = self._query(user_ids, k, kwargs.pop("user_items", None), kwargs.pop("exclude", None), kwargs.pop("allow", None))
+        return ScoringRetriever.retrieve(self, query, int(kwargs.pop("batch_size", 1024)))
+
+    def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
+        """Exact retrieval: score every item, mask, take the top k (batch by batch)."""
+        parts = []
+        for start in range(0, max(len(query.users), 1), batch_size):
+            rows = slice(start, start + batch_size)
+            scores = self._score(query.users[rows], query.history[rows], query.fresh).astype(np.float32, copy=False)
+            if np.isnan(scores).any():
+                raise FloatingPointError(f"{type(self).__name__} produced NaN scores; refit with other settings")
+            exclude = query.exclude[rows] if sp.issparse(query.exclude) else query.exclude
+            _mask(scores, exclude, query.allow)
+            parts.append(top_k(scores, query.k))
+        return Candidates.concat(parts)
+
+    @abc.abstractmethod
+    def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
+        """float [len(users), n_items] scores (higher is better; -inf = cannot be returned).
+
+        ``fresh`` is true when ``history`` came from the caller rather than from fitting.
+        """
+
+
 @dataclasses.dataclass
 class Query:
     """A validated :meth:`Retriever.candidates` call.
@@ -231,7 +262,7 @@ class Query:
     allow: np.ndarray | None
 
 
-def _exclusions(
+def exclusions(
     exclude: str | sp.spmatrix | np.ndarray | list[int] | None, history: sp.csr_matrix, n_items: int
 ) -> sp.csr_matrix | np.ndarray | None:
     if exclude is None:
@@ -245,10 +276,10 @@ def _exclusions(
         if matrix.shape != (history.shape[0], n_items):
             raise ValueError(f"exclude matrix must be [{history.shape[0]}, {n_items}], got {matrix.shape}")
         return matrix
-    return _item_indices(exclude, n_items, "exclude")
+    return item_indices(exclude, n_items, "exclude")
 
 
-def _item_indices(values: np.ndarray | list[int], n_items: int, what: str) -> np.ndarray:
+def item_indices(values: np.ndarray | list[int], n_items: int, what: str) -> np.ndarray:
     items = np.asarray(values, dtype=np.int64).reshape(-1)
     if len(items) and (items.min() < 0 or items.max() >= n_items):
         raise ValueError(f"{what} holds item indices outside 0..{n_items - 1}")
@@ -269,15 +300,12 @@ def _mask(scores: np.ndarray, exclude: sp.csr_matrix | np.ndarray | None, allow:
         scores[:, ~keep] = -np.inf
 
 
-def _csr_to_arrays(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
-    return {
-        f"{prefix}_data": matrix.data,
-        f"{prefix}_indices": matrix.indices,
-        f"{prefix}_indptr": matrix.indptr,
-        f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64),
-    }
-
-
-def _csr_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
-    shape = tuple(int(x) for x in arrays[f"{prefix}_shape"])
-    return sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape)
+def as_dataset(data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> Dataset:
+    """``data`` itself, or a users × items count matrix as a :class:`Dataset`."""
+    if isinstance(data, Dataset):
+        if item_texts is not None:
+            raise ValueError("item_texts go with a matrix; a Dataset carries its own catalog")
+        return data
+    if sp.issparse(data):
+        return Dataset.from_user_items(data, item_texts)
+    raise TypeError(f"fit takes a Dataset or a users x items sparse matrix, got {type(data).__name__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ from threadpoolctl import threadpool_limits
 
 from ecomrec.config import ItemKNNConfig, PopularityConfig, RepurchaseConfig
 from ecomrec.data.dataset import Dataset
-from ecomrec.retrieval.base import Retriever, _csr_from_arrays, _csr_to_arrays
+from ecomrec.artifacts import csr_from_arrays, csr_to_arrays
+from ecomrec.candidates import Candidates
+from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset
 
 
 def _unit_interval(values: np.ndarray) -> np.ndarray:
@@ -18,7 +21,7 @@ def _unit_interval(values: np.ndarray) -> np.ndarray:
     return (values / (values.max() + 1.0)).astype(np.float64) if len(values) else values
 
 
-class PopularityRetriever(Retriever):
+class PopularityRetriever(ScoringRetriever):
     """Items by distinct buyers over the last ``window_days`` of history; the same list for everyone.
 
     Examples
@@ -33,7 +36,8 @@ class PopularityRetriever(Retriever):
     config_class = PopularityConfig
     config: PopularityConfig
 
-    def fit(self, data: Dataset) -> PopularityRetriever:
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> PopularityRetriever:
+        data = as_dataset(data, item_texts)
         self._remember(data, data.user_items("counts"))
         self.popularity_ = data.item_popularity(self.config.window_days)
         return self
@@ -48,7 +52,7 @@ class PopularityRetriever(Retriever):
         self.popularity_ = arrays["popularity"]
 
 
-class RepurchaseRetriever(Retriever):
+class RepurchaseRetriever(ScoringRetriever):
     """The user's own items by purchase count (ties: most recent first), then popularity.
 
     Scores: an owned item scores ``count + 0.999 * recency`` (recency in [0, 1), 1 = end of
@@ -59,7 +63,8 @@ class RepurchaseRetriever(Retriever):
     config_class = RepurchaseConfig
     config: RepurchaseConfig
 
-    def fit(self, data: Dataset) -> RepurchaseRetriever:
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> RepurchaseRetriever:
+        data = as_dataset(data, item_texts)
         self._remember(data, data.user_items("counts"))
         self.popularity_ = data.item_popularity(self.config.popularity.window_days)
         self.recency_ = _last_purchase_recency(data, self.user_items_.shape)
@@ -74,12 +79,20 @@ class RepurchaseRetriever(Retriever):
             scores[recency.row, recency.col] += 0.999 * recency.data
         return scores
 
+    def own_items(self, query: Query) -> Candidates:
+        """Only the user's own items, most bought first (no popularity fill): the ``own`` source."""
+        found = self.retrieve(query)
+        bought = found.scores >= 1.0  # owned items score >= 1, the popularity fill below 1
+        found.item_ids[~bought] = -1
+        found.scores[~bought] = -np.inf
+        return found
+
     def _state(self) -> dict[str, np.ndarray]:
-        return {"popularity": self.popularity_, **_csr_to_arrays("recency", self.recency_)}
+        return {"popularity": self.popularity_, **csr_to_arrays("recency", self.recency_)}
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.popularity_ = arrays["popularity"]
-        self.recency_ = _csr_from_arrays("recency", arrays)
+        self.recency_ = csr_from_arrays("recency", arrays)
 
 
 def _last_purchase_recency(data: Dataset, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -99,7 +112,7 @@ def _last_purchase_recency(data: Dataset, shape: tuple[int, int]) -> sp.csr_matr
     return last.astype(np.float32)
 
 
-class ItemKNNRetriever(Retriever):
+class ItemKNNRetriever(ScoringRetriever):
     """Item-item kNN over BM25-weighted co-purchases (as ``implicit``'s ``BM25Recommender``).
 
     A user's score for an item is the sum of its similarities to the user's items (weighted by
@@ -110,7 +123,8 @@ class ItemKNNRetriever(Retriever):
     config_class = ItemKNNConfig
     config: ItemKNNConfig
 
-    def fit(self, data: Dataset) -> ItemKNNRetriever:
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> ItemKNNRetriever:
+        data = as_dataset(data, item_texts)
         from implicit.nearest_neighbours import ItemItemRecommender, bm25_weight
 
         cfg = self.config
@@ -133,8 +147,8 @@ class ItemKNNRetriever(Retriever):
         return scores
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"popularity": self.popularity_, **_csr_to_arrays("similarity", self.similarity_)}
+        return {"popularity": self.popularity_, **csr_to_arrays("similarity", self.similarity_)}
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.popularity_ = arrays["popularity"]
-        self.similarity_ = _csr_from_arrays("similarity", arrays)
+        self.similarity_ = csr_from_arrays("similarity", arrays)

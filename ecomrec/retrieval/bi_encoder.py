@@ -34,8 +34,9 @@ from ecomrec.encoders import embedding_dimension, load_sentence_transformer, mod
 from ecomrec.exceptions import ArtifactError
 from ecomrec.index import VectorIndex
 from ecomrec.index.validation import check_index
-from ecomrec.retrieval.base import Query, Retriever, _exclusions, _item_indices
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset, exclusions, item_indices
+from ecomrec.candidates import Candidates, top_k
+from ecomrec.metrics import hits, recall
 from ecomrec.training import step as step_once
 from ecomrec.training import warmup_then_decay
 from ecomrec.retrieval.pairs import NextItemPairs, mine_hard_negatives, next_item_pairs
@@ -54,7 +55,7 @@ class _Validation:
     start: pd.Timestamp
 
 
-class BiEncoderRetriever(Retriever):
+class BiEncoderRetriever(ScoringRetriever):
     """Fine-tuned bi-encoder retrieval (history text → item title), searched through a VectorIndex.
 
     Examples
@@ -78,7 +79,11 @@ class BiEncoderRetriever(Retriever):
         self._swap_lock = threading.Lock()
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Dataset) -> BiEncoderRetriever:
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> BiEncoderRetriever:
+        data = as_dataset(data, item_texts)
+        if self.config.fine_tune and len(data) and data.start == data.end:
+            raise ValueError("fine-tuning validates on the last days of the data, and these purchases carry no times "
+                             "(a matrix?): pass fine_tune=False, or fit on a Dataset with timestamps")
         import torch
 
         cfg = self.config
@@ -162,10 +167,8 @@ class BiEncoderRetriever(Retriever):
         scores = queries @ items.T
         seen = valid.seen.tocoo()
         scores[seen.row, seen.col] = -np.inf
-        k = min(k, scores.shape[1])  # a catalog smaller than k: every item is in the top k
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        hits = np.asarray([valid.targets[r, top[r]].sum() for r in range(len(top))], dtype=np.float64)
-        return float(np.mean(hits / valid.targets.getnnz(axis=1)))
+        top = top_k(scores, k).item_ids
+        return float(recall(hits(top, valid.targets), valid.targets.getnnz(axis=1), k).mean())
 
     def _mine(self, data: Dataset, pairs: NextItemPairs) -> None:
         from ecomrec.retrieval.baselines import ItemKNNRetriever
@@ -261,7 +264,7 @@ class BiEncoderRetriever(Retriever):
         return texts
 
     # ------------------------------------------------------------------ retrieval
-    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+    def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
         return self.candidates_for_texts(
             self.user_texts(query.users, query.history, query.fresh), query.k, exclude=query.exclude, allow=query.allow,
             batch_size=batch_size,
@@ -276,15 +279,15 @@ class BiEncoderRetriever(Retriever):
         cfg = self.config
         lists = [np.asarray(items, dtype=np.int64).reshape(-1) for items in item_lists]
         for items in lists:
-            _item_indices(items, self.n_items, "item_lists")
+            item_indices(items, self.n_items, "item_lists")
         texts = [history_text([self.item_texts_[i] for i in _distinct(items)[: cfg.history_items]], cfg.history_chars) for items in lists]
         rows = np.repeat(np.arange(len(lists)), [len(items) for items in lists])
         bought = sp.csr_matrix(
             (np.ones(len(rows), np.float32), (rows, np.concatenate(lists) if lists else np.zeros(0, np.int64))),
             shape=(len(lists), self.n_items),
         )
-        allowed = None if allow is None else _item_indices(allow, self.n_items, "allow")
-        return self.candidates_for_texts(texts, k, exclude=_exclusions(exclude, bought, self.n_items), allow=allowed)
+        allowed = None if allow is None else item_indices(allow, self.n_items, "allow")
+        return self.candidates_for_texts(texts, k, exclude=exclusions(exclude, bought, self.n_items), allow=allowed)
 
     def candidates_for_texts(
         self, texts: Sequence[str], k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
@@ -307,6 +310,12 @@ class BiEncoderRetriever(Retriever):
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         vectors = self.encode_queries(self.user_texts(users, history, fresh))
         return vectors @ self.index_vectors_().T
+
+    def describe(self) -> dict[str, Any]:
+        out = {**super().describe(), "index": self.index_.kind_, "device": self.device_}
+        if self.training_log_:
+            out["training"] = {"steps": self.training_log_[-1]["step"], "best_valid_recall@100": max(r["valid_recall@100"] for r in self.training_log_)}
+        return out
 
     def index_vectors_(self) -> np.ndarray:
         """Embeddings of every item by dense index (from the cache)."""
@@ -344,8 +353,8 @@ class BiEncoderRetriever(Retriever):
             personal = self.encode_queries(self.user_texts(users[known], history[known], False))
             mixed = vectors[known] + self.config.personalise * personal
             vectors[known] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
-        allowed = None if allow is None else _item_indices(allow, self.n_items, "allow")
-        return self.index_.search(vectors, int(k), exclude=_exclusions(exclude, history, self.n_items), allow=allowed)
+        allowed = None if allow is None else item_indices(allow, self.n_items, "allow")
+        return self.index_.search(vectors, int(k), exclude=exclusions(exclude, history, self.n_items), allow=allowed)
 
     # ------------------------------------------------------------------ catalog changes
     def _build_index(self, vectors: np.ndarray, item_ids: np.ndarray) -> VectorIndex:

@@ -10,10 +10,13 @@ reranker and the report need.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
 from typing import Any
+
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,10 +24,11 @@ import scipy.sparse as sp
 from ecomrec.config import FusionConfig, HybridConfig, PopularityConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.retrieval.als import ALSRetriever
-from ecomrec.retrieval.base import Query, Retriever, _csr_from_arrays, _csr_to_arrays
+from ecomrec.artifacts import csr_from_arrays, csr_to_arrays
+from ecomrec.retrieval.base import Query, Retriever, as_dataset
 from ecomrec.retrieval.baselines import ItemKNNRetriever, PopularityRetriever, RepurchaseRetriever
 from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
-from ecomrec.retrieval.candidates import Candidates, top_k
+from ecomrec.candidates import Candidates, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,8 @@ class HybridRetriever(Retriever):
     ) -> None:
         super().__init__(config, show_progress=show_progress, **kwargs)
         self._given = dict(retrievers or {})
+        self.tuning_: dict[str, Any] | None = None
+        self.fit_seconds_: dict[str, float] = {}
         self.last_timings_: dict[str, float] = {}
 
     @property
@@ -77,25 +83,45 @@ class HybridRetriever(Retriever):
         """Models the sources in ``quotas`` need, and popularity (for queries without history)."""
         return {SOURCE_MODEL[s] for s in quotas} | {"popularity"}
 
+    def describe(self) -> dict[str, Any]:
+        out = {**super().describe(), "weights": self.weights_, "depths": self.quotas_, "fit_seconds_by_stage": self.fit_seconds_}
+        if getattr(self, "tuning_", None):
+            out["tuning"] = self.tuning_
+        return out
+
     def popularity_source(self) -> Retriever:
         """The popularity ranking: what a query without any known purchase gets."""
         self._check_fitted()
         return self.models_["popularity"]
 
-    def fit(self, data: Dataset) -> HybridRetriever:
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> HybridRetriever:
+        data = as_dataset(data, item_texts)
+        if self.fusion.tune and len(data) and data.start == data.end:
+            raise ValueError("fusion tuning needs a validation window, and these purchases carry no times (a matrix?): "
+                             "pass FusionConfig(tune=False), or fit on a Dataset with timestamps")
         needed = self._needed(self.fusion.quotas)
+        for name, given in self._given.items():
+            if name not in SOURCE_MODEL.values():
+                raise ValueError(f"no source model {name!r}; known: {sorted(set(SOURCE_MODEL.values()))}")
+            if not given.is_fitted or given.n_items != data.n_items:
+                raise ValueError(f"the given {name!r} retriever is not fitted on this data ({data.n_items} items)")
         models: dict[str, Retriever] = {}
+        seconds: dict[str, float] = {}
         if "bi_encoder" in needed:
-            models["bi_encoder"] = self._given.get("bi_encoder") or BiEncoderRetriever(
-                self.config.bi_encoder, show_progress=self.show_progress
-            ).fit(data)
+            with _timed(seconds, "bi_encoder"):
+                models["bi_encoder"] = self._given.get("bi_encoder") or BiEncoderRetriever(
+                    self.config.bi_encoder, show_progress=self.show_progress
+                ).fit(data)
         self.weights_ = dict(self.fusion.weights)
         self.quotas_ = dict(self.fusion.quotas)
         if self.fusion.tune:
-            self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
+            with _timed(seconds, "fusion_tuning"):
+                self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
         for name in sorted(needed - set(models)):
-            models[name] = self._given.get(name) or self._new_model(name).fit(data)
+            with _timed(seconds, name):
+                models[name] = self._given.get(name) or self._new_model(name).fit(data)
         self.models_ = models
+        self.fit_seconds_ = seconds
         self._remember(data, data.user_items("counts"))
         self.days_since_ = data.days_since_purchase()
         return self
@@ -113,7 +139,7 @@ class HybridRetriever(Retriever):
         raise ValueError(f"no model {name!r}")
 
     # ------------------------------------------------------------------ retrieval
-    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+    def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
         start = time.perf_counter()
         timings: dict[str, float] = {}
         lists = self.source_lists(query, timings)
@@ -134,11 +160,8 @@ class HybridRetriever(Retriever):
             start = time.perf_counter()
             exclude = query.exclude if source in ("own", "als", "popularity") else unseen
             sub = Query(query.users, query.history, query.fresh, min(quota, self.n_items), exclude, query.allow)
-            found = model._retrieve(_rescaled(model, sub), 1024)
-            if source == "own":  # only the user's own items; the popularity fill is another source
-                found.item_ids[found.scores < 1.0] = -1
-                found.scores[found.scores < 1.0] = -np.inf
-            lists[source] = found
+            sub = _rescaled(model, sub)
+            lists[source] = model.own_items(sub) if source == "own" else model.retrieve(sub)
             if timings is not None:
                 if source == "bi_encoder":
                     timings.update({f"bi_encoder:{k}": v for k, v in getattr(model, "last_timings_", {}).items()})
@@ -156,9 +179,6 @@ class HybridRetriever(Retriever):
             days = np.where(days > 0, days - 1.0, np.nan).astype(np.float32)
         return {"own_count": lookup(counts, fused.item_ids), "own_days_since": days}
 
-    def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
-        raise NotImplementedError("HybridRetriever fuses ranked lists; it has no per-item score for every item")
-
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         names = sorted(self.weights_)
@@ -167,7 +187,7 @@ class HybridRetriever(Retriever):
             "weights": np.asarray([self.weights_[n] for n in names]),
             "quota_names": np.asarray(sorted(self.quotas_), dtype="U32"),
             "quotas": np.asarray([self.quotas_[n] for n in sorted(self.quotas_)], dtype=np.int64),
-            **_csr_to_arrays("days_since", self.days_since_),
+            **csr_to_arrays("days_since", self.days_since_),
         }
 
     def _write(self, folder: Any, arrays: dict[str, np.ndarray]) -> None:
@@ -178,7 +198,7 @@ class HybridRetriever(Retriever):
     def _restore(self, arrays: dict[str, np.ndarray], folder: Any) -> None:
         self.weights_ = {str(n): float(w) for n, w in zip(arrays["weight_names"], arrays["weights"])}
         self.quotas_ = {str(n): int(q) for n, q in zip(arrays["quota_names"], arrays["quotas"])}
-        self.days_since_ = _csr_from_arrays("days_since", arrays)
+        self.days_since_ = csr_from_arrays("days_since", arrays)
         classes = {"als": ALSRetriever, "itemknn": ItemKNNRetriever, "bi_encoder": BiEncoderRetriever,
                    "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever}
         self.models_ = {name: classes[name].load(folder / "sources" / name) for name in self._needed(self.fusion.quotas)}
@@ -218,10 +238,10 @@ class HybridRetriever(Retriever):
         Sources are fitted on the data before the window; the bi-encoder (fitted on all of
         ``data``) is used only for its own validation users, whose window purchases it never saw.
         """
-        from ecomrec.evaluation.metrics import ranking_metrics
-        from ecomrec.evaluation.protocol import make_split
+        from ecomrec.metrics import ranking_metrics
+        from ecomrec.data.split import make_split
 
-        start = bi.validation_.start if bi is not None and getattr(bi, "validation_", None) else data.end - np.timedelta64(30, "D")
+        start = bi.validation_.start if bi is not None and getattr(bi, "validation_", None) else data.end - np.timedelta64(self.fusion.valid_days, "D")
         split = make_split(data, start)
         users = split.users
         if bi is not None and getattr(bi, "validation_", None):
@@ -277,7 +297,7 @@ class _FrozenTextSource:
         self.bi = bi
         self.before = before
 
-    def _retrieve(self, query: Query, batch_size: int) -> Candidates:
+    def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
         texts = self.before.history_texts(query.users, max_items=self.bi.config.history_items, max_chars=self.bi.config.history_chars)
         return self.bi.candidates_for_texts(texts, query.k, exclude=query.exclude, allow=query.allow)
 
@@ -384,3 +404,13 @@ def _keys(item_ids: np.ndarray, valid: np.ndarray, n_items: int) -> np.ndarray:
     """``row * n_items + item`` of each valid entry of a ranked list (row-major order)."""
     rows = np.broadcast_to(np.arange(item_ids.shape[0], dtype=np.int64)[:, None], item_ids.shape)
     return rows[valid] * n_items + item_ids[valid]
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the block's wall-clock seconds to ``seconds[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start

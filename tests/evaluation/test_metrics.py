@@ -70,3 +70,29 @@ def test_latency_percentiles() -> None:
     calls: list[int] = []
     timed = time_calls(calls.append, list(range(5)), warmup=2)
     assert calls == [0, 1, 0, 1, 2, 3, 4] and timed.n == 5
+
+
+def test_paired_bootstrap_by_hand() -> None:
+    from ecomrec.evaluation.protocol import paired_bootstrap
+
+    same = paired_bootstrap(np.array([0.5, 0.7, 0.9]), np.array([0.3, 0.5, 0.7]))
+    assert same["mean_diff"] == pytest.approx(0.2) and same["ci95"] == pytest.approx([0.2, 0.2]) and same["excludes_zero"]
+    # differences -1, +1 for half the users each: the mean's interval straddles 0
+    spread = paired_bootstrap(np.tile([0.0, 1.0], 50), np.tile([1.0, 0.0], 50), seed=3)
+    assert spread["mean_diff"] == 0.0 and spread["ci95"][0] < 0 < spread["ci95"][1] and not spread["excludes_zero"]
+    assert spread["ci95"][1] - spread["ci95"][0] == pytest.approx(2 * 1.96 * 1.0 / np.sqrt(100), rel=0.2)  # ~ 2 x 1.96 sd / sqrt(n)
+
+
+def test_warmup_then_decay_by_hand() -> None:
+    import torch
+
+    from ecomrec.training import warmup_then_decay
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_then_decay(optimizer, steps=10, warmup_ratio=0.2)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates == pytest.approx([0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])

@@ -16,7 +16,7 @@ from ecomrec.config import (
 )
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.synthetic import synthetic
-from ecomrec.evaluation.protocol import make_split
+from ecomrec.data.split import make_split
 from ecomrec.rerank import PurchaseReranker, RerankedRetriever
 from ecomrec.retrieval import RETRIEVERS
 from ecomrec.retrieval.fusion import HybridRetriever

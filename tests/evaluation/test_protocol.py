@@ -112,3 +112,20 @@ def test_cli_bad_input_exit_code(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["bench"])  # required arguments missing
     assert exit_info.value.code == 2
+
+
+def test_stages_honour_each_methods_config_and_share_examples_only_when_configs_agree() -> None:
+    from ecomrec.config import ALSConfig, RerankConfig
+    from ecomrec.data.synthetic import synthetic
+    from ecomrec.evaluation.protocol import BenchmarkRun, build_method, examples_key, fit_stage
+
+    assert examples_key(RerankConfig(text=False)) == examples_key(RerankConfig(text=True))  # text: same lists
+    assert examples_key(RerankConfig(window_days=15)) != examples_key(RerankConfig())  # other labels
+    split = make_split(synthetic(seed=0), "2024-03-01")
+    run = BenchmarkRun(split, {"als": ALSConfig(factors=3, iterations=2)}, show_progress=False)
+    als = build_method(run, "als")
+    assert als.config.factors == 3
+    fitted, seconds = fit_stage(run, "als")
+    assert fitted.is_fitted and seconds is not None and run.fitted["als"] is fitted
+    again, seconds = fit_stage(run, "als")
+    assert again is fitted and seconds is None  # fitted once per run, then reused

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from ecomrec.rerank.features import NEVER_DAYS, NOT_FOUND_RANK, CollaborativeStats, candidate_features, feature_names
-from ecomrec.rerank.purchase import PurchaseModel, expected_calibration_error
-from ecomrec.rerank.text_model import ndcg_from_labels
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.metrics import expected_calibration_error
+from ecomrec.rerank.purchase import PurchaseModel
+from ecomrec.metrics import ndcg_from_labels
+from ecomrec.candidates import Candidates
 
 
 def test_expected_calibration_error_by_hand() -> None:

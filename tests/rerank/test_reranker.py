@@ -7,7 +7,8 @@ import pytest
 
 from ecomrec.config import ALSConfig, FusionConfig, HybridConfig, RerankConfig
 from ecomrec.data.synthetic import synthetic
-from ecomrec.evaluation.protocol import evaluate_candidates, make_split
+from ecomrec.data.split import make_split
+from ecomrec.evaluation.protocol import evaluate_candidates
 from ecomrec.exceptions import ArtifactError
 from ecomrec.rerank import PurchaseReranker, RerankedRetriever
 from ecomrec.retrieval.fusion import HybridRetriever

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from ecomrec.config import ALSConfig, BiEncoderConfig, FusionConfig, HybridConfig, ItemKNNConfig
 from ecomrec.data import Dataset, IdMap
+from ecomrec.data.synthetic import synthetic
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.retrieval import RETRIEVERS, ALSRetriever, BiEncoderRetriever, HybridRetriever, Retriever
 
@@ -228,3 +229,24 @@ def test_history_override_changes_results_for_known_users(fitted, data) -> None:
     odd_history = data.user_items("counts")[[1]]  # user 0 (even) presented with an odd user's history
     result = model.candidates([0], k=3, user_items=sp.csr_matrix(odd_history), exclude="seen")
     assert result.item_ids[0, 0] % 2 == 1
+
+
+@pytest.mark.parametrize("name", ["popularity", "repurchase", "itemknn", "als"])
+def test_fit_on_a_count_matrix_equals_fit_on_the_same_purchases(name: str) -> None:
+    """As with implicit: a users x items CSR of purchase counts is enough to fit a retriever."""
+    data = synthetic(n_users=60, n_items=30, seed=4)
+    counts = data.user_items("counts")
+    config = {"als": ALSConfig(factors=4, iterations=3)}.get(name)
+    from_matrix = RETRIEVERS[name](config, show_progress=False).fit(counts, item_texts=data.item_texts)
+    from_dataset = RETRIEVERS[name](config, show_progress=False).fit(Dataset.from_user_items(counts, data.item_texts))
+    users = np.arange(10)
+    np.testing.assert_array_equal(from_matrix.candidates(users, 5).item_ids, from_dataset.candidates(users, 5).item_ids)
+    assert from_matrix.user_items_.sum() == counts.sum()  # one purchase event per count
+    with pytest.raises(ValueError, match="counts"):
+        RETRIEVERS[name](config).fit(counts * 0.5)
+
+
+def test_a_matrix_cannot_drive_what_needs_time() -> None:
+    counts = synthetic(n_users=30, n_items=20, seed=4).user_items("counts")
+    with pytest.raises(ValueError, match="fine_tune=False"):
+        BiEncoderRetriever(layers=1).fit(counts)

@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from ecomrec.config import ALSConfig, BiEncoderConfig, FusionConfig, HybridConfig, ProtocolConfig
 from ecomrec.data.synthetic import synthetic
 from ecomrec.evaluation import benchmark
-from ecomrec.evaluation.protocol import make_split
-from ecomrec.retrieval.candidates import Candidates
+from ecomrec.data.split import make_split
+from ecomrec.candidates import Candidates
 from ecomrec.retrieval.fusion import HybridRetriever, fuse, lookup
 
 INF = -np.inf

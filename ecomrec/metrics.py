@@ -1,4 +1,8 @@
-"""Ranking metrics over full-catalog top-k lists (DESIGN.md's protocol)."""
+"""Ranking metrics: the one implementation of recall, ndcg, mrr and hit rate in ecomrec.
+
+Used by the protocol (full-catalog top-k lists), fusion tuning, the bi-encoder's and the
+cross-encoder's early stopping, and index validation against exact search.
+"""
 
 from __future__ import annotations
 
@@ -67,12 +71,9 @@ def ranking_metrics(
     hit = hits(item_ids, targets)
     values: dict[str, np.ndarray] = {}
     for k in ks:
-        values[f"recall@{k}"] = hit[:, :k].sum(axis=1) / n_targets
+        values[f"recall@{k}"] = recall(hit, n_targets, k)
     top = hit[:, :10]
-    discounts = 1.0 / np.log2(np.arange(2, 12))
-    dcg = (top * discounts[: top.shape[1]]).sum(axis=1)
-    ideal = np.cumsum(discounts)[np.minimum(n_targets, 10).astype(int) - 1]
-    values["ndcg@10"] = dcg / ideal
+    values["ndcg@10"] = ndcg(hit, n_targets, 10)
     found = top.any(axis=1)
     values["mrr@10"] = np.where(found, 1.0 / (top.argmax(axis=1) + 1.0), 0.0)
     values["hit@10"] = top.any(axis=1).astype(np.float64)
@@ -80,3 +81,55 @@ def ranking_metrics(
     shown = item_ids[:, :10]
     means["coverage@10"] = len(np.unique(shown[shown >= 0])) / float(n_catalog or targets.shape[1])
     return (means, values) if per_user else means
+
+
+def recall(hit: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """float64 [n]: hits in the top ``k`` / relevant items, per row (``hit``: bool [n, K], rank order)."""
+    return hit[:, :k].sum(axis=1) / np.asarray(n_relevant, dtype=np.float64)
+
+
+def ndcg(hit: np.ndarray, n_relevant: np.ndarray, k: int = 10) -> np.ndarray:
+    """float64 [n]: ndcg@k of binary gains ``hit`` (bool [n, K], rank order), the ideal DCG being
+    that of min(relevant, k) hits. Rows need at least one relevant item."""
+    top = np.asarray(hit[:, :k], dtype=np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (top * discounts[: top.shape[1]]).sum(axis=1)
+    ideal = np.cumsum(discounts)[np.minimum(np.asarray(n_relevant), k).astype(int) - 1]
+    return dcg / ideal
+
+
+def ndcg_from_labels(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, k: int = 10) -> float:
+    """Mean ndcg@k of ordering each row's candidates by ``scores`` (float [n, m]; ``labels`` and
+    ``valid`` bool [n, m]); rows without a valid positive are skipped (0.0 if none has one)."""
+    masked = np.where(valid, scores, -np.inf)
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    relevant = labels & valid
+    positives = relevant.sum(axis=1)
+    rows = positives > 0
+    if not rows.any():
+        return 0.0
+    gains = np.take_along_axis(relevant, order, axis=1)
+    return float(ndcg(gains[rows], positives[rows], k).mean())
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> tuple[float, list[dict[str, float]]]:
+    """ECE over equal-width probability bins, and the reliability table (bin mean vs frequency).
+
+    The bins' predicted and observed means come from scikit-learn's ``calibration_curve``.
+    """
+    from sklearn.calibration import calibration_curve
+
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if not len(p):
+        return float("nan"), []
+    observed, predicted = calibration_curve(y, p, n_bins=bins, strategy="uniform")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], p), minlength=bins)  # sklearn's own binning
+    filled = np.flatnonzero(counts)
+    ece = float(np.sum(counts[filled] / len(p) * np.abs(predicted - observed)))
+    table = [
+        {"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(counts[b]), "predicted": float(mp), "observed": float(fo)}
+        for b, mp, fo in zip(filled, predicted, observed)
+    ]
+    return ece, table
