@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ecomrec.config import ConfigBase, ProtocolConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.evaluation.latency import LatencyStats, Stopwatch, time_calls
-from ecomrec.data.split import EvalSplit, make_split, validation_split
+from ecomrec.data.split import EvalSplit, make_split
 from ecomrec.metrics import expected_calibration_error, hits, ranking_metrics
 from ecomrec.evaluation.report import BenchmarkReport, environment
 from ecomrec.retrieval import RETRIEVERS, Candidates, Retriever

@@ -28,6 +28,13 @@ class TextScorer:
 
     Item lower-layer states are computed once per catalog (after training) and reused for
     every request; a request's user context runs through the lower layers once.
+
+    Why a custom training loop here, where the bi-encoder uses sentence-transformers' trainer:
+    the late-join model is no ``CrossEncoder`` (its forward takes pre-encoded user and item
+    segments and joins them in its top layer), and its batches are per-user candidate lists
+    whose user context is encoded once and shared by all of that user's pairs, with the
+    early-stopping metric being ndcg@10 over those lists. The pieces that are generic come from
+    libraries: AdamW from torch, the schedule from transformers, the metric from ecomrec.metrics.
     """
 
     def __init__(self, config: CrossEncoderConfig, item_texts: list[str], *, show_progress: bool = False) -> None:

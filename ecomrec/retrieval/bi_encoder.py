@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from ecomrec.config import BiEncoderConfig
 from ecomrec.data.dataset import Dataset
@@ -37,8 +36,6 @@ from ecomrec.index.validation import check_index
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset, exclusions, item_indices
 from ecomrec.candidates import Candidates, top_k
 from ecomrec.metrics import hits, recall
-from ecomrec.training import step as step_once
-from ecomrec.training import warmup_then_decay
 from ecomrec.retrieval.pairs import NextItemPairs, mine_hard_negatives, next_item_pairs
 
 logger = logging.getLogger(__name__)
@@ -105,8 +102,16 @@ class BiEncoderRetriever(ScoringRetriever):
 
     # ------------------------------------------------------------------ fine-tuning
     def _fine_tune(self, data: Dataset) -> list[dict[str, float]]:
-        import torch
+        """Fine-tune on "history → an item bought next" pairs with sentence-transformers' trainer:
+        MultipleNegativesRankingLoss (in-batch negatives, hard negatives when mined), the
+        no-duplicates batch sampler, validation recall@100 every ``eval_every`` steps with early
+        stopping and the best checkpoint kept. Precision (bf16 / fp16) and several GPUs come from
+        the trainer's arguments on a GPU machine. Returns the validation log (step 0: zero-shot)."""
+        import tempfile
 
+        from transformers import EarlyStoppingCallback
+
+        trainer_cls, arguments_cls, loss_cls = _sentence_transformers_training()
         cfg = self.config
         valid = self.validation_ = self._validation(data)
         pairs = next_item_pairs(
@@ -117,33 +122,56 @@ class BiEncoderRetriever(ScoringRetriever):
             raise ValueError(f"only {len(pairs)} training pairs in the data; need at least batch_size={cfg.batch_size}")
         if cfg.hard_negatives:
             self._mine(data, pairs)
-        batches = _batches(pairs, cfg.batch_size, cfg.epochs, cfg.seed)
-        model = self.model_
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        schedule = warmup_then_decay(optimizer, len(batches), cfg.warmup_ratio)
-        log = [{"step": 0, "loss": float("nan"), "valid_recall@100": self._valid_recall(valid)}]
-        best, best_state, stale = log[0]["valid_recall@100"], copy.deepcopy(model.state_dict()), 0
-        logger.info("bi-encoder: %d pairs, %d steps; zero-shot validation recall@100 %.4f", len(pairs), len(batches), best)
-        losses: list[float] = []
-        bar = tqdm(batches, desc="fine-tune bi-encoder", disable=not self._progress())
-        for step, rows in enumerate(bar, start=1):
-            model.train()
-            losses.append(step_once(self._loss(pairs, rows), model.parameters(), optimizer, schedule))
-            if step % cfg.eval_every == 0 or step == len(batches):
-                recall = self._valid_recall(valid)
-                log.append({"step": step, "loss": float(np.mean(losses[-cfg.eval_every:])), "valid_recall@100": recall})
-                bar.set_postfix(loss=f"{log[-1]['loss']:.3f}", recall=f"{recall:.4f}")
-                logger.info("bi-encoder step %d: loss %.4f, validation recall@100 %.4f", step, log[-1]["loss"], recall)
-                if recall > best:
-                    best, best_state, stale = recall, copy.deepcopy(model.state_dict()), 0
-                else:
-                    stale += 1
-                    if stale >= cfg.patience:
-                        logger.info("bi-encoder: early stop at step %d (best validation recall@100 %.4f)", step, best)
-                        break
-        model.load_state_dict(best_state)
-        model.eval()
+        zero_shot = self._valid_recall(valid)
+        start_state = copy.deepcopy(self.model_.state_dict())
+        logger.info("bi-encoder: %d pairs; zero-shot validation recall@100 %.4f", len(pairs), zero_shot)
+        evaluator = _validation_evaluator(self, valid)
+        self.model_.max_seq_length = cfg.query_max_tokens  # anchors; titles are cut to item_max_tokens
+        on_gpu = self.device_.startswith("cuda")
+        with tempfile.TemporaryDirectory(prefix="ecomrec-bi-encoder-") as checkpoints:
+            args = arguments_cls(
+                output_dir=checkpoints, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+                learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=1.0,
+                batch_sampler="no_duplicates", dataloader_drop_last=True, seed=cfg.seed, data_seed=cfg.seed,
+                eval_strategy="steps", eval_steps=cfg.eval_every, save_strategy="steps", save_steps=cfg.eval_every,
+                save_total_limit=2, save_only_model=True, load_best_model_at_end=True,
+                metric_for_best_model=f"eval_{evaluator.primary_metric}", greater_is_better=True,
+                logging_steps=cfg.eval_every, report_to="none", disable_tqdm=not self._progress(),
+                use_cpu=not on_gpu, bf16=on_gpu and _bf16_supported(),
+            )
+            trainer = trainer_cls(
+                model=self.model_, args=args, train_dataset=self._pair_dataset(pairs), loss=loss_cls(self.model_, scale=cfg.scale),
+                evaluator=evaluator, callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
+            )
+            trainer.train()
+        log = [{"step": 0, "loss": float("nan"), "valid_recall@100": zero_shot}]
+        losses = {row["step"]: row["loss"] for row in trainer.state.log_history if "loss" in row}
+        for row in trainer.state.log_history:
+            if f"eval_{evaluator.primary_metric}" in row:
+                step = int(row["step"])
+                log.append({"step": step, "loss": float(losses.get(step, np.nan)), "valid_recall@100": float(row[f"eval_{evaluator.primary_metric}"])})
+        if max(r["valid_recall@100"] for r in log[1:]) <= zero_shot:  # fine-tuning never beat the base model
+            self.model_.load_state_dict(start_state)
+        self.model_.eval()
         return log
+
+    def _pair_dataset(self, pairs: NextItemPairs) -> Any:
+        """The training pairs as a ``datasets.Dataset``: (anchor, positive[, negative]) texts."""
+        from datasets import Dataset as PairDataset
+
+        cfg, titles = self.config, self.item_texts_
+        # The trainer truncates every column at one length; cut titles to the item budget the
+        # serving encoder uses, so the model trains on what it will see.
+        tokenizer = self.model_.tokenizer
+        cut = tokenizer(list(titles), add_special_tokens=False, truncation=True, max_length=cfg.item_max_tokens - 2)["input_ids"]
+        items = tokenizer.batch_decode(cut)
+        columns = {
+            "anchor": [history_text([titles[i] for i in history], cfg.history_chars) for history in pairs.histories],
+            "positive": [items[i] for i in pairs.positives],
+        }
+        if (pairs.negatives >= 0).all():
+            columns["negative"] = [items[i] for i in pairs.negatives]
+        return PairDataset.from_dict(columns)
 
     def _validation(self, data: Dataset) -> _Validation:
         cfg = self.config
@@ -182,20 +210,6 @@ class BiEncoderRetriever(ScoringRetriever):
         everything = data.user_items("binary")
         bought = [set(everything.indices[everything.indptr[u] : everything.indptr[u + 1]].tolist()) for u in range(data.n_users)]
         mine_hard_negatives(pairs, candidates, bought, self.config.seed)
-
-    def _loss(self, pairs: NextItemPairs, rows: np.ndarray) -> Any:
-        import torch
-        import torch.nn.functional as F
-
-        cfg = self.config
-        titles = self.item_texts_
-        anchors = [history_text([titles[i] for i in pairs.histories[r]], cfg.history_chars) for r in rows]
-        docs = [titles[pairs.positives[r]] for r in rows]
-        docs += [titles[pairs.negatives[r]] for r in rows if pairs.negatives[r] >= 0]
-        q = F.normalize(self._forward(self.model_, anchors, cfg.query_max_tokens), dim=-1)
-        d = F.normalize(self._forward(self.model_, docs, cfg.item_max_tokens), dim=-1)
-        logits = cfg.scale * q @ d.T
-        return F.cross_entropy(logits, torch.arange(len(rows), device=logits.device))
 
     def _forward(self, model: Any, texts: list[str], max_tokens: int) -> Any:
         features = model.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
@@ -481,28 +495,6 @@ class _EmbeddingCache:
         return self._matrix
 
 
-def _batches(pairs: NextItemPairs, size: int, epochs: int, seed: int) -> list[np.ndarray]:
-    """Shuffled batches in which no item is twice a positive (a duplicate would be a false negative)."""
-    rng = np.random.default_rng(seed)
-    out: list[np.ndarray] = []
-    for _ in range(epochs):
-        pending = list(rng.permutation(len(pairs)))
-        while len(pending) >= size:
-            batch, used, rest = [], set(), []
-            for row in pending:
-                item = int(pairs.positives[row])
-                if len(batch) < size and item not in used:
-                    batch.append(row)
-                    used.add(item)
-                else:
-                    rest.append(row)
-            if len(batch) < size:
-                break
-            out.append(np.asarray(batch))
-            pending = rest
-    return out
-
-
 def _distinct(items: np.ndarray) -> list[int]:
     """Items in order of first appearance (a user's newest purchase of each)."""
     seen: set[int] = set()
@@ -511,3 +503,42 @@ def _distinct(items: np.ndarray) -> list[int]:
 
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _validation_evaluator(retriever: BiEncoderRetriever, valid: _Validation) -> Any:
+    """The trainer's evaluator: recall@100 of new items for the held-out validation users
+    (a sentence-transformers evaluator, so the trainer picks the best checkpoint by it)."""
+    try:
+        from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+
+    class ValidationRecall(BaseEvaluator):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric, self.greater_is_better = "validation_recall@100", True
+
+        def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
+            recall = retriever._valid_recall(valid)
+            logger.info("bi-encoder step %d: validation recall@100 %.4f", steps, recall)
+            return {self.primary_metric: recall}
+
+    return ValidationRecall()
+
+
+def _sentence_transformers_training() -> tuple[Any, Any, Any]:
+    """Trainer, training arguments and MultipleNegativesRankingLoss (sentence-transformers >= 6
+    moved them; earlier versions keep the old paths)."""
+    try:
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainer, SentenceTransformerTrainingArguments, MultipleNegativesRankingLoss
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -28,7 +28,7 @@ from ecomrec.artifacts import csr_from_arrays, csr_to_arrays
 from ecomrec.retrieval.base import Query, Retriever, as_dataset
 from ecomrec.retrieval.baselines import ItemKNNRetriever, PopularityRetriever, RepurchaseRetriever
 from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
-from ecomrec.candidates import Candidates, top_k
+from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 
