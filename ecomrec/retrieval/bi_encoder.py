@@ -109,7 +109,7 @@ class BiEncoderRetriever(ScoringRetriever):
         the trainer's arguments on a GPU machine. Returns the validation log (step 0: zero-shot)."""
         import tempfile
 
-        from transformers import EarlyStoppingCallback
+        from transformers import EarlyStoppingCallback, PrinterCallback
 
         trainer_cls, arguments_cls, loss_cls = _sentence_transformers_training()
         cfg = self.config
@@ -143,6 +143,7 @@ class BiEncoderRetriever(ScoringRetriever):
                 model=self.model_, args=args, train_dataset=self._pair_dataset(pairs), loss=loss_cls(self.model_, scale=cfg.scale),
                 evaluator=evaluator, callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
             )
+            trainer.remove_callback(PrinterCallback)  # the library logs through logging, never print()
             trainer.train()
         log = [{"step": 0, "loss": float("nan"), "valid_recall@100": zero_shot}]
         losses = {row["step"]: row["loss"] for row in trainer.state.log_history if "loss" in row}

@@ -99,3 +99,14 @@ def test_search_on_the_real_catalog(real_data_path) -> None:
     titles = data.catalog["text"].to_numpy()[hits.item_ids[0]].tolist()
     assert titles[0] == "LUNCH BAG RED RETROSPOT"
     assert sum("RETROSPOT" in t for t in titles) >= 3
+
+
+def test_fine_tuning_uses_the_trainer_and_prints_nothing(capsys) -> None:
+    """sentence-transformers' trainer with early stopping on validation recall; no print()."""
+    data = synthetic(n_users=120, n_items=60, n_clusters=4, purchases_per_user=20, days=120, seed=3)
+    model = BiEncoderRetriever(layers=1, max_pairs=200, batch_size=16, eval_every=4, patience=1, valid_users=30,
+                               valid_days=20, show_progress=False).fit(data)
+    steps = [row["step"] for row in model.training_log_]
+    assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 2  # zero-shot, then every eval_every steps
+    assert all(0.0 <= row["valid_recall@100"] <= 1.0 for row in model.training_log_)
+    assert capsys.readouterr().out == ""
