@@ -11,7 +11,7 @@ from ecomrec.data.synthetic import synthetic
 from ecomrec.evaluation import benchmark
 from ecomrec.data.split import make_split
 from ecomrec.candidates import Candidates
-from ecomrec.retrieval.fusion import HybridRetriever, fuse, lookup
+from ecomrec.retrieval.fusion import HybridRetriever, ListUnion, fuse, lookup
 
 INF = -np.inf
 
@@ -42,6 +42,53 @@ def test_weighted_fusion_and_zero_weight_sources() -> None:
     assert out.item_ids[0].tolist() == [2, 1, 4]
     silenced = fuse(lists, {"als": 0.0, "itemknn": 1.0}, FusionConfig(method="weighted"), k=3, n_items=5)
     assert silenced.item_ids[0].tolist() == [2, 4, -1]  # nothing else was found: padding
+
+
+def _reference_fusion(lists, weights, fusion, k):
+    """Fusion of one query at a time with dicts: the definition ``fuse`` must match exactly."""
+    n = next(iter(lists.values())).n_queries
+    out_ids = np.full((n, k), -1)
+    for row in range(n):
+        total: dict[int, float] = {}
+        for source, found in lists.items():
+            valid = found.item_ids[row] >= 0
+            ids, scores = found.item_ids[row][valid], found.scores[row][valid].astype(np.float64)
+            if weights.get(source, 0.0) <= 0 or not len(ids):
+                continue
+            if fusion.method == "rrf":
+                parts = 1.0 / (fusion.rrf_k + np.flatnonzero(valid) + 1.0)
+            else:
+                spread = scores.max() - scores.min()
+                parts = (scores - scores.min()) / (spread if spread > 0 else 1.0) + 1e-6
+            for item, part in zip(ids.tolist(), parts):
+                total[item] = total.get(item, 0.0) + weights[source] * part
+        ranked = sorted(total, key=lambda item: (-total[item], item))[:k]
+        out_ids[row, : len(ranked)] = ranked
+    return out_ids
+
+
+@pytest.mark.parametrize("method", ["rrf", "weighted"])
+def test_fusion_matches_a_per_query_reference_ties_included(method) -> None:
+    rng = np.random.default_rng(7)
+    fusion = FusionConfig(method=method, rrf_k=5.0)
+    for _ in range(25):
+        n, n_items, k = int(rng.integers(1, 30)), int(rng.integers(3, 40)), int(rng.integers(1, 25))
+        lists = {}
+        for source in ("own", "als", "itemknn")[: rng.integers(1, 4)]:
+            depth = int(rng.integers(1, 15))
+            ids, scores = np.full((n, depth), -1), np.full((n, depth), INF, dtype=np.float32)
+            for row in range(n):
+                m = int(rng.integers(0, min(depth, n_items) + 1))
+                ids[row, :m] = rng.choice(n_items, m, replace=False)
+                scores[row, :m] = np.sort(rng.integers(0, 3, m))[::-1]  # few distinct scores: many ties
+            lists[source] = _list(ids, scores)
+        weights = {s: float(rng.choice([0.0, 0.5, 1.0, 2.0])) for s in lists}
+        out = fuse(lists, weights, fusion, k=k, n_items=n_items)
+        np.testing.assert_array_equal(out.item_ids, _reference_fusion(lists, weights, fusion, k))
+        union = ListUnion.of(lists, n_items)  # the tuning path: one union, ranked under other weights
+        for trial in ({s: 1.0 for s in lists}, weights):
+            np.testing.assert_array_equal(union.best(union.totals(trial, fusion), k).item_ids,
+                                          _reference_fusion(lists, trial, fusion, k))
 
 
 def test_lookup_reads_matrix_cells() -> None:
