@@ -10,7 +10,10 @@ DATA ?= ../shared/data/online-retail
 TEST_FROM ?= 2011-10-01
 REPORT ?= benchmarks/results/online-retail.json
 
-.PHONY: install test demo bench tune clean
+DUNNHUMBY ?= ../shared/data/dunnhumby-sample
+DUNNHUMBY_TEST_FROM ?= 2017-10-29
+
+.PHONY: install test demo bench bench-dunnhumby tune clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +34,12 @@ demo: install
 # The full offline benchmark: every method (baselines, bi-encoder, hybrid, both rerankers).
 bench: install
 	$(BIN)/ecomrec bench --data $(DATA) --test-from $(TEST_FROM) --output $(REPORT)
+
+# The same protocol on any shop's log: here the dunnhumby grocery sample with its full 92k-product catalog.
+bench-dunnhumby: install
+	$(BIN)/ecomrec bench --interactions $(DUNNHUMBY)/interactions.csv --catalog $(DUNNHUMBY)/catalog.csv \
+		--columns quantity=quantity --catalog-text text --test-from $(DUNNHUMBY_TEST_FROM) \
+		--output benchmarks/results/dunnhumby.json
 
 tune: install
 	$(BIN)/python benchmarks/tune_baselines.py --data $(DATA) --test-from $(TEST_FROM)

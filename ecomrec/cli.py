@@ -62,10 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_arguments(sub: argparse.ArgumentParser, required: bool = True) -> None:
-    sub.add_argument("--data", required=required, help="Online Retail data: folder of per-day CSVs, one CSV, or the UCI xlsx")
-    sub.add_argument("--interactions", help="instead of --data: a generic log (CSV/Parquet file or folder) with user_id, item_id, timestamp")
-    sub.add_argument("--catalog", help="with --interactions: catalog file with item_id and title columns")
+def _add_data_arguments(sub: argparse.ArgumentParser, data_help: str) -> None:
+    """The data a command reads: Online Retail (``--data``) or any shop's log (``--interactions``)."""
+    sub.add_argument("--data", help=data_help)
+    sub.add_argument("--interactions", help="instead of --data: any shop's log, a CSV/Parquet file or folder "
+                     "(columns user_id, item_id, timestamp unless --columns says otherwise)")
+    sub.add_argument("--catalog", help="with --interactions: the catalog, CSV or Parquet (items never bought are kept)")
+    sub.add_argument("--columns", help="the log's column names, e.g. user=customer,item=sku,time=ts,quantity=qty "
+                     "(keys user, item, time, quantity, weight, event)")
+    sub.add_argument("--catalog-item", default="item_id", help="the catalog's item id column (default item_id)")
+    sub.add_argument("--catalog-text", default="title", help="catalog column(s) joined into the item text, e.g. "
+                     "title,category (default title)")
 
 
 def _add_output_format(sub: argparse.ArgumentParser) -> None:
@@ -79,7 +86,7 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
         description="Fit candidate generation (ALS, item-kNN, fine-tuned bi-encoder, fusion) and the "
         "purchase-probability reranker, build the indexes, and save everything to --output.",
     )
-    _add_data_arguments(fit, required=False)
+    _add_data_arguments(fit, "Online Retail data: folder of per-day CSVs, one CSV, or the UCI xlsx")
     fit.add_argument("--config", help="EngineConfig TOML file (default: the tuned defaults)")
     fit.add_argument("--until", help="fit only on purchases before this day, YYYY-MM-DD (e.g. to evaluate later)")
     fit.add_argument("--output", required=True, help="engine folder to write, e.g. indexes/online-retail")
@@ -141,10 +148,10 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser(
         "bench",
         help="run the offline evaluation protocol (every method, one split) and write the report",
-        description="Run the fixed offline protocol (DESIGN.md) on UCI Online Retail data and write "
-        "report.json plus .md and .png files beside it.",
+        description="Run the fixed offline protocol (DESIGN.md) on UCI Online Retail (--data) or any "
+        "shop's log (--interactions, --catalog) and write report.json plus .md and .png files beside it.",
     )
-    bench.add_argument("--data", required=True, help="Online Retail folder of per-day CSVs, one CSV, or the xlsx")
+    _add_data_arguments(bench, "Online Retail folder of per-day CSVs, one CSV, or the xlsx")
     bench.add_argument("--test-from", required=True, help="first day of the target window, YYYY-MM-DD")
     bench.add_argument("--test-to", help="last day of the target window (inclusive); default: end of the data")
     bench.add_argument("--methods", help="comma-separated subset of methods (default: all)")
@@ -156,12 +163,13 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
-        help="the whole pipeline on Online Retail: fit, recommend, search, benchmark",
-        description="Fit the engine on Online Retail purchases before --test-from, save it, print a few "
-        "users' recommendations (purchase probabilities, why) and searches, then score it against the "
-        "baselines on the weeks after --test-from.",
+        help="the whole pipeline on a shop's log (Online Retail by default): fit, recommend, search, benchmark",
+        description="Fit the engine on the purchases before --test-from, save it, print a few users' "
+        "recommendations (purchase probabilities, why) and searches, then score it against the "
+        "baselines on the weeks after --test-from. Online Retail (--data) or any shop's log (--interactions).",
     )
-    demo.add_argument("--data", help="Online Retail data (default: $ECOMREC_ONLINE_RETAIL, the cache, or a download)")
+    _add_data_arguments(demo, "Online Retail data (default: $ECOMREC_ONLINE_RETAIL, the cache, or a download)")
+    demo.add_argument("--search", action="append", help="a search to show (repeat; default: a few for the shop)")
     demo.add_argument("--test-from", default="2011-10-01", help="split day (default 2011-10-01)")
     demo.add_argument("--config", help="EngineConfig TOML file (default: the tuned defaults)")
     demo.add_argument("--output", default="indexes/online-retail", help="engine folder (default indexes/online-retail)")
@@ -173,11 +181,20 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 def _load_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from ecomrec import datasets
 
-    if getattr(args, "interactions", None):
-        if args.data:
-            raise ValueError("give --data (Online Retail) or --interactions (generic log), not both")
-        return datasets.from_files(args.interactions, args.catalog)
-    return datasets.online_retail(args.data)
+    if not args.interactions:
+        if args.catalog or args.columns:
+            raise ValueError("--catalog and --columns go with --interactions (a generic log)")
+        return datasets.online_retail(args.data)
+    if args.data:
+        raise ValueError("give --data (Online Retail) or --interactions (generic log), not both")
+    names = {"user": "user", "item": "item", "time": "timestamp", "quantity": "quantity", "weight": "weight", "event": "event"}
+    given = dict(part.split("=", 1) for part in _split(args.columns or "") if "=" in part)
+    malformed = [part for part in _split(args.columns or "") if "=" not in part] + sorted(set(given) - set(names))
+    if malformed:
+        raise ValueError(f"--columns takes key=column pairs with keys {sorted(names)}; cannot read {malformed}")
+    columns = datasets.InteractionColumns(**{names[key]: column for key, column in given.items()})
+    catalog_columns = datasets.CatalogColumns(item=args.catalog_item, text=tuple(_split(args.catalog_text)))
+    return datasets.from_files(args.interactions, args.catalog, columns=columns, catalog_columns=catalog_columns)
 
 
 def _engine_config(path: str | None):  # type: ignore[no-untyped-def]
@@ -259,9 +276,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     protocol = ProtocolConfig() if args.latency_users is None else ProtocolConfig(latency_users=args.latency_users)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    report = benchmark(
-        args.data, args.test_from, args.test_to, methods=methods, protocol=protocol, show_progress=not args.quiet
-    )
+    data = args.data if args.data and not args.interactions else _load_data(args)  # a path: load time is reported
+    report = benchmark(data, args.test_from, args.test_to, methods=methods, protocol=protocol, show_progress=not args.quiet)
     written = report.save(args.output)
     print(report.to_markdown())
     print("wrote " + ", ".join(str(p) for p in written))
@@ -271,7 +287,9 @@ def _bench(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ecomrec.demo import run_demo
 
-    return run_demo(args.data, args.test_from, _engine_config(args.config), args.output, args.report, show_progress=not args.quiet)
+    data = _load_data(args)
+    return run_demo(data, args.test_from, _engine_config(args.config), args.output, args.report,
+                    show_progress=not args.quiet, searches=args.search)
 
 
 def _split(values: str) -> list[str]:

@@ -1,20 +1,23 @@
-"""``ecomrec demo``: the whole pipeline on UCI Online Retail, end to end, in one command."""
+"""``ecomrec demo``: the whole pipeline on a shop's log (UCI Online Retail by default), end to end."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ecomrec.config import EngineConfig, ProtocolConfig
+from ecomrec.data.dataset import Dataset
 from ecomrec.engine import Engine, describe
 
+#: Searches shown on Online Retail; other shops get ones made from their best sellers' texts.
 SEARCHES = ("red retrospot lunch bag", "christmas tree decoration", "vintage doormat")
 
 
 def run_demo(
-    data_path: str | Path | None,
+    data: Dataset,
     test_from: str,
     config: EngineConfig,
     output: str | Path,
@@ -22,17 +25,16 @@ def run_demo(
     *,
     show_progress: bool = True,
     users: int = 3,
+    searches: Sequence[str] | None = None,
 ) -> int:
     """Fit on purchases before ``test_from``, save, show recommendations and searches, benchmark.
 
     Prints to stdout (this is the command's output, not library logging). Returns 0.
     """
-    from ecomrec import datasets
     from ecomrec.evaluation import benchmark
     from ecomrec.data.split import make_split
 
     start = time.perf_counter()
-    data = datasets.online_retail(data_path)
     report = data.report
     if report is not None:
         print(f"Loaded {report.raw_rows:,} rows, kept {report.kept_rows:,} purchases "
@@ -45,7 +47,7 @@ def run_demo(
     print("Fit time by stage: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in engine.fit_stages_.items()) + "\n")
 
     _show_users(engine, split, users)
-    for query in SEARCHES:
+    for query in searches or default_searches(split.history):
         print(f'Search "{query}":')
         print(describe(engine.search(query, k=5)) + "\n")
     shown = engine.users_.ids[split.users[0]]
@@ -65,6 +67,21 @@ def run_demo(
     print(bench.to_markdown())
     print(f"Report: {', '.join(str(p) for p in written)}. Demo took {(time.perf_counter() - start) / 60:.1f} min.")
     return 0
+
+
+def default_searches(data: Dataset, count: int = 3) -> list[str]:
+    """Online Retail's showcase searches; for another shop, the first words of its best sellers' texts."""
+    if str(data.name).startswith("online-retail"):
+        return list(SEARCHES)
+    best = np.argsort(-np.asarray(data.user_items("binary").sum(axis=0)).ravel(), kind="stable")
+    queries: list[str] = []
+    for item in best:
+        words = " ".join(str(data.item_texts[item]).lower().split()[:2])
+        if words and words not in queries:
+            queries.append(words)
+        if len(queries) == count:
+            break
+    return queries
 
 
 def _show_users(engine: Engine, split, count: int) -> None:  # type: ignore[no-untyped-def]

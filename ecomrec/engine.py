@@ -33,6 +33,7 @@ from ecomrec.data.text import clean_text
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.results import Results
 from ecomrec.retrieval.base import Retriever
+from ecomrec.timing import Stopwatch
 from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
@@ -76,23 +77,46 @@ class Engine:
         one source without refitting the others; they must have been fitted on ``data``.
         An engine already serving goes on answering from its old models until the new ones are
         complete; then they are swapped in at once.
+
+        With the reranker and ``config.fine_tune_once``, the bi-encoder is fine-tuned once:
+        first on the data before the reranker's first training cutoff (``example_bi_encoder_pairs``
+        pairs: the model behind its training examples), then on all of ``data`` from there (the
+        rest of ``max_pairs``: the served model), instead of two fine-tunes from the base model.
         """
         from ecomrec.retrieval.fusion import HybridRetriever
 
         if not isinstance(data, Dataset):
             raise TypeError(f"fit takes a Dataset (see ecomrec.datasets), got {type(data).__name__}")
         start = time.perf_counter()
-        hybrid = HybridRetriever(self.config.hybrid, retrievers=sources, show_progress=self.show_progress).fit(data)
-        model: Retriever = hybrid
-        if self.config.use_reranker:
-            from ecomrec.rerank import PurchaseReranker, RerankedRetriever
+        cfg, given, stages = self.config, dict(sources or {}), {}
+        early = None
+        if (cfg.fine_tune_once and cfg.use_reranker and "bi_encoder" in cfg.hybrid.fusion.quotas and "bi_encoder" not in given
+                and cfg.hybrid.bi_encoder.fine_tune):
+            from ecomrec.rerank.reranker import example_bi_encoder
+            from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 
-            reranker = PurchaseReranker(self.config.rerank, show_progress=self.show_progress)
-            model = RerankedRetriever(hybrid, reranker).fit(data)
+            with Stopwatch() as watch:
+                early = example_bi_encoder(data, cfg.hybrid.bi_encoder, cfg.rerank, show_progress=self.show_progress)
+            stages["bi_encoder_examples"] = watch.seconds
+            served = cfg.hybrid.bi_encoder  # max_pairs in all: the examples' fine-tune's pairs, then the rest
+            served = served.replace(max_pairs=max(served.max_pairs - early.config.max_pairs, served.batch_size))
+            with Stopwatch() as watch:
+                given["bi_encoder"] = BiEncoderRetriever(served, show_progress=self.show_progress).fit(data, start_from=early)
+            stages["bi_encoder"] = watch.seconds
+        hybrid = HybridRetriever(cfg.hybrid, retrievers=given, show_progress=self.show_progress).fit(data)
+        model: Retriever = hybrid
+        if cfg.use_reranker:
+            from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
+
+            with Stopwatch() as watch:
+                examples = training_examples(data, hybrid, cfg.rerank, bi=early, show_progress=self.show_progress)
+            stages["rerank_examples"] = watch.seconds
+            reranker = PurchaseReranker(cfg.rerank, show_progress=self.show_progress)
+            model = RerankedRetriever(hybrid, reranker, examples=examples).fit(data)
         with self._write_lock:
             self._publish(Snapshot.of(model, np.ones(data.n_items, dtype=bool), [str(t) for t in data.item_texts]))
         self.fit_seconds_ = time.perf_counter() - start
-        self.fit_stages_ = fit_stages(model)
+        self.fit_stages_ = {**fit_stages(model), **stages}
         logger.info("engine fitted on %d interactions in %.1f s (%s)", len(data), self.fit_seconds_,
                     ", ".join(f"{k} {v:.0f} s" for k, v in self.fit_stages_.items()))
         return self
@@ -263,7 +287,11 @@ class Engine:
             known = snap.items.positions(ids)
             listed[known[known >= 0]] = True
             if "als" in models:
-                models["als"] = models["als"].replaced(index_=models["als"].build_index(np.flatnonzero(listed)))
+                warm = np.flatnonzero(listed & models["als"].item_known_)
+                if len(warm):
+                    models["als"] = models["als"].replaced(index_=models["als"].build_index(warm))
+                else:  # e.g. a catalog of new items only: every answer is filtered to the listed items anyway
+                    report["als_index"] = "unchanged: no listed item has ALS factors yet"
             item_texts = list(snap.item_texts)
             for position, text in zip(known, texts):
                 if position >= 0:

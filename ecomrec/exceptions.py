@@ -54,9 +54,17 @@ class ArtifactError(EcomrecError):
     """A saved artifact is missing, corrupt, truncated, or from another version or config."""
 
 
+class IndexRecallError(ArtifactError):
+    """A freshly built approximate index misses too many of exact search's neighbours."""
+
+
 class EcomrecWarning(UserWarning):
     """A silent conversion or a degraded path that the user should know about."""
 
 
 class ArtifactVersionWarning(EcomrecWarning):
     """An artifact was written with other major.minor versions of the libraries it depends on."""
+
+
+class IndexRecallWarning(EcomrecWarning):
+    """An approximate index fell short of its recall check and now searches more (or exactly)."""

@@ -1,10 +1,11 @@
-"""The ``ecomrec`` command: every subcommand on a small Online Retail-shaped folder."""
+"""The ``ecomrec`` command: every subcommand on a small Online Retail-shaped folder, and on a generic log."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -88,3 +89,42 @@ def test_demo_runs_end_to_end(shop, tmp_path, capsys) -> None:
     report = json.loads((tmp_path / "demo.json").read_text())
     assert set(report["results"]) == {"popularity", "repurchase", "itemknn", "als", "bi_encoder", "hybrid", "feature_rerank"}
     assert (tmp_path / "engine" / "manifest.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def generic_log(tmp_path_factory) -> dict[str, Path]:
+    """The synthetic shop as another shop would export it: its own column names, a catalog with
+    two text columns and items nobody bought."""
+    root = tmp_path_factory.mktemp("generic")
+    data = synthetic(n_users=160, n_items=60, n_clusters=3, purchases_per_user=20, n_cold_items=5, days=120, seed=2)
+    frame = data.interactions
+    pd.DataFrame({
+        "customer": np.asarray(data.users.ids)[frame["user"]], "sku": np.asarray(data.items.ids)[frame["item"]],
+        "ts": frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S"), "qty": frame["quantity"],
+    }).to_csv(root / "log.csv", index=False)
+    pd.DataFrame({"sku": data.items.ids, "name": data.item_texts, "dept": data.catalog["category"]}).to_csv(root / "catalog.csv", index=False)
+    return {"root": root, "log": root / "log.csv", "catalog": root / "catalog.csv", "n_items": data.n_items}
+
+
+GENERIC_ARGS = ("--columns", "user=customer,item=sku,time=ts,quantity=qty", "--catalog-item", "sku", "--catalog-text", "name,dept")
+
+
+@pytest.mark.slow
+def test_bench_and_demo_run_on_any_shops_log(generic_log, shop, tmp_path, capsys) -> None:
+    log, catalog = str(generic_log["log"]), str(generic_log["catalog"])
+    report_path = tmp_path / "bench.json"
+    assert main(["-q", "bench", "--interactions", log, "--catalog", catalog, *GENERIC_ARGS, "--test-from", "2024-04-01",
+                 "--methods", "popularity,repurchase,itemknn", "--latency-users", "5", "--output", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert set(report["results"]) == {"popularity", "repurchase", "itemknn"}
+    assert report["dataset"]["items"] == generic_log["n_items"]  # never-bought catalog items are in it
+    assert main(["-q", "demo", "--interactions", log, "--catalog", catalog, *GENERIC_ARGS, "--test-from", "2024-04-01",
+                 "--config", str(shop["config"]), "--output", str(tmp_path / "engine"), "--report", str(tmp_path / "demo.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "Customer" in printed and "Search " in printed and "| feature_rerank |" in printed
+
+
+def test_malformed_columns_are_a_usage_error(generic_log, capsys) -> None:
+    code = main(["-q", "bench", "--interactions", str(generic_log["log"]), "--columns", "user:customer", "--test-from", "2024-04-01",
+                 "--output", "unused.json"])
+    assert code == 2 and "key=column" in capsys.readouterr().err

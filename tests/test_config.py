@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecomrec.config import ALSConfig, ItemKNNConfig, PopularityConfig, ProtocolConfig, RepurchaseConfig
+from ecomrec.config import ALSConfig, BiEncoderConfig, ItemKNNConfig, PopularityConfig, ProtocolConfig, RepurchaseConfig, RerankConfig
 
 ALL = (ALSConfig, ItemKNNConfig, PopularityConfig, ProtocolConfig, RepurchaseConfig)
 
@@ -33,6 +33,8 @@ def test_nested_and_tuple_fields_round_trip() -> None:
         (lambda: ItemKNNConfig(b=2.0), "b"),
         (lambda: PopularityConfig(window_days=0), "window_days"),
         (lambda: ProtocolConfig(ks=(20, 50)), "ks"),
+        (lambda: BiEncoderConfig(warmup_ratio=1.0), "warmup_ratio"),  # the trainer would read 1.0 as one step
+        (lambda: RerankConfig(cutoffs=1), "cutoffs"),
     ],
 )
 def test_invalid_values_name_the_field(build, field) -> None:

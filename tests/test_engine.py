@@ -261,6 +261,16 @@ def test_new_items_are_searchable_at_once_and_recommended_after_refit(saved, dat
     assert "NEW1" not in set(recs.item_ids.ravel())  # no purchase data yet: not in recommendations
 
 
+def test_a_catalog_of_new_items_only_is_served(saved) -> None:
+    engine = Engine.load(saved)
+    catalog = pd.DataFrame({"item_id": ["NEW1", "NEW2"], "text": ["tartan picnic umbrella", "copper kettle"]})
+    report = engine.rebuild_index(catalog)
+    assert report["listed"] == 0 and "als_index" in report  # no listed item has purchase data: ALS keeps its index
+    assert engine.search("copper kettle", k=1).item_ids[0, 0] == "NEW2"
+    recs = engine.recommend(["u00001"], k=5)
+    assert not set(recs.item_ids.ravel()) - {None}  # nothing the old catalog held is recommended
+
+
 def test_unknown_users_and_empty_histories_get_the_popularity_ranking(engine, data) -> None:
     popularity = engine.hybrid_.popularity_source().popularity_
     ranked = [f"i{i:05d}" for i in np.lexsort((np.arange(len(popularity)), -popularity))]  # ties: lower id first

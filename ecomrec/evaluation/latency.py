@@ -44,15 +44,3 @@ def time_calls(fn: Callable[[T], object], inputs: Sequence[T], *, warmup: int = 
         fn(value)
         seconds.append(time.perf_counter() - start)
     return LatencyStats.from_seconds(seconds)
-
-
-class Stopwatch:
-    """``with Stopwatch() as w: ...``; then ``w.seconds``."""
-
-    def __enter__(self) -> Stopwatch:
-        self._start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self._start

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from ecomrec.config import ConfigBase, ProtocolConfig
 from ecomrec.data.dataset import Dataset
-from ecomrec.evaluation.latency import LatencyStats, Stopwatch, time_calls
+from ecomrec.evaluation.latency import LatencyStats, time_calls
+from ecomrec.timing import Stopwatch
 from ecomrec.data.split import EvalSplit, make_split
 from ecomrec.metrics import expected_calibration_error, hits, ranking_metrics
 from ecomrec.evaluation.report import BenchmarkReport, environment
@@ -92,7 +93,7 @@ def build_method(run: BenchmarkRun, name: str) -> Retriever:
 
 def examples_key(config: Any) -> str:
     """What a reranker's training examples depend on: methods whose configs agree here share them."""
-    fields = ("cutoffs", "window_days", "candidates", "new_item_lists", "example_bi_encoder_pairs")
+    fields = ("cutoff_count", "window_days", "candidates", "new_item_lists", "example_bi_encoder_pairs")
     return json.dumps({f: getattr(config, f) for f in fields}, sort_keys=True)
 
 
@@ -297,6 +298,7 @@ def _new_report(
     return BenchmarkReport(
         dataset={
             **dataset_info,
+            "name": data.name,
             "fingerprint": data.fingerprint,
             "rows": len(data),
             "users": data.n_users,

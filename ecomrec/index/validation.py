@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
-from ecomrec.exceptions import ArtifactError
+from ecomrec.config import IndexConfig
+from ecomrec.exceptions import ArtifactError, IndexRecallError, IndexRecallWarning
 from ecomrec.index.vector_index import VectorIndex
 from ecomrec.metrics import hits, recall
 
@@ -44,5 +47,31 @@ def check_index(index: VectorIndex, vectors: np.ndarray, item_ids: np.ndarray, q
     recall = recall_against_exact(index, vectors, item_ids, queries, k)
     floor = MIN_EXACT_RECALL if index.kind_ == "flat" else MIN_APPROX_RECALL
     if recall < floor:
-        raise ArtifactError(f"new {index.kind_} index reaches recall@{k} {recall:.3f} < {floor} against exact search: not swapped in")
+        raise IndexRecallError(f"new {index.kind_} index reaches recall@{k} {recall:.3f} < {floor} against exact search: not swapped in")
     return recall
+
+
+def build_checked(config: IndexConfig, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10) -> VectorIndex:
+    """An index over ``vectors`` that passed :func:`check_index` for ``queries``.
+
+    An approximate index that falls short is not an error: an IVF index probes four times as
+    many lists until it passes or probes them all, then any approximate kind gives way to exact
+    search, each step with an :class:`IndexRecallWarning` naming the recall it reached. A fit
+    never fails for an index's recall; only a wrong item set raises.
+    """
+    index = VectorIndex(config).build(vectors, item_ids=item_ids)
+    while True:
+        try:
+            index.validated_recall_ = check_index(index, vectors, item_ids, queries, k)
+            return index
+        except IndexRecallError as error:
+            if index.kind_ == "flat":
+                raise
+            shortfall = str(error).replace(": not swapped in", "")
+            if index.kind_ in ("ivf_flat", "ivf_pq") and index.nprobe_ < index.nlist_:
+                wider = min(index.nlist_, index.nprobe_ * 4)
+                warnings.warn(f"{shortfall}; probing {wider} of {index.nlist_} lists instead of {index.nprobe_}", IndexRecallWarning, stacklevel=2)
+                index.set_search(nprobe=wider)
+                continue
+            warnings.warn(f"{shortfall}; searching exactly instead", IndexRecallWarning, stacklevel=2)
+            index = VectorIndex(config.replace(kind="flat")).build(vectors, item_ids=item_ids)

@@ -31,22 +31,34 @@ logger = logging.getLogger(__name__)
 def training_cutoffs(data: Dataset, config: RerankConfig) -> list[pd.Timestamp]:
     """Monthly cutoffs before the end of ``data``, oldest first; the last window ends with the data."""
     end = data.end.normalize() + pd.Timedelta(days=1)
-    return [end - pd.Timedelta(days=config.window_days * i) for i in range(config.cutoffs, 0, -1)]
+    return [end - pd.Timedelta(days=config.window_days * i) for i in range(config.cutoff_count, 0, -1)]
 
 
-def training_examples(data: Dataset, hybrid: Any, config: RerankConfig, *, show_progress: bool = False) -> list[Examples]:
-    """Labelled candidates of ``hybrid`` as of each cutoff, oldest first.
-
-    Cheap sources are refitted per cutoff; the bi-encoder is fitted once on the data before
-    the first cutoff, so no cutoff's candidates come from a model that saw its labels.
-    """
+def example_bi_encoder(data: Dataset, bi_config: Any, config: RerankConfig, *, show_progress: bool = False) -> Any:
+    """The bi-encoder behind the training examples' text candidates: ``bi_config`` fine-tuned
+    on at most ``config.example_bi_encoder_pairs`` pairs of the data before the first training
+    cutoff, so no cutoff's candidates come from a model that saw its labels. The engine's
+    served bi-encoder continues training from it (``BiEncoderRetriever.fit(start_from=...)``)."""
     from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 
+    early = bi_config.replace(max_pairs=min(bi_config.max_pairs, config.example_bi_encoder_pairs))
+    return BiEncoderRetriever(early, show_progress=show_progress).fit(data.between(None, training_cutoffs(data, config)[0]))
+
+
+def training_examples(
+    data: Dataset, hybrid: Any, config: RerankConfig, *, bi: Any = None, show_progress: bool = False
+) -> list[Examples]:
+    """Labelled candidates of ``hybrid`` as of each cutoff, oldest first.
+
+    Cheap sources are refitted per cutoff; the bi-encoder is ``bi`` (default: a new
+    :func:`example_bi_encoder`), fitted once on the data before the first cutoff.
+    """
     cutoffs = training_cutoffs(data, config)
-    bi = None
-    if "bi_encoder" in hybrid.quotas_:
-        early = hybrid.config.bi_encoder.replace(max_pairs=min(hybrid.config.bi_encoder.max_pairs, config.example_bi_encoder_pairs))
-        bi = BiEncoderRetriever(early, show_progress=show_progress).fit(data.between(None, cutoffs[0]))
+    if "bi_encoder" in hybrid.quotas_ and bi is None:
+        bi = example_bi_encoder(data, hybrid.config.bi_encoder, config, show_progress=show_progress)
+    elif bi is not None and bi.trained_until_ is not None and bi.trained_until_ >= cutoffs[0]:
+        raise ValueError(f"the examples' bi-encoder was trained on data up to {bi.trained_until_}, "
+                         f"past the first training cutoff {cutoffs[0]}: its candidates would know the labels")
     cfg = hybrid.config.bi_encoder
     out = []
     for cutoff in cutoffs:
@@ -65,9 +77,9 @@ class PurchaseReranker:
     """Reorders candidates by calibrated P(purchase | user, item).
 
     The model reads the collaborative features the candidate stage computed and, with
-    ``config.text``, the cross-encoder's score of (user history text, item title). With three
-    cutoffs the cross-encoder learns from the first, the purchase model from the second (text
-    scores out-of-time), and the third stops training early and calibrates.
+    ``config.text``, the cross-encoder's score of (user history text, item title). The purchase
+    model learns from the second-to-last training cutoff, the last stops its training early and
+    calibrates it; the cross-encoder learns from the cutoffs before (its scores out-of-time).
     """
 
     def __init__(self, config: RerankConfig | None = None, *, show_progress: bool | None = None) -> None:
@@ -97,6 +109,7 @@ class PurchaseReranker:
             trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate, min_child_samples=cfg.min_child_samples,
             seed=cfg.seed, objective=cfg.objective,
         ).fit(x, y, x_valid, y_valid, self.names_, groups, groups_valid)
+        validation = self._validation_check(valid, x_valid)
         self.stats_ = CollaborativeStats.of(data)
         self.history_texts_ = data.history_texts(max_items=hybrid.config.bi_encoder.history_items, max_chars=hybrid.config.bi_encoder.history_chars)
         self.history_items_ = hybrid.config.bi_encoder.history_items
@@ -105,12 +118,38 @@ class PurchaseReranker:
             "cutoffs": [str(e.cutoff.date()) for e in examples],
             "users_per_cutoff": [len(e) for e in examples],
             "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
+            "validation": validation,
             "trees": int(self.model_.booster.best_iteration),
             "importance": self.model_.importance(),
             "text_log": self.text_.log if self.text_ is not None else [],
             "fit_seconds_by_stage": {"examples": examples_seconds, "models": time.perf_counter() - start - examples_seconds},
         }
         return self
+
+    def _validation_check(self, valid: Examples, x_valid: np.ndarray) -> dict[str, Any]:
+        """ndcg@10 of the last cutoff's lists in the fused order and reordered by the purchase
+        model; with ``config.keep_only_if_better`` the reranker is bypassed (the fused order
+        kept, probabilities still given) unless it gains. The same cutoff stopped the model's
+        training early, which favours keeping it: a reranker that loses here loses for sure."""
+        from ecomrec.metrics import ndcg_from_labels
+
+        shown = valid.candidates.item_ids >= 0
+        p = np.full(shown.shape, -np.inf)
+        p[shown] = self.model_.predict(x_valid)
+        fused = -np.broadcast_to(np.arange(shown.shape[1], dtype=np.float64), shown.shape)
+        labels = valid.labels.astype(bool)
+        out = {"cutoff": str(valid.cutoff.date()), "lists": int(len(valid)),
+               "fused_ndcg@10": ndcg_from_labels(fused, labels, shown), "reranked_ndcg@10": ndcg_from_labels(p, labels, shown)}
+        out["kept"] = bool(out["reranked_ndcg@10"] > out["fused_ndcg@10"] or not self.config.keep_only_if_better)
+        if not out["kept"]:
+            logger.warning("the purchase model does not beat the fused order on the validation cutoff (ndcg@10 %.4f vs %.4f): "
+                           "bypassed, the fused order is kept", out["reranked_ndcg@10"], out["fused_ndcg@10"])
+        return out
+
+    @property
+    def bypassed(self) -> bool:
+        """Whether validation found the fused order better: candidates keep it (with probabilities)."""
+        return not self.training_.get("validation", {}).get("kept", True)
 
     def _matrix(self, examples: Examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows of real candidates (user by user), labels, and candidates per user."""
@@ -156,7 +195,8 @@ class PurchaseReranker:
     def rerank(
         self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int, *, explain: bool = False
     ) -> tuple[Candidates, dict[str, float]]:
-        """The top ``config.candidates`` reordered by P(purchase); the rest keep their order after them.
+        """The top ``config.candidates`` reordered by P(purchase); the rest keep their order after them
+        (all in the fused order, with the fused scores, when the reranker is :attr:`bypassed`).
 
         ``scores`` of the reordered part are probabilities; ``sources`` gains ``p_purchase`` and
         ``fused_rank`` (the candidate's place before reranking) and, with ``explain``, the
@@ -166,12 +206,16 @@ class PurchaseReranker:
         top = Candidates(candidates.item_ids[:, :head], candidates.scores[:, :head],
                          {n: v[:, :head] for n, v in candidates.sources.items()})
         p, timings, why = self.probabilities(users, texts, top, explain=explain)
-        order = np.argsort(-np.nan_to_num(p, nan=-1.0), axis=1, kind="stable")
+        if self.bypassed:
+            order = np.broadcast_to(np.arange(head), p.shape)
+        else:
+            order = np.argsort(-np.nan_to_num(p, nan=-1.0), axis=1, kind="stable")
         take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
         fused_rank = np.broadcast_to(np.arange(1, candidates.k + 1, dtype=np.float32), candidates.item_ids.shape)
         item_ids = np.concatenate([take(top.item_ids), candidates.item_ids[:, head:]], axis=1)
         tail_scores = np.where(candidates.item_ids[:, head:] >= 0, 0.0, -np.inf)  # below any probability
-        scores = np.concatenate([np.where(take(top.item_ids) >= 0, take(p), -np.inf), tail_scores], axis=1)
+        head_scores = top.scores if self.bypassed else np.where(take(top.item_ids) >= 0, take(p), -np.inf)
+        scores = np.concatenate([head_scores, tail_scores], axis=1)
         sources = {n: np.concatenate([take(v[:, :head]), v[:, head:]], axis=1) for n, v in candidates.sources.items()}
         sources["p_purchase"] = np.concatenate([take(p), np.full(tail_scores.shape, np.nan)], axis=1).astype(np.float32)
         sources["fused_rank"] = np.concatenate([take(fused_rank[:, :head]), fused_rank[:, head:]], axis=1)

@@ -20,7 +20,7 @@ from ecomrec.data.io import read_table
 from ecomrec.exceptions import ArtifactError
 from ecomrec.device import implicit_gpu_available, resolve_device
 from ecomrec.index import VectorIndex
-from ecomrec.index.validation import check_index
+from ecomrec.index.validation import build_checked
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset
 from ecomrec.candidates import Candidates
 
@@ -152,10 +152,8 @@ class ALSRetriever(ScoringRetriever):
             warm = np.intersect1d(warm, np.asarray(items, dtype=np.int64))
         if not len(warm):
             raise ValueError("no item with ALS factors is in the catalog: nothing to index")
-        index = VectorIndex(config or self.config.index).build(self.item_factors_[warm], item_ids=warm)
         sample = np.random.default_rng(self.config.seed).choice(len(self.user_factors_), size=min(200, len(self.user_factors_)), replace=False)
-        index.validated_recall_ = check_index(index, self.item_factors_[warm], warm, self.user_factors_[sample])
-        return index
+        return build_checked(config or self.config.index, self.item_factors_[warm], warm, self.user_factors_[sample])
 
     def rebuild_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex:
         """Build and validate a new index, then swap it in atomically; returns the new index.

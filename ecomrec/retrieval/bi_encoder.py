@@ -32,7 +32,7 @@ from ecomrec.device import resolve_device
 from ecomrec.encoders import embedding_dimension, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference
 from ecomrec.exceptions import ArtifactError
 from ecomrec.index import VectorIndex
-from ecomrec.index.validation import check_index
+from ecomrec.index.validation import build_checked
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset, exclusions, item_indices
 from ecomrec.candidates import Candidates, top_k
 from ecomrec.metrics import hits, recall
@@ -72,11 +72,20 @@ class BiEncoderRetriever(ScoringRetriever):
         super().__init__(config, show_progress=show_progress, **kwargs)
         self.training_log_: list[dict[str, float]] = []
         self.validation_: _Validation | None = None
+        self.trained_until_: pd.Timestamp | None = None  # the last purchase fine-tuning read (this process only)
         self.last_timings_: dict[str, float] = {}
         self._swap_lock = threading.Lock()
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> BiEncoderRetriever:
+    def fit(
+        self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None, *, start_from: BiEncoderRetriever | None = None
+    ) -> BiEncoderRetriever:
+        """Fine-tune on ``data`` (unless ``fine_tune=False``), embed its catalog and index it.
+
+        ``start_from``: a bi-encoder of the same base model and layers, fine-tuned earlier (e.g.
+        on the data before a cutoff), whose weights training continues from instead of the base
+        model's; it is left unchanged.
+        """
         data = as_dataset(data, item_texts)
         if self.config.fine_tune and len(data) and data.start == data.end:
             raise ValueError("fine-tuning validates on the last days of the data, and these purchases carry no times "
@@ -86,11 +95,19 @@ class BiEncoderRetriever(ScoringRetriever):
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.device_ = resolve_device(None if cfg.device == "auto" else cfg.device)
-        self.model_ = load_sentence_transformer(cfg.base_model, self.device_, cfg.layers)
+        if start_from is None:
+            self.model_ = load_sentence_transformer(cfg.base_model, self.device_, cfg.layers)
+        else:
+            start_from._check_fitted()
+            if (start_from.config.base_model, start_from.config.layers) != (cfg.base_model, cfg.layers):
+                raise ValueError(f"start_from is a {start_from.config.base_model!r} bi-encoder with {start_from.config.layers} "
+                                 f"layers; this one is {cfg.base_model!r} with {cfg.layers}")
+            self.model_ = copy.deepcopy(start_from.model_).to(self.device_)
         self._remember(data, data.user_items("counts"))
         self.item_texts_ = [str(t) for t in data.item_texts]
         self._set_histories(data.user_histories(cfg.history_items))
         self.training_log_ = self._fine_tune(data) if cfg.fine_tune else []
+        self.trained_until_ = data.end if cfg.fine_tune else (start_from.trained_until_ if start_from is not None else None)
         self._prepare_inference()
         self.cache_ = _EmbeddingCache(self.model_hash_)
         self.index_ = self._build_index(self.embed_items(self.item_texts_), np.arange(len(self.item_texts_)))
@@ -131,7 +148,7 @@ class BiEncoderRetriever(ScoringRetriever):
         with tempfile.TemporaryDirectory(prefix="ecomrec-bi-encoder-") as checkpoints:
             args = arguments_cls(
                 output_dir=checkpoints, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=1.0,
+                learning_rate=cfg.learning_rate, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay, max_grad_norm=1.0,
                 batch_sampler="no_duplicates", dataloader_drop_last=True, seed=cfg.seed, data_seed=cfg.seed,
                 eval_strategy="steps", eval_steps=cfg.eval_every, save_strategy="steps", save_steps=cfg.eval_every,
                 save_total_limit=2, save_only_model=True, load_best_model_at_end=True,
@@ -322,6 +339,19 @@ class BiEncoderRetriever(ScoringRetriever):
         self.last_timings_ = {"user_encoding": encoding, "search": searching}
         return Candidates.concat(parts)
 
+    def candidates_for_vectors(
+        self, vectors: np.ndarray, k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
+    ) -> Candidates:
+        """Top ``k`` items for query vectors already encoded (by :meth:`encode_queries`);
+        ``exclude``/``allow`` as in :meth:`candidates_for_texts`."""
+        index = self.index_
+        parts = [
+            index.search(vectors[start : start + batch_size], k, allow=allow,
+                         exclude=exclude[start : start + batch_size] if sp.issparse(exclude) else exclude)
+            for start in range(0, max(len(vectors), 1), batch_size)
+        ]
+        return Candidates.concat(parts)
+
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         vectors = self.encode_queries(self.user_texts(users, history, fresh))
         return vectors @ self.index_vectors_().T
@@ -373,10 +403,8 @@ class BiEncoderRetriever(ScoringRetriever):
 
     # ------------------------------------------------------------------ catalog changes
     def _build_index(self, vectors: np.ndarray, item_ids: np.ndarray) -> VectorIndex:
-        index = VectorIndex(self.config.index).build(vectors, item_ids=item_ids)
         sample = np.random.default_rng(self.config.seed).choice(len(vectors), size=min(100, len(vectors)), replace=False)
-        index.validated_recall_ = check_index(index, vectors, item_ids, vectors[sample])
-        return index
+        return build_checked(self.config.index, vectors, item_ids, vectors[sample])
 
     def update_catalog(self, item_ids: Sequence[str], texts: Sequence[str]) -> dict[str, Any]:
         """Make search match a new catalog (external ids and titles), re-embedding only what changed.

@@ -10,14 +10,13 @@ reranker and the report need.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import logging
 import time
 from typing import Any
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,6 +29,7 @@ from ecomrec.retrieval.base import Query, Retriever, as_dataset
 from ecomrec.retrieval.baselines import ItemKNNRetriever, PopularityRetriever, RepurchaseRetriever
 from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 from ecomrec.candidates import Candidates
+from ecomrec.timing import timed
 
 logger = logging.getLogger(__name__)
 
@@ -109,17 +109,17 @@ class HybridRetriever(Retriever):
         models: dict[str, Retriever] = {}
         seconds: dict[str, float] = {}
         if "bi_encoder" in needed:
-            with _timed(seconds, "bi_encoder"):
+            with timed(seconds, "bi_encoder"):
                 models["bi_encoder"] = self._given.get("bi_encoder") or BiEncoderRetriever(
                     self.config.bi_encoder, show_progress=self.show_progress
                 ).fit(data)
         self.weights_ = dict(self.fusion.weights)
         self.quotas_ = dict(self.fusion.quotas)
         if self.fusion.tune:
-            with _timed(seconds, "fusion_tuning"):
+            with timed(seconds, "fusion_tuning"):
                 self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
         for name in sorted(needed - set(models)):
-            with _timed(seconds, name):
+            with timed(seconds, name):
                 models[name] = self._given.get(name) or self._new_model(name).fit(data)
         self.models_ = models
         self.fit_seconds_ = seconds
@@ -234,7 +234,8 @@ class HybridRetriever(Retriever):
         self, data: Dataset, bi: BiEncoderRetriever | None
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         """Weights and list depth that maximise mean recall@{50,100,200} (all and new) on the
-        validation window: coordinate ascent over WEIGHT_GRID for each depth in DEPTH_GRID.
+        validation window: coordinate ascent over WEIGHT_GRID for each depth in DEPTH_GRID, and
+        every source alone (fusion is bypassed when one source beats any weighting).
 
         Sources are fitted on the data before the window; the bi-encoder (fitted on all of
         ``data``) is used only for its own validation users, whose window purchases it never saw.
@@ -293,9 +294,18 @@ class HybridRetriever(Retriever):
                 best, best_weights, best_depth = score, weights, depth
         best_weights, best = ascend(best_weights, best_depth, passes=1)
         trace.append({"depth": best_depth, "weights": dict(best_weights), "objective": best, "second_pass": True})
+        for source, depth in itertools.product(sources, DEPTH_GRID):  # fusion must beat every source alone
+            alone = {s: float(s == source) for s in sources}
+            score = objective(alone, depth)
+            trace.append({"depth": depth, "weights": alone, "objective": score, "single_source": source})
+            if score > best + 1e-9:
+                best, best_weights, best_depth = score, alone, depth
         quotas = {s: best_depth for s in sources}
         logger.info("fusion tuned on %d validation users: depth %d, weights %s (mean recall %.4f)", len(rows), best_depth, best_weights, best)
-        return best_weights, quotas, {"users": int(len(rows)), "start": str(start), "objective": best, "depth": best_depth, "trace": trace}
+        alone = [s for s, w in best_weights.items() if w > 0]
+        kept = f"{alone[0]} alone (no weighting of the sources beat it)" if len(alone) == 1 else "fusion"
+        return best_weights, quotas, {"users": int(len(rows)), "start": str(start), "objective": best, "depth": best_depth,
+                                      "kept": kept, "trace": trace}
 
 
 class _FrozenTextSource:
@@ -304,10 +314,14 @@ class _FrozenTextSource:
     def __init__(self, bi: BiEncoderRetriever, before: Dataset) -> None:
         self.bi = bi
         self.before = before
+        self._encoded: tuple[np.ndarray, np.ndarray] | None = None  # the last users asked and their vectors
 
     def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
-        texts = self.before.history_texts(query.users, max_items=self.bi.config.history_items, max_chars=self.bi.config.history_chars)
-        return self.bi.candidates_for_texts(texts, query.k, exclude=query.exclude, allow=query.allow)
+        # the same users are asked twice in a row (all items, then new items only): encode once
+        if self._encoded is None or not np.array_equal(self._encoded[0], query.users):
+            texts = self.before.history_texts(query.users, max_items=self.bi.config.history_items, max_chars=self.bi.config.history_chars)
+            self._encoded = (np.array(query.users), self.bi.encode_queries(texts))
+        return self.bi.candidates_for_vectors(self._encoded[1], query.k, exclude=query.exclude, allow=query.allow)
 
 
 def _rescaled(model: Any, query: Query) -> Query:
@@ -479,13 +493,3 @@ def _keys(item_ids: np.ndarray, valid: np.ndarray, n_items: int) -> np.ndarray:
     """``row * n_items + item`` of each valid entry of a ranked list (row-major order)."""
     rows = np.broadcast_to(np.arange(item_ids.shape[0], dtype=np.int64)[:, None], item_ids.shape)
     return rows[valid] * n_items + item_ids[valid]
-
-
-@contextlib.contextmanager
-def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
-    """Add the block's wall-clock seconds to ``seconds[stage]``."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start

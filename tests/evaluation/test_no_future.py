@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from ecomrec.config import (
-    ALSConfig, BiEncoderConfig, CrossEncoderConfig, FusionConfig, HybridConfig, ItemKNNConfig, RerankConfig,
+    ALSConfig, BiEncoderConfig, CrossEncoderConfig, EngineConfig, FusionConfig, HybridConfig, ItemKNNConfig, RerankConfig,
 )
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.synthetic import synthetic
 from ecomrec.data.split import make_split
-from ecomrec.rerank import PurchaseReranker, RerankedRetriever
+from ecomrec.engine import Engine
+from ecomrec.rerank import RerankedRetriever
 from ecomrec.retrieval import RETRIEVERS
 from ecomrec.retrieval.fusion import HybridRetriever
 
@@ -98,8 +99,10 @@ def test_the_purchase_reranker_with_bert_never_reads_the_future(shop) -> None:
     original, scrambled = shop
     users = make_split(original, "2024-04-01").users
 
-    def fit(history: Dataset) -> RerankedRetriever:
-        hybrid = HybridRetriever(SMALL_HYBRID.replace(fusion=FusionConfig(tune=False)), show_progress=False).fit(history)
-        return RerankedRetriever(hybrid, PurchaseReranker(SMALL_RERANK)).fit(history)
+    def fit(history: Dataset) -> RerankedRetriever:  # the engine's path, its bi-encoder fine-tuned once and continued
+        config = EngineConfig(hybrid=SMALL_HYBRID.replace(fusion=FusionConfig(tune=False)), rerank=SMALL_RERANK, fine_tune_once=True)
+        engine = Engine(config, show_progress=False).fit(history)
+        assert {"bi_encoder_examples", "bi_encoder", "rerank_examples"} <= set(engine.fit_stages_)
+        return engine.model_
 
     assert_same_candidates(fit, original, scrambled, "2024-04-01", users, k=30)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -119,7 +118,8 @@ def test_stages_honour_each_methods_config_and_share_examples_only_when_configs_
     from ecomrec.data.synthetic import synthetic
     from ecomrec.evaluation.protocol import BenchmarkRun, build_method, examples_key, fit_stage
 
-    assert examples_key(RerankConfig(text=False)) == examples_key(RerankConfig(text=True))  # text: same lists
+    assert examples_key(RerankConfig(text=False, cutoffs=3)) == examples_key(RerankConfig(text=True, cutoffs=3))  # text: same lists
+    assert examples_key(RerankConfig(text=False, cutoffs=0)) != examples_key(RerankConfig(text=True, cutoffs=0))  # auto: 2 vs 3
     assert examples_key(RerankConfig(window_days=15)) != examples_key(RerankConfig())  # other labels
     split = make_split(synthetic(seed=0), "2024-03-01")
     run = BenchmarkRun(split, {"als": ALSConfig(factors=3, iterations=2)}, show_progress=False)

@@ -20,10 +20,10 @@ from ecomrec.cli import main
 from ecomrec.config import ALSConfig, IndexConfig
 from ecomrec.data import IdMap
 from ecomrec.data.synthetic import synthetic
-from ecomrec.exceptions import ArtifactError
+from ecomrec.exceptions import ArtifactError, IndexRecallWarning
+from ecomrec.index import validation
 from ecomrec.index import VectorIndex
 from ecomrec.retrieval import ALSRetriever
-from ecomrec.retrieval import als as als_module
 from tests.retrieval.test_contract import assert_same_ranking
 
 
@@ -65,12 +65,32 @@ def test_failed_validation_keeps_the_old_index(model: ALSRetriever, monkeypatch)
     old = model.index_
 
     def reject(*args, **kwargs):
-        raise ArtifactError("new ivf_flat index reaches recall@10 0.100 < 0.8 against exact search: not swapped in")
+        raise ArtifactError("new index holds 5 items, expected 100: not swapped in")
 
-    monkeypatch.setattr(als_module, "check_index", reject)
+    monkeypatch.setattr(validation, "check_index", reject)
     with pytest.raises(ArtifactError, match="not swapped in"):
         model.rebuild_index(items=np.arange(100, 200))
     assert model.index_ is old
+
+
+def test_an_index_short_of_recall_probes_more_then_searches_exactly(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(4000, 16)).astype(np.float32)
+    ids, queries = np.arange(4000), rng.normal(size=(50, 16)).astype(np.float32)
+    config = IndexConfig(kind="ivf_flat", nlist=64, nprobe=1)
+    with pytest.warns(IndexRecallWarning) as caught:
+        probed = validation.build_checked(config, vectors, ids, queries)  # one list of 64 misses neighbours
+    assert "probing 4 of 64 lists instead of 1" in str(caught[0].message) and "not swapped in" not in str(caught[0].message)
+    assert probed.kind_ == "ivf_flat" and probed.nprobe_ > 1 and probed.validated_recall_ >= validation.MIN_APPROX_RECALL
+    real = validation.recall_against_exact
+    monkeypatch.setattr(validation, "recall_against_exact", lambda index, *a: real(index, *a) if index.kind_ == "flat" else 0.5)
+    with pytest.warns(IndexRecallWarning) as caught:
+        exact = validation.build_checked(config, vectors, ids, queries)
+    assert exact.kind_ == "flat" and exact.validated_recall_ >= validation.MIN_EXACT_RECALL
+    assert [str(w.message).split("; ")[1] for w in caught] == [
+        "probing 4 of 64 lists instead of 1", "probing 16 of 64 lists instead of 4", "probing 64 of 64 lists instead of 16",
+        "searching exactly instead",
+    ]
 
 
 def test_readers_never_see_a_mix_during_rebuilds(model: ALSRetriever) -> None:

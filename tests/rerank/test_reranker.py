@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ecomrec.config import ALSConfig, FusionConfig, HybridConfig, RerankConfig
@@ -46,6 +47,32 @@ def test_reranking_recovers_the_clusters_the_fusion_ignored(fitted) -> None:
     assert importance["popularity_rank_log"] < max(importance["als_rank_log"], importance["own_count_log"])
 
 
+def test_the_fitted_reranker_proved_itself_on_the_validation_cutoff(fitted) -> None:
+    check = fitted[2].reranker.training_["validation"]
+    assert check["kept"] and check["reranked_ndcg@10"] > check["fused_ndcg@10"] + 0.1
+    assert not fitted[2].reranker.bypassed
+
+
+def test_a_reranker_that_loses_on_validation_is_bypassed(fitted, monkeypatch) -> None:
+    from ecomrec.rerank.purchase import PurchaseModel
+
+    split, _, _ = fitted
+    good = FusionConfig(quotas={"own": 60, "als": 60, "popularity": 60}, weights={"own": 1.0, "als": 1.0, "popularity": 0.001}, tune=False)
+    hybrid = HybridRetriever(HybridConfig(als=ALSConfig(factors=8, iterations=10), fusion=good), show_progress=False).fit(split.history)
+    noise = np.random.default_rng(0)
+    monkeypatch.setattr(PurchaseModel, "predict", lambda self, x: noise.uniform(size=len(x)))  # a model that knows nothing
+    config = RerankConfig(text=False, cutoffs=2, window_days=15, candidates=40, trees=20, min_child_samples=10)
+    useless = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
+    check = useless.reranker.training_["validation"]
+    assert not check["kept"] and check["reranked_ndcg@10"] < check["fused_ndcg@10"] and useless.reranker.bypassed
+    users = split.users[:30]
+    out, fused = useless.candidates(users, 50), hybrid.candidates(users, 50)
+    np.testing.assert_array_equal(out.item_ids, fused.item_ids)  # the fused order, kept
+    assert (np.diff(out.scores, axis=1) <= 0).all() and np.isfinite(out.sources["p_purchase"][:, :40]).all()
+    forced = RerankedRetriever(hybrid, PurchaseReranker(config.replace(keep_only_if_better=False))).fit(split.history)
+    assert not forced.reranker.bypassed and not np.array_equal(forced.candidates(users, 50).item_ids, fused.item_ids)
+
+
 def test_reranked_list_is_the_same_candidates_reordered_by_probability(fitted) -> None:
     split, hybrid, reranked = fitted
     users = split.users[:25]
@@ -61,6 +88,31 @@ def test_reranked_list_is_the_same_candidates_reordered_by_probability(fitted) -
     assert ((p >= 0) & (p <= 1)).all() and (np.diff(p, axis=1) <= 0).all()
     assert np.isnan(out.sources["p_purchase"][:, head:]).all()
     assert set(reranked.last_timings_) >= {"candidates", "rerank:features", "rerank:model", "end_to_end"}
+
+
+def test_auto_cutoffs_are_the_fewest_the_model_needs() -> None:
+    from ecomrec.rerank.reranker import training_cutoffs
+
+    shop = synthetic(n_users=40, n_items=30, days=90, seed=1)
+    end = shop.end.normalize() + pd.Timedelta(days=1)
+    assert training_cutoffs(shop, RerankConfig(cutoffs=0, window_days=10)) == [end - pd.Timedelta(days=20), end - pd.Timedelta(days=10)]
+    assert len(training_cutoffs(shop, RerankConfig(text=True, cutoffs=0, window_days=10))) == 3
+    assert len(training_cutoffs(shop, RerankConfig(cutoffs=4, window_days=10))) == 4
+
+
+def test_examples_refuse_a_bi_encoder_trained_past_the_first_cutoff() -> None:
+    import types
+
+    from ecomrec.config import BiEncoderConfig
+    from ecomrec.rerank.reranker import training_examples
+    from ecomrec.retrieval import BiEncoderRetriever
+
+    shop = synthetic(n_users=120, n_items=60, days=90, seed=2)
+    config = BiEncoderConfig(layers=1, max_pairs=64, batch_size=16, eval_every=2, patience=1, valid_users=20, valid_days=10)
+    bi = BiEncoderRetriever(config, show_progress=False).fit(shop)  # fine-tuned on all of it, labels included
+    hybrid = types.SimpleNamespace(quotas_={"bi_encoder": 50})
+    with pytest.raises(ValueError, match="past the first training cutoff"):
+        training_examples(shop, hybrid, RerankConfig(window_days=10), bi=bi)
 
 
 def test_reranker_rejects_bad_config() -> None:

@@ -110,3 +110,27 @@ def test_fine_tuning_uses_the_trainer_and_prints_nothing(capsys) -> None:
     assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 2  # zero-shot, then every eval_every steps
     assert all(0.0 <= row["valid_recall@100"] <= 1.0 for row in model.training_log_)
     assert capsys.readouterr().out == ""
+
+
+def test_training_continues_from_an_earlier_fine_tune() -> None:
+    """``start_from``: the weights come from the earlier model (not the base), which stays as it was."""
+    import torch
+
+    data = synthetic(n_users=120, n_items=60, n_clusters=4, purchases_per_user=20, days=120, seed=3)
+    config = BiEncoderConfig(layers=1, max_pairs=200, batch_size=16, eval_every=4, patience=1, valid_users=30, valid_days=20)
+    early = BiEncoderRetriever(config.replace(fine_tune=False), show_progress=False).fit(data.between(None, data.end - np.timedelta64(30, "D")))
+    with torch.no_grad():  # stands for an earlier fine-tune: weights that are not the base model's
+        next(early.model_.parameters()).mul_(1.5)
+    early._prepare_inference()  # encode_queries is uncached: it sees the new weights
+    titles = list(data.item_texts)
+    before = early.encode_queries(titles).copy()
+    carried = BiEncoderRetriever(config.replace(fine_tune=False), show_progress=False).fit(data, start_from=early)
+    np.testing.assert_allclose(carried.encode_queries(titles), before, atol=1e-6)
+    base = BiEncoderRetriever(config.replace(fine_tune=False), show_progress=False).fit(data)
+    assert np.abs(base.encode_queries(titles) - before).max() > 1e-3  # the base model's vectors are other ones
+    continued = BiEncoderRetriever(config, show_progress=False).fit(data, start_from=early)
+    assert continued.training_log_[0]["valid_recall@100"] == pytest.approx(carried._valid_recall(continued.validation_))
+    assert continued.trained_until_ == data.end
+    np.testing.assert_allclose(early.encode_queries(titles), before, atol=1e-6)  # left unchanged
+    with pytest.raises(ValueError, match="layers"):
+        BiEncoderRetriever(config.replace(layers=2), show_progress=False).fit(data, start_from=early)

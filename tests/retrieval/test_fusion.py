@@ -118,7 +118,12 @@ def test_hybrid_at_least_as_good_as_its_best_source(planted) -> None:
         best = max(report.results[m][target]["recall@50"] for m in ("repurchase", "itemknn", "als", "bi_encoder"))
         assert report.results["hybrid"][target]["recall@50"] >= best - 0.01, target
     assert "hybrid:fusion" in report.latency_ms and "hybrid:bi_encoder:user_encoding" in report.latency_ms
-    assert report.methods["hybrid"]["tuning"]["users"] > 0
+    tuning = report.methods["hybrid"]["tuning"]
+    assert tuning["users"] > 0
+    alone = [row for row in tuning["trace"] if "single_source" in row]  # fusion proved against each source alone
+    assert len(alone) == 6 * 4 and max(row["objective"] for row in alone) <= tuning["objective"]
+    positive = [s for s, w in report.methods["hybrid"]["weights"].items() if w > 0]
+    assert (tuning["kept"] == "fusion") == (len(positive) > 1)
     kinds = report.breakdown["recall@10_by_target_kind"]
     split = make_split(planted, "2024-03-10")
     assert sum(kinds[k]["targets"] for k in kinds) == split.targets_all.nnz  # every target is of one kind
