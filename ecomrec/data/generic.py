@@ -108,11 +108,15 @@ def from_files(
     amount = columns.quantity or columns.weight
     wanted = [columns.user, columns.item, columns.timestamp] + [c for c in (amount, columns.event) if c]
     raw = read_tables(files, wanted)
-    raw[columns.timestamp] = parse_timestamps(raw, columns.timestamp, files, timestamp_format)
+    # a blank time is a row to drop and count, like a blank user; an unreadable one is an error
+    blank_time = lambda f: f[columns.timestamp].isna() | (f[columns.timestamp].astype(str).str.strip() == "")  # noqa: E731
+    timed, dropped_untimed = apply_rules(raw, [("missing_time", blank_time)])
+    timed = timed.copy()
+    timed[columns.timestamp] = parse_timestamps(timed, columns.timestamp, files, timestamp_format)
     if amount is not None:
-        raw[amount] = parse_numbers(raw, amount, files)
+        timed[amount] = parse_numbers(timed, amount, files)
     for column in (columns.user, columns.item):
-        raw[column] = raw[column].astype(str).str.strip()
+        timed[column] = timed[column].fillna("").astype(str).str.strip()  # a missing cell is a blank id
     rules = [
         ("missing_user", lambda f: f[columns.user] == ""),
         ("missing_item", lambda f: f[columns.item] == ""),
@@ -122,7 +126,8 @@ def from_files(
     if events is not None:
         rules.append(("other_event", lambda f: ~f[columns.event].astype(str).str.strip().isin(list(events))))
     rules.append(("duplicate", lambda f: f.duplicated(subset=wanted)))
-    kept, dropped = apply_rules(raw, rules)
+    kept, dropped = apply_rules(timed, rules)
+    dropped = {**dropped_untimed, **dropped}
 
     catalog_frame = _read_catalog(Path(catalog), catalog_columns) if catalog is not None else None
     known = kept[columns.item].unique().tolist()

@@ -92,7 +92,7 @@ def _read_other(path: Path, reader) -> pd.DataFrame:  # type: ignore[no-untyped-
         # Arrow-backed text decodes lazily: decode every cell now, so damaged text fails here.
         frame = frame.astype({c: object for c in text})
         for column in text:
-            frame[column] = [v if v is None or isinstance(v, str) else str(v) for v in frame[column]]
+            frame[column] = [v if v is None or isinstance(v, str) else None if pd.isna(v) else str(v) for v in frame[column]]
         return frame
     except Exception as exc:  # pyarrow / openpyxl raise many types for a file that is not theirs (or damaged)
         raise DataError(f"cannot read as {path.suffix} ({type(exc).__name__}: {exc})", file=path) from exc

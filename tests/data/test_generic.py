@@ -59,8 +59,19 @@ def test_events_filter_and_non_positive_quantity_are_counted(tmp_path: Path, log
     frame.loc[5, "qty"] = 0
     cols = InteractionColumns("customer", "sku", "ts", quantity="qty", event="event")
     data = from_files(_log(tmp_path, frame), columns=cols, events=["purchase"])
-    assert data.report.dropped == {"missing_user": 0, "missing_item": 0, "non_positive_quantity": 1, "other_event": 2, "duplicate": 0}
+    assert data.report.dropped == {
+        "missing_time": 0, "missing_user": 0, "missing_item": 0, "non_positive_quantity": 1, "other_event": 2, "duplicate": 0,
+    }
     assert data.report.adds_up() and len(data) == 3
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.parquet"])
+def test_rows_without_a_time_are_dropped_and_counted(tmp_path: Path, log_frame: pd.DataFrame, name: str) -> None:
+    frame = log_frame.assign(ts=log_frame["ts"].astype(object).where(log_frame.index != 3, None))
+    frame.loc[4, "customer"] = None
+    data = from_files(_log(tmp_path, frame, name), columns=COLS)
+    assert data.report.dropped["missing_time"] == 1 and data.report.dropped["missing_user"] == 1
+    assert data.report.adds_up() and len(data) == len(frame) - 2
 
 
 def test_events_without_event_column_is_an_error(tmp_path: Path, log_frame: pd.DataFrame) -> None:
