@@ -296,8 +296,10 @@ class BiEncoderConfig(ConfigBase):
         the user never buys. Off by default: measured on Online Retail, mined negatives lowered
         validation recall (they are mostly relevant items, i.e. false negatives).
     eval_every, patience
-        Validation recall@100 (``new`` targets) every ``eval_every`` steps; stop after
-        ``patience`` evaluations without improvement and keep the best weights.
+        Validation recall@100 (``new`` targets, ranked among the items sold in the training
+        data, so a big never-sold catalog is not re-encoded at every evaluation) every
+        ``eval_every`` steps; stop after ``patience`` evaluations without improvement and keep
+        the best weights.
     valid_days, valid_users
         The validation window at the end of the training data, and users sampled from it
         (their window purchases are held out of training).

@@ -50,6 +50,7 @@ class _Validation:
     seen: sp.csr_matrix
     targets: sp.csr_matrix
     start: pd.Timestamp
+    ranked: np.ndarray  # the items ranked: every item sold in the training data
 
 
 class BiEncoderRetriever(ScoringRetriever):
@@ -204,13 +205,18 @@ class BiEncoderRetriever(ScoringRetriever):
         rng = np.random.default_rng(cfg.seed)
         users = np.sort(rng.choice(eligible, size=min(cfg.valid_users, len(eligible)), replace=False))
         queries = before.history_texts(users, max_items=cfg.history_items, max_chars=cfg.history_chars)
-        return _Validation(users, queries, past[users], new[users], start)
+        # A big catalog of items nobody bought (dunnhumby: 92k listed, 20k sold) would be encoded
+        # at every evaluation; ranking the items sold in the data keeps the comparison between
+        # checkpoints at a fraction of the cost. Where every listed item sold (Online Retail) it is all of them.
+        ranked = np.flatnonzero((past + future).getnnz(axis=0) > 0)
+        return _Validation(users, queries, past[users], new[users], start, ranked)
 
     def _valid_recall(self, valid: _Validation, k: int = 100) -> float:
         self.model_.eval()
-        items = self._encode(self.model_, self.item_texts_, self.config.item_max_tokens)
+        items = self._encode(self.model_, [self.item_texts_[i] for i in valid.ranked], self.config.item_max_tokens)
         queries = self._encode(self.model_, valid.queries, self.config.query_max_tokens)
-        scores = queries @ items.T
+        scores = np.full((len(valid.queries), len(self.item_texts_)), -np.inf, dtype=np.float32)
+        scores[:, valid.ranked] = queries @ items.T
         seen = valid.seen.tocoo()
         scores[seen.row, seen.col] = -np.inf
         top = top_k(scores, k).item_ids
