@@ -129,3 +129,27 @@ def test_stages_honour_each_methods_config_and_share_examples_only_when_configs_
     assert fitted.is_fitted and seconds is not None and run.fitted["als"] is fitted
     again, seconds = fit_stage(run, "als")
     assert again is fitted and seconds is None  # fitted once per run, then reused
+
+
+def test_a_rerankers_fit_seconds_include_its_training_examples(monkeypatch) -> None:
+    import time
+
+    import ecomrec.rerank as rerank
+    from ecomrec.config import ALSConfig, FusionConfig, HybridConfig, RerankConfig
+    from ecomrec.data.synthetic import synthetic
+    from ecomrec.evaluation.protocol import BenchmarkRun, fit_stage
+
+    real = rerank.training_examples
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(3.0)  # longer than the fit itself takes here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rerank, "training_examples", slow)
+    fusion = FusionConfig(quotas={"own": 30, "als": 30, "popularity": 30}, tune=False)
+    configs = {"hybrid": HybridConfig(als=ALSConfig(factors=4, iterations=2), fusion=fusion),
+               "feature_rerank": RerankConfig(cutoffs=2, window_days=15, candidates=20, trees=10, min_child_samples=5)}
+    run = BenchmarkRun(make_split(synthetic(days=120, seed=1), "2024-04-01"), configs, show_progress=False)
+    fit_stage(run, "hybrid")
+    _, seconds = fit_stage(run, "feature_rerank")
+    assert seconds is not None and seconds >= 3.0
