@@ -291,6 +291,9 @@ class BiEncoderConfig(ConfigBase):
         passes, in-batch negatives
         per step, AdamW learning rate with linear warm-up and decay, similarity scale of the
         contrastive (multiple-negatives ranking) loss.
+    freeze_embeddings
+        Keep the word-embedding table (two thirds of a 3-layer MiniLM's weights) as the base
+        model has it while fine-tuning: each step skips its gradient and optimizer update.
     hard_negatives, hard_negative_ranks
         Add one mined negative per pair: an item-kNN candidate, from this rank window, that
         the user never buys. Off by default: measured on Online Retail, mined negatives lowered
@@ -332,6 +335,7 @@ class BiEncoderConfig(ConfigBase):
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     scale: float = 20.0
+    freeze_embeddings: bool = False
     hard_negatives: bool = False
     hard_negative_ranks: tuple[int, int] = (100, 200)
     eval_every: int = 100

@@ -145,6 +145,7 @@ class BiEncoderRetriever(ScoringRetriever):
         logger.info("bi-encoder: %d pairs; zero-shot validation recall@100 %.4f", len(pairs), zero_shot)
         evaluator = _validation_evaluator(self, valid)
         self.model_.max_seq_length = cfg.query_max_tokens  # anchors; titles are cut to item_max_tokens
+        _word_embeddings(self.model_).weight.requires_grad_(not cfg.freeze_embeddings)
         on_gpu = self.device_.startswith("cuda")
         with tempfile.TemporaryDirectory(prefix="ecomrec-bi-encoder-") as checkpoints:
             args = arguments_cls(
@@ -279,7 +280,8 @@ class BiEncoderRetriever(ScoringRetriever):
         """float32 [n, d] unit vectors of item titles; titles embedded before come from the cache."""
         hashes = text_hashes(list(texts))
         rows = self.cache_.rows(hashes)
-        missing = np.flatnonzero(rows < 0)
+        _, first = np.unique(hashes[rows < 0], return_index=True)  # a title shared by many items: once
+        missing = np.flatnonzero(rows < 0)[np.sort(first)]
         if len(missing):
             fresh = self._encode(self._serving, [texts[i] for i in missing], self.config.item_max_tokens)
             self.cache_.store(hashes[missing], fresh)
@@ -559,6 +561,11 @@ def _validation_evaluator(retriever: BiEncoderRetriever, valid: _Validation) -> 
             return {self.primary_metric: recall}
 
     return ValidationRecall()
+
+
+def _word_embeddings(model: Any) -> Any:
+    """The token-embedding table of a sentence-transformers model's transformer."""
+    return model[0].auto_model.get_input_embeddings()
 
 
 def _sentence_transformers_training() -> tuple[Any, Any, Any]:

@@ -67,6 +67,10 @@ def test_catalog_update_reembeds_only_changes(zero_shot, shop) -> None:
     assert not np.isin(zero_shot.search("green garden", k=78).item_ids, [78, 79]).any()  # delisted
     again = zero_shot.update_catalog(ids[:-2] + ["i-new"], texts[:-2] + ["black skull tote new"])
     assert again["encoded"] == 0  # everything from the cache
+    twins = zero_shot.update_catalog(ids[:-2] + ["i-a", "i-b", "i-c"], texts[:-2] + ["plaid scarf", "plaid scarf", "wool hat"])
+    assert twins["new"] == 3 and twins["encoded"] == 2  # one title shared by two items is embedded once
+    a, b = zero_shot.items_.index(["i-a", "i-b"])
+    assert set(zero_shot.search("plaid scarf", k=2).item_ids[0].tolist()) == {a, b}
 
 
 def test_load_refuses_replaced_weights(shop, tmp_path) -> None:
