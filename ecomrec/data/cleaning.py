@@ -18,6 +18,12 @@ RULES = {
     "duplicate": "exact duplicates of an earlier row",
 }
 
+#: What each catalog rule drops.
+CATALOG_RULES = {
+    "missing_item": "no item id",
+    "duplicate": "an item listed again further down (the last listing wins)",
+}
+
 Rule = tuple[str, Callable[[pd.DataFrame], "pd.Series[bool]"]]
 
 
@@ -34,6 +40,7 @@ class CleaningReport:
     kept_rows: int
     files: int = 1
     items_without_text: int = 0
+    catalog_dropped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def adds_up(self) -> bool:
         """True when every row read is either kept or counted by exactly one rule."""
@@ -46,6 +53,9 @@ class CleaningReport:
         lines = [f"read {self.raw_rows:,} rows from {self.files} file(s)"]
         lines += [f"  dropped {n:>9,}  {rule}: {RULES.get(rule, rule)}" for rule, n in self.dropped.items()]
         lines.append(f"kept {self.kept_rows:,} rows")
+        lines += [f"catalog: dropped {n:,} rows, {rule}: {CATALOG_RULES.get(rule, rule)}" for rule, n in self.catalog_dropped.items() if n]
+        if self.items_without_text:
+            lines.append(f"{self.items_without_text:,} items without text (their category, else their id, stands in)")
         return "\n".join(lines)
 
 

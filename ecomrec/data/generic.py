@@ -84,7 +84,9 @@ def from_files(
         A file, a list of files, or a folder of ``.csv`` / ``.parquet`` files.
     catalog
         Optional catalog file. Catalog items never bought are kept (cold items); bought items
-        missing from it get their id as text (counted in ``report.items_without_text``).
+        missing from it, or listed without text, get their category as text, else their id
+        (counted in ``report.items_without_text``); catalog rows without an id or listing an
+        item again are dropped and counted in ``report.catalog_dropped``.
     columns, catalog_columns
         Column mappings.
     events
@@ -129,7 +131,7 @@ def from_files(
     kept, dropped = apply_rules(timed, rules)
     dropped = {**dropped_untimed, **dropped}
 
-    catalog_frame = _read_catalog(Path(catalog), catalog_columns) if catalog is not None else None
+    catalog_frame, catalog_dropped = _read_catalog(Path(catalog), catalog_columns) if catalog is not None else (None, {})
     known = kept[columns.item].unique().tolist()
     if catalog_frame is not None:
         known += catalog_frame["item_id"].tolist()
@@ -145,7 +147,7 @@ def from_files(
     )
     first_seen = kept.groupby(columns.item)[columns.timestamp].min()
     catalog_table, no_text = _catalog(items, catalog_frame, first_seen)
-    report = CleaningReport(len(raw), dropped, len(kept), files=len(files), items_without_text=no_text)
+    report = CleaningReport(len(raw), dropped, len(kept), files=len(files), items_without_text=no_text, catalog_dropped=catalog_dropped)
     return Dataset(frame, catalog_table, users, items, report, name=name or files[0].stem)
 
 
@@ -164,7 +166,7 @@ def _interaction_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _read_catalog(path: Path, cols: CatalogColumns) -> pd.DataFrame:
+def _read_catalog(path: Path, cols: CatalogColumns) -> tuple[pd.DataFrame, dict[str, int]]:
     if not cols.text:
         raise ValueError("CatalogColumns.text needs at least one column")
     wanted = [cols.item, *cols.text] + [c for c in (cols.price, cols.category) if c]
@@ -179,8 +181,10 @@ def _read_catalog(path: Path, cols: CatalogColumns) -> pd.DataFrame:
             "category": raw[cols.category].map(clean_text) if cols.category else "",
         }
     )
-    frame = frame.loc[frame["item_id"] != ""]
-    return frame.drop_duplicates("item_id", keep="last")  # the latest listing of an item wins
+    return apply_rules(frame, [
+        ("missing_item", lambda f: f["item_id"] == ""),
+        ("duplicate", lambda f: f.duplicated("item_id", keep="last")),  # the latest listing of an item wins
+    ])
 
 
 def _catalog(items: IdMap, listed: pd.DataFrame | None, first_seen: pd.Series) -> tuple[pd.DataFrame, int]:
@@ -190,8 +194,9 @@ def _catalog(items: IdMap, listed: pd.DataFrame | None, first_seen: pd.Series) -
     table = table.merge(listed, on="item_id", how="left")
     text = table["text"].astype(object)
     no_text = text.isna() | (text == "")
-    table["text"] = text.where(~no_text, table["item_id"]).astype(str)
     table["category"] = table["category"].fillna("")
+    stand_in = table["category"].where(table["category"] != "", table["item_id"])  # a category says more than an id
+    table["text"] = text.where(~no_text, stand_in).astype(str)
     table["price"] = table["price"].astype(np.float64)
     table["first_seen"] = first_seen.reindex(items.ids).to_numpy()
     return table, int(no_text.sum())

@@ -54,6 +54,22 @@ def test_catalog_adds_cold_items_and_text(tmp_path: Path, log_frame: pd.DataFram
     assert "new" in data.items and data.user_items().toarray()[:, data.items.index(["new"])[0]].sum() == 0
 
 
+def test_catalog_rows_dropped_are_counted_and_blank_texts_take_the_category(tmp_path: Path, log_frame: pd.DataFrame) -> None:
+    catalog = pd.DataFrame({
+        "sku": ["x", "", "y", "x", "new"],
+        "title": ["Old mug", "Orphan", "", "Red mug", ""],
+        "category": ["Kitchen", "Misc", "Bags", "Kitchen", ""],
+    })
+    catalog.to_csv(tmp_path / "catalog.csv", index=False)
+    data = from_files(_log(tmp_path, log_frame), tmp_path / "catalog.csv", columns=COLS,
+                      catalog_columns=CatalogColumns(item="sku", category="category"))
+    texts = dict(zip(data.catalog["item_id"], data.catalog["text"]))
+    assert texts == {"new": "new", "w": "w", "x": "Red mug", "y": "Bags", "z": "z"}  # the last listing of x wins
+    assert data.report.catalog_dropped == {"missing_item": 1, "duplicate": 1}
+    assert data.report.items_without_text == 4  # y and new listed blank; w and z not listed
+    assert "catalog: dropped 1 rows, duplicate" in str(data.report)
+
+
 def test_events_filter_and_non_positive_quantity_are_counted(tmp_path: Path, log_frame: pd.DataFrame) -> None:
     frame = log_frame.assign(event=["purchase", "view", "purchase", "purchase", "view", "purchase"])
     frame.loc[5, "qty"] = 0
