@@ -38,7 +38,7 @@ bench: install
 # The same protocol on any shop's log: here the dunnhumby grocery sample with its full 92k-product catalog.
 bench-dunnhumby: install
 	$(BIN)/ecomrec bench --interactions $(DUNNHUMBY)/interactions.csv --catalog $(DUNNHUMBY)/catalog.csv \
-		--columns quantity=quantity --catalog-text text --test-from $(DUNNHUMBY_TEST_FROM) \
+		--columns quantity=quantity --catalog-text text --catalog-category category --test-from $(DUNNHUMBY_TEST_FROM) \
 		--output benchmarks/results/dunnhumby.json
 
 tune: install

@@ -73,6 +73,7 @@ def _add_data_arguments(sub: argparse.ArgumentParser, data_help: str) -> None:
     sub.add_argument("--catalog-item", default="item_id", help="the catalog's item id column (default item_id)")
     sub.add_argument("--catalog-text", default="title", help="catalog column(s) joined into the item text, e.g. "
                      "title,category (default title)")
+    sub.add_argument("--catalog-category", help="the catalog's category column (search can filter by it)")
 
 
 def _add_output_format(sub: argparse.ArgumentParser) -> None:
@@ -118,6 +119,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--query", required=True, action="append", help="search text (repeat for a batch)")
     search.add_argument("--user", help="personalise with this customer's history")
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--category", action="append", help="only items of this catalog category (repeat for several)")
     _add_output_format(search)
     search.set_defaults(run=_search)
 
@@ -139,6 +141,7 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     rebuild.add_argument("--catalog", help="CSV or Parquet of the current catalog (item ids; with --engine also titles)")
     rebuild.add_argument("--item-column", default="item_id", help="catalog column holding item ids (default item_id)")
     rebuild.add_argument("--text-column", default="title", help="catalog column holding titles, with --engine (default title)")
+    rebuild.add_argument("--category-column", help="catalog column holding categories (search filters), with --engine")
     rebuild.add_argument("--kind", choices=("auto", "flat", "ivf_flat", "hnsw", "ivf_pq"), help="with --model: index kind")
     rebuild.add_argument("--output", help="with --model: index folder to write, e.g. indexes/als")
     rebuild.set_defaults(run=_index_rebuild)
@@ -193,7 +196,7 @@ def _load_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if malformed:
         raise ValueError(f"--columns takes key=column pairs with keys {sorted(names)}; cannot read {malformed}")
     columns = datasets.InteractionColumns(**{names[key]: column for key, column in given.items()})
-    catalog_columns = datasets.CatalogColumns(item=args.catalog_item, text=tuple(_split(args.catalog_text)))
+    catalog_columns = datasets.CatalogColumns(item=args.catalog_item, text=tuple(_split(args.catalog_text)), category=args.catalog_category)
     return datasets.from_files(args.interactions, args.catalog, columns=columns, catalog_columns=catalog_columns)
 
 
@@ -233,7 +236,7 @@ def _search(args: argparse.Namespace) -> int:
     from ecomrec.engine import Engine
 
     engine = Engine.load(args.engine)
-    _print(engine.search(args.query, user_id=args.user, k=args.k), args.format)
+    _print(engine.search(args.query, user_id=args.user, k=args.k, category=args.category), args.format)
     return EXIT_OK
 
 
@@ -262,8 +265,8 @@ def _engine_rebuild(args: argparse.Namespace) -> int:
     engine = Engine.load(args.engine)
     catalog = None
     if args.catalog:
-        table = read_table(Path(args.catalog), [args.item_column, args.text_column])
-        catalog = table.rename(columns={args.item_column: "item_id", args.text_column: "text"})[["item_id", "text"]]
+        wanted = {args.item_column: "item_id", args.text_column: "text", **({args.category_column: "category"} if args.category_column else {})}
+        catalog = read_table(Path(args.catalog), list(wanted)).rename(columns=wanted)[list(wanted.values())]
     report = engine.rebuild_index(catalog)
     engine.save(args.engine)
     print(json.dumps(report, indent=2, default=float))

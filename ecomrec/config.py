@@ -559,6 +559,57 @@ class RerankConfig(ConfigBase):
 
 
 @dataclasses.dataclass(frozen=True)
+class SearchConfig(ConfigBase):
+    """Catalog search (:meth:`~ecomrec.engine.Engine.search`): BM25 over item text fused with a
+    dense retriever that keeps the base model's query → title matching.
+
+    Attributes
+    ----------
+    enabled
+        Build the search indexes when the engine is fitted (False: ``Engine.search`` raises).
+    dense
+        The dense retriever: the base model as it ships (zero-shot, every layer). The
+        recommendation bi-encoder is not used for search: its "history → next item" fine-tune
+        costs general query → title matching (benchmarks/bench_search.py measures both).
+        ``dense.personalise`` mixes a known user's history vector into the query's. Exact
+        search up to 40M floats (100k titles × 384): a query is one matrix-vector product of a
+        few milliseconds, and an IVF index's lost recall would be lost matches.
+    lexical_weight
+        Weight of the BM25 list in the fusion; the dense list weighs ``1 - lexical_weight``
+        (1: lexical only, 0: dense only). Chosen on the judged set's dev queries
+        (benchmarks/bench_search.py); its test queries are never tuned on.
+    method, rrf_k
+        Fusion of the two lists, as :class:`FusionConfig`'s: ``rrf`` adds ``weight / (rrf_k +
+        rank)`` per list, ``weighted`` adds per-query min-max scaled scores.
+    depth
+        Items each retriever lists before fusing.
+    bm25_k1, bm25_b
+        BM25's term-frequency saturation and document-length normalisation (bm25s).
+    """
+
+    enabled: bool = True
+    dense: BiEncoderConfig = dataclasses.field(
+        default_factory=lambda: BiEncoderConfig(
+            layers=0, fine_tune=False, item_max_tokens=32, index=IndexConfig(exact_max_floats=40_000_000)
+        )
+    )
+    lexical_weight: float = 0.5
+    method: str = "rrf"
+    rrf_k: float = 60.0
+    depth: int = 100
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+
+    def validate(self) -> None:
+        _require(0 <= self.lexical_weight <= 1, self, "lexical_weight", "in [0, 1]", self.lexical_weight)
+        _require(self.method in ("rrf", "weighted"), self, "method", "rrf|weighted", self.method)
+        _require(self.dense.fine_tune is False, self, "dense", "a zero-shot model (fine_tune = false)", self.dense.fine_tune)
+        for name in ("rrf_k", "depth", "bm25_k1"):
+            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
+        _require(0 <= self.bm25_b <= 1, self, "bm25_b", "in [0, 1]", self.bm25_b)
+
+
+@dataclasses.dataclass(frozen=True)
 class EngineConfig(ConfigBase):
     """The whole pipeline behind :class:`~ecomrec.engine.Engine`; also read from / written to TOML.
 
@@ -577,6 +628,8 @@ class EngineConfig(ConfigBase):
         and 3.2k + 12.8k pairs it fitted Online Retail in 438 s instead of 631 s but lost
         ndcg@10 on all targets (−0.004, interval below 0) while gaining on new ones (+0.005) on
         the validation window (benchmarks/bench_fit_time.py).
+    search
+        Catalog search: BM25 fused with the base model's dense retrieval.
     on_unknown
         Default policy for unknown user or item ids: ``raise``, ``warn`` (skip and warn) or ``drop``.
 
@@ -593,6 +646,7 @@ class EngineConfig(ConfigBase):
     rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
     use_reranker: bool = True
     fine_tune_once: bool = False
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     on_unknown: str = "raise"
 
     def validate(self) -> None:

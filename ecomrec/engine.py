@@ -113,8 +113,15 @@ class Engine:
             stages["rerank_examples"] = watch.seconds
             reranker = PurchaseReranker(cfg.rerank, show_progress=self.show_progress)
             model = RerankedRetriever(hybrid, reranker, examples=examples).fit(data)
+        search = None
+        if cfg.search.enabled:
+            from ecomrec.retrieval.search import TextSearch
+
+            with Stopwatch() as watch:
+                search = TextSearch(cfg.search, show_progress=self.show_progress).fit(data)
+            stages["search"] = watch.seconds
         with self._write_lock:
-            self._publish(Snapshot.of(model, np.ones(data.n_items, dtype=bool), [str(t) for t in data.item_texts]))
+            self._publish(Snapshot.of(model, np.ones(data.n_items, dtype=bool), [str(t) for t in data.item_texts], search))
         self.fit_seconds_ = time.perf_counter() - start
         self.fit_stages_ = {**fit_stages(model), **stages}
         logger.info("engine fitted on %d interactions in %.1f s (%s)", len(data), self.fit_seconds_,
@@ -202,21 +209,38 @@ class Engine:
         *,
         user_id: object | None = None,
         k: int = 10,
+        allow: Sequence[object] | None = None,
+        category: str | Sequence[str] | None = None,
         on_unknown: str | None = None,
     ) -> Results:
-        """Items matching free text (one query or a batch), optionally personalised by a known user."""
+        """Items matching free text (one query or a batch): BM25 and the base model's dense
+        retrieval fused (``config.search``), optionally personalised by a known user.
+
+        ``allow``: external item ids the results must come from; ``category``: one category name
+        or several (as in the catalog's ``category`` column, case-insensitive). Items the shop
+        no longer lists are never returned; items added by :meth:`rebuild_index` are, at once.
+        ``scores`` are fusion scores (comparable within one query); ``sources`` hold each
+        list's rank and score.
+        """
         snap = self.snapshot  # the one snapshot this read uses, whatever is published meanwhile
+        if snap.search is None:
+            raise ValueError("this engine has no search index (fitted with search.enabled = false, or saved before "
+                             "ecomrec had one): fit it again to search")
         texts = [query] if isinstance(query, str) else list(query)
-        bi = snap.hybrid.models_.get("bi_encoder")
-        if bi is None:
-            raise ValueError("search needs the bi-encoder: add 'bi_encoder' to hybrid.fusion.quotas")
+        policy = on_unknown or self.config.on_unknown
         users = None
         if user_id is not None:
-            users = snap.users.index([user_id] * len(texts), on_unknown=on_unknown or self.config.on_unknown)
+            users = snap.users.index([user_id] * len(texts), on_unknown=policy)
             if not len(users):  # dropped: search without personalisation
                 users = None
-        found = bi.search(texts, k, user_ids=users)
-        return Results.of(texts, found, bi.items_.ids, bi.item_texts_)
+            else:  # the search's dense retriever numbers users as the fitted data did
+                users = np.asarray(users, dtype=np.int64)
+        allowed = None
+        if allow is not None:
+            found = snap.search.items_.index(_as_list(allow, "allow"), on_unknown="drop" if policy == "drop" else policy)
+            allowed = found[found >= 0]
+        hits = snap.search.search(texts, k, user_ids=users, allow=allowed, category=category)
+        return Results.of(texts, hits, snap.search.items_.ids, snap.search.item_texts_)
 
     def _read(
         self,
@@ -269,6 +293,7 @@ class Engine:
         """
         with self._write_lock:
             snap = self.snapshot
+            categories = None
             if catalog is None:
                 ids = [snap.items.ids[i] for i in np.flatnonzero(snap.listed)]
                 texts = [snap.item_texts[i] for i in np.flatnonzero(snap.listed)]
@@ -278,6 +303,8 @@ class Engine:
                     raise ValueError(f"catalog lacks column(s) {sorted(missing)} (needs item_id, text)")
                 ids = catalog["item_id"].astype(str).tolist()
                 texts = [clean_text(t) or i for i, t in zip(ids, catalog["text"].fillna("").astype(str))]
+                if "category" in catalog.columns:
+                    categories = catalog["category"].fillna("").astype(str).tolist()
             start = time.perf_counter()
             report: dict[str, Any] = {}
             models = dict(snap.hybrid.models_)
@@ -296,9 +323,17 @@ class Engine:
             for position, text in zip(known, texts):
                 if position >= 0:
                     item_texts[position] = text
+            search = snap.search
+            if search is not None:
+                if catalog is None:  # re-index what search lists now (it may hold items added since fit)
+                    listed_now = np.flatnonzero(search.listed_)
+                    search_ids, search_texts = [search.items_.ids[i] for i in listed_now], [search.item_texts_[i] for i in listed_now]
+                else:
+                    search_ids, search_texts = ids, texts
+                search, report["search_index"] = search.with_catalog(search_ids, search_texts, categories)
             hybrid = snap.hybrid.replaced(models_=models)
             model = hybrid if snap.model is snap.hybrid else snap.model.replaced(hybrid=hybrid)
-            self._publish(Snapshot.of(model, listed, item_texts))
+            self._publish(Snapshot.of(model, listed, item_texts, search))
         report.update({"listed": int(listed.sum()), "seconds": time.perf_counter() - start})
         return report
 
@@ -317,6 +352,8 @@ class Engine:
             snap.model.save(folder / "model")
             np.save(folder / "listed.npy", np.asarray(snap.listed), allow_pickle=False)
             (folder / "item_texts.json").write_text(json.dumps(list(snap.item_texts)), encoding="utf-8")
+            if snap.search is not None:
+                snap.search.save(folder / "search")
 
         return write_artifact(path, "Engine", self.config.to_dict(), facts, write)
 
@@ -346,7 +383,12 @@ class Engine:
                 item_texts = json.loads((folder / "item_texts.json").read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise ArtifactError(f"{folder}: cannot read the catalog state: {exc}") from exc
-        engine._publish(Snapshot.of(model, listed, item_texts))
+            search = None
+            if (folder / "search").is_dir():
+                from ecomrec.retrieval.search import TextSearch
+
+                search = TextSearch.load(folder / "search", engine.config.search)
+        engine._publish(Snapshot.of(model, listed, item_texts, search))
         return engine
 
 
@@ -364,18 +406,21 @@ class Snapshot:
         bool [n_items], read-only: items the shop lists now.
     item_texts
         Title per dense item index.
+    search
+        The catalog search (:class:`~ecomrec.retrieval.search.TextSearch`), None if not built.
     """
 
     model: Any
     hybrid: Any
     listed: np.ndarray
     item_texts: tuple[str, ...]
+    search: Any = None
 
     @classmethod
-    def of(cls, model: Any, listed: np.ndarray, item_texts: Sequence[str]) -> Snapshot:
+    def of(cls, model: Any, listed: np.ndarray, item_texts: Sequence[str], search: Any = None) -> Snapshot:
         listed = np.array(listed, dtype=bool)
         listed.setflags(write=False)
-        return cls(model, getattr(model, "hybrid", model), listed, tuple(item_texts))
+        return cls(model, getattr(model, "hybrid", model), listed, tuple(item_texts), search)
 
     @property
     def users(self) -> IdMap:

@@ -98,6 +98,31 @@ def ndcg(hit: np.ndarray, n_relevant: np.ndarray, k: int = 10) -> np.ndarray:
     return dcg / ideal
 
 
+def graded_ndcg(item_ids: np.ndarray, gains: sp.csr_matrix, k: int = 10) -> np.ndarray:
+    """float64 [n]: ndcg@k with graded relevance (search judgments): DCG of ``2**gain - 1`` over
+    the ranked items (dense indices, -1 padding) against the ideal order of each row's gains
+    (CSR [n, n_items]). Rows without any gain score 0.
+
+    >>> import scipy.sparse as sp
+    >>> gains = sp.csr_matrix([[0, 2, 1, 0]])
+    >>> float(graded_ndcg([[1, 2, 0]], gains, k=3)[0]), round(float(graded_ndcg([[2, 1, -1]], gains, k=3)[0]), 4)
+    (1.0, 0.7967)
+    """
+    item_ids = np.asarray(item_ids, dtype=np.int64)[:, :k]
+    gains = sp.csr_matrix(gains)
+    valid = item_ids >= 0
+    ranked = np.zeros(item_ids.shape, dtype=np.float64)
+    rows = np.broadcast_to(np.arange(item_ids.shape[0])[:, None], item_ids.shape)
+    ranked[valid] = np.asarray(gains[rows[valid], item_ids[valid]]).ravel()
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = ((2.0 ** ranked - 1.0) * discounts[: ranked.shape[1]]).sum(axis=1)
+    ideal = np.zeros(len(dcg))
+    for row in range(gains.shape[0]):
+        best = np.sort(gains.data[gains.indptr[row] : gains.indptr[row + 1]])[::-1][:k]
+        ideal[row] = ((2.0 ** best - 1.0) * discounts[: len(best)]).sum()
+    return np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+
+
 def ndcg_from_labels(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, k: int = 10) -> float:
     """Mean ndcg@k of ordering each row's candidates by ``scores`` (float [n, m]; ``labels`` and
     ``valid`` bool [n, m]); rows without a valid positive are skipped (0.0 if none has one)."""

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecomrec.config import ALSConfig, BiEncoderConfig, CrossEncoderConfig, EngineConfig, FusionConfig, HybridConfig, RerankConfig
+from ecomrec.config import (
+    ALSConfig, BiEncoderConfig, CrossEncoderConfig, EngineConfig, FusionConfig, HybridConfig, RerankConfig, SearchConfig,
+)
 from ecomrec.data.synthetic import synthetic
 from ecomrec.engine import Engine
 from ecomrec.exceptions import ArtifactError, NotFittedError, UnknownIdError
@@ -29,6 +31,7 @@ CONFIG = EngineConfig(
         text=True, cutoffs=3, window_days=15, candidates=30, trees=60, min_child_samples=10,
         cross_encoder=CrossEncoderConfig(layers=2, user_tokens=32, item_tokens=8, max_pairs=256, eval_every=16, patience=1),
     ),
+    search=SearchConfig(dense=BiEncoderConfig(fine_tune=False, layers=1)),
 )
 
 
@@ -91,6 +94,15 @@ def test_search_finds_the_theme_and_personalises(engine) -> None:
     assert all("blue polkadot" in t for t in two.titles[0]) and all("green garden" in t for t in two.titles[1])
     personal = engine.search("lunch bag", user_id="u00001", k=3)  # user 1 is in cluster 1
     assert int(personal.item_ids[0, 0][1:]) % 4 == 1
+    assert int(engine.search("lunch bag", user_id="u00002", k=3).item_ids[0, 0][1:]) % 4 == 2
+
+
+def test_search_filters_by_category_and_allow_list(engine, data) -> None:
+    garden = set(data.catalog.loc[data.catalog["category"] == "green garden", "item_id"])
+    found = engine.search("mug", k=len(garden) + 5, category="Green Garden")
+    assert {i for i in found.item_ids[0] if i is not None} == garden
+    allowed = engine.search("red retrospot mug", k=5, allow=["i00001", "i00002"])
+    assert set(allowed.item_ids[0][:2]) == {"i00001", "i00002"} and list(allowed.item_ids[0][2:]) == [None] * 3
 
 
 def test_unknown_ids_follow_the_policy(engine) -> None:
@@ -386,9 +398,11 @@ def test_fit_takes_already_fitted_sources(data) -> None:
     als = ALSRetriever(ALSConfig(factors=6, iterations=4), show_progress=False).fit(data)
     config = EngineConfig(
         hybrid=HybridConfig(bi_encoder=BiEncoderConfig(fine_tune=False, layers=1), fusion=FusionConfig(tune=False)),
-        use_reranker=False,
+        use_reranker=False, search=SearchConfig(enabled=False),
     )
     engine = Engine(config, show_progress=False).fit(data, sources={"als": als})
+    with pytest.raises(ValueError, match="no search index"):
+        engine.search("mug", k=3)  # search was not built
     assert engine.hybrid_.models_["als"] is als  # used as it is, not refitted
     assert engine.candidates(["u00001"], k=5).candidates.sources["als_rank"].shape == (1, 5)
     with pytest.raises(ValueError, match="not fitted"):

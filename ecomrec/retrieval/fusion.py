@@ -375,14 +375,18 @@ def _lookup(keys: np.ndarray, values: np.ndarray, item_ids: np.ndarray, n_items:
     return out
 
 
-def fuse(lists: dict[str, Candidates], weights: dict[str, float], fusion: FusionConfig, k: int, n_items: int) -> Candidates:
+def fuse(
+    lists: dict[str, Candidates], weights: dict[str, float], fusion: FusionConfig, k: int, n_items: int, *, shared_ranks: bool = False
+) -> Candidates:
     """One ranking from per-source lists; ``sources`` gets ``<source>_rank`` / ``<source>_score``.
 
     RRF: ``sum_s w_s / (rrf_k + rank_s)`` (rank from 1); weighted: ``sum_s w_s * scaled score``
     with each source's scores min-max scaled per row. Items no source found are never returned.
+    ``shared_ranks``: items a source scores equally share its best rank among them (RRF), so the
+    other sources order them instead of the list's arbitrary order.
     """
     union = ListUnion.of(lists, n_items)
-    picked = union.best(union.totals(weights, fusion), k)
+    picked = union.best(union.totals(weights, fusion, union.contributions(fusion, shared_ranks=shared_ranks)), k)
     return union.annotated(picked)
 
 
@@ -404,14 +408,18 @@ class ListUnion:
         bounds = np.cumsum([0, *(len(v) for v in per_source.values())])
         return cls(lists, n_items, keys, {s: inverse[a:b] for s, a, b in zip(per_source, bounds[:-1], bounds[1:])})
 
-    def contributions(self, fusion: FusionConfig) -> dict[str, np.ndarray]:
-        """Each source's unweighted contribution per valid entry: ``1 / (rrf_k + rank)``, or its
-        score min-max scaled per row plus 1e-6 (found at all beats not found)."""
+    def contributions(self, fusion: FusionConfig, *, shared_ranks: bool = False) -> dict[str, np.ndarray]:
+        """Each source's unweighted contribution per valid entry: ``1 / (rrf_k + rank)`` (with
+        ``shared_ranks``, equal scores share the best of their ranks), or its score min-max
+        scaled per row plus 1e-6 (found at all beats not found)."""
         out = {}
         for source, found in self.lists.items():
             valid = found.item_ids >= 0
             if fusion.method == "rrf":
                 ranks = np.broadcast_to(np.arange(1, found.k + 1, dtype=np.float64), found.item_ids.shape)
+                if shared_ranks and found.k:
+                    starts = np.c_[np.ones((found.n_queries, 1), bool), found.scores[:, 1:] != found.scores[:, :-1]]
+                    ranks = np.maximum.accumulate(np.where(starts, ranks, 0.0), axis=1)
                 out[source] = (1.0 / (fusion.rrf_k + ranks))[valid]
                 continue
             scores = found.scores.astype(np.float64)
