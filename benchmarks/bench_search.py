@@ -189,6 +189,28 @@ def main() -> None:
             print(engine_name, set_name, json.dumps({m: r.get("test", r) for m, r in result.items()}, default=float), flush=True)
         report["engines"][engine_name] = out
     Path(args.output).write_text(json.dumps(report, indent=2, default=float))
+    Path(args.output).with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+
+
+def markdown(report: dict) -> str:
+    """The test-query table of a report: one row per engine × set × method."""
+    lines = [f"Fusion weight chosen on dev queries: lexical {report['weight_choice']['chosen_lexical_weight']}", "",
+             "| engine | set | method | ndcg@10 | recall@100 |", "|---|---|---|---|---|"]
+    for engine, out in report["engines"].items():
+        for name, result in out["sets"].items():
+            for method in ("lexical", "dense", "fused", "recommendation_bi_encoder"):
+                test = result[method]["test"]
+                lines.append(f"| {engine} | {name} | {method} | {test['ndcg@10']:.4f} | {test['recall@100']:.4f} |")
+    lines += ["", "| engine | set | fused / lexical | fused − lexical (ndcg@10) | fused / dense | fused − dense (ndcg@10) |",
+              "|---|---|---|---|---|---|"]
+    for engine, out in report["engines"].items():
+        for name, r in out["sets"].items():
+            cells = []
+            for other in ("lexical", "dense"):
+                d = r[f"fused - {other}"]
+                cells += [f"{r[f'fused / {other}']['ndcg@10']:.3f}×", f"{d['mean_diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"]
+            lines.append(f"| {engine} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
