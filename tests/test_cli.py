@@ -57,11 +57,14 @@ def test_fit_recommend_search_rebuild(shop, capsys) -> None:
     assert main(["-q", "search", "--engine", engine, "--query", "blue polkadot", "-k", "3", "--format", "json"]) == 0
     assert all("BLUE POLKADOT" in r["title"].upper() for r in json.loads(capsys.readouterr().out))
     catalog = shop["root"] / "catalog.csv"
-    pd.DataFrame({"item_id": ["i00000", "i00001", "NEW9"], "title": ["red retrospot mug", "blue polkadot bowl", "tartan umbrella"]}).to_csv(catalog, index=False)
-    assert main(["-q", "index", "rebuild", "--engine", engine, "--catalog", str(catalog)]) == 0
+    pd.DataFrame({"item_id": ["i00000", "i00001", "NEW9"], "title": ["red retrospot mug", "blue polkadot bowl", "tartan umbrella"],
+                  "category": ["kitchen", "kitchen", "rain wear"]}).to_csv(catalog, index=False)
+    assert main(["-q", "index", "rebuild", "--engine", engine, "--catalog", str(catalog), "--category-column", "category"]) == 0
     assert json.loads(capsys.readouterr().out)["listed"] == 2
     assert main(["-q", "search", "--engine", engine, "--query", "umbrella", "-k", "1", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["item_id"] == "NEW9"  # the reloaded engine kept the rebuild
+    assert main(["-q", "search", "--engine", engine, "--query", "mug", "-k", "3", "--category", "Kitchen", "--format", "json"]) == 0
+    assert {r["item_id"] for r in json.loads(capsys.readouterr().out)} == {"i00000", "i00001"}  # the umbrella is not kitchen
 
 
 @pytest.mark.slow
