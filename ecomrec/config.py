@@ -519,9 +519,10 @@ class RerankConfig(ConfigBase):
         purchases of items new to them), the lists ``exclude="seen"`` asks for; else only from
         full lists, where re-bought items dominate the positives.
     keep_only_if_better
-        Check the purchase model on the last cutoff's lists against the fused order (ndcg@10)
-        and bypass it — keep the fused order, still give probabilities — when it does not gain
-        there. False reorders whatever validation says.
+        Check the purchase model on the last cutoff's lists against the fused order and each
+        source's own order (ndcg@10), full lists and new-item lists apart, and keep for each
+        kind the fused order (or a source's, if it beats both) when the model does not gain
+        there; probabilities are still given. False reorders whatever validation says.
     objective, trees, leaves, learning_rate, min_child_samples
         LightGBM: ``lambdarank`` (per-user groups, early stopping on validation ndcg@10) or
         ``binary`` (early stopping on AUC); at most ``trees`` trees.

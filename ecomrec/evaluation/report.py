@@ -119,6 +119,7 @@ class BenchmarkReport:
                     )
             lines.append("")
         lines += self._breakdown_markdown()
+        lines += self._choices_markdown()
         for method, cal in self.calibration.items():
             lines.append(
                 f"Calibration of `{method}` on the test window: ECE {cal['ece']:.4f} over {cal['pairs']:,} reranked "
@@ -132,6 +133,31 @@ class BenchmarkReport:
             f"ecomrec {env.get('ecomrec')} @ {env.get('git_sha')}"
         )
         return "\n".join(lines) + "\n"
+
+    def _choices_markdown(self) -> list[str]:
+        """What each method chose on its own validation window, and which stages it kept."""
+        lines = []
+        for method, info in self.methods.items():
+            tuning = info.get("tuning")
+            if tuning:
+                weights = ", ".join(f"{s} {w:g}" for s, w in info.get("weights", {}).items() if w > 0)
+                lines.append(f"| {method} | fusion, validation from {tuning['start'][:10]} ({tuning['users']:,} users) | "
+                             f"{tuning['kept']}: {weights}; depth {tuning['depth']} | mean recall@50/100/200 {tuning['objective']:.4f} |")
+            check = info.get("training", {}).get("validation")
+            if check and "by_list" in check:
+                for kind, by_list in check["by_list"].items():
+                    kept = check["order"][kind]
+                    lines.append(f"| {method} | reranker on {kind} lists, cutoff {check['cutoff']} ({by_list['lists']:,} lists) | "
+                                 f"{kept} order | ndcg@10 model {_fmt(by_list.get('purchase_model_ndcg@10'))}, fused "
+                                 f"{_fmt(by_list.get('fused_ndcg@10'))}, kept {_fmt(by_list.get(f'{kept}_ndcg@10'))} |")
+            elif check:
+                lines.append(f"| {method} | reranker, cutoff {check['cutoff']} | {'kept' if check['kept'] else 'bypassed'} | "
+                             f"ndcg@10 model {_fmt(check['reranked_ndcg@10'])}, fused {_fmt(check['fused_ndcg@10'])} |")
+        if not lines:
+            return []
+        head = ["**chosen on validation** (each method's own windows before the test window; stages kept or bypassed)", "",
+                "| method | stage, window | kept | validation |", "|---|---|---|---|"]
+        return head + lines + [""]
 
     def _breakdown_markdown(self) -> list[str]:
         if not self.breakdown:

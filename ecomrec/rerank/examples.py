@@ -31,6 +31,9 @@ class Examples:
         bool [n, k]: the user bought the candidate in the window.
     features
         float32 [n, k, f] collaborative features.
+    new_lists
+        bool [n]: the list leaves out what the user bought before (``exclude="seen"``) and its
+        labels are purchases of items new to them.
     """
 
     cutoff: pd.Timestamp
@@ -39,6 +42,7 @@ class Examples:
     candidates: Candidates
     labels: np.ndarray
     features: np.ndarray
+    new_lists: np.ndarray
 
     def __len__(self) -> int:
         return len(self.users)
@@ -48,7 +52,7 @@ class Examples:
         index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
         return Examples(
             self.cutoff, self.users[index], [self.texts[i] for i in index], self.candidates[index],
-            self.labels[index], self.features[index],
+            self.labels[index], self.features[index], self.new_lists[index],
         )
 
 
@@ -74,4 +78,4 @@ def examples_at(
     labels = hits(candidates.item_ids, future[users])
     texts = before.history_texts(users, max_items=history_items, max_chars=history_chars)
     features = candidate_features(candidates, users, CollaborativeStats.of(before), sources=sorted(probe.quotas_))
-    return Examples(pd.Timestamp(cutoff), users, texts, candidates, labels, features)
+    return Examples(pd.Timestamp(cutoff), users, texts, candidates, labels, features, np.full(len(users), new_items_only))

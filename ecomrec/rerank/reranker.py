@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,29 +128,52 @@ class PurchaseReranker:
         return self
 
     def _validation_check(self, valid: Examples, x_valid: np.ndarray) -> dict[str, Any]:
-        """ndcg@10 of the last cutoff's lists in the fused order and reordered by the purchase
-        model; with ``config.keep_only_if_better`` the reranker is bypassed (the fused order
-        kept, probabilities still given) unless it gains. The same cutoff stopped the model's
-        training early, which favours keeping it: a reranker that loses here loses for sure."""
+        """Which order each kind of list keeps, by ndcg@10 on the last cutoff's lists: the purchase
+        model's, the fused order, or one source's own order (e.g. popularity, on a shop where
+        nothing personal beats it for items new to the user). Full lists and new-item lists
+        (``exclude="seen"``) are judged apart: a model can win on one and lose on the other.
+
+        With ``config.keep_only_if_better`` an order replaces the fused one only when it gains
+        (the purchase model first, then a source only if it beats both), else the purchase model
+        orders every list. The same cutoff stopped the model's training early, which favours
+        keeping it: a reranker that loses here loses for sure.
+        """
         from ecomrec.metrics import ndcg_from_labels
 
         shown = valid.candidates.item_ids >= 0
         p = np.full(shown.shape, -np.inf)
         p[shown] = self.model_.predict(x_valid)
-        fused = -np.broadcast_to(np.arange(shown.shape[1], dtype=np.float64), shown.shape)
+        keys = order_keys(valid.candidates, p, self.sources_)
         labels = valid.labels.astype(bool)
-        out = {"cutoff": str(valid.cutoff.date()), "lists": int(len(valid)),
-               "fused_ndcg@10": ndcg_from_labels(fused, labels, shown), "reranked_ndcg@10": ndcg_from_labels(p, labels, shown)}
-        out["kept"] = bool(out["reranked_ndcg@10"] > out["fused_ndcg@10"] or not self.config.keep_only_if_better)
-        if not out["kept"]:
-            logger.warning("the purchase model does not beat the fused order on the validation cutoff (ndcg@10 %.4f vs %.4f): "
-                           "bypassed, the fused order is kept", out["reranked_ndcg@10"], out["fused_ndcg@10"])
+        out: dict[str, Any] = {"cutoff": str(valid.cutoff.date()), "lists": int(len(valid)),
+                               "fused_ndcg@10": ndcg_from_labels(keys["fused"], labels, shown),
+                               "reranked_ndcg@10": ndcg_from_labels(p, labels, shown), "order": {}, "by_list": {}}
+        for kind, rows in (("all", ~valid.new_lists), ("new", valid.new_lists)):
+            scores = {name: ndcg_from_labels(key[rows], labels[rows], shown[rows]) for name, key in keys.items()}
+            out["by_list"][kind] = {"lists": int(rows.sum()), **{f"{name}_ndcg@10": v for name, v in scores.items()}}
+            out["order"][kind] = _best_order(scores) if self.config.keep_only_if_better and rows.any() else MODEL_ORDER
+            if out["order"][kind] != MODEL_ORDER:
+                logger.warning("%s lists: the purchase model does not beat the %s order on the validation cutoff "
+                               "(ndcg@10 %.4f vs %.4f): that order is kept", kind, out["order"][kind],
+                               scores[MODEL_ORDER], scores[out["order"][kind]])
+        out["kept"] = MODEL_ORDER in out["order"].values()
         return out
 
     @property
+    def orders(self) -> dict[str, str]:
+        """The order validation kept per kind of list (``all``, ``new``): ``purchase_model``,
+        ``fused`` or ``source:<name>``."""
+        check = self.training_.get("validation", {})
+        if "order" in check:
+            return dict(check["order"])
+        kept = MODEL_ORDER if check.get("kept", True) else "fused"  # saved before lists were judged apart
+        return {"all": kept, "new": kept}
+
+    @property
     def bypassed(self) -> bool:
-        """Whether validation found the fused order better: candidates keep it (with probabilities)."""
-        return not self.training_.get("validation", {}).get("kept", True)
+        """Whether validation kept another order than the purchase model's for every kind of list
+        (candidates then keep it, with probabilities)."""
+        return MODEL_ORDER not in self.orders.values()
 
     def _matrix(self, examples: Examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows of real candidates (user by user), labels, and candidates per user."""
@@ -193,28 +217,36 @@ class PurchaseReranker:
         return out, timings, why
 
     def rerank(
-        self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int, *, explain: bool = False
+        self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int, *,
+        new_lists: np.ndarray | None = None, explain: bool = False,
     ) -> tuple[Candidates, dict[str, float]]:
-        """The top ``config.candidates`` reordered by P(purchase); the rest keep their order after them
-        (all in the fused order, with the fused scores, when the reranker is :attr:`bypassed`).
+        """The top ``config.candidates`` reordered by P(purchase), or by the order validation kept
+        for the kind of list (:attr:`orders`; ``new_lists``: bool [n], the rows that exclude the
+        user's past purchases); the rest keep their order after them.
 
-        ``scores`` of the reordered part are probabilities; ``sources`` gains ``p_purchase`` and
-        ``fused_rank`` (the candidate's place before reranking) and, with ``explain``, the
-        ``why:<feature>`` shares of :meth:`probabilities` (NaN beyond the reranked part).
+        ``scores`` of the reordered part are probabilities (the fused scores in the fused order,
+        ``1 / position`` in a source's order); ``sources`` gains ``p_purchase`` and ``fused_rank``
+        (the candidate's place before reranking) and, with ``explain``, the ``why:<feature>``
+        shares of :meth:`probabilities` (NaN beyond the reranked part).
         """
         head = min(self.config.candidates, candidates.k)
         top = Candidates(candidates.item_ids[:, :head], candidates.scores[:, :head],
                          {n: v[:, :head] for n, v in candidates.sources.items()})
         p, timings, why = self.probabilities(users, texts, top, explain=explain)
-        if self.bypassed:
-            order = np.broadcast_to(np.arange(head), p.shape)
-        else:
-            order = np.argsort(-np.nan_to_num(p, nan=-1.0), axis=1, kind="stable")
+        kinds = np.where(np.zeros(len(users), bool) if new_lists is None else new_lists, self.orders["new"], self.orders["all"])
+        keys = order_keys(top, p, self.sources_)
+        key = np.empty(p.shape)
+        for name in set(kinds):
+            rows = kinds == name
+            key[rows] = keys[name][rows]
+        order = np.argsort(-np.where(top.item_ids >= 0, key, -np.inf), axis=1, kind="stable")
         take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
         fused_rank = np.broadcast_to(np.arange(1, candidates.k + 1, dtype=np.float32), candidates.item_ids.shape)
         item_ids = np.concatenate([take(top.item_ids), candidates.item_ids[:, head:]], axis=1)
-        tail_scores = np.where(candidates.item_ids[:, head:] >= 0, 0.0, -np.inf)  # below any probability
-        head_scores = top.scores if self.bypassed else np.where(take(top.item_ids) >= 0, take(p), -np.inf)
+        tail_scores = np.where(candidates.item_ids[:, head:] >= 0, 0.0, -np.inf)  # below any head score
+        head_scores = np.where((kinds == MODEL_ORDER)[:, None], take(p), 1.0 / np.arange(1, head + 1))
+        head_scores = np.where((kinds == "fused")[:, None], top.scores, head_scores)
+        head_scores = np.where(take(top.item_ids) >= 0, head_scores, -np.inf)
         scores = np.concatenate([head_scores, tail_scores], axis=1)
         sources = {n: np.concatenate([take(v[:, :head]), v[:, head:]], axis=1) for n, v in candidates.sources.items()}
         sources["p_purchase"] = np.concatenate([take(p), np.full(tail_scores.shape, np.nan)], axis=1).astype(np.float32)
@@ -323,7 +355,7 @@ class RerankedRetriever(Retriever):
         candidates = self.hybrid.retrieve(wide, batch_size)
         got = time.perf_counter()
         texts = self.reranker.texts_for(query.users, query.history, query.fresh)
-        out, timings = self.reranker.rerank(query.users, texts, candidates, query.k, explain=explain)
+        out, timings = self.reranker.rerank(query.users, texts, candidates, query.k, new_lists=excludes_history(query), explain=explain)
         done = time.perf_counter()
         self.last_timings_ = {"candidates": got - start, **{f"rerank:{k}": v for k, v in timings.items()},
                               "rerank": done - got, "end_to_end": done - start}
@@ -346,6 +378,48 @@ class RerankedRetriever(Retriever):
         return out
 
 
+#: The purchase model's order, in :attr:`PurchaseReranker.orders`.
+MODEL_ORDER = "purchase_model"
+
+
+def order_keys(candidates: Candidates, p: np.ndarray, sources: Sequence[str]) -> dict[str, np.ndarray]:
+    """float64 [n, k] sort keys (higher first) of each order the validation check weighs: the
+    purchase model's (``p``), the fused order, and each source's own (``source:<name>``: its
+    rank; candidates it did not list follow in the fused order)."""
+    position = np.broadcast_to(np.arange(candidates.k, dtype=np.float64), candidates.item_ids.shape)
+    keys = {MODEL_ORDER: np.asarray(p, dtype=np.float64), "fused": -position}
+    for source in sources:
+        rank = candidates.sources.get(f"{source}_rank")
+        if rank is not None:
+            keys[f"source:{source}"] = np.where(np.isnan(rank), -1e9 - position, -np.nan_to_num(rank))
+    return keys
+
+
+def _best_order(ndcg: dict[str, float]) -> str:
+    """The purchase model if it beats the fused order, a source's order if it beats both, else fused."""
+    best = MODEL_ORDER if ndcg[MODEL_ORDER] > ndcg["fused"] else "fused"
+    for name, value in ndcg.items():
+        if name.startswith("source:") and value > ndcg[best]:
+            best = name
+    return best
+
+
+def excludes_history(query: Query) -> np.ndarray:
+    """bool [n]: the queries whose exclusions cover every item the user bought (``exclude="seen"``),
+    the lists of items new to the user."""
+    bought = sp.csr_matrix(query.history, copy=True)
+    bought.data[:] = 1.0
+    if query.exclude is None:
+        return np.zeros(bought.shape[0], dtype=bool)
+    if sp.issparse(query.exclude):
+        left = bought - bought.multiply(sp.csr_matrix(query.exclude) != 0)
+    else:
+        left = bought.multiply(~np.isin(np.arange(bought.shape[1]), query.exclude)[None, :])
+    left = sp.csr_matrix(left)
+    left.eliminate_zeros()
+    return (left.getnnz(axis=1) == 0) & (bought.getnnz(axis=1) > 0)
+
+
 def _concat(parts: list[Examples]) -> Examples:
     return Examples(
         parts[-1].cutoff,
@@ -354,6 +428,7 @@ def _concat(parts: list[Examples]) -> Examples:
         Candidates.concat([p.candidates for p in parts]),
         np.concatenate([p.labels for p in parts]),
         np.concatenate([p.features for p in parts]),
+        np.concatenate([p.new_lists for p in parts]),
     )
 
 

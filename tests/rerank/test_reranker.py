@@ -48,9 +48,25 @@ def test_reranking_recovers_the_clusters_the_fusion_ignored(fitted) -> None:
 
 
 def test_the_fitted_reranker_proved_itself_on_the_validation_cutoff(fitted) -> None:
-    check = fitted[2].reranker.training_["validation"]
-    assert check["kept"] and check["reranked_ndcg@10"] > check["fused_ndcg@10"] + 0.1
-    assert not fitted[2].reranker.bypassed
+    from ecomrec.rerank.reranker import _best_order
+
+    reranker = fitted[2].reranker
+    check = reranker.training_["validation"]
+    assert check["kept"] and check["reranked_ndcg@10"] > check["fused_ndcg@10"] + 0.1 and not reranker.bypassed
+    for kind in ("all", "new"):  # each kind of list: the model far above the fused order, and the best order kept
+        scores = {n.removesuffix("_ndcg@10"): v for n, v in check["by_list"][kind].items() if n.endswith("_ndcg@10")}
+        assert scores["purchase_model"] > scores["fused"] + 0.1 and reranker.orders[kind] == _best_order(scores)
+        assert scores[reranker.orders[kind]] == max(scores.values())
+
+
+def _in_order(fused, kept: str, head: int) -> np.ndarray:
+    """The fused lists' item ids with the head in the order ``kept`` (``fused`` or ``source:<name>``:
+    the source's rank, the items it did not list after them)."""
+    if kept == "fused":
+        return fused.item_ids
+    rank = fused.sources[kept.removeprefix("source:") + "_rank"][:, :head]
+    order = np.argsort(np.nan_to_num(rank, nan=np.inf), axis=1, kind="stable")
+    return np.concatenate([np.take_along_axis(fused.item_ids[:, :head], order, axis=1), fused.item_ids[:, head:]], axis=1)
 
 
 def test_a_reranker_that_loses_on_validation_is_bypassed(fitted, monkeypatch) -> None:
@@ -65,16 +81,62 @@ def test_a_reranker_that_loses_on_validation_is_bypassed(fitted, monkeypatch) ->
     useless = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
     check = useless.reranker.training_["validation"]
     assert not check["kept"] and check["reranked_ndcg@10"] < check["fused_ndcg@10"] and useless.reranker.bypassed
+    for kind, kept in useless.reranker.orders.items():  # each kind of list keeps its best other order on validation
+        scores = {n.removesuffix("_ndcg@10"): v for n, v in check["by_list"][kind].items() if n.endswith("_ndcg@10")}
+        assert kept != "purchase_model" and scores[kept] == max(v for n, v in scores.items() if n != "purchase_model")
     users = split.users[:30]
-    out, fused = useless.candidates(users, 50), hybrid.candidates(users, 50)
-    np.testing.assert_array_equal(out.item_ids, fused.item_ids)  # the fused order, kept
-    assert (np.diff(out.scores, axis=1) <= 0).all() and np.isfinite(out.sources["p_purchase"][:, :40]).all()
+    for exclude, kind in ((None, "all"), ("seen", "new")):
+        out, fused = useless.candidates(users, 50, exclude=exclude), hybrid.candidates(users, 50, exclude=exclude)
+        np.testing.assert_array_equal(out.item_ids, _in_order(fused, useless.reranker.orders[kind], 40), err_msg=kind)
+        assert (np.diff(out.scores, axis=1) <= 0).all() and np.isfinite(out.sources["p_purchase"][:, :40]).all()
     forced = RerankedRetriever(hybrid, PurchaseReranker(config.replace(keep_only_if_better=False))).fit(split.history)
-    assert not forced.reranker.bypassed and not np.array_equal(forced.candidates(users, 50).item_ids, fused.item_ids)
+    assert not forced.reranker.bypassed and forced.reranker.orders == {"all": "purchase_model", "new": "purchase_model"}
+    assert not np.array_equal(forced.candidates(users, 50).item_ids, hybrid.candidates(users, 50).item_ids)
+
+
+def test_full_and_new_item_lists_are_judged_apart(fitted, monkeypatch) -> None:
+    """A model that guesses on full lists (those holding items the user bought) and is right on
+    new-item lists: validation keeps another order for the first kind, judges the second on its
+    own, and serving follows the kind of each query."""
+    from ecomrec.rerank.features import feature_names
+    from ecomrec.rerank.purchase import PurchaseModel
+
+    split, hybrid, _ = fitted
+    own_share = feature_names(sorted(hybrid.quotas_)).index("list_own_share")
+    truth, noise = PurchaseModel.predict, np.random.default_rng(1)
+    monkeypatch.setattr(PurchaseModel, "predict", lambda self, x: np.where(x[:, own_share] > 0, noise.uniform(size=len(x)), truth(self, x)))
+    config = RerankConfig(text=False, cutoffs=2, window_days=15, candidates=40, trees=100, min_child_samples=10)
+    served = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
+    orders, by_list = served.reranker.orders, served.reranker.training_["validation"]["by_list"]
+    assert orders["all"] != "purchase_model" and by_list["all"]["purchase_model_ndcg@10"] < by_list["all"]["fused_ndcg@10"] + 0.05
+    assert by_list["new"]["purchase_model_ndcg@10"] > by_list["new"]["fused_ndcg@10"] + 0.3  # the same model, right here
+    users = split.users[:30]
+    full, fused = served.candidates(users, 50), hybrid.candidates(users, 50)
+    np.testing.assert_array_equal(full.item_ids, _in_order(fused, orders["all"], 40))
+    new = served.candidates(users, 50, exclude="seen")
+    if orders["new"] == "purchase_model":
+        assert (np.diff(new.sources["p_purchase"][:, :40], axis=1) <= 0).all()
+    else:
+        np.testing.assert_array_equal(new.item_ids, _in_order(hybrid.candidates(users, 50, exclude="seen"), orders["new"], 40))
+
+
+def test_lists_that_exclude_the_whole_history_are_new_item_lists() -> None:
+    import scipy.sparse as sp
+
+    from ecomrec.rerank.reranker import excludes_history
+    from ecomrec.retrieval.base import Query
+
+    history = sp.csr_matrix(np.array([[2, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    seen = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 0, 1, 0], [1, 0, 0, 0]], dtype=np.float32))
+    query = lambda exclude: Query(np.arange(3), history, False, 5, exclude, None)  # noqa: E731
+    np.testing.assert_array_equal(excludes_history(query(seen)), [True, False, False])  # row 1 keeps item 1; row 2 bought nothing
+    np.testing.assert_array_equal(excludes_history(query(np.array([0, 1, 2]))), [True, True, False])
+    np.testing.assert_array_equal(excludes_history(query(None)), [False, False, False])
 
 
 def test_reranked_list_is_the_same_candidates_reordered_by_probability(fitted) -> None:
-    split, hybrid, reranked = fitted
+    split, hybrid, kept = fitted
+    reranked = RerankedRetriever(hybrid, PurchaseReranker(kept.reranker.config.replace(keep_only_if_better=False))).fit(split.history)
     users = split.users[:25]
     fused = hybrid.candidates(users, 60)
     out = reranked.candidates(users, 60)

@@ -131,7 +131,10 @@ def test_hybrid_at_least_as_good_as_its_best_source(planted) -> None:
     assert kinds["repurchase"]["repurchase"] > kinds["new_warm"]["repurchase"]  # it only re-offers the past
     rows = report.breakdown["ndcg@10_by_history_length"]["all"]
     assert sum(r["users"] for r in rows) == len(split.users)
-    assert "by the user's history length" in report.to_markdown()
+    markdown = report.to_markdown()
+    assert "by the user's history length" in markdown
+    chosen = next(line for line in markdown.splitlines() if line.startswith("| hybrid | fusion, validation from"))
+    assert f"{tuning['kept']}: " in chosen and f"depth {tuning['depth']}" in chosen and f"{tuning['objective']:.4f}" in chosen
 
 
 @pytest.mark.slow
