@@ -143,6 +143,14 @@ class BenchmarkReport:
                 weights = ", ".join(f"{s} {w:g}" for s, w in info.get("weights", {}).items() if w > 0)
                 lines.append(f"| {method} | fusion, validation from {tuning['start'][:10]} ({tuning['users']:,} users) | "
                              f"{tuning['kept']}: {weights}; depth {tuning['depth']} | mean recall@50/100/200 {tuning['objective']:.4f} |")
+            tuned = info.get("source_tuning")
+            if tuned:
+                for source in ("popularity", "itemknn", "als"):
+                    if source in tuned:
+                        values = {k: v for k, v in tuned[source].items() if k not in ("configured", "configured_score", "best_score", "tried", "trials")}
+                        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+                        lines.append(f"| {method} | {source} knobs, validation from {tuned['start'][:10]} ({tuned['users']:,} users) | "
+                                     f"{shown} | alone {tuned[source]['best_score']:.4f} (configured {tuned[source]['configured_score']:.4f}) |")
             check = info.get("training", {}).get("validation")
             if check and "by_list" in check:
                 for kind, by_list in check["by_list"].items():

@@ -88,6 +88,8 @@ class HybridRetriever(Retriever):
         out = {**super().describe(), "weights": self.weights_, "depths": self.quotas_, "fit_seconds_by_stage": self.fit_seconds_}
         if getattr(self, "tuning_", None):
             out["tuning"] = self.tuning_
+        if getattr(self, "source_tuning_", None):
+            out["source_tuning"] = self.source_tuning_
         return out
 
     def popularity_source(self) -> Retriever:
@@ -97,9 +99,9 @@ class HybridRetriever(Retriever):
 
     def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> HybridRetriever:
         data = as_dataset(data, item_texts)
-        if self.fusion.tune and len(data) and data.start == data.end:
-            raise ValueError("fusion tuning needs a validation window, and these purchases carry no times (a matrix?): "
-                             "pass FusionConfig(tune=False), or fit on a Dataset with timestamps")
+        if (self.fusion.tune or self.config.tune_budget_s > 0) and len(data) and data.start == data.end:
+            raise ValueError("tuning needs a validation window, and these purchases carry no times (a matrix?): pass "
+                             "FusionConfig(tune=False) and HybridConfig(tune_budget_s=0), or fit on a Dataset with timestamps")
         needed = self._needed(self.fusion.quotas)
         for name, given in self._given.items():
             if name not in SOURCE_MODEL.values():
@@ -115,6 +117,10 @@ class HybridRetriever(Retriever):
                 ).fit(data)
         self.weights_ = dict(self.fusion.weights)
         self.quotas_ = dict(self.fusion.quotas)
+        self.source_tuning_ = None
+        if self.config.tune_budget_s > 0:
+            with timed(seconds, "source_tuning"):
+                self._tune_sources(data, models.get("bi_encoder"))
         if self.fusion.tune:
             with timed(seconds, "fusion_tuning"):
                 self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
@@ -230,6 +236,34 @@ class HybridRetriever(Retriever):
         return probe
 
     # ------------------------------------------------------------------ tuning
+    def _validation(self, data: Dataset, bi: BiEncoderRetriever | None) -> tuple[Any, np.ndarray, Any]:
+        """The validation split tuning scores on, its rows to use and its start: the bi-encoder's own
+        validation window and users when it has one (it never saw their window purchases),
+        else the last ``fusion.valid_days`` days and every user active on both sides."""
+        from ecomrec.data.split import make_split
+
+        own = bi is not None and getattr(bi, "validation_", None)
+        start = bi.validation_.start if own else data.end - np.timedelta64(self.fusion.valid_days, "D")
+        split = make_split(data, start)
+        users = np.intersect1d(split.users, bi.validation_.users) if own else split.users
+        return split, np.flatnonzero(np.isin(split.users, users)), start
+
+    def _tune_sources(self, data: Dataset, bi: BiEncoderRetriever | None) -> None:
+        """Tune the sources' knobs on the validation window (:mod:`ecomrec.retrieval.tuning`);
+        given source models fitted with other values than the tuned ones are fitted again."""
+        from ecomrec.retrieval.tuning import SourceValidation, tune_sources
+
+        split, rows, start = self._validation(data, bi)
+        tuned, self.source_tuning_ = tune_sources(self.config, SourceValidation(split, rows), self.config.tune_budget_s)
+        self.source_tuning_.update(start=str(start), users=int(len(rows)))
+        source_config = {"als": tuned.als, "itemknn": tuned.itemknn, "popularity": tuned.repurchase.popularity,
+                         "repurchase": tuned.repurchase}
+        for name, config in source_config.items():
+            given = self._given.get(name)
+            if given is not None and given.config != config:
+                del self._given[name]
+        self.config = tuned
+
     def _tune(
         self, data: Dataset, bi: BiEncoderRetriever | None
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
@@ -241,14 +275,8 @@ class HybridRetriever(Retriever):
         ``data``) is used only for its own validation users, whose window purchases it never saw.
         """
         from ecomrec.metrics import ranking_metrics
-        from ecomrec.data.split import make_split
 
-        start = bi.validation_.start if bi is not None and getattr(bi, "validation_", None) else data.end - np.timedelta64(self.fusion.valid_days, "D")
-        split = make_split(data, start)
-        users = split.users
-        if bi is not None and getattr(bi, "validation_", None):
-            users = np.intersect1d(split.users, bi.validation_.users)
-        rows = np.flatnonzero(np.isin(split.users, users))
+        split, rows, start = self._validation(data, bi)
         sources = list(self.fusion.quotas)
         deepest = max(DEPTH_GRID)
         probe = self.as_of(split.history, bi, weights=dict(self.fusion.weights), quotas={s: deepest for s in sources})
