@@ -427,6 +427,12 @@ class HybridConfig(ConfigBase):
         Configs of the sources.
     fusion
         How they are fused.
+    tune_budget_s
+        Seconds (about: a trial started in time runs to its end) to tune the sources on the
+        fusion's validation window before it is tuned: the popularity window and item-kNN's K
+        on small grids, then ALS factors / regularisation / alpha / weighting with optuna
+        (:mod:`ecomrec.retrieval.tuning`). The configured values are tried first and kept
+        unless beaten there; the fitted hybrid's ``config`` holds the values kept. 0: off.
     """
 
     als: ALSConfig = dataclasses.field(default_factory=ALSConfig)
@@ -434,6 +440,10 @@ class HybridConfig(ConfigBase):
     bi_encoder: BiEncoderConfig = dataclasses.field(default_factory=BiEncoderConfig)
     repurchase: RepurchaseConfig = dataclasses.field(default_factory=RepurchaseConfig)
     fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
+    tune_budget_s: float = 0.0
+
+    def validate(self) -> None:
+        _require(self.tune_budget_s >= 0, self, "tune_budget_s", ">= 0", self.tune_budget_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -503,11 +513,16 @@ class RerankConfig(ConfigBase):
         False gives the same model without BERT (``feature_rerank``).
     cutoffs, window_days
         Monthly training cutoffs before the end of the training data, and the purchase window
-        after each that labels candidates. The purchase model learns from the second-to-last
+        after each that labels candidates (and spaces the cutoffs). The purchase model learns from the second-to-last
         cutoff and the last validates and calibrates it; with text, the cross-encoder learns from
         the ones before (its scores reach the purchase model out-of-time); without, only the
         first cutoff's date matters: the examples' bi-encoder is fitted on the data before it.
         0: as few as the model needs, 3 with text and 2 without.
+    min_window_users
+        On a thin log (purchases spread over years) a month holds few users who bought on both
+        sides of a cutoff: the window doubles (up to a year, while every cutoff keeps history
+        before it) until the last one holds this many. Online Retail and dunnhumby hold 1,000+
+        a month and keep ``window_days``.
     candidates
         How many of the hybrid's candidates are reranked (the rest keep their order after them).
     example_bi_encoder_pairs
@@ -535,6 +550,7 @@ class RerankConfig(ConfigBase):
     text: bool = False
     cutoffs: int = 0
     window_days: int = 30
+    min_window_users: int = 200
     candidates: int = 100
     example_bi_encoder_pairs: int = 4_800
     new_item_lists: bool = True
@@ -555,7 +571,7 @@ class RerankConfig(ConfigBase):
     def validate(self) -> None:
         _require(self.cutoffs == 0 or self.cutoffs >= (3 if self.text else 2), self, "cutoffs", "0 (auto), >= 3 with text, else >= 2", self.cutoffs)
         _require(self.objective in ("lambdarank", "binary"), self, "objective", "lambdarank|binary", self.objective)
-        for name in ("window_days", "candidates", "example_bi_encoder_pairs", "trees", "leaves", "learning_rate", "min_child_samples"):
+        for name in ("window_days", "min_window_users", "candidates", "example_bi_encoder_pairs", "trees", "leaves", "learning_rate", "min_child_samples"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
 
 

@@ -29,10 +29,36 @@ from ecomrec.candidates import Candidates
 logger = logging.getLogger(__name__)
 
 
-def training_cutoffs(data: Dataset, config: RerankConfig) -> list[pd.Timestamp]:
-    """Monthly cutoffs before the end of ``data``, oldest first; the last window ends with the data."""
+#: The widest purchase window :func:`window_days` widens to on a thin log.
+MAX_WINDOW_DAYS = 365
+
+
+def window_days(data: Dataset, config: RerankConfig) -> int:
+    """``config.window_days``, doubled while the last window holds fewer than
+    ``config.min_window_users`` users who bought on both sides of its cutoff, up to
+    MAX_WINDOW_DAYS and while the first cutoff keeps a window of history before it."""
     end = data.end.normalize() + pd.Timedelta(days=1)
-    return [end - pd.Timedelta(days=config.window_days * i) for i in range(config.cutoff_count, 0, -1)]
+    span = (end - data.start).days
+    window = config.window_days
+    while (window * 2 <= MAX_WINDOW_DAYS and window * 2 * (config.cutoff_count + 1) <= span
+           and _users_across(data, end - pd.Timedelta(days=window)) < config.min_window_users):
+        window *= 2
+    return window
+
+
+def _users_across(data: Dataset, cutoff: pd.Timestamp) -> int:
+    """Users with purchases both before ``cutoff`` and from it on."""
+    frame = data.interactions
+    before = frame["timestamp"] < cutoff
+    return len(np.intersect1d(frame["user"][before].unique(), frame["user"][~before].unique()))
+
+
+def training_cutoffs(data: Dataset, config: RerankConfig) -> list[pd.Timestamp]:
+    """Cutoffs :func:`window_days` apart before the end of ``data``, oldest first; the last
+    window ends with the data."""
+    end = data.end.normalize() + pd.Timedelta(days=1)
+    window = window_days(data, config)
+    return [end - pd.Timedelta(days=window * i) for i in range(config.cutoff_count, 0, -1)]
 
 
 def example_bi_encoder(data: Dataset, bi_config: Any, config: RerankConfig, *, show_progress: bool = False) -> Any:
@@ -54,7 +80,7 @@ def training_examples(
     Cheap sources are refitted per cutoff; the bi-encoder is ``bi`` (default: a new
     :func:`example_bi_encoder`), fitted once on the data before the first cutoff.
     """
-    cutoffs = training_cutoffs(data, config)
+    cutoffs, window = training_cutoffs(data, config), window_days(data, config)
     if "bi_encoder" in hybrid.quotas_ and bi is None:
         bi = example_bi_encoder(data, hybrid.config.bi_encoder, config, show_progress=show_progress)
     elif bi is not None and bi.trained_until_ is not None and bi.trained_until_ >= cutoffs[0]:
@@ -64,9 +90,9 @@ def training_examples(
     out = []
     for cutoff in cutoffs:
         probe = hybrid.as_of(data.between(None, cutoff), bi)
-        lists = [examples_at(probe, data, cutoff, config.window_days, config.candidates, cfg.history_items, cfg.history_chars)]
+        lists = [examples_at(probe, data, cutoff, window, config.candidates, cfg.history_items, cfg.history_chars)]
         if config.new_item_lists:
-            lists.append(examples_at(probe, data, cutoff, config.window_days, config.candidates, cfg.history_items,
+            lists.append(examples_at(probe, data, cutoff, window, config.candidates, cfg.history_items,
                                      cfg.history_chars, new_items_only=True))
         out.append(_concat(lists))
         logger.info("rerank examples at %s: %d users, %.2f positives per user in the top %d",
@@ -117,6 +143,7 @@ class PurchaseReranker:
         self.history_chars_ = hybrid.config.bi_encoder.history_chars
         self.training_ = {
             "cutoffs": [str(e.cutoff.date()) for e in examples],
+            "window_days": int((examples[-1].cutoff - examples[-2].cutoff).days),
             "users_per_cutoff": [len(e) for e in examples],
             "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
             "validation": validation,

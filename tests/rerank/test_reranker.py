@@ -157,9 +157,31 @@ def test_auto_cutoffs_are_the_fewest_the_model_needs() -> None:
 
     shop = synthetic(n_users=40, n_items=30, days=90, seed=1)
     end = shop.end.normalize() + pd.Timedelta(days=1)
-    assert training_cutoffs(shop, RerankConfig(cutoffs=0, window_days=10)) == [end - pd.Timedelta(days=20), end - pd.Timedelta(days=10)]
-    assert len(training_cutoffs(shop, RerankConfig(text=True, cutoffs=0, window_days=10))) == 3
-    assert len(training_cutoffs(shop, RerankConfig(cutoffs=4, window_days=10))) == 4
+    config = RerankConfig(cutoffs=0, window_days=10, min_window_users=1)  # 40 users: any window holds one
+    assert training_cutoffs(shop, config) == [end - pd.Timedelta(days=20), end - pd.Timedelta(days=10)]
+    assert len(training_cutoffs(shop, config.replace(text=True))) == 3
+    assert len(training_cutoffs(shop, config.replace(cutoffs=4))) == 4
+
+
+def test_a_thin_log_widens_the_training_window_until_it_holds_enough_users() -> None:
+    from ecomrec.rerank.reranker import training_cutoffs, window_days
+
+    def users_across(shop, days: int) -> int:  # bought before the last cutoff and after it
+        cutoff = shop.end.normalize() + pd.Timedelta(days=1 - days)
+        frame = shop.interactions
+        return len(set(frame.user[frame.timestamp < cutoff]) & set(frame.user[frame.timestamp >= cutoff]))
+
+    thin = synthetic(n_users=300, n_items=40, purchases_per_user=3, days=720, seed=3)
+    config = RerankConfig(window_days=30, min_window_users=60)
+    window = window_days(thin, config)
+    assert users_across(thin, 30) < 60 and window > 30  # a month is too thin here
+    assert users_across(thin, window) >= 60 > users_across(thin, window // 2)  # the first doubling that holds enough
+    cutoffs = training_cutoffs(thin, config)
+    assert [b - a for a, b in zip(cutoffs, cutoffs[1:])] == [pd.Timedelta(days=window)]
+    dense = synthetic(n_users=300, n_items=40, purchases_per_user=20, days=120, seed=3)
+    assert users_across(dense, 30) >= 60 and window_days(dense, config) == 30
+    widest, span = window_days(thin, config.replace(min_window_users=10**6)), (thin.end - thin.start).days
+    assert widest * 3 <= span < widest * 2 * 3  # two cutoffs and history before them: as wide as the log allows
 
 
 def test_examples_refuse_a_bi_encoder_trained_past_the_first_cutoff() -> None:
