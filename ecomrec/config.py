@@ -364,7 +364,9 @@ class BiEncoderConfig(ConfigBase):
         _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
 
 
-FUSION_SOURCES = ("own", "als", "als_new", "itemknn", "bi_encoder", "popularity")
+FUSION_SOURCES = ("own", "als", "als_new", "itemknn", "bi_encoder", "new_arrivals", "popularity")
+#: The fusion sources served by the bi-encoder.
+TEXT_SOURCES = ("bi_encoder", "new_arrivals")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,7 +376,9 @@ class FusionConfig(ConfigBase):
     Sources: ``own`` (the user's own purchases by count, then recency), ``als`` (ALS over every
     item, bought ones included), ``als_new`` (ALS without the user's purchases), ``itemknn``
     (BM25 item-kNN without the user's purchases), ``bi_encoder`` (text, without the user's
-    purchases), ``popularity`` (last 30 days; the fallback for users with little history).
+    purchases), ``new_arrivals`` (the bi-encoder among items first sold in the last
+    ``HybridConfig.new_arrival_days`` or listed and never sold: items the collaborative sources
+    cannot know yet), ``popularity`` (last 30 days; the fallback for users with little history).
 
     Attributes
     ----------
@@ -401,10 +405,16 @@ class FusionConfig(ConfigBase):
     # Defaults: what tuning chose on the Online Retail validation window (Sept 2011).
     quotas: dict[str, int] = dataclasses.field(default_factory=lambda: {s: 500 for s in FUSION_SOURCES})
     weights: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "popularity": 1.0}
+        default_factory=lambda: {"own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "new_arrivals": 1.0,
+                                 "popularity": 1.0}
     )
     tune: bool = True
     valid_days: int = 30
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether a source needs the bi-encoder."""
+        return any(s in TEXT_SOURCES for s in self.quotas)
 
     def validate(self) -> None:
         _require(self.method in ("rrf", "weighted"), self, "method", "rrf|weighted", self.method)
@@ -427,6 +437,9 @@ class HybridConfig(ConfigBase):
         Configs of the sources.
     fusion
         How they are fused.
+    new_arrival_days
+        The ``new_arrivals`` source's items: first sold within this many days before the end
+        of the history, or listed and never sold (a catalog independent of the log).
     tune_budget_s
         Seconds (about: a trial started in time runs to its end) to tune the sources on the
         fusion's validation window before it is tuned: the popularity window and item-kNN's K
@@ -440,9 +453,11 @@ class HybridConfig(ConfigBase):
     bi_encoder: BiEncoderConfig = dataclasses.field(default_factory=BiEncoderConfig)
     repurchase: RepurchaseConfig = dataclasses.field(default_factory=RepurchaseConfig)
     fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
+    new_arrival_days: int = 30
     tune_budget_s: float = 0.0
 
     def validate(self) -> None:
+        _require(self.new_arrival_days > 0, self, "new_arrival_days", "> 0", self.new_arrival_days)
         _require(self.tune_budget_s >= 0, self, "tune_budget_s", ">= 0", self.tune_budget_s)
 
 

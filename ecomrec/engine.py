@@ -90,7 +90,7 @@ class Engine:
         start = time.perf_counter()
         cfg, given, stages = self.config, dict(sources or {}), {}
         early = None
-        if (cfg.fine_tune_once and cfg.use_reranker and "bi_encoder" in cfg.hybrid.fusion.quotas and "bi_encoder" not in given
+        if (cfg.fine_tune_once and cfg.use_reranker and cfg.hybrid.fusion.uses_text and "bi_encoder" not in given
                 and cfg.hybrid.bi_encoder.fine_tune):
             from ecomrec.rerank.reranker import example_bi_encoder
             from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
@@ -121,7 +121,7 @@ class Engine:
                 search = TextSearch(cfg.search, show_progress=self.show_progress).fit(data)
             stages["search"] = watch.seconds
         with self._write_lock:
-            self._publish(Snapshot.of(model, np.ones(data.n_items, dtype=bool), [str(t) for t in data.item_texts], search))
+            self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search))
         self.fit_seconds_ = time.perf_counter() - start
         self.fit_stages_ = {**fit_stages(model), **stages}
         logger.info("engine fitted on %d interactions in %.1f s (%s)", len(data), self.fit_seconds_,

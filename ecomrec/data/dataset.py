@@ -53,6 +53,9 @@ class Dataset:
         What loading and cleaning dropped.
     name
         Short label used in reports.
+    catalog_from_log
+        The catalog was derived from the log itself (no product table, as in Online Retail):
+        an item is known from its first sale on, see :meth:`listed_at`.
 
     Notes
     -----
@@ -68,6 +71,8 @@ class Dataset:
         items: IdMap,
         report: CleaningReport | None = None,
         name: str = "dataset",
+        *,
+        catalog_from_log: bool = False,
     ) -> None:
         missing = [c for c in INTERACTION_COLUMNS if c not in interactions.columns]
         if missing:
@@ -86,6 +91,7 @@ class Dataset:
         self.items = items
         self.report = report
         self.name = name
+        self.catalog_from_log = catalog_from_log
         self._check_ranges()
 
     @classmethod
@@ -160,7 +166,42 @@ class Dataset:
 
     # ------------------------------------------------------------------ slicing
     def _with(self, interactions: pd.DataFrame, name: str) -> Dataset:
-        return Dataset(interactions, self.catalog, self.users, self.items, self.report, name)
+        return Dataset(interactions, self.catalog, self.users, self.items, self.report, name, catalog_from_log=self.catalog_from_log)
+
+    def listed_at(self, cutoff: str | pd.Timestamp | None = None) -> np.ndarray | None:
+        """int64 indices of the items a shop could list at ``cutoff`` (default: after the last
+        purchase), or None for every item. A product table lists items before anyone buys them;
+        a catalog derived from the log knows an item only from its first sale, so an item first
+        sold at or after ``cutoff`` was unknowable then (DESIGN.md, protocol: no leak through
+        the catalog)."""
+        if not self.catalog_from_log:
+            return None
+        frame = self.interactions if cutoff is None else self.interactions.loc[self.interactions["timestamp"] < pd.Timestamp(cutoff)]
+        return np.unique(frame["item"].to_numpy()).astype(np.int64)
+
+    def new_arrivals(self, days: int) -> np.ndarray:
+        """int64 indices of the listed items first sold within ``days`` before the end of the
+        data, or never sold (listed by an independent catalog): what collaborative signals
+        cannot know yet."""
+        first = np.full(self.n_items, np.datetime64("NaT"), dtype="datetime64[ns]")
+        frame = self.interactions
+        if len(frame):
+            earliest = frame.groupby("item")["timestamp"].min()
+            first[earliest.index.to_numpy()] = earliest.to_numpy()
+        recent = np.isnat(first)
+        if len(frame):
+            recent |= first > np.datetime64(self.end - pd.Timedelta(days=days))
+        return np.flatnonzero(recent & self.listed_mask()).astype(np.int64)
+
+    def listed_mask(self) -> np.ndarray:
+        """bool [n_items]: the items :meth:`listed_at` the end of the data (what a model fitted
+        on it may serve)."""
+        listed = self.listed_at()
+        if listed is None:
+            return np.ones(self.n_items, dtype=bool)
+        mask = np.zeros(self.n_items, dtype=bool)
+        mask[listed] = True
+        return mask
 
     def between(self, start: str | pd.Timestamp | None = None, end: str | pd.Timestamp | None = None) -> Dataset:
         """Interactions with ``start <= timestamp < end`` (either bound optional); same maps and catalog."""

@@ -148,7 +148,7 @@ def from_files(
     first_seen = kept.groupby(columns.item)[columns.timestamp].min()
     catalog_table, no_text = _catalog(items, catalog_frame, first_seen)
     report = CleaningReport(len(raw), dropped, len(kept), files=len(files), items_without_text=no_text, catalog_dropped=catalog_dropped)
-    return Dataset(frame, catalog_table, users, items, report, name=name or files[0].stem)
+    return Dataset(frame, catalog_table, users, items, report, name=name or files[0].stem, catalog_from_log=catalog is None)
 
 
 def _interaction_files(source: str | Path | Sequence[str | Path]) -> list[Path]:

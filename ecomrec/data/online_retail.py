@@ -140,7 +140,7 @@ def _clean(raw: pd.DataFrame, files: list[Path]) -> Dataset:
     report = CleaningReport(raw_rows, dropped, len(kept), files=len(files), items_without_text=no_text)
     logger.info("Online Retail: %s", report)
     name = files[0].parent.name if len(files) > 1 else files[0].name
-    return Dataset(interactions, catalog, users, items, report, name=f"online-retail:{name}")
+    return Dataset(interactions, catalog, users, items, report, name=f"online-retail:{name}", catalog_from_log=True)
 
 
 def _non_product(frame: pd.DataFrame) -> pd.Series:

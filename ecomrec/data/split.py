@@ -31,6 +31,10 @@ class EvalSplit:
         CSR [n, n_items] binary targets; ``targets_new`` leaves out items in ``seen``.
     new_rows
         Rows of ``users`` with at least one ``new`` target (the users the ``new`` set averages).
+    listed
+        int64 indices of the items methods may list (``Dataset.listed_at(test_from)``), or None
+        for all: where the catalog comes from the log, items first sold in the target window
+        are left out, and their purchases count as misses for every method.
     """
 
     history: Dataset
@@ -40,6 +44,7 @@ class EvalSplit:
     targets_all: sp.csr_matrix
     targets_new: sp.csr_matrix
     new_rows: np.ndarray
+    listed: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -68,7 +73,7 @@ def make_split(data: Dataset, test_from: str | pd.Timestamp, test_to: str | pd.T
     targets_new = (targets_all - targets_all.multiply(seen)).tocsr()
     targets_new.eliminate_zeros()
     new_rows = np.flatnonzero(targets_new.getnnz(axis=1) > 0)
-    return EvalSplit(history, target, users, seen, targets_all, targets_new, new_rows)
+    return EvalSplit(history, target, users, seen, targets_all, targets_new, new_rows, data.listed_at(test_from))
 
 
 def validation_split(data: Dataset, test_from: str | pd.Timestamp, valid_days: int) -> EvalSplit:

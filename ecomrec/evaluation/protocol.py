@@ -181,11 +181,12 @@ def calibration(ranked: Candidates, targets: sp.csr_matrix) -> dict[str, Any]:
 
 
 def score_retriever(retriever: Retriever, split: EvalSplit, k: int, batch_size: int) -> tuple[Candidates, Candidates, float]:
-    """Top-k for ``all`` (nothing excluded) and ``new`` (past purchases excluded); users/s of the first."""
+    """Top-k for ``all`` (nothing excluded) and ``new`` (past purchases excluded), of the items
+    listed at the split (``split.listed``); users/s of the first."""
     with Stopwatch() as watch:
-        ranked_all = retriever.candidates(split.users, k, batch_size=batch_size)
+        ranked_all = retriever.candidates(split.users, k, allow=split.listed, batch_size=batch_size)
     users_new = split.users[split.new_rows]
-    ranked_new = retriever.candidates(users_new, k, exclude=split.seen[split.new_rows], batch_size=batch_size)
+    ranked_new = retriever.candidates(users_new, k, exclude=split.seen[split.new_rows], allow=split.listed, batch_size=batch_size)
     return ranked_all, ranked_new, len(split.users) / max(watch.seconds, 1e-9)
 
 

@@ -74,7 +74,7 @@ def examples_at(
     users = np.flatnonzero((past.getnnz(axis=1) > 0) & (future.getnnz(axis=1) > 0)).astype(np.int64)
     if not len(users):
         raise ValueError(f"no user bought both before {cutoff} and in the {window_days} days after it")
-    candidates = probe.candidates(users, k, exclude="seen" if new_items_only else None)
+    candidates = probe.candidates(users, k, exclude="seen" if new_items_only else None, allow=data.listed_at(cutoff))
     labels = hits(candidates.item_ids, future[users])
     texts = before.history_texts(users, max_items=history_items, max_chars=history_chars)
     features = candidate_features(candidates, users, CollaborativeStats.of(before), sources=sorted(probe.quotas_))

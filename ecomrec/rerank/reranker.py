@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ecomrec.artifacts import load_npz, manifest_config, open_artifact, write_artifact
-from ecomrec.config import RerankConfig
+from ecomrec.config import TEXT_SOURCES, RerankConfig
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.text import history_text
@@ -81,7 +81,7 @@ def training_examples(
     :func:`example_bi_encoder`), fitted once on the data before the first cutoff.
     """
     cutoffs, window = training_cutoffs(data, config), window_days(data, config)
-    if "bi_encoder" in hybrid.quotas_ and bi is None:
+    if any(s in TEXT_SOURCES for s in hybrid.quotas_) and bi is None:
         bi = example_bi_encoder(data, hybrid.config.bi_encoder, config, show_progress=show_progress)
     elif bi is not None and bi.trained_until_ is not None and bi.trained_until_ >= cutoffs[0]:
         raise ValueError(f"the examples' bi-encoder was trained on data up to {bi.trained_until_}, "

@@ -41,7 +41,8 @@ TUNING_KS = (50, 100, 200)
 #: List depths tried per source when tuning (every source gets the same depth).
 DEPTH_GRID = (100, 200, 300, 500)
 #: Which fitted model serves each fusion source.
-SOURCE_MODEL = {"own": "repurchase", "als": "als", "als_new": "als", "itemknn": "itemknn", "bi_encoder": "bi_encoder", "popularity": "popularity"}
+SOURCE_MODEL = {"own": "repurchase", "als": "als", "als_new": "als", "itemknn": "itemknn", "bi_encoder": "bi_encoder",
+                "new_arrivals": "bi_encoder", "popularity": "popularity"}
 
 
 class HybridRetriever(Retriever):
@@ -131,6 +132,7 @@ class HybridRetriever(Retriever):
         self.fit_seconds_ = seconds
         self._remember(data, data.user_items("counts"))
         self.days_since_ = data.days_since_purchase()
+        self.new_arrivals_ = data.new_arrivals(self.config.new_arrival_days)
         return self
 
     def _new_model(self, name: str) -> Retriever:
@@ -166,7 +168,13 @@ class HybridRetriever(Retriever):
             model = self.models_[SOURCE_MODEL[source]]
             start = time.perf_counter()
             exclude = query.exclude if source in ("own", "als", "popularity") else unseen
-            sub = Query(query.users, query.history, query.fresh, min(quota, self.n_items), exclude, query.allow)
+            allow = query.allow
+            if source == "new_arrivals":
+                allow = self.new_arrivals_ if allow is None else np.intersect1d(allow, self.new_arrivals_)
+                if not len(allow):
+                    lists[source] = Candidates.empty(len(query.users), 1)
+                    continue
+            sub = Query(query.users, query.history, query.fresh, min(quota, self.n_items), exclude, allow)
             sub = _rescaled(model, sub)
             lists[source] = model.own_items(sub) if source == "own" else model.retrieve(sub)
             if timings is not None:
@@ -195,6 +203,7 @@ class HybridRetriever(Retriever):
             "quota_names": np.asarray(sorted(self.quotas_), dtype="U32"),
             "quotas": np.asarray([self.quotas_[n] for n in sorted(self.quotas_)], dtype=np.int64),
             **csr_to_arrays("days_since", self.days_since_),
+            "new_arrivals": self.new_arrivals_,
         }
 
     def _write(self, folder: Any, arrays: dict[str, np.ndarray]) -> None:
@@ -206,6 +215,7 @@ class HybridRetriever(Retriever):
         self.weights_ = {str(n): float(w) for n, w in zip(arrays["weight_names"], arrays["weights"])}
         self.quotas_ = {str(n): int(q) for n, q in zip(arrays["quota_names"], arrays["quotas"])}
         self.days_since_ = csr_from_arrays("days_since", arrays)
+        self.new_arrivals_ = arrays.get("new_arrivals", np.zeros(0, dtype=np.int64))  # saved before the source existed
         classes = {"als": ALSRetriever, "itemknn": ItemKNNRetriever, "bi_encoder": BiEncoderRetriever,
                    "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever}
         self.models_ = {name: classes[name].load(folder / "sources" / name) for name in self._needed(self.fusion.quotas)}
@@ -233,6 +243,7 @@ class HybridRetriever(Retriever):
             probe.models_["bi_encoder"] = _FrozenTextSource(bi, before)
         probe._remember(before, before.user_items("counts"))
         probe.days_since_ = before.days_since_purchase()
+        probe.new_arrivals_ = before.new_arrivals(self.config.new_arrival_days)
         return probe
 
     # ------------------------------------------------------------------ tuning
@@ -281,8 +292,8 @@ class HybridRetriever(Retriever):
         deepest = max(DEPTH_GRID)
         probe = self.as_of(split.history, bi, weights=dict(self.fusion.weights), quotas={s: deepest for s in sources})
         seen = split.seen[rows]
-        all_lists = probe.source_lists(probe._query(split.users[rows], deepest, None, None, None))
-        new_lists = probe.source_lists(probe._query(split.users[rows], deepest, None, seen, None))
+        all_lists = probe.source_lists(probe._query(split.users[rows], deepest, None, None, split.listed))
+        new_lists = probe.source_lists(probe._query(split.users[rows], deepest, None, seen, split.listed))
         targets_all, targets_new = split.targets_all[rows], split.targets_new[rows]
         has_new = np.flatnonzero(targets_new.getnnz(axis=1) > 0)
 

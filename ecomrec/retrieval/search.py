@@ -96,7 +96,7 @@ class TextSearch:
         start = time.perf_counter()
         self.dense_ = BiEncoderRetriever(self.config.dense, show_progress=self.show_progress).fit(data)
         categories = data.catalog["category"].fillna("").astype(str).tolist()
-        self._set_catalog(np.ones(data.n_items, dtype=bool), categories)
+        self._set_catalog(data.listed_mask(), categories)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 

@@ -52,8 +52,8 @@ class SourceValidation:
         split, rows = self.split, self.rows
         users, seen = split.users[rows], split.seen[rows]
         has_new = np.flatnonzero(split.targets_new[rows].getnnz(axis=1) > 0)
-        ranked_all = model.candidates(users, max(KS), exclude=seen if exclude_bought_in_all else None)
-        ranked_new = model.candidates(users[has_new], max(KS), exclude=seen[has_new])
+        ranked_all = model.candidates(users, max(KS), exclude=seen if exclude_bought_in_all else None, allow=split.listed)
+        ranked_new = model.candidates(users[has_new], max(KS), exclude=seen[has_new], allow=split.listed)
         recalls = []
         for ranked, targets in ((ranked_all, split.targets_all[rows]), (ranked_new, split.targets_new[rows][has_new])):
             metrics = ranking_metrics(ranked.item_ids, targets, KS, split.n_items)

@@ -32,3 +32,18 @@ def test_clean_data_is_products_bought_by_customers(real) -> None:
     heart = real.items.index(["85123A"])[0]
     assert real.catalog["text"][heart] == "WHITE HANGING HEART T-LIGHT HOLDER"
     assert (real.catalog["text"] != "").all()
+
+
+def test_the_catalog_comes_from_the_log_so_october_lists_only_what_sold_before(real) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from ecomrec.data.split import make_split
+
+    assert real.catalog_from_log  # Online Retail has no product table
+    split = make_split(real, "2011-10-01")
+    first_sold = real.interactions.groupby("item")["timestamp"].min()
+    unknowable = first_sold.index[first_sold >= pd.Timestamp("2011-10-01")].to_numpy()
+    assert len(unknowable) > 50  # items first sold in October: the protocol hides them from every method
+    assert np.isin(unknowable, split.listed).sum() == 0 and len(split.listed) + len(unknowable) == real.n_items
+    assert split.targets_all[:, unknowable].nnz > 0  # and they are bought there: misses for all
