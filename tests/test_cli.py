@@ -91,6 +91,7 @@ def test_demo_runs_end_to_end(shop, tmp_path, capsys) -> None:
     assert "Customer" in printed and 'Search "red retrospot lunch bag"' in printed and "| feature_rerank |" in printed
     for kind in ("all", "new"):  # what the engine's reranker kept for each kind of list, and why
         assert f"| feature_rerank | reranker on {kind} lists, cutoff " in printed
+    assert "| new_arrival | new | recall@10 |" in printed and "| few_baskets | all | ndcg@10 |" in printed  # the slice table
     report = json.loads((tmp_path / "demo.json").read_text())
     assert set(report["results"]) == {"popularity", "repurchase", "itemknn", "als", "bi_encoder", "hybrid", "feature_rerank"}
     assert (tmp_path / "engine" / "manifest.json").is_file()

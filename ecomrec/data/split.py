@@ -35,6 +35,8 @@ class EvalSplit:
         int64 indices of the items methods may list (``Dataset.listed_at(test_from)``), or None
         for all: where the catalog comes from the log, items first sold in the target window
         are left out, and their purchases count as misses for every method.
+    test_from
+        The cutoff.
     """
 
     history: Dataset
@@ -45,6 +47,7 @@ class EvalSplit:
     targets_new: sp.csr_matrix
     new_rows: np.ndarray
     listed: np.ndarray | None = None
+    test_from: pd.Timestamp | None = None
 
     @property
     def n_items(self) -> int:
@@ -73,7 +76,7 @@ def make_split(data: Dataset, test_from: str | pd.Timestamp, test_to: str | pd.T
     targets_new = (targets_all - targets_all.multiply(seen)).tocsr()
     targets_new.eliminate_zeros()
     new_rows = np.flatnonzero(targets_new.getnnz(axis=1) > 0)
-    return EvalSplit(history, target, users, seen, targets_all, targets_new, new_rows, data.listed_at(test_from))
+    return EvalSplit(history, target, users, seen, targets_all, targets_new, new_rows, data.listed_at(test_from), pd.Timestamp(test_from))
 
 
 def validation_split(data: Dataset, test_from: str | pd.Timestamp, valid_days: int) -> EvalSplit:

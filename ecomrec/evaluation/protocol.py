@@ -133,14 +133,14 @@ def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int =
 HISTORY_BUCKETS = ((1, 5), (6, 20), (21, 60), (61, None))
 
 
-def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]]) -> dict[str, Any]:
-    """Where methods differ: ndcg@10 by history length, and recall@10 by kind of target item.
+def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]], seed: int = 0) -> dict[str, Any]:
+    """Where methods differ: ndcg@10 by history length, and the slice table
+    (:func:`ecomrec.evaluation.slices.slice_table`: kinds of target item and of user).
 
     ``methods``: name → (its ``all`` ranking, its ``new`` ranking, its per-user metrics).
-    Target kinds, pooled over users: ``repurchase`` (bought before; scored on the ``all``
-    ranking), ``new_warm`` (new to the user, bought by others before) and ``new_cold`` (never
-    bought by anyone before the split), both scored on the ``new`` ranking.
     """
+    from ecomrec.evaluation.slices import slice_table
+
     distinct = split.seen.getnnz(axis=1)
     by_history: dict[str, list[dict[str, Any]]] = {"all": [], "new": []}
     for target in ("all", "new"):
@@ -151,24 +151,7 @@ def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates,
             for name, (_, _, per_user) in methods.items():
                 row[name] = float(per_user[target]["ndcg@10"][inside].mean()) if inside.any() else float("nan")
             by_history[target].append(row)
-    warm = np.asarray(split.history.user_items("binary").getnnz(axis=0) > 0)
-    kinds = {"repurchase": split.targets_all.multiply(split.seen).tocsr()}
-    fresh = split.targets_all - kinds["repurchase"]
-    fresh = sp.csr_matrix(fresh)
-    fresh.eliminate_zeros()
-    kinds["new_warm"] = fresh.multiply(warm[None, :].astype(np.float32)).tocsr()
-    kinds["new_cold"] = fresh.multiply((~warm)[None, :].astype(np.float32)).tocsr()
-    by_item: dict[str, dict[str, Any]] = {}
-    for kind, targets in kinds.items():
-        targets.eliminate_zeros()
-        if kind != "repurchase":
-            targets = targets[split.new_rows]
-        by_item[kind] = {"targets": int(targets.nnz)}
-        for name, (ranked_all, ranked_new, _) in methods.items():
-            ranked = ranked_all if kind == "repurchase" else ranked_new
-            found = hits(ranked.item_ids[:, :10], targets).sum()
-            by_item[kind][name] = float(found / targets.nnz) if targets.nnz else float("nan")
-    return {"ndcg@10_by_history_length": by_history, "recall@10_by_target_kind": by_item}
+    return {"ndcg@10_by_history_length": by_history, "slices": slice_table(split, methods, seed)}
 
 
 def calibration(ranked: Candidates, targets: sp.csr_matrix) -> dict[str, Any]:
@@ -259,7 +242,7 @@ def benchmark(
         logger.info("%s: %s", name, report.results[name]["all"])
     report.comparisons = compare_stage(per_user, protocol.seed)
     if len(compared) > 1:
-        report.breakdown = breakdown(split, compared)
+        report.breakdown = breakdown(split, compared, protocol.seed)
     return report
 
 

@@ -170,18 +170,35 @@ class BenchmarkReport:
     def _breakdown_markdown(self) -> list[str]:
         if not self.breakdown:
             return []
-        by_item = self.breakdown["recall@10_by_target_kind"]
-        methods = [m for m in next(iter(by_item.values())) if m != "targets"]
+        by_history = self.breakdown["ndcg@10_by_history_length"]
+        methods = [m for m in by_history["all"][0] if m not in ("items", "users")]
         lines = ["**ndcg@10 by the user's history length** (distinct items bought before the split)", ""]
         lines += ["| target | items | users | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
-        for target, rows in self.breakdown["ndcg@10_by_history_length"].items():
+        for target, rows in by_history.items():
             for row in rows:
                 lines.append(f"| {target} | {row['items']} | {row['users']} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
-        lines += ["", "**recall@10 by kind of target item** (pooled over users; `repurchase` on the `all` ranking, "
-                  "`new_warm` / `new_cold` on the `new` ranking)", ""]
-        lines += ["| kind | targets | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
-        for kind, row in by_item.items():
-            lines.append(f"| {kind} | {row['targets']:,} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
+        lines.append("")
+        return lines + self._slices_markdown(methods)
+
+    def _slices_markdown(self, methods: list[str]) -> list[str]:
+        slices = self.breakdown.get("slices")
+        if not slices:
+            return []
+        pairs = list(dict.fromkeys(name for row in slices for name in row["comparisons"]))
+        lines = ["**slices** (target kinds pooled per user: `repurchase` on the `all` ranking, items new to the user on "
+                 "the `new` one — `new_warm`, `new_arrival` (first sold within 30 days before the cutoff), `cold` / "
+                 "`unlisted` (never sold before it); `few_baskets`: users with ≤ 2 earlier baskets). Per method "
+                 "recall@10 / ndcg@10; comparisons: mean per-user difference of the slice's metric, 95 % bootstrap interval", ""]
+        lines += ["| slice | ranking | metric | users | targets | " + " | ".join(methods + pairs) + " |",
+                  "|---|---|---|---|---|" + "---|" * (len(methods) + len(pairs))]
+        for row in slices:
+            cells = [f"{_fmt(row['methods'][m]['recall@10'])} / {_fmt(row['methods'][m]['ndcg@10'])}" if m in row["methods"] else ""
+                     for m in methods]
+            for pair in pairs:
+                c = row["comparisons"].get(pair)
+                cells.append(f"{c['mean_diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c else "")
+            lines.append(f"| {row['slice']} | {row['ranking']} | {row['metric']} | {row['users']:,} | {row['targets']:,} | "
+                         + " | ".join(cells) + " |")
         return lines + [""]
 
     def plot_recall(self, path: Path) -> None:

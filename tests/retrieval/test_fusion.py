@@ -124,11 +124,13 @@ def test_hybrid_at_least_as_good_as_its_best_source(planted) -> None:
     assert len(alone) == 7 * 4 and max(row["objective"] for row in alone) <= tuning["objective"]  # 7 sources × 4 depths
     positive = [s for s, w in report.methods["hybrid"]["weights"].items() if w > 0]
     assert (tuning["kept"] == "fusion") == (len(positive) > 1)
-    kinds = report.breakdown["recall@10_by_target_kind"]
+    slices = {(row["slice"], row["ranking"]): row for row in report.breakdown["slices"]}
     split = make_split(planted, "2024-03-10")
-    assert sum(kinds[k]["targets"] for k in kinds) == split.targets_all.nnz  # every target is of one kind
-    assert kinds["new_cold"]["targets"] == 0  # the planted cold items are never bought, before or after
-    assert kinds["repurchase"]["repurchase"] > kinds["new_warm"]["repurchase"]  # it only re-offers the past
+    kinds = ("repurchase", "new_warm", "new_arrival", "cold")
+    assert sum(slices[k, "all" if k == "repurchase" else "new"]["targets"] for k in kinds) == split.targets_all.nnz  # one kind each
+    assert slices["cold", "new"]["targets"] == 0  # the planted cold items are never bought, before or after
+    repurchase = lambda kind, ranking: slices[kind, ranking]["methods"]["repurchase"]["recall@10"]  # noqa: E731
+    assert repurchase("repurchase", "all") > repurchase("new_warm", "new")  # it only re-offers the past
     rows = report.breakdown["ndcg@10_by_history_length"]["all"]
     assert sum(r["users"] for r in rows) == len(split.users)
     markdown = report.to_markdown()
