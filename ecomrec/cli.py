@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ecomrec import __version__
 from ecomrec.exceptions import ArtifactError, EcomrecError, UnknownIdError
@@ -155,7 +156,10 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         "shop's log (--interactions, --catalog) and write report.json plus .md and .png files beside it.",
     )
     _add_data_arguments(bench, "Online Retail folder of per-day CSVs, one CSV, or the xlsx")
-    bench.add_argument("--test-from", required=True, help="first day of the target window, YYYY-MM-DD")
+    window = bench.add_mutually_exclusive_group(required=True)
+    window.add_argument("--test-from", help="first day of the target window, YYYY-MM-DD")
+    window.add_argument("--origins", help="rolling origins, comma-separated YYYY-MM-DD: one fit per origin, each "
+                        "scored on the month after it, the slice table pooled over them")
     bench.add_argument("--test-to", help="last day of the target window (inclusive); default: end of the data")
     bench.add_argument("--methods", help="comma-separated subset of methods (default: all)")
     bench.add_argument("--output", required=True, help="path of the JSON report")
@@ -280,10 +284,30 @@ def _bench(args: argparse.Namespace) -> int:
     protocol = ProtocolConfig() if args.latency_users is None else ProtocolConfig(latency_users=args.latency_users)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     data = args.data if args.data and not args.interactions else _load_data(args)  # a path: load time is reported
+    if args.origins:
+        return _bench_origins(args, data, methods, protocol)
     report = benchmark(data, args.test_from, args.test_to, methods=methods, protocol=protocol, show_progress=not args.quiet)
     written = report.save(args.output)
     print(report.to_markdown())
     print("wrote " + ", ".join(str(p) for p in written))
+    return EXIT_OK
+
+
+def _bench_origins(args: argparse.Namespace, data: Any, methods: list[str] | None, protocol: Any) -> int:
+    from pathlib import Path
+
+    from ecomrec.evaluation import benchmark_origins, origins_markdown
+
+    if args.test_to:
+        raise ValueError("--test-to goes with --test-from; with --origins each window is the month after its origin")
+    result = benchmark_origins(data, _split(args.origins), methods=methods, protocol=protocol, show_progress=not args.quiet)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+    markdown = origins_markdown(result)
+    output.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"wrote {output}, {output.with_suffix('.md')}")
     return EXIT_OK
 
 

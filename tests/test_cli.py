@@ -134,3 +134,18 @@ def test_malformed_columns_are_a_usage_error(generic_log, capsys) -> None:
     code = main(["-q", "bench", "--interactions", str(generic_log["log"]), "--columns", "user:customer", "--test-from", "2024-04-01",
                  "--output", "unused.json"])
     assert code == 2 and "key=column" in capsys.readouterr().err
+
+
+def test_bench_over_rolling_origins(generic_log, tmp_path, capsys) -> None:
+    log, catalog = str(generic_log["log"]), str(generic_log["catalog"])
+    output = tmp_path / "origins.json"
+    assert main(["-q", "bench", "--interactions", log, "--catalog", catalog, *GENERIC_ARGS, "--origins", "2024-03-01,2024-04-01",
+                 "--methods", "popularity,repurchase", "--latency-users", "0", "--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert list(result["origins"]) == ["2024-03-01", "2024-04-01"]
+    assert result["origins"]["2024-03-01"]["protocol"]["test_to"] == "2024-03-31"
+    assert "| 2024-04-01 |" in output.with_suffix(".md").read_text() and "| 2024-03-01 |" in capsys.readouterr().out
+    assert main(["-q", "bench", "--interactions", log, *GENERIC_ARGS, "--origins", "2024-03-01", "--test-to", "2024-03-10",
+                 "--output", str(output)]) == 2  # each origin's window is its month
+    with pytest.raises(SystemExit):  # a window is required: --test-from or --origins
+        main(["-q", "bench", "--interactions", log, *GENERIC_ARGS, "--output", str(output)])

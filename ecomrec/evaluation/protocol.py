@@ -133,13 +133,15 @@ def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int =
 HISTORY_BUCKETS = ((1, 5), (6, 20), (21, 60), (61, None))
 
 
-def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]], seed: int = 0) -> dict[str, Any]:
-    """Where methods differ: ndcg@10 by history length, and the slice table
-    (:func:`ecomrec.evaluation.slices.slice_table`: kinds of target item and of user).
+def breakdown(
+    split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]], values: list[Any], seed: int = 0
+) -> dict[str, Any]:
+    """Where methods differ: ndcg@10 by history length, and the slice table of ``values``
+    (:mod:`ecomrec.evaluation.slices`: kinds of target item and of user).
 
     ``methods``: name → (its ``all`` ranking, its ``new`` ranking, its per-user metrics).
     """
-    from ecomrec.evaluation.slices import slice_table
+    from ecomrec.evaluation.slices import summarise
 
     distinct = split.seen.getnnz(axis=1)
     by_history: dict[str, list[dict[str, Any]]] = {"all": [], "new": []}
@@ -151,7 +153,7 @@ def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates,
             for name, (_, _, per_user) in methods.items():
                 row[name] = float(per_user[target]["ndcg@10"][inside].mean()) if inside.any() else float("nan")
             by_history[target].append(row)
-    return {"ndcg@10_by_history_length": by_history, "slices": slice_table(split, methods, seed)}
+    return {"ndcg@10_by_history_length": by_history, "slices": summarise(values, seed)}
 
 
 def calibration(ranked: Candidates, targets: sp.csr_matrix) -> dict[str, Any]:
@@ -211,6 +213,17 @@ def benchmark(
     >>> sorted(report.results["popularity"])
     ['all', 'new']
     """
+    return _benchmark(data, test_from, test_to, methods=methods, configs=configs, protocol=protocol,
+                      show_progress=show_progress, fitted=fitted)[0]
+
+
+def _benchmark(
+    data: Dataset | str | Path, test_from: Any, test_to: Any, *, methods: Sequence[str] | None, configs: dict[str, ConfigBase] | None,
+    protocol: ProtocolConfig, show_progress: bool | None, fitted: dict[str, Retriever] | None,
+) -> tuple[BenchmarkReport, list[Any]]:
+    """:func:`benchmark`, and the per-user slice values of its breakdown methods (for pooling)."""
+    from ecomrec.evaluation.slices import slice_values
+
     data, dataset_info = _load(data)
     chosen = list(methods) if methods is not None else list(METHOD_ORDER)
     unknown = [m for m in chosen if m not in METHOD_ORDER]
@@ -241,9 +254,43 @@ def benchmark(
             compared[name] = (ranked_all, ranked_new, per_user[name])
         logger.info("%s: %s", name, report.results[name]["all"])
     report.comparisons = compare_stage(per_user, protocol.seed)
-    if len(compared) > 1:
-        report.breakdown = breakdown(split, compared, protocol.seed)
-    return report
+    values = slice_values(split, compared) if len(compared) > 1 else []
+    if values:
+        report.breakdown = breakdown(split, compared, values, protocol.seed)
+    return report, values
+
+
+def benchmark_origins(
+    data: Dataset | str | Path,
+    origins: Sequence[str | pd.Timestamp],
+    *,
+    methods: Sequence[str] | None = None,
+    configs: dict[str, ConfigBase] | None = None,
+    protocol: ProtocolConfig = ProtocolConfig(),
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """:func:`benchmark` at several rolling origins — one fit per origin, scored on the month
+    after it — and the slice table pooled over user-origin pairs (a user active after two
+    origins counts twice, once per origin).
+
+    Returns ``{"origins": {origin: report dict}, "pooled": {"origins", "slices"}}``;
+    :func:`origins_markdown` renders it.
+    """
+    from ecomrec.evaluation.slices import pooled, summarise
+
+    data, dataset_info = _load(data)
+    starts = sorted(pd.Timestamp(o) for o in origins)
+    if not starts:
+        raise ValueError("give at least one origin")
+    reports, values = {}, []
+    for start in starts:
+        last_day = start + pd.DateOffset(months=1) - pd.Timedelta(days=1)
+        report, origin_values = _benchmark(data, start, last_day, methods=methods, configs=configs, protocol=protocol,
+                                           show_progress=show_progress, fitted=None)
+        report.dataset.update(dataset_info)
+        reports[str(start.date())] = report.to_dict()
+        values.append(origin_values)
+    return {"origins": reports, "pooled": {"origins": list(reports), "slices": summarise(pooled(values), protocol.seed)}}
 
 
 def fit_stage(run: BenchmarkRun, name: str) -> tuple[Retriever, float | None]:

@@ -181,25 +181,7 @@ class BenchmarkReport:
         return lines + self._slices_markdown(methods)
 
     def _slices_markdown(self, methods: list[str]) -> list[str]:
-        slices = self.breakdown.get("slices")
-        if not slices:
-            return []
-        pairs = list(dict.fromkeys(name for row in slices for name in row["comparisons"]))
-        lines = ["**slices** (target kinds pooled per user: `repurchase` on the `all` ranking, items new to the user on "
-                 "the `new` one — `new_warm`, `new_arrival` (first sold within 30 days before the cutoff), `cold` / "
-                 "`unlisted` (never sold before it); `few_baskets`: users with ≤ 2 earlier baskets). Per method "
-                 "recall@10 / ndcg@10; comparisons: mean per-user difference of the slice's metric, 95 % bootstrap interval", ""]
-        lines += ["| slice | ranking | metric | users | targets | " + " | ".join(methods + pairs) + " |",
-                  "|---|---|---|---|---|" + "---|" * (len(methods) + len(pairs))]
-        for row in slices:
-            cells = [f"{_fmt(row['methods'][m]['recall@10'])} / {_fmt(row['methods'][m]['ndcg@10'])}" if m in row["methods"] else ""
-                     for m in methods]
-            for pair in pairs:
-                c = row["comparisons"].get(pair)
-                cells.append(f"{c['mean_diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c else "")
-            lines.append(f"| {row['slice']} | {row['ranking']} | {row['metric']} | {row['users']:,} | {row['targets']:,} | "
-                         + " | ".join(cells) + " |")
-        return lines + [""]
+        return slices_markdown(self.breakdown.get("slices") or [], methods)
 
     def plot_recall(self, path: Path) -> None:
         """recall@k curves, one line per method, one panel per target set."""
@@ -233,6 +215,44 @@ class BenchmarkReport:
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
+
+
+def slices_markdown(slices: list[dict[str, Any]], methods: list[str]) -> list[str]:
+    """The slice table (``breakdown["slices"]``, or pooled over origins) as Markdown lines."""
+    if not slices:
+        return []
+    pairs = list(dict.fromkeys(name for row in slices for name in row["comparisons"]))
+    lines = ["**slices** (target kinds pooled per user: `repurchase` on the `all` ranking, items new to the user on "
+             "the `new` one — `new_warm`, `new_arrival` (first sold within 30 days before the cutoff), `cold` / "
+             "`unlisted` (never sold before it); `few_baskets`: users with ≤ 2 earlier baskets). Per method "
+             "recall@10 / ndcg@10; comparisons: mean per-user difference of the slice's metric, 95 % bootstrap interval", ""]
+    lines += ["| slice | ranking | metric | users | targets | " + " | ".join(methods + pairs) + " |",
+              "|---|---|---|---|---|" + "---|" * (len(methods) + len(pairs))]
+    for row in slices:
+        cells = [f"{_fmt(row['methods'][m]['recall@10'])} / {_fmt(row['methods'][m]['ndcg@10'])}" if m in row["methods"] else ""
+                 for m in methods]
+        for pair in pairs:
+            c = row["comparisons"].get(pair)
+            cells.append(f"{c['mean_diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c else "")
+        lines.append(f"| {row['slice']} | {row['ranking']} | {row['metric']} | {row['users']:,} | {row['targets']:,} | "
+                     + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def origins_markdown(result: dict[str, Any]) -> str:
+    """:func:`~ecomrec.evaluation.protocol.benchmark_origins`'s result: ndcg@10 per origin and
+    method, then the pooled slice table."""
+    origins = result["origins"]
+    methods = list(next(iter(origins.values()))["results"])
+    lines = ["**ndcg@10 per origin** (all / new; each origin fitted on the data before it, scored on the month after)", "",
+             "| origin | users | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for origin, report in origins.items():
+        cells = [f"{_fmt(report['results'][m]['all']['ndcg@10'])} / {_fmt(report['results'][m]['new']['ndcg@10'])}" for m in methods]
+        lines.append(f"| {origin} | {report['dataset'].get('evaluated_users', 0):,} | " + " | ".join(cells) + " |")
+    lines += ["", f"Pooled over {len(origins)} origins (user-origin pairs):", ""]
+    slices = result["pooled"]["slices"]
+    compared = list(dict.fromkeys(m for row in slices for m in row["methods"]))
+    return "\n".join(lines + slices_markdown(slices, compared)) + "\n"
 
 
 def _fmt(value: object) -> str:

@@ -11,6 +11,7 @@ times (baskets, invoices) before the cutoff, on both rankings.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -56,12 +57,26 @@ def few_basket_users(split: EvalSplit) -> np.ndarray:
     return counts <= FEW_BASKETS
 
 
-def slice_table(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]], seed: int = 0) -> list[dict[str, Any]]:
-    """One row per slice: users, targets, recall@10 and ndcg@10 per method, and paired-bootstrap
-    intervals (per user) of :data:`SLICE_COMPARISONS` on the slice's metric (recall@10 for target
-    kinds, ndcg@10 for user slices). ``methods``: name → (``all`` ranking, ``new`` ranking, …)."""
-    from ecomrec.evaluation.protocol import paired_bootstrap
+@dataclasses.dataclass
+class SliceValues:
+    """One slice's per-user values (for pooling over origins before summarising)."""
 
+    slice: str
+    ranking: str
+    metric: str
+    users: int
+    targets: int
+    per_user: dict[str, dict[str, np.ndarray]]  # method -> recall@10 / ndcg@10 per user
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.slice, self.ranking
+
+
+def slice_values(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]]) -> list[SliceValues]:
+    """Per-user recall@10 and ndcg@10 of each method on each slice (module docstring; the
+    metric of a slice: recall@10 for target kinds, ndcg@10 else). ``methods``: name → (``all``
+    ranking, ``new`` ranking, …)."""
     few = few_basket_users(split)
     new_rows = split.new_rows
     slices: list[tuple[str, str, np.ndarray, sp.csr_matrix, str]] = [
@@ -74,20 +89,58 @@ def slice_table(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]], seed
         slices.append((kind, ranking, rows[targets[rows].getnnz(axis=1) > 0], targets, "recall@10"))
     slices += [("few_baskets", "all", np.flatnonzero(few), split.targets_all, "ndcg@10"),
                ("few_baskets", "new", new_rows[few[new_rows]], split.targets_new, "ndcg@10")]
-    table = []
+    out = []
     for name, ranking, rows, targets, metric in slices:
         positions = rows if ranking == "all" else np.searchsorted(new_rows, rows)  # rows of the new ranking
-        row: dict[str, Any] = {"slice": name, "ranking": ranking, "metric": metric, "users": int(len(rows)),
-                               "targets": int(targets[rows].nnz), "methods": {}, "comparisons": {}}
         per_user = {}
         for method, (ranked_all, ranked_new, _) in methods.items():
             ranked = ranked_all if ranking == "all" else ranked_new
-            if not len(rows):
-                continue
-            means, per_user[method] = ranking_metrics(ranked.item_ids[positions], targets[rows], (10,), split.n_items, per_user=True)
-            row["methods"][method] = {"recall@10": means["recall@10"], "ndcg@10": means["ndcg@10"]}
+            if len(rows):
+                _, values = ranking_metrics(ranked.item_ids[positions], targets[rows], (10,), split.n_items, per_user=True)
+            else:
+                values = {"recall@10": np.zeros(0), "ndcg@10": np.zeros(0)}
+            per_user[method] = {m: np.asarray(values[m], dtype=np.float64) for m in ("recall@10", "ndcg@10")}
+        out.append(SliceValues(name, ranking, metric, int(len(rows)), int(targets[rows].nnz), per_user))
+    return out
+
+
+def pooled(origins: list[list[SliceValues]]) -> list[SliceValues]:
+    """The slices of several origins as one: users (user-origin pairs) and targets added up, per-user
+    values concatenated; a slice or method missing from an origin contributes nothing."""
+    out: dict[tuple[str, str], SliceValues] = {}
+    for values in origins:
+        for v in values:
+            if v.key not in out:
+                out[v.key] = SliceValues(v.slice, v.ranking, v.metric, 0, 0, {})
+            merged = out[v.key]
+            merged.users += v.users
+            merged.targets += v.targets
+            for method, metrics in v.per_user.items():
+                have = merged.per_user.setdefault(method, {m: np.zeros(0) for m in metrics})
+                for m, array in metrics.items():
+                    have[m] = np.concatenate([have[m], array])
+    return list(out.values())
+
+
+def summarise(values: list[SliceValues], seed: int = 0) -> list[dict[str, Any]]:
+    """The slice table: per slice users, targets, each method's mean recall@10 / ndcg@10 and the
+    paired-bootstrap intervals of :data:`SLICE_COMPARISONS` on the slice's metric."""
+    from ecomrec.evaluation.protocol import paired_bootstrap
+
+    table = []
+    for v in values:
+        row: dict[str, Any] = {"slice": v.slice, "ranking": v.ranking, "metric": v.metric, "users": v.users,
+                               "targets": v.targets, "methods": {}, "comparisons": {}}
+        measured = {m: per for m, per in v.per_user.items() if len(per[v.metric])}
+        for method, per in measured.items():
+            row["methods"][method] = {m: float(a.mean()) for m, a in per.items()}
         for method, baseline in SLICE_COMPARISONS:
-            if method in per_user and baseline in per_user:
-                row["comparisons"][f"{method} - {baseline}"] = paired_bootstrap(per_user[method][metric], per_user[baseline][metric], seed=seed)
+            if method in measured and baseline in measured:
+                row["comparisons"][f"{method} - {baseline}"] = paired_bootstrap(measured[method][v.metric], measured[baseline][v.metric], seed=seed)
         table.append(row)
     return table
+
+
+def slice_table(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """:func:`summarise` of one split's :func:`slice_values`."""
+    return summarise(slice_values(split, methods), seed)
