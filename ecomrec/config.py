@@ -19,6 +19,8 @@ C = TypeVar("C", bound="ConfigBase")
 WEIGHTINGS = ("binary", "counts", "log", "quantity")
 INDEX_KINDS = ("auto", "flat", "ivf_flat", "hnsw", "ivf_pq")
 DEVICES = ("auto", "cpu", "cuda")
+#: How the reranker joins BERT's reading of the text with the collaborative features (RerankConfig.text_join).
+TEXT_JOINS = ("stack", "joint", "residual")
 
 
 class ConfigBase:
@@ -488,6 +490,14 @@ class CrossEncoderConfig(ConfigBase):
         early stopping after ``patience`` evaluations without improvement, best weights kept.
     score_batch
         Pairs per forward pass when scoring.
+    behaviour_dropout
+        ``RerankConfig.text_join = "joint"``: the share of training candidates whose
+        collaborative features are hidden (zeroed, with a "no behaviour" flag set), as in
+        DropoutNet, so the network also learns to score from text alone; at serving, items
+        never bought before are scored that way.
+    list_size
+        ``joint`` and ``residual`` train with a listwise loss (softmax cross-entropy over one
+        user's sampled list): each list holds at most this many candidates, positives first.
     device, seed
         As elsewhere.
     """
@@ -508,6 +518,8 @@ class CrossEncoderConfig(ConfigBase):
     eval_every: int = 150
     patience: int = 2
     score_batch: int = 512
+    behaviour_dropout: float = 0.4
+    list_size: int = 16
     device: str = "auto"
     seed: int = 0
 
@@ -517,6 +529,8 @@ class CrossEncoderConfig(ConfigBase):
                      "negatives_per_positive", "learning_rate", "head_learning_rate", "epochs", "eval_every",
                      "patience", "score_batch"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
+        _require(0 <= self.behaviour_dropout < 1, self, "behaviour_dropout", "in [0, 1)", self.behaviour_dropout)
+        _require(self.list_size >= 2, self, "list_size", ">= 2", self.list_size)
         _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
 
 
@@ -527,8 +541,15 @@ class RerankConfig(ConfigBase):
     Attributes
     ----------
     text
-        Add the cross-encoder's text score to the collaborative features (``hybrid_rerank``);
-        False gives the same model without BERT (``feature_rerank``).
+        Let BERT read (user history text, candidate title) (``hybrid_rerank``); False gives the
+        same model without BERT (``feature_rerank``).
+    text_join
+        How text and behaviour meet (with ``text``): ``stack`` — the cross-encoder's score is one
+        more LightGBM feature; ``joint`` — one network reads the text and the collaborative
+        features together (features joined in its head, behaviour dropout, listwise loss) and
+        its score is the purchase model; ``residual`` — the LightGBM feature model's score plus
+        a text path trained on what that score leaves (listwise). All are Platt-calibrated on
+        the last cutoff.
     cutoffs, window_days
         Monthly training cutoffs before the end of the training data, and the purchase window
         after each that labels candidates (and spaces the cutoffs). The purchase model learns from the second-to-last
@@ -566,6 +587,7 @@ class RerankConfig(ConfigBase):
     """
 
     text: bool = False
+    text_join: str = "stack"
     cutoffs: int = 0
     window_days: int = 30
     min_window_users: int = 200
@@ -589,6 +611,7 @@ class RerankConfig(ConfigBase):
     def validate(self) -> None:
         _require(self.cutoffs == 0 or self.cutoffs >= (3 if self.text else 2), self, "cutoffs", "0 (auto), >= 3 with text, else >= 2", self.cutoffs)
         _require(self.objective in ("lambdarank", "binary"), self, "objective", "lambdarank|binary", self.objective)
+        _require(self.text_join in TEXT_JOINS, self, "text_join", "|".join(TEXT_JOINS), self.text_join)
         for name in ("window_days", "min_window_users", "candidates", "example_bi_encoder_pairs", "trees", "leaves", "learning_rate", "min_child_samples"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
 

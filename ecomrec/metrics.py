@@ -126,15 +126,23 @@ def graded_ndcg(item_ids: np.ndarray, gains: sp.csr_matrix, k: int = 10) -> np.n
 def ndcg_from_labels(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, k: int = 10) -> float:
     """Mean ndcg@k of ordering each row's candidates by ``scores`` (float [n, m]; ``labels`` and
     ``valid`` bool [n, m]); rows without a valid positive are skipped (0.0 if none has one)."""
+    per_row = ndcg_rows(scores, labels, valid, k)
+    return float(np.nanmean(per_row)) if np.isfinite(per_row).any() else 0.0
+
+
+def ndcg_rows(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, k: int = 10) -> np.ndarray:
+    """float64 [n] ndcg@k of each row as :func:`ndcg_from_labels` orders it; NaN for rows
+    without a valid positive."""
     masked = np.where(valid, scores, -np.inf)
     order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
     relevant = labels & valid
     positives = relevant.sum(axis=1)
     rows = positives > 0
-    if not rows.any():
-        return 0.0
-    gains = np.take_along_axis(relevant, order, axis=1)
-    return float(ndcg(gains[rows], positives[rows], k).mean())
+    out = np.full(len(rows), np.nan)
+    if rows.any():
+        gains = np.take_along_axis(relevant, order, axis=1)
+        out[rows] = ndcg(gains[rows], positives[rows], k)
+    return out
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> tuple[float, list[dict[str, float]]]:

@@ -67,7 +67,7 @@ class PurchaseModel:
             params, train, num_boost_round=self.trees, valid_sets=[valid],
             callbacks=[lgb.early_stopping(50, verbose=False)],
         )
-        self.platt = _platt(self.margin(x_valid), y_valid)
+        self.platt = fit_platt(self.margin(x_valid), y_valid)
         return self
 
     def margin(self, x: np.ndarray) -> np.ndarray:
@@ -105,7 +105,7 @@ class PurchaseModel:
         return model
 
 
-def _platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Logistic regression of the label on the margin (one feature, lightly regularised)."""
     from sklearn.linear_model import LogisticRegression
 

@@ -21,13 +21,16 @@ from ecomrec.data.dataset import Dataset
 from ecomrec.data.text import history_text
 from ecomrec.rerank.examples import Examples, examples_at
 from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names
-from ecomrec.rerank.purchase import PurchaseModel
-from ecomrec.rerank.text_model import TextScorer
+from ecomrec.rerank.purchase import PurchaseModel, fit_platt
+from ecomrec.rerank.text_model import BehaviourInput, TextScorer
 from ecomrec.retrieval.base import Query, Retriever
 from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 
+
+#: The feature that says an item was never bought before the cutoff (its buyer count, log1p).
+COLD_FEATURE = "item_buyers_log"
 
 #: The widest purchase window :func:`window_days` widens to on a thin log.
 MAX_WINDOW_DAYS = 365
@@ -125,9 +128,9 @@ class PurchaseReranker:
         examples_seconds = time.perf_counter() - start
         fit_on, valid = examples[-2], examples[-1]
         self.sources_ = sorted(hybrid.quotas_)
-        self.names_ = feature_names(self.sources_) + (["text_score"] if cfg.text else [])
+        self.names_ = feature_names(self.sources_) + (["text_score"] if self._stacked else [])
         self.item_texts_ = [str(t) for t in data.item_texts]
-        if cfg.text:
+        if self._stacked:
             train = _concat(examples[:-2])
             self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, show_progress=self.show_progress).fit(train, valid)
         x, y, groups = self._matrix(fit_on)
@@ -136,7 +139,19 @@ class PurchaseReranker:
             trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate, min_child_samples=cfg.min_child_samples,
             seed=cfg.seed, objective=cfg.objective,
         ).fit(x, y, x_valid, y_valid, self.names_, groups, groups_valid)
-        validation = self._validation_check(valid, x_valid)
+        if cfg.text and cfg.text_join == "residual":  # the text path learns what the feature model leaves
+            self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, listwise=True, show_progress=self.show_progress)
+            self.text_.fit(_concat(examples[:-2]), valid, base=self._feature_margin)
+        elif cfg.text and cfg.text_join == "joint":  # one network over text and behaviour, every cutoff but the last
+            train = _concat(examples[:-1])
+            rows = train.features[train.candidates.item_ids >= 0]
+            behaviour = BehaviourInput.fit(rows, cold_column=self.names_.index(COLD_FEATURE))
+            self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, behaviour=behaviour, listwise=True,
+                                    show_progress=self.show_progress).fit(train, valid)
+        shown = valid.candidates.item_ids >= 0
+        margin, _ = self._margins(valid.texts, valid.candidates, valid.features, {})
+        self.platt_ = fit_platt(margin[shown], valid.labels[shown])
+        validation = self._validation_check(valid, self._calibrated(margin))
         self.stats_ = CollaborativeStats.of(data)
         self.history_texts_ = data.history_texts(max_items=hybrid.config.bi_encoder.history_items, max_chars=hybrid.config.bi_encoder.history_chars)
         self.history_items_ = hybrid.config.bi_encoder.history_items
@@ -147,6 +162,7 @@ class PurchaseReranker:
             "users_per_cutoff": [len(e) for e in examples],
             "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
             "validation": validation,
+            "text_join": cfg.text_join if cfg.text else None,
             "trees": int(self.model_.booster.best_iteration),
             "importance": self.model_.importance(),
             "text_log": self.text_.log if self.text_ is not None else [],
@@ -154,7 +170,12 @@ class PurchaseReranker:
         }
         return self
 
-    def _validation_check(self, valid: Examples, x_valid: np.ndarray) -> dict[str, Any]:
+    @property
+    def _stacked(self) -> bool:
+        """Whether the text score is one more feature of the tree model."""
+        return self.config.text and self.config.text_join == "stack"
+
+    def _validation_check(self, valid: Examples, p: np.ndarray) -> dict[str, Any]:
         """Which order each kind of list keeps, by ndcg@10 on the last cutoff's lists: the purchase
         model's, the fused order, or one source's own order (e.g. popularity, on a shop where
         nothing personal beats it for items new to the user). Full lists and new-item lists
@@ -168,8 +189,7 @@ class PurchaseReranker:
         from ecomrec.metrics import ndcg_from_labels
 
         shown = valid.candidates.item_ids >= 0
-        p = np.full(shown.shape, -np.inf)
-        p[shown] = self.model_.predict(x_valid)
+        p = np.where(shown, p, -np.inf)
         keys = order_keys(valid.candidates, p, self.sources_)
         labels = valid.labels.astype(bool)
         out: dict[str, Any] = {"cutoff": str(valid.cutoff.date()), "lists": int(len(valid)),
@@ -203,45 +223,88 @@ class PurchaseReranker:
         return MODEL_ORDER not in self.orders.values()
 
     def _matrix(self, examples: Examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of real candidates (user by user), labels, and candidates per user."""
+        """Rows of real candidates (user by user) of the tree model, labels, and candidates per user."""
         valid = examples.candidates.item_ids >= 0
         features = examples.features
-        if self.config.text:
+        if self._stacked:
             assert self.text_ is not None
             text = self.text_.score(examples.texts, examples.candidates.item_ids)
             features = np.concatenate([features, text[..., None]], axis=-1)
         per_user = valid.sum(axis=1)
         return features[valid], examples.labels[valid], per_user[per_user > 0]
 
+    def _feature_margin(self, examples: Examples) -> np.ndarray:
+        """float64 [n, k] the tree model's margin of each candidate (0 for padding)."""
+        valid = examples.candidates.item_ids >= 0
+        out = np.zeros(valid.shape)
+        if valid.any():
+            out[valid] = self.model_.margin(examples.features[valid])
+        return out
+
+    def _margins(
+        self, texts: list[str], candidates: Candidates, features: np.ndarray, timings: dict[str, float]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """float64 [n, k] purchase log-odds before calibration (NaN for padding) and the text
+        model's logits (None without text); adds ``text`` and ``model`` seconds to ``timings``."""
+        valid = candidates.item_ids >= 0
+        text = None
+        if self.text_ is not None:
+            start = time.perf_counter()
+            joint = self.config.text_join == "joint"
+            text = self.text_.score(texts, candidates.item_ids, features if joint else None)
+            timings["text"] = time.perf_counter() - start
+        start = time.perf_counter()
+        out = np.full(valid.shape, np.nan)
+        if valid.any():
+            if self.config.text_join == "joint" and text is not None:
+                out[valid] = text[valid]
+            else:
+                x = np.concatenate([features, text[..., None]], axis=-1) if self._stacked else features
+                out[valid] = self.model_.margin(x[valid]) + (text[valid] if text is not None and not self._stacked else 0.0)
+        timings["model"] = time.perf_counter() - start
+        return out, text
+
+    def example_probabilities(self, examples: Examples) -> np.ndarray:
+        """float64 [n, k] calibrated P(purchase) of labelled candidates, from their own features
+        (as of their cutoff; NaN for padding): how a cutoff's lists are scored offline."""
+        margin, _ = self._margins(examples.texts, examples.candidates, examples.features, {})
+        return self._calibrated(margin)
+
+    def _calibrated(self, margin: np.ndarray) -> np.ndarray:
+        a, b = self.platt_
+        return 1.0 / (1.0 + np.exp(-(a * margin + b)))
+
     def probabilities(
         self, users: np.ndarray, texts: list[str], candidates: Candidates, *, explain: bool = False
     ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
         """float64 [n, k] calibrated P(purchase) (NaN for padding), the seconds per step, and with
         ``explain`` each feature's additive share of the calibrated log-odds (``why:<feature>``,
-        TreeSHAP scaled by the Platt slope; zero for padding)."""
+        TreeSHAP scaled by the Platt slope; zero for padding). The residual model's text path
+        adds ``why:text_score``; the joint network is one share, ``why:joint_network``."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
         features = candidate_features(candidates, users, self.stats_, self.sources_)
         timings["features"] = time.perf_counter() - start
-        if self.config.text:
-            assert self.text_ is not None
-            start = time.perf_counter()
-            text = self.text_.score(texts, candidates.item_ids)
-            timings["text"] = time.perf_counter() - start
-            features = np.concatenate([features, text[..., None]], axis=-1)
-        start = time.perf_counter()
-        valid = candidates.item_ids >= 0
-        out = np.full(candidates.item_ids.shape, np.nan)
-        if valid.any():
-            out[valid] = self.model_.predict(features[valid])
-        timings["model"] = time.perf_counter() - start
+        margin, text = self._margins(texts, candidates, features, timings)
+        out = self._calibrated(margin)
         why: dict[str, np.ndarray] = {}
         if explain:
-            shares = np.zeros(candidates.item_ids.shape + (len(self.names_),), dtype=np.float32)
-            if valid.any():
-                shares[valid] = self.model_.platt[0] * self.model_.contributions(features[valid])[:, :-1]
-            why = {f"why:{name}": shares[..., i] for i, name in enumerate(self.names_)}
+            why = self._explain(candidates, features, margin, text)
         return out, timings, why
+
+    def _explain(self, candidates: Candidates, features: np.ndarray, margin: np.ndarray, text: np.ndarray | None) -> dict[str, np.ndarray]:
+        valid = candidates.item_ids >= 0
+        slope = self.platt_[0]
+        if self.config.text_join == "joint" and text is not None:
+            return {"why:joint_network": np.where(valid, slope * margin, 0.0).astype(np.float32)}
+        x = np.concatenate([features, text[..., None]], axis=-1) if self._stacked else features
+        shares = np.zeros(valid.shape + (len(self.names_),), dtype=np.float32)
+        if valid.any():
+            shares[valid] = slope * self.model_.contributions(x[valid])[:, :-1]
+        why = {f"why:{name}": shares[..., i] for i, name in enumerate(self.names_)}
+        if text is not None and not self._stacked:
+            why["why:text_score"] = np.where(valid, slope * text, 0.0).astype(np.float32)
+        return why
 
     def rerank(
         self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int, *,
@@ -291,7 +354,7 @@ class PurchaseReranker:
         meta = {
             "names": self.names_, "sources": self.sources_, "training": self.training_,
             "history_items": self.history_items_, "history_chars": self.history_chars_,
-            "item_texts": self.item_texts_, "history_texts": self.history_texts_,
+            "item_texts": self.item_texts_, "history_texts": self.history_texts_, "platt": list(self.platt_),
         }
 
         def write(folder: Path) -> None:
@@ -319,6 +382,7 @@ class PurchaseReranker:
             stats = load_npz(folder / "stats.npz")
             reranker.stats_ = CollaborativeStats(**{f.name: stats[f.name] for f in _stat_fields()})
             reranker.model_ = PurchaseModel.load(folder)
+            reranker.platt_ = tuple(meta.get("platt", reranker.model_.platt))  # saved before text_join: the tree model's
             if reranker.config.text:
                 reranker.text_ = TextScorer.load(folder, reranker.config.cross_encoder, reranker.item_texts_)
         return reranker

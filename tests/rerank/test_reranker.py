@@ -76,7 +76,7 @@ def test_a_reranker_that_loses_on_validation_is_bypassed(fitted, monkeypatch) ->
     good = FusionConfig(quotas={"own": 60, "als": 60, "popularity": 60}, weights={"own": 1.0, "als": 1.0, "popularity": 0.001}, tune=False)
     hybrid = HybridRetriever(HybridConfig(als=ALSConfig(factors=8, iterations=10), fusion=good), show_progress=False).fit(split.history)
     noise = np.random.default_rng(0)
-    monkeypatch.setattr(PurchaseModel, "predict", lambda self, x: noise.uniform(size=len(x)))  # a model that knows nothing
+    monkeypatch.setattr(PurchaseModel, "margin", lambda self, x: noise.normal(size=len(x)))  # a model that knows nothing
     config = RerankConfig(text=False, cutoffs=2, window_days=15, candidates=40, trees=20, min_child_samples=10)
     useless = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
     check = useless.reranker.training_["validation"]
@@ -103,8 +103,8 @@ def test_full_and_new_item_lists_are_judged_apart(fitted, monkeypatch) -> None:
 
     split, hybrid, _ = fitted
     own_share = feature_names(sorted(hybrid.quotas_)).index("list_own_share")
-    truth, noise = PurchaseModel.predict, np.random.default_rng(1)
-    monkeypatch.setattr(PurchaseModel, "predict", lambda self, x: np.where(x[:, own_share] > 0, noise.uniform(size=len(x)), truth(self, x)))
+    truth, noise = PurchaseModel.margin, np.random.default_rng(1)
+    monkeypatch.setattr(PurchaseModel, "margin", lambda self, x: np.where(x[:, own_share] > 0, noise.normal(size=len(x)), truth(self, x)))
     config = RerankConfig(text=False, cutoffs=2, window_days=15, candidates=40, trees=100, min_child_samples=10)
     served = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
     orders, by_list = served.reranker.orders, served.reranker.training_["validation"]["by_list"]
@@ -230,3 +230,35 @@ def test_saved_reranker_loads_and_gives_identical_results(fitted, tmp_path) -> N
     (tmp_path / "reranked" / "reranker" / "purchase_model.txt").write_text("tree\n")
     with pytest.raises(ArtifactError, match="purchase_model.txt"):
         RerankedRetriever.load(tmp_path / "reranked")
+
+
+@pytest.mark.parametrize("join", ["joint", "residual"])
+def test_text_joined_with_behaviour_explains_loads_and_reorders(fitted, join, tmp_path) -> None:
+    """The joint network (text and features in one model) and the residual one (trees + a text
+    path on what they leave): probabilities are the calibrated sum of what explain shows, the
+    saved reranker gives the same lists, and the lists are the candidates reordered."""
+    from ecomrec.config import CrossEncoderConfig
+
+    split, hybrid, _ = fitted
+    text = CrossEncoderConfig(layers=2, user_tokens=32, item_tokens=8, max_pairs=800, eval_every=20, device="cpu")
+    config = RerankConfig(text=True, text_join=join, cutoffs=3, window_days=15, candidates=40, trees=60,
+                          min_child_samples=10, keep_only_if_better=False, cross_encoder=text)
+    reranked = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
+    reranker = reranked.reranker
+    assert reranker.training_["text_join"] == join and len(reranker.training_["text_log"]) > 1
+    users = split.users[:20]
+    out = reranked.recommend(users, 40)
+    assert sorted(out.item_ids[0]) == sorted(hybrid.candidates(users[:1], 40).item_ids[0])
+    p = out.sources["p_purchase"].astype(np.float64)
+    assert ((p > 0) & (p < 1)).all() and (np.diff(p, axis=1) <= 1e-7).all()
+    shares = {n: v for n, v in out.sources.items() if n.startswith("why:")}
+    if join == "joint":
+        assert list(shares) == ["why:joint_network"]
+    else:
+        assert "why:text_score" in shares and len(shares) == len(reranker.names_) + 1
+    implied = np.log(p / (1 - p)) - np.sum(list(shares.values()), axis=0)  # the same bias for every candidate
+    np.testing.assert_allclose(implied, implied[0, 0], atol=2e-3)
+    reranked.save(tmp_path / "reranked")
+    loaded = RerankedRetriever.load(tmp_path / "reranked")
+    np.testing.assert_array_equal(loaded.candidates(users, 20).item_ids, reranked.candidates(users, 20).item_ids)
+    np.testing.assert_allclose(loaded.candidates(users, 20).scores, reranked.candidates(users, 20).scores, rtol=1e-5)

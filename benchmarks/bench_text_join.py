@@ -1,0 +1,143 @@
+"""How should BERT's reading of the text meet the collaborative features? Chosen on validation.
+
+One fit of the default engine's candidate stage on the purchases before ``--test-from`` (the
+test window is never read), one set of training examples (three monthly cutoffs), and four
+rerankers over them (``RerankConfig.text`` / ``text_join``):
+
+* ``features`` — the LightGBM purchase model without text (``feature_rerank``, today's default);
+* ``stack`` — the cross-encoder's score as one more LightGBM feature (``hybrid_rerank`` today);
+* ``joint`` — one network over (history text, candidate title) and the features, behaviour
+  dropout, listwise loss;
+* ``residual`` — the LightGBM margin plus a text path trained on what it leaves (listwise).
+
+Each is judged on the last cutoff's lists (the reranker's own validation cutoff, which also
+early-stops and calibrates every variant alike): ndcg@10 on full and new-item lists with
+paired-bootstrap intervals against ``features``, recall@10 of bought candidates that are new
+arrivals (every buyer before the cutoff bought in its last 30 days) or cold (no buyer before
+it), and the latency of reranking one user's 100 candidates (p50/p95/p99, warm).
+
+Rule fixed before the run (:func:`verdict`): a text variant becomes the default when its
+interval against ``features`` lies above zero on one kind of list and its lower bound is
+≥ −0.005 on the other; of several, the highest summed mean difference.
+
+    python benchmarks/bench_text_join.py --data ../shared/data/online-retail --test-from 2011-10-01 \
+        --output benchmarks/results/bench_text_join_online-retail.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+VARIANTS = {"features": (False, "stack"), "stack": (True, "stack"), "joint": (True, "joint"), "residual": (True, "residual")}
+
+
+def candidate_stage(data, show_progress: bool):  # type: ignore[no-untyped-def]
+    """The default engine's hybrid and the reranker's training examples (text-ready: 3 cutoffs),
+    with the bi-encoder fine-tuned once as ``Engine.fit`` does."""
+    from ecomrec.config import EngineConfig, RerankConfig
+    from ecomrec.rerank import training_examples
+    from ecomrec.rerank.reranker import example_bi_encoder
+    from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+    from ecomrec.retrieval.fusion import HybridRetriever
+
+    config = EngineConfig()
+    rerank = config.rerank.replace(cutoffs=RerankConfig(text=True).cutoff_count)
+    early = example_bi_encoder(data, config.hybrid.bi_encoder, rerank, show_progress=show_progress)
+    served = config.hybrid.bi_encoder.replace(max_pairs=max(config.hybrid.bi_encoder.max_pairs - early.config.max_pairs,
+                                                            config.hybrid.bi_encoder.batch_size))
+    bi = BiEncoderRetriever(served, show_progress=show_progress).fit(data, start_from=early)
+    hybrid = HybridRetriever(config.hybrid, retrievers={"bi_encoder": bi}, show_progress=show_progress).fit(data)
+    return hybrid, rerank, training_examples(data, hybrid, rerank, bi=early, show_progress=show_progress)
+
+
+def judged(reranker, valid) -> dict:  # type: ignore[no-untyped-def]
+    """Per-list ndcg@10 of the variant on the validation lists, and recall@10 of slices of bought candidates."""
+    from ecomrec.metrics import ndcg_rows
+    from ecomrec.rerank.features import feature_names
+
+    shown = valid.candidates.item_ids >= 0
+    p = np.nan_to_num(reranker.example_probabilities(valid), nan=-np.inf)
+    names = feature_names(reranker.sources_)
+    buyers, recent = valid.features[..., names.index("item_buyers_log")], valid.features[..., names.index("item_buyers_30d_log")]
+    top10 = np.zeros(shown.shape, bool)
+    np.put_along_axis(top10, np.argsort(-np.where(shown, p, -np.inf), axis=1, kind="stable")[:, :10], True, axis=1)
+    bought = valid.labels & shown
+    slices = {"new_arrival": bought & (buyers > 0) & (buyers == recent), "cold": bought & (buyers == 0)}
+    return {"ndcg_rows": ndcg_rows(p, valid.labels, shown),
+            "slices": {n: {"targets": int(m.sum()), "recall@10": float((m & top10).sum() / max(m.sum(), 1))} for n, m in slices.items()}}
+
+
+def latency(reranker, valid, users: int = 60) -> dict:  # type: ignore[no-untyped-def]
+    """Seconds to rerank one user's candidates (warm), p50/p95/p99."""
+    from ecomrec.evaluation.latency import time_calls
+
+    rows = np.arange(min(users, len(valid)))
+    stats = time_calls(lambda r: reranker.rerank(valid.users[r : r + 1], valid.texts[r : r + 1], valid.candidates[r : r + 1], 10),
+                       list(rows), warmup=5)
+    return stats.to_dict()
+
+
+def verdict(differences: dict[str, dict[str, dict]]) -> str:
+    """The default by the rule of the module docstring: ``features`` or a text variant."""
+    passing = {}
+    for variant, kinds in differences.items():
+        lows = {kind: d["ci95"][0] for kind, d in kinds.items()}
+        if any(low > 0 for low in lows.values()) and all(low >= -0.005 for low in lows.values()):
+            passing[variant] = sum(d["mean_diff"] for d in kinds.values())
+    return max(passing, key=passing.get) if passing else "features"
+
+
+def main() -> None:
+    from ecomrec import datasets
+    from ecomrec.evaluation.protocol import paired_bootstrap
+    from ecomrec.evaluation.report import environment
+    from ecomrec.rerank import PurchaseReranker
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="Online Retail folder")
+    parser.add_argument("--test-from", default="2011-10-01")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--output", default="benchmarks/results/bench_text_join_online-retail.json")
+    args = parser.parse_args()
+
+    data = datasets.online_retail(args.data).between(None, pd.Timestamp(args.test_from))
+    start = time.perf_counter()
+    hybrid, rerank, examples = candidate_stage(data, show_progress=False)
+    valid = examples[-1]
+    report: dict = {"environment": environment(), "fit_before": args.test_from, "cutoffs": [str(e.cutoff.date()) for e in examples],
+                    "validation_lists": {"all": int((~valid.new_lists).sum()), "new": int(valid.new_lists.sum())},
+                    "candidate_stage_seconds": time.perf_counter() - start, "variants": {}}
+    rows = {}
+    for name in args.variants.split(","):
+        text, join = VARIANTS[name]
+        start = time.perf_counter()
+        reranker = PurchaseReranker(rerank.replace(text=text, text_join=join)).fit(data, hybrid, examples)
+        seconds = time.perf_counter() - start
+        out = judged(reranker, valid)
+        rows[name] = out.pop("ndcg_rows")
+        out.update({"fit_seconds": seconds, "text_log": reranker.training_["text_log"], "latency_one_user": latency(reranker, valid),
+                    "ndcg@10": {kind: float(np.nanmean(rows[name][mask])) for kind, mask in (("all", ~valid.new_lists), ("new", valid.new_lists))}})
+        report["variants"][name] = out
+        print(name, json.dumps({k: out[k] for k in ("ndcg@10", "slices", "fit_seconds")}), flush=True)
+    differences = {}
+    for name in rows:
+        if name == "features" or "features" not in rows:
+            continue
+        differences[name] = {}
+        for kind, mask in (("all", ~valid.new_lists), ("new", valid.new_lists)):
+            both = mask & np.isfinite(rows[name]) & np.isfinite(rows["features"])
+            differences[name][kind] = paired_bootstrap(rows[name][both], rows["features"][both])
+    report["minus_features"] = differences
+    report["verdict"] = verdict(differences)
+    print("verdict:", report["verdict"], json.dumps(differences, default=float), flush=True)
+    Path(args.output).write_text(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
