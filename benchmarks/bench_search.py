@@ -149,11 +149,7 @@ def main() -> None:
 
     catalog = pd.read_csv(Path(args.dunnhumby) / "catalog.csv", dtype=str, keep_default_na=False)
     sets = judged_sets(catalog)
-    shop = datasets.from_files(
-        Path(args.dunnhumby) / "interactions.csv", Path(args.dunnhumby) / "catalog.csv",
-        columns=datasets.InteractionColumns(quantity="quantity"),
-        catalog_columns=datasets.CatalogColumns(text=("text",), category="category"),
-    ).between(None, pd.Timestamp(args.dunnhumby_test_from))
+    shop = datasets.dunnhumby_sample(args.dunnhumby).between(None, pd.Timestamp(args.dunnhumby_test_from))
     engines = {
         "dunnhumby": lambda: shop,
         "online-retail": lambda: datasets.online_retail(args.online_retail).between(None, pd.Timestamp(args.online_retail_test_from)),

@@ -20,8 +20,8 @@ Rule fixed before the run (:func:`verdict`): a text variant becomes the default 
 interval against ``features`` lies above zero on one kind of list and its lower bound is
 ≥ −0.005 on the other; of several, the highest summed mean difference.
 
-    python benchmarks/bench_text_join.py --data ../shared/data/online-retail --test-from 2011-10-01 \
-        --output benchmarks/results/bench_text_join_online-retail.json
+    python benchmarks/bench_text_join.py --shop online-retail --data ../shared/data/online-retail
+    python benchmarks/bench_text_join.py --shop dunnhumby --data ../shared/data/dunnhumby-sample
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: Loader (in ecomrec.datasets) and fixed test start of each shared shop.
+SHOPS = {"online-retail": ("online_retail", "2011-10-01"), "dunnhumby": ("dunnhumby_sample", "2017-10-29")}
 VARIANTS = {"features": (False, "stack"), "stack": (True, "stack"), "joint": (True, "joint"), "residual": (True, "residual")}
 
 
@@ -100,17 +102,21 @@ def main() -> None:
     from ecomrec.rerank import PurchaseReranker
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="Online Retail folder")
-    parser.add_argument("--test-from", default="2011-10-01")
+    parser.add_argument("--shop", choices=SHOPS, default="online-retail")
+    parser.add_argument("--data", required=True, help="the shop's folder")
+    parser.add_argument("--test-from", help="default: the shop's fixed test start")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--output", default="benchmarks/results/bench_text_join_online-retail.json")
+    parser.add_argument("--output", help="default: benchmarks/results/bench_text_join_<shop>.json")
     args = parser.parse_args()
 
-    data = datasets.online_retail(args.data).between(None, pd.Timestamp(args.test_from))
+    load, test_from = SHOPS[args.shop]
+    test_from = args.test_from or test_from
+    output = args.output or f"benchmarks/results/bench_text_join_{args.shop}.json"
+    data = getattr(datasets, load)(args.data).between(None, pd.Timestamp(test_from))
     start = time.perf_counter()
     hybrid, rerank, examples = candidate_stage(data, show_progress=False)
     valid = examples[-1]
-    report: dict = {"environment": environment(), "fit_before": args.test_from, "cutoffs": [str(e.cutoff.date()) for e in examples],
+    report: dict = {"environment": environment(), "shop": args.shop, "fit_before": test_from, "cutoffs": [str(e.cutoff.date()) for e in examples],
                     "validation_lists": {"all": int((~valid.new_lists).sum()), "new": int(valid.new_lists.sum())},
                     "candidate_stage_seconds": time.perf_counter() - start, "variants": {}}
     rows = {}
@@ -136,7 +142,7 @@ def main() -> None:
     report["minus_features"] = differences
     report["verdict"] = verdict(differences)
     print("verdict:", report["verdict"], json.dumps(differences, default=float), flush=True)
-    Path(args.output).write_text(json.dumps(report, indent=2, default=float))
+    Path(output).write_text(json.dumps(report, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -86,10 +86,7 @@ def main() -> None:
 
     shops = {
         "online-retail": (lambda: datasets.online_retail(args.online_retail), args.online_retail_test_from),
-        "dunnhumby": (lambda: datasets.from_files(
-            Path(args.dunnhumby) / "interactions.csv", Path(args.dunnhumby) / "catalog.csv",
-            columns=datasets.InteractionColumns(quantity="quantity"),
-            catalog_columns=datasets.CatalogColumns(text=("text",), category="category")), args.dunnhumby_test_from),
+        "dunnhumby": (lambda: datasets.dunnhumby_sample(args.dunnhumby), args.dunnhumby_test_from),
     }
     report: dict = {"environment": environment(), "budget_s": args.budget, "shops": {}, "differences": {}}
     for shop, (load, test_from) in shops.items():

@@ -26,6 +26,7 @@ settings.load_profile(os.environ.get("ECOMREC_HYPOTHESIS", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("ECOMREC_TEST_DATA", REPO.parent / "shared" / "data" / "online-retail"))
+DUNNHUMBY = Path(os.environ.get("ECOMREC_TEST_DUNNHUMBY", REAL_DATA.parent / "dunnhumby-sample"))
 
 RETAIL_HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
 
@@ -40,6 +41,13 @@ def real_data_path() -> Path:
     if not (REAL_DATA / "by-day").is_dir():
         pytest.skip(f"real data not found at {REAL_DATA} (set ECOMREC_TEST_DATA)")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def dunnhumby_path() -> Path:
+    if not (DUNNHUMBY / "catalog.csv").is_file():
+        pytest.skip(f"dunnhumby sample not found at {DUNNHUMBY} (set ECOMREC_TEST_DUNNHUMBY)")
+    return DUNNHUMBY
 
 
 def write_retail_csv(path: Path, rows: list[str]) -> Path:

@@ -200,3 +200,15 @@ def _catalog(items: IdMap, listed: pd.DataFrame | None, first_seen: pd.Series) -
     table["price"] = table["price"].astype(np.float64)
     table["first_seen"] = first_seen.reindex(items.ids).to_numpy()
     return table, int(no_text.sum())
+
+
+def dunnhumby_sample(folder: str | Path) -> Dataset:
+    """The shared dunnhumby grocery sample (``interactions.csv`` and its ``catalog.csv``, see
+    the folder's README) through :func:`from_files`: quantities kept, items described by the
+    catalog's ``text``, categories from its ``category``; every listed product is in the catalog,
+    bought or not."""
+    folder = Path(folder)
+    return from_files(
+        folder / "interactions.csv", folder / "catalog.csv", columns=InteractionColumns(quantity="quantity"),
+        catalog_columns=CatalogColumns(text=("text",), category="category"), name="dunnhumby-sample",
+    )

@@ -47,3 +47,17 @@ def test_the_catalog_comes_from_the_log_so_october_lists_only_what_sold_before(r
     assert len(unknowable) > 50  # items first sold in October: the protocol hides them from every method
     assert np.isin(unknowable, split.listed).sum() == 0 and len(split.listed) + len(unknowable) == real.n_items
     assert split.targets_all[:, unknowable].nnz > 0  # and they are bought there: misses for all
+
+
+def test_the_dunnhumby_sample_loads_with_its_whole_catalog(dunnhumby_path) -> None:
+    import numpy as np
+
+    from ecomrec.datasets import dunnhumby_sample
+
+    shop = dunnhumby_sample(dunnhumby_path)
+    assert (shop.n_users, len(shop), shop.report.kept_rows) == (2358, 67025, 67025)  # the folder's README
+    assert int((shop.item_popularity() > 0).sum()) == 19575
+    assert shop.n_items >= 92331 and shop.listed_mask().all()  # every product, bought or not
+    assert not shop.catalog_from_log and (shop.catalog["category"].fillna("") != "").mean() > 0.9
+    never_sold = np.flatnonzero(shop.item_popularity() == 0)
+    assert len(never_sold) > 70000 and (shop.catalog["text"].iloc[never_sold] != "").mean() > 0.5
