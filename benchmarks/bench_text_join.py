@@ -1,10 +1,11 @@
 """How should BERT's reading of the text meet the collaborative features? Chosen on validation.
 
 One fit of the default engine's candidate stage on the purchases before ``--test-from`` (the
-test window is never read), one set of training examples (three monthly cutoffs), and four
-rerankers over them (``RerankConfig.text`` / ``text_join``):
+test window is never read), one set of training examples (three monthly cutoffs), and up to five
+rerankers over them (``RerankConfig.text`` / ``text_join`` / ``drop_features``):
 
-* ``features`` — the LightGBM purchase model without text (``feature_rerank``, today's default);
+* ``features`` — the LightGBM purchase model without text (``feature_rerank``, today's default),
+  and ``features_without_age`` — the same without the item-age feature;
 * ``stack`` — the cross-encoder's score as one more LightGBM feature (``hybrid_rerank`` today);
 * ``joint`` — one network over (history text, candidate title) and the features, behaviour
   dropout, listwise loss;
@@ -16,9 +17,11 @@ paired-bootstrap intervals against ``features``, recall@10 of bought candidates 
 arrivals (every buyer before the cutoff bought in its last 30 days) or cold (no buyer before
 it), and the latency of reranking one user's 100 candidates (p50/p95/p99, warm).
 
-Rule fixed before the run (:func:`verdict`): a text variant becomes the default when its
+Rules fixed before the run: a text variant becomes the default (:func:`verdict`) when its
 interval against ``features`` lies above zero on one kind of list and its lower bound is
-≥ −0.005 on the other; of several, the highest summed mean difference.
+≥ −0.005 on the other; of several, the highest summed mean difference. The item-age feature
+(``features`` against ``features_without_age``, :func:`age_kept`) stays when dropping it gains
+nothing: summed mean difference ≥ 0 and no interval wholly below zero.
 
     python benchmarks/bench_text_join.py --shop online-retail --data ../shared/data/online-retail
     python benchmarks/bench_text_join.py --shop dunnhumby --data ../shared/data/dunnhumby-sample
@@ -36,7 +39,16 @@ import pandas as pd
 
 #: Loader (in ecomrec.datasets) and fixed test start of each shared shop.
 SHOPS = {"online-retail": ("online_retail", "2011-10-01"), "dunnhumby": ("dunnhumby_sample", "2017-10-29")}
-VARIANTS = {"features": (False, "stack"), "stack": (True, "stack"), "joint": (True, "joint"), "residual": (True, "residual")}
+#: RerankConfig changes of each variant.
+VARIANTS = {
+    "features": {"text": False},
+    "features_without_age": {"text": False, "drop_features": ("item_age_log",)},
+    "stack": {"text": True, "text_join": "stack"},
+    "joint": {"text": True, "text_join": "joint"},
+    "residual": {"text": True, "text_join": "residual"},
+}
+#: Variants judged as text variants against ``features``.
+TEXT_VARIANTS = ("stack", "joint", "residual")
 
 
 def candidate_stage(data, show_progress: bool):  # type: ignore[no-untyped-def]
@@ -85,6 +97,23 @@ def latency(reranker, valid, users: int = 60) -> dict:  # type: ignore[no-untype
     return stats.to_dict()
 
 
+def minus(rows: dict[str, np.ndarray], name: str, baseline: str, new_lists: np.ndarray) -> dict[str, dict]:
+    """Paired-bootstrap ndcg@10 differences ``name − baseline`` on full and new-item lists."""
+    from ecomrec.evaluation.protocol import paired_bootstrap
+
+    out = {}
+    for kind, mask in (("all", ~new_lists), ("new", new_lists)):
+        both = mask & np.isfinite(rows[name]) & np.isfinite(rows[baseline])
+        out[kind] = paired_bootstrap(rows[name][both], rows[baseline][both])
+    return out
+
+
+def age_kept(difference: dict[str, dict]) -> bool:
+    """Rule fixed before the run: the item-age feature stays when its summed mean difference is
+    ≥ 0 and no interval lies wholly below zero."""
+    return sum(d["mean_diff"] for d in difference.values()) >= 0 and all(d["ci95"][1] >= 0 for d in difference.values())
+
+
 def verdict(differences: dict[str, dict[str, dict]]) -> str:
     """The default by the rule of the module docstring: ``features`` or a text variant."""
     passing = {}
@@ -97,7 +126,6 @@ def verdict(differences: dict[str, dict[str, dict]]) -> str:
 
 def main() -> None:
     from ecomrec import datasets
-    from ecomrec.evaluation.protocol import paired_bootstrap
     from ecomrec.evaluation.report import environment
     from ecomrec.rerank import PurchaseReranker
 
@@ -121,9 +149,8 @@ def main() -> None:
                     "candidate_stage_seconds": time.perf_counter() - start, "variants": {}}
     rows = {}
     for name in args.variants.split(","):
-        text, join = VARIANTS[name]
         start = time.perf_counter()
-        reranker = PurchaseReranker(rerank.replace(text=text, text_join=join)).fit(data, hybrid, examples)
+        reranker = PurchaseReranker(rerank.replace(**VARIANTS[name])).fit(data, hybrid, examples)
         seconds = time.perf_counter() - start
         out = judged(reranker, valid)
         rows[name] = out.pop("ndcg_rows")
@@ -131,17 +158,13 @@ def main() -> None:
                     "ndcg@10": {kind: float(np.nanmean(rows[name][mask])) for kind, mask in (("all", ~valid.new_lists), ("new", valid.new_lists))}})
         report["variants"][name] = out
         print(name, json.dumps({k: out[k] for k in ("ndcg@10", "slices", "fit_seconds")}), flush=True)
-    differences = {}
-    for name in rows:
-        if name == "features" or "features" not in rows:
-            continue
-        differences[name] = {}
-        for kind, mask in (("all", ~valid.new_lists), ("new", valid.new_lists)):
-            both = mask & np.isfinite(rows[name]) & np.isfinite(rows["features"])
-            differences[name][kind] = paired_bootstrap(rows[name][both], rows["features"][both])
+    differences = {name: minus(rows, name, "features", valid.new_lists) for name in rows if name in TEXT_VARIANTS and "features" in rows}
     report["minus_features"] = differences
     report["verdict"] = verdict(differences)
-    print("verdict:", report["verdict"], json.dumps(differences, default=float), flush=True)
+    if "features_without_age" in rows and "features" in rows:
+        age = minus(rows, "features", "features_without_age", valid.new_lists)
+        report["item_age"] = {"features_minus_without_age": age, "kept": age_kept(age)}
+    print("verdict:", report["verdict"], json.dumps(differences, default=float), json.dumps(report.get("item_age"), default=float), flush=True)
     Path(output).write_text(json.dumps(report, indent=2, default=float))
 
 

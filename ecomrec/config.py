@@ -577,6 +577,10 @@ class RerankConfig(ConfigBase):
         source's own order (ndcg@10), full lists and new-item lists apart, and keep for each
         kind the fused order (or a source's, if it beats both) when the model does not gain
         there; probabilities are still given. False reorders whatever validation says.
+    drop_features
+        Collaborative features the models do not read (names from
+        :func:`~ecomrec.rerank.features.feature_names`, e.g. ``("item_age_log",)``): for
+        ablations; unknown names raise when the reranker is fitted.
     objective, trees, leaves, learning_rate, min_child_samples
         LightGBM: ``lambdarank`` (per-user groups, early stopping on validation ndcg@10) or
         ``binary`` (early stopping on AUC); at most ``trees`` trees.
@@ -595,6 +599,7 @@ class RerankConfig(ConfigBase):
     example_bi_encoder_pairs: int = 4_800
     new_item_lists: bool = True
     keep_only_if_better: bool = True
+    drop_features: tuple[str, ...] = ()
     objective: str = "lambdarank"
     trees: int = 600
     leaves: int = 31

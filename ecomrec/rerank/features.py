@@ -2,7 +2,7 @@
 
 Every feature comes from numbers the candidate stage already computed (per-source ranks and
 scores, the user's purchase count and recency for the item) or from cheap counts over the
-training data (item popularity, user activity). Missing values are explicit: a rank a source
+training data (item popularity and age since its first sale, user activity). Missing values are explicit: a rank a source
 did not give becomes a large rank plus a "found" flag of 0.
 """
 
@@ -29,15 +29,21 @@ class CollaborativeStats:
     item_buyers_30d: np.ndarray  # float [n_items] distinct buyers, last 30 days
     user_purchases: np.ndarray  # float [n_users] purchase events
     user_items: np.ndarray  # float [n_users] distinct items
+    item_age_days: np.ndarray  # float [n_items] days from the item's first sale to the end of the data (NEVER_DAYS: unsold)
 
     @classmethod
     def of(cls, data: Dataset) -> CollaborativeStats:
         counts = data.user_items("counts")
+        age = np.full(data.n_items, NEVER_DAYS)
+        if len(data):
+            first = data.interactions.groupby("item")["timestamp"].min()
+            age[first.index.to_numpy()] = (data.end - first).dt.total_seconds().to_numpy() / 86400.0
         return cls(
             item_buyers=data.item_popularity(),
             item_buyers_30d=data.item_popularity(30),
             user_purchases=np.asarray(counts.sum(axis=1)).ravel(),
             user_items=np.diff(counts.indptr).astype(np.float64),
+            item_age_days=age,
         )
 
 
@@ -46,7 +52,8 @@ def feature_names(sources: list[str]) -> list[str]:
     names = ["fused_position", "fused_score", "own_count_log", "own_days_log", "own_bought"]
     for source in sources:
         names += [f"{source}_rank_log", f"{source}_score", f"{source}_found"]
-    names += ["n_sources", "item_buyers_log", "item_buyers_30d_log", "user_purchases_log", "user_items_log", "list_own_share"]
+    names += ["n_sources", "item_buyers_log", "item_buyers_30d_log", "item_age_log", "user_purchases_log", "user_items_log",
+              "list_own_share"]
     return names
 
 
@@ -85,6 +92,7 @@ def candidate_features(
         found_count,
         np.log1p(stats.item_buyers[items]),
         np.log1p(stats.item_buyers_30d[items]),
+        np.log1p(stats.item_age_days[items]),
         np.broadcast_to(np.log1p(user_purchases), (n, k)),
         np.broadcast_to(np.log1p(user_items), (n, k)),
         np.broadcast_to(own_share, (n, k)),

@@ -107,9 +107,12 @@ class PurchaseReranker:
     """Reorders candidates by calibrated P(purchase | user, item).
 
     The model reads the collaborative features the candidate stage computed and, with
-    ``config.text``, the cross-encoder's score of (user history text, item title). The purchase
-    model learns from the second-to-last training cutoff, the last stops its training early and
-    calibrates it; the cross-encoder learns from the cutoffs before (its scores out-of-time).
+    ``config.text``, the cross-encoder's reading of (user history text, item title), joined as
+    ``config.text_join`` says: stacked into the tree model as one more feature, as one network
+    over text and features, or as a text path on the tree model's residual. The tree model
+    learns from the second-to-last training cutoff, the last stops every model's training early
+    and calibrates the result; a stacked or residual text model learns from the cutoffs before
+    (out-of-time for the trees), the joint network from every cutoff but the last.
     """
 
     def __init__(self, config: RerankConfig | None = None, *, show_progress: bool | None = None) -> None:
@@ -126,9 +129,11 @@ class PurchaseReranker:
         start = time.perf_counter()
         examples = examples or training_examples(data, hybrid, cfg, show_progress=self.show_progress)
         examples_seconds = time.perf_counter() - start
-        fit_on, valid = examples[-2], examples[-1]
         self.sources_ = sorted(hybrid.quotas_)
-        self.names_ = feature_names(self.sources_) + (["text_score"] if self._stacked else [])
+        self.columns_ = self._kept_columns()
+        self.names_ = [feature_names(self.sources_)[c] for c in self.columns_] + (["text_score"] if self._stacked else [])
+        examples = [dataclasses.replace(e, features=self._read(e.features)) for e in examples]
+        fit_on, valid = examples[-2], examples[-1]
         self.item_texts_ = [str(t) for t in data.item_texts]
         if self._stacked:
             train = _concat(examples[:-2])
@@ -139,15 +144,8 @@ class PurchaseReranker:
             trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate, min_child_samples=cfg.min_child_samples,
             seed=cfg.seed, objective=cfg.objective,
         ).fit(x, y, x_valid, y_valid, self.names_, groups, groups_valid)
-        if cfg.text and cfg.text_join == "residual":  # the text path learns what the feature model leaves
-            self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, listwise=True, show_progress=self.show_progress)
-            self.text_.fit(_concat(examples[:-2]), valid, base=self._feature_margin)
-        elif cfg.text and cfg.text_join == "joint":  # one network over text and behaviour, every cutoff but the last
-            train = _concat(examples[:-1])
-            rows = train.features[train.candidates.item_ids >= 0]
-            behaviour = BehaviourInput.fit(rows, cold_column=self.names_.index(COLD_FEATURE))
-            self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, behaviour=behaviour, listwise=True,
-                                    show_progress=self.show_progress).fit(train, valid)
+        if cfg.text and not self._stacked:
+            self.text_ = self._joined_text_model(examples)
         shown = valid.candidates.item_ids >= 0
         margin, _ = self._margins(valid.texts, valid.candidates, valid.features, {})
         self.platt_ = fit_platt(margin[shown], valid.labels[shown])
@@ -169,6 +167,34 @@ class PurchaseReranker:
             "fit_seconds_by_stage": {"examples": examples_seconds, "models": time.perf_counter() - start - examples_seconds},
         }
         return self
+
+    def _kept_columns(self) -> np.ndarray:
+        """Indices of the collaborative features the models read (all but ``config.drop_features``)."""
+        names = feature_names(self.sources_)
+        unknown = sorted(set(self.config.drop_features) - set(names))
+        if unknown:
+            raise ValueError(f"drop_features names unknown feature(s) {unknown}; known: {names}")
+        return np.array([i for i, n in enumerate(names) if n not in self.config.drop_features], dtype=np.int64)
+
+    def _read(self, features: np.ndarray) -> np.ndarray:
+        """The kept columns of candidate features (float [n, k, all features])."""
+        return features[..., self.columns_]
+
+    def _joined_text_model(self, examples: list[Examples]) -> TextScorer:
+        """The text model of ``text_join`` ``residual`` (a text path on what the fitted tree
+        model leaves, from the cutoffs before the tree model's) or ``joint`` (one network over
+        text and features, from every cutoff but the last); both listwise, early-stopped on the
+        last cutoff."""
+        cfg, valid = self.config, examples[-1]
+        if cfg.text_join == "residual":
+            scorer = TextScorer(cfg.cross_encoder, self.item_texts_, listwise=True, show_progress=self.show_progress)
+            return scorer.fit(_concat(examples[:-2]), valid, base=self._feature_margin)
+        if COLD_FEATURE not in self.names_:
+            raise ValueError(f"the joint model needs {COLD_FEATURE} (which items were never bought); do not drop it")
+        train = _concat(examples[:-1])
+        behaviour = BehaviourInput.fit(train.features[train.candidates.item_ids >= 0], cold_column=self.names_.index(COLD_FEATURE))
+        scorer = TextScorer(cfg.cross_encoder, self.item_texts_, behaviour=behaviour, listwise=True, show_progress=self.show_progress)
+        return scorer.fit(train, valid)
 
     @property
     def _stacked(self) -> bool:
@@ -267,7 +293,7 @@ class PurchaseReranker:
     def example_probabilities(self, examples: Examples) -> np.ndarray:
         """float64 [n, k] calibrated P(purchase) of labelled candidates, from their own features
         (as of their cutoff; NaN for padding): how a cutoff's lists are scored offline."""
-        margin, _ = self._margins(examples.texts, examples.candidates, examples.features, {})
+        margin, _ = self._margins(examples.texts, examples.candidates, self._read(examples.features), {})
         return self._calibrated(margin)
 
     def _calibrated(self, margin: np.ndarray) -> np.ndarray:
@@ -283,7 +309,7 @@ class PurchaseReranker:
         adds ``why:text_score``; the joint network is one share, ``why:joint_network``."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        features = candidate_features(candidates, users, self.stats_, self.sources_)
+        features = self._read(candidate_features(candidates, users, self.stats_, self.sources_))
         timings["features"] = time.perf_counter() - start
         margin, text = self._margins(texts, candidates, features, timings)
         out = self._calibrated(margin)
@@ -380,9 +406,13 @@ class PurchaseReranker:
             except (KeyError, ValueError) as exc:
                 raise ArtifactError(f"{folder}/reranker.json is not a reranker description: {exc}") from exc
             stats = load_npz(folder / "stats.npz")
+            missing = [f.name for f in _stat_fields() if f.name not in stats]
+            if missing:
+                raise ArtifactError(f"{folder}/stats.npz lacks {missing}: saved by an older ecomrec; refit the reranker")
             reranker.stats_ = CollaborativeStats(**{f.name: stats[f.name] for f in _stat_fields()})
             reranker.model_ = PurchaseModel.load(folder)
             reranker.platt_ = tuple(meta.get("platt", reranker.model_.platt))  # saved before text_join: the tree model's
+            reranker.columns_ = reranker._kept_columns()
             if reranker.config.text:
                 reranker.text_ = TextScorer.load(folder, reranker.config.cross_encoder, reranker.item_texts_)
         return reranker

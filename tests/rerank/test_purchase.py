@@ -75,7 +75,7 @@ def test_candidate_features_by_hand() -> None:
     )
     stats = CollaborativeStats(
         item_buyers=np.array([9.0, 1.0, 4.0]), item_buyers_30d=np.array([1.0, 0.0, 2.0]),
-        user_purchases=np.array([7.0]), user_items=np.array([3.0]),
+        user_purchases=np.array([7.0]), user_items=np.array([3.0]), item_age_days=np.array([40.0, 2.0, NEVER_DAYS]),
     )
     f = candidate_features(candidates, np.array([0]), stats, ["als"])
     row = dict(zip(feature_names(["als"]), f[0, 0]))
@@ -87,4 +87,18 @@ def test_candidate_features_by_hand() -> None:
     second = dict(zip(feature_names(["als"]), f[0, 1]))
     assert second["own_days_log"] == pytest.approx(np.log1p(NEVER_DAYS)) and second["als_found"] == 1
     assert second["als_score"] == pytest.approx(0.9) and second["item_buyers_log"] == pytest.approx(np.log1p(9.0))
+    assert second["item_age_log"] == pytest.approx(np.log1p(40.0)) and row["item_age_log"] == pytest.approx(np.log1p(NEVER_DAYS))
     assert (f[0, 2] == 0).all()  # padding
+
+
+def test_item_age_counts_days_from_the_first_sale_to_the_end_of_the_data(tmp_path) -> None:
+    import pandas as pd
+
+    from ecomrec.datasets import InteractionColumns, from_files
+
+    pd.DataFrame({"user": ["u0", "u1", "u0"], "item": ["i0", "i0", "i1"],
+                  "time": ["2024-01-01 00:00", "2024-01-11 00:00", "2024-01-08 12:00"]}).to_csv(tmp_path / "log.csv", index=False)
+    pd.DataFrame({"item_id": ["i0", "i1", "i2"], "title": ["a", "b", "c"]}).to_csv(tmp_path / "catalog.csv", index=False)
+    data = from_files(tmp_path / "log.csv", tmp_path / "catalog.csv", columns=InteractionColumns("user", "item", "time"))
+    age = CollaborativeStats.of(data).item_age_days
+    np.testing.assert_allclose(age[data.items.index(["i0", "i1", "i2"])], [10.0, 2.5, NEVER_DAYS])

@@ -262,3 +262,19 @@ def test_text_joined_with_behaviour_explains_loads_and_reorders(fitted, join, tm
     loaded = RerankedRetriever.load(tmp_path / "reranked")
     np.testing.assert_array_equal(loaded.candidates(users, 20).item_ids, reranked.candidates(users, 20).item_ids)
     np.testing.assert_allclose(loaded.candidates(users, 20).scores, reranked.candidates(users, 20).scores, rtol=1e-5)
+
+
+def test_dropped_features_are_not_read_and_unknown_names_are_refused(fitted, tmp_path) -> None:
+    split, hybrid, full = fitted
+    config = full.reranker.config.replace(drop_features=("item_age_log", "list_own_share"))
+    assert RerankConfig.from_dict(config.to_dict()) == config
+    ablated = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
+    names = ablated.reranker.names_
+    assert "item_age_log" not in names and "list_own_share" not in names and len(names) == len(full.reranker.names_) - 2
+    assert ablated.reranker.model_.booster.num_feature() == len(names)
+    users = split.users[:20]
+    ablated.save(tmp_path / "ablated")
+    np.testing.assert_array_equal(RerankedRetriever.load(tmp_path / "ablated").candidates(users, 20).item_ids,
+                                  ablated.candidates(users, 20).item_ids)
+    with pytest.raises(ValueError, match="drop_features.*item_agee"):
+        RerankedRetriever(hybrid, PurchaseReranker(config.replace(drop_features=("item_agee",)))).fit(split.history)
