@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ecomrec.config import FusionConfig, HybridConfig, PopularityConfig
+from ecomrec.config import TEXT_SOURCES, FusionConfig, HybridConfig, PopularityConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.retrieval.als import ALSRetriever
 from ecomrec.artifacts import csr_from_arrays, csr_to_arrays
@@ -164,6 +164,7 @@ class HybridRetriever(Retriever):
         """Each source's own candidates for the query (quota each), in its own order."""
         lists: dict[str, Candidates] = {}
         unseen = _plus_seen(query)
+        user_vectors = None  # the text sources share one encoding of the users' histories
         for source, quota in self.quotas_.items():
             model = self.models_[SOURCE_MODEL[source]]
             start = time.perf_counter()
@@ -174,12 +175,16 @@ class HybridRetriever(Retriever):
                 if not len(allow):
                     lists[source] = Candidates.empty(len(query.users), 1)
                     continue
-            sub = Query(query.users, query.history, query.fresh, min(quota, self.n_items), exclude, allow)
-            sub = _rescaled(model, sub)
-            lists[source] = model.own_items(sub) if source == "own" else model.retrieve(sub)
+            sub = _rescaled(model, Query(query.users, query.history, query.fresh, min(quota, self.n_items), exclude, allow))
+            if source in TEXT_SOURCES:
+                if user_vectors is None:
+                    user_vectors = model.encode_queries(model.user_texts(sub.users, sub.history, sub.fresh))
+                    if timings is not None:
+                        timings["bi_encoder:user_encoding"] = time.perf_counter() - start
+                lists[source] = model.candidates_for_vectors(user_vectors, sub.k, exclude=sub.exclude, allow=sub.allow)
+            else:
+                lists[source] = model.own_items(sub) if source == "own" else model.retrieve(sub)
             if timings is not None:
-                if source == "bi_encoder":
-                    timings.update({f"bi_encoder:{k}": v for k, v in getattr(model, "last_timings_", {}).items()})
                 timings[f"search:{source}"] = time.perf_counter() - start
         return lists
 

@@ -41,3 +41,25 @@ def test_a_never_sold_item_like_a_users_history_reaches_their_list() -> None:
         assert np.isin(listed_by_source, hybrid.new_arrivals_).all()  # the source lists new arrivals only
         best = listed_by_source[np.argsort(rank[~np.isnan(rank)])][0]
         assert best in cold and shop.catalog["category"][best] == THEMES[user % 4]  # the user's own theme, never sold
+
+
+@pytest.mark.slow
+def test_the_text_sources_share_one_encoding_of_the_users(monkeypatch) -> None:
+    from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+
+    shop = synthetic(n_users=60, n_items=40, n_clusters=4, purchases_per_user=10, n_cold_items=8, noise=0.0, seed=4)
+    fusion = FusionConfig(quotas={"own": 10, "bi_encoder": 10, "new_arrivals": 10},
+                          weights={"own": 1.0, "bi_encoder": 1.0, "new_arrivals": 1.0}, tune=False)
+    hybrid = HybridRetriever(HybridConfig(bi_encoder=BiEncoderConfig(fine_tune=False, layers=1), fusion=fusion,
+                                          new_arrival_days=1), show_progress=False).fit(shop)
+    users = np.arange(12)
+    bi = hybrid.models_["bi_encoder"]
+    alone = {"bi_encoder": bi.candidates(users, 10, exclude="seen"),
+             "new_arrivals": bi.candidates(users, 10, exclude="seen", allow=hybrid.new_arrivals_)}
+    calls = []
+    encode = BiEncoderRetriever.encode_queries
+    monkeypatch.setattr(BiEncoderRetriever, "encode_queries", lambda self, texts: calls.append(len(texts)) or encode(self, texts))
+    lists = hybrid.source_lists(hybrid._query(users, 10, None, None, None))
+    assert calls == [len(users)]  # once for both sources
+    for source, expected in alone.items():
+        np.testing.assert_array_equal(lists[source].item_ids, expected.item_ids, err_msg=source)
