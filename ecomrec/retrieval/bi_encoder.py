@@ -304,6 +304,11 @@ class BiEncoderRetriever(ScoringRetriever):
         return texts
 
     # ------------------------------------------------------------------ retrieval
+    def query_vectors(self, query: Query) -> np.ndarray:
+        """float32 [n, dim] the query users' behaviour as text, encoded (what :meth:`retrieve`
+        searches with; fusion encodes once for every text source)."""
+        return self.encode_queries(self.user_texts(query.users, query.history, query.fresh))
+
     def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
         return self.candidates_for_texts(
             self.user_texts(query.users, query.history, query.fresh), query.k, exclude=query.exclude, allow=query.allow,

@@ -178,7 +178,7 @@ class HybridRetriever(Retriever):
             sub = _rescaled(model, Query(query.users, query.history, query.fresh, min(quota, self.n_items), exclude, allow))
             if source in TEXT_SOURCES:
                 if user_vectors is None:
-                    user_vectors = model.encode_queries(model.user_texts(sub.users, sub.history, sub.fresh))
+                    user_vectors = model.query_vectors(sub)
                     if timings is not None:
                         timings["bi_encoder:user_encoding"] = time.perf_counter() - start
                 lists[source] = model.candidates_for_vectors(user_vectors, sub.k, exclude=sub.exclude, allow=sub.allow)
@@ -360,12 +360,18 @@ class _FrozenTextSource:
         self.before = before
         self._encoded: tuple[np.ndarray, np.ndarray] | None = None  # the last users asked and their vectors
 
-    def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
+    def query_vectors(self, query: Query) -> np.ndarray:
         # the same users are asked twice in a row (all items, then new items only): encode once
         if self._encoded is None or not np.array_equal(self._encoded[0], query.users):
             texts = self.before.history_texts(query.users, max_items=self.bi.config.history_items, max_chars=self.bi.config.history_chars)
             self._encoded = (np.array(query.users), self.bi.encode_queries(texts))
-        return self.bi.candidates_for_vectors(self._encoded[1], query.k, exclude=query.exclude, allow=query.allow)
+        return self._encoded[1]
+
+    def candidates_for_vectors(self, vectors: np.ndarray, k: int, *, exclude: Any = None, allow: Any = None) -> Candidates:
+        return self.bi.candidates_for_vectors(vectors, k, exclude=exclude, allow=allow)
+
+    def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
+        return self.candidates_for_vectors(self.query_vectors(query), query.k, exclude=query.exclude, allow=query.allow)
 
 
 def _rescaled(model: Any, query: Query) -> Query:
