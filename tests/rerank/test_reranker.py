@@ -48,15 +48,19 @@ def test_reranking_recovers_the_clusters_the_fusion_ignored(fitted) -> None:
 
 
 def test_the_fitted_reranker_proved_itself_on_the_validation_cutoff(fitted) -> None:
+    """Far above the fused order it replaces on both kinds of list; whether it also beats ALS's
+    own order (which knows the clusters too) is for validation to say, and the best is kept."""
     from ecomrec.rerank.reranker import _best_order
 
     reranker = fitted[2].reranker
     check = reranker.training_["validation"]
-    assert check["kept"] and check["reranked_ndcg@10"] > check["fused_ndcg@10"] + 0.1 and not reranker.bypassed
+    assert check["reranked_ndcg@10"] > check["fused_ndcg@10"] + 0.1
     for kind in ("all", "new"):  # each kind of list: the model far above the fused order, and the best order kept
         scores = {n.removesuffix("_ndcg@10"): v for n, v in check["by_list"][kind].items() if n.endswith("_ndcg@10")}
         assert scores["purchase_model"] > scores["fused"] + 0.1 and reranker.orders[kind] == _best_order(scores)
         assert scores[reranker.orders[kind]] == max(scores.values())
+        assert reranker.orders[kind] in ("purchase_model", "source:als")
+    assert check["kept"] == (not reranker.bypassed) == ("purchase_model" in reranker.orders.values())
 
 
 def _in_order(fused, kept: str, head: int) -> np.ndarray:
