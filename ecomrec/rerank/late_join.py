@@ -8,6 +8,9 @@ tokens and their own. Item tokens sit at fixed positions after a fixed user budg
 item's lower-layer states do not depend on the user and can be computed ahead of time.
 
 Per candidate this costs one layer over ~16 item tokens instead of every layer over ~80.
+``joined_layers`` > 1 moves the join down (every joined layer reads the pair's user and item
+tokens together); ``joined_layers == layers`` is a plain full-attention cross-encoder over the
+same tokens, kept to measure what the late join costs in ranking quality.
 """
 
 from __future__ import annotations
@@ -46,13 +49,16 @@ class LateJoinCrossEncoder(nn.Module):
         Token budgets (user context incl. [CLS]/[SEP]; item title incl. its [SEP]).
     n_features
         Extra numeric features joined with the text representation in the head (0 = text only).
+    joined_layers
+        Top layers that read user and item together (1: the late join; ``layers``: full attention).
     pretrained
         Load the base model's weights (True) or only its architecture (False: the weights come
         from a saved state dict next, as when loading a saved reranker).
     """
 
     def __init__(
-        self, base_model: str | None, layers: int, user_tokens: int, item_tokens: int, n_features: int = 0, *, pretrained: bool = True
+        self, base_model: str | None, layers: int, user_tokens: int, item_tokens: int, n_features: int = 0, *,
+        joined_layers: int = 1, pretrained: bool = True,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -66,11 +72,15 @@ class LateJoinCrossEncoder(nn.Module):
         stack = list(bert.encoder.layer)
         if not 2 <= layers <= len(stack):
             raise ValueError(f"layers must be in 2..{len(stack)} (at least one apart and one joined), got {layers}")
+        if not 1 <= joined_layers <= layers:
+            raise ValueError(f"joined_layers must be in 1..{layers}, got {joined_layers}")
         if user_tokens + item_tokens > bert.config.max_position_embeddings:
             raise ValueError("user_tokens + item_tokens exceeds the model's positions")
+        apart = layers - joined_layers
         self.top = stack[layers - 1]
-        bert.encoder.layer = nn.ModuleList(stack[: layers - 1])
-        bert.config.num_hidden_layers = layers - 1
+        self.middle = nn.ModuleList(stack[apart : layers - 1])  # joined layers below the top (full attention)
+        bert.encoder.layer = nn.ModuleList(stack[:apart])
+        bert.config.num_hidden_layers = apart
         self.lower = bert
         self.user_tokens, self.item_tokens = user_tokens, item_tokens
         self.heads = bert.config.num_attention_heads
@@ -82,7 +92,7 @@ class LateJoinCrossEncoder(nn.Module):
         """Write what rebuilding this model needs besides its weights: the BERT config (with
         every kept layer) and the tokenizer files, so a saved model never needs its base model."""
         config = copy.deepcopy(self.lower.config)
-        config.num_hidden_layers = len(self.lower.encoder.layer) + 1  # the joined top layer too
+        config.num_hidden_layers = len(self.lower.encoder.layer) + len(self.middle) + 1  # the joined layers too
         config.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
 
@@ -129,9 +139,14 @@ class LateJoinCrossEncoder(nn.Module):
         """Logits [pairs] for pairs (``users[user_index[p]]``, ``items[item_index[p]]``)."""
         attention, layer = self.top.attention, self.top
         item_h = items.hidden[item_index]  # [P, Li, H]
-        keys = torch.cat([attention.self.key(users.hidden)[user_index], attention.self.key(item_h)], dim=1)
-        values = torch.cat([attention.self.value(users.hidden)[user_index], attention.self.value(item_h)], dim=1)
         mask = torch.cat([users.mask[user_index], items.mask[item_index]], dim=1)  # [P, Lu + Li]
+        if len(self.middle):
+            user_h, item_h = self._read_together(users.hidden[user_index], item_h, mask)
+            keys = torch.cat([attention.self.key(user_h), attention.self.key(item_h)], dim=1)
+            values = torch.cat([attention.self.value(user_h), attention.self.value(item_h)], dim=1)
+        else:  # the late join: user keys and values once per user, not per pair
+            keys = torch.cat([attention.self.key(users.hidden)[user_index], attention.self.key(item_h)], dim=1)
+            values = torch.cat([attention.self.value(users.hidden)[user_index], attention.self.value(item_h)], dim=1)
         query = attention.self.query(item_h)
         context = self._attend(query, keys, values, mask)
         joined = attention.output.LayerNorm(attention.output.dropout(attention.output.dense(context)) + item_h)
@@ -143,6 +158,16 @@ class LateJoinCrossEncoder(nn.Module):
                 raise ValueError(f"this model reads {self.n_features} features per pair; none were given")
             pooled = torch.cat([pooled, features.to(pooled.dtype)], dim=-1)
         return self.head(pooled).squeeze(-1)
+
+    def _read_together(self, user_h: torch.Tensor, item_h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The joined layers below the top over each pair's user and item tokens together."""
+        hidden = torch.cat([user_h, item_h], dim=1)
+        bias = torch.zeros(mask.shape, dtype=hidden.dtype, device=hidden.device)
+        bias = bias.masked_fill(~mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
+        for joined in self.middle:
+            out = joined(hidden, bias)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden[:, : user_h.shape[1]], hidden[:, user_h.shape[1] :]
 
     def _attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pairs, q_len, hidden = query.shape

@@ -61,7 +61,8 @@ class TextScorer:
         cfg = self.config
         base = cfg.base_model if saved is None else str(saved)
         width = self.behaviour.width if self.behaviour is not None else 0
-        return LateJoinCrossEncoder(base, cfg.layers, cfg.user_tokens, cfg.item_tokens, width, pretrained=saved is None)
+        return LateJoinCrossEncoder(base, cfg.layers, cfg.user_tokens, cfg.item_tokens, width, joined_layers=cfg.joined_layers,
+                                    pretrained=saved is None)
 
     # ------------------------------------------------------------------ training
     def fit(self, train: Examples, valid: Examples, base: Callable[[Examples], np.ndarray] | None = None) -> TextScorer:

@@ -51,3 +51,48 @@ def test_budgets_and_layers_are_checked() -> None:
     users = model.encode_users(model.tokenize_users(["mug"]))
     with pytest.raises(ValueError, match="features"):
         model(users, model.encode_items(tokens), torch.tensor([0]), torch.tensor([0]))
+
+
+def test_full_attention_equals_plain_bert_reading_the_pair_together() -> None:
+    """``joined_layers == layers``: every kept layer reads user and item tokens together, exactly
+    as the base BERT over the concatenated pair (same positions and token types)."""
+    from transformers import AutoModel
+
+    from ecomrec.encoders import resolve_model_path
+
+    torch.manual_seed(0)
+    model = LateJoinCrossEncoder(None, layers=3, user_tokens=24, item_tokens=8, joined_layers=3).eval()
+    assert len(model.lower.encoder.layer) == 0 and len(model.middle) == 2
+    plain = AutoModel.from_pretrained(resolve_model_path(None), add_pooling_layer=False).eval()
+    plain.encoder.layer = plain.encoder.layer[:3]
+    user_tokens, item_tokens = model.tokenize_users([USERS[0]]), model.tokenize_items([ITEMS[2]])
+    with torch.inference_mode():
+        logit = model(model.encode_users(user_tokens), model.encode_items(item_tokens), torch.tensor([0]), torch.tensor([0]))
+        n_user, n_item = user_tokens["input_ids"].shape[1], item_tokens["input_ids"].shape[1]
+        hidden = plain(
+            input_ids=torch.cat([user_tokens["input_ids"], item_tokens["input_ids"]], dim=1),
+            attention_mask=torch.cat([user_tokens["attention_mask"], item_tokens["attention_mask"]], dim=1),
+            token_type_ids=torch.cat([torch.zeros(1, n_user), torch.ones(1, n_item)], dim=1).long(),
+            position_ids=torch.cat([torch.arange(n_user), 24 + torch.arange(n_item)])[None],
+        ).last_hidden_state
+        expected = model.head(hidden[:, n_user:].mean(dim=1)).squeeze(-1)
+    assert float(logit) == pytest.approx(float(expected), abs=1e-4)
+    late = LateJoinCrossEncoder(None, layers=3, user_tokens=24, item_tokens=8).eval()
+    late.head.load_state_dict(model.head.state_dict())
+    with torch.inference_mode():  # the late join reads the pair apart below the top: another score
+        apart = late(late.encode_users(user_tokens), late.encode_items(item_tokens), torch.tensor([0]), torch.tensor([0]))
+    assert abs(float(apart) - float(logit)) > 1e-3
+
+
+def test_a_full_attention_scorer_saves_and_loads_with_its_joined_layers(tmp_path) -> None:
+    config = CrossEncoderConfig(layers=2, joined_layers=2, user_tokens=24, item_tokens=8, score_batch=4)
+    torch.manual_seed(0)
+    scorer = TextScorer(config, ITEMS)
+    scorer.device, scorer.model = "cpu", scorer._model().eval()
+    ids = np.array([[0, 2, 1, -1], [3, 1, 0, 2]])
+    scorer.save(tmp_path)
+    loaded = TextScorer.load(tmp_path, config, ITEMS)
+    assert len(loaded.model.middle) == 1
+    np.testing.assert_allclose(loaded.score(USERS, ids), scorer.score(USERS, ids), atol=1e-5)
+    with pytest.raises(ValueError, match="joined_layers"):
+        CrossEncoderConfig(layers=2, joined_layers=3)
