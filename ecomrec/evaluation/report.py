@@ -249,10 +249,25 @@ def origins_markdown(result: dict[str, Any]) -> str:
     for origin, report in origins.items():
         cells = [f"{_fmt(report['results'][m]['all']['ndcg@10'])} / {_fmt(report['results'][m]['new']['ndcg@10'])}" for m in methods]
         lines.append(f"| {origin} | {report['dataset'].get('evaluated_users', 0):,} | " + " | ".join(cells) + " |")
+    lines += _calibration_per_origin(origins)
     lines += ["", f"Pooled over {len(origins)} origins (user-origin pairs):", ""]
     slices = result["pooled"]["slices"]
     compared = list(dict.fromkeys(m for row in slices for m in row["methods"]))
     return "\n".join(lines + slices_markdown(slices, compared)) + "\n"
+
+
+def _calibration_per_origin(origins: dict[str, Any]) -> list[str]:
+    """ECE of each reranker's probabilities per origin (mean predicted / observed purchase rate)."""
+    methods = list(dict.fromkeys(m for report in origins.values() for m in report.get("calibration") or {}))
+    if not methods:
+        return []
+    lines = ["", "**calibration per origin** (ECE on the `all` lists; mean predicted / observed purchase rate)", "",
+             "| origin | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for origin, report in origins.items():
+        cal = report.get("calibration") or {}
+        cells = [f"{cal[m]['ece']:.4f} ({cal[m]['mean_predicted']:.3f} / {cal[m]['observed']:.3f})" if m in cal else "" for m in methods]
+        lines.append(f"| {origin} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _fmt(value: object) -> str:

@@ -40,3 +40,15 @@ def test_each_origin_is_its_own_benchmark_and_the_slices_pool_user_origins() -> 
 def test_no_origin_is_an_error() -> None:
     with pytest.raises(ValueError, match="origin"):
         benchmark_origins(synthetic(seed=0), [], methods=["popularity"])
+
+
+def test_the_origins_report_gives_each_rerankers_calibration_per_origin() -> None:
+    def report(ece: float | None) -> dict:
+        metrics = {"all": {"ndcg@10": 0.3}, "new": {"ndcg@10": 0.1}}
+        calibration = {} if ece is None else {"feature_rerank": {"ece": ece, "mean_predicted": 0.085, "observed": 0.108}}
+        return {"results": {"hybrid": metrics, "feature_rerank": metrics}, "dataset": {"evaluated_users": 10}, "calibration": calibration}
+
+    result = {"origins": {"2011-07-01": report(0.0213), "2011-08-01": report(None)}, "pooled": {"origins": [], "slices": []}}
+    lines = origins_markdown(result).splitlines()
+    assert "| origin | feature_rerank |" in lines
+    assert "| 2011-07-01 | 0.0213 (0.085 / 0.108) |" in lines and "| 2011-08-01 |  |" in lines
