@@ -9,7 +9,10 @@ rerankers over them (``RerankConfig.text`` / ``text_join`` / ``drop_features``):
 * ``stack`` — the cross-encoder's score as one more LightGBM feature (``hybrid_rerank`` today);
 * ``joint`` — one network over (history text, candidate title) and the features, behaviour
   dropout, listwise loss;
-* ``residual`` — the LightGBM margin plus a text path trained on what it leaves (listwise).
+* ``residual`` — the LightGBM margin plus a text path trained on what it leaves (listwise);
+* ``joint_whole``, ``residual_whole`` — the same trained on whole lists (every candidate of a
+  user's list, as the trees read them; ``CrossEncoderConfig.list_size = 0``) instead of sampled
+  16-candidate lists, at the same budget of training pairs.
 
 Each is judged on the last cutoff's lists (the reranker's own validation cutoff, which also
 early-stops and calibrates every variant alike): ndcg@10 on full and new-item lists with
@@ -25,6 +28,8 @@ nothing: summed mean difference ≥ 0 and no interval wholly below zero.
 
     python benchmarks/bench_text_join.py --shop online-retail --data ../shared/data/online-retail
     python benchmarks/bench_text_join.py --shop dunnhumby --data ../shared/data/dunnhumby-sample
+    python benchmarks/bench_text_join.py --data ../shared/data/online-retail --variants features,joint_whole,residual_whole \
+        --output benchmarks/results/bench_text_join_online-retail-whole-lists.json
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import pandas as pd
 
 #: Loader (in ecomrec.datasets) and fixed test start of each shared shop.
 SHOPS = {"online-retail": ("online_retail", "2011-10-01"), "dunnhumby": ("dunnhumby_sample", "2017-10-29")}
+#: Whole lists: two users' lists (~200 pairs) per step, checked every 40 steps (~120 steps in the pair budget).
+WHOLE_LISTS = {"list_size": 0, "users_per_batch": 2, "eval_every": 40}
 #: RerankConfig changes of each variant.
 VARIANTS = {
     "features": {"text": False},
@@ -46,9 +53,19 @@ VARIANTS = {
     "stack": {"text": True, "text_join": "stack"},
     "joint": {"text": True, "text_join": "joint"},
     "residual": {"text": True, "text_join": "residual"},
+    "joint_whole": {"text": True, "text_join": "joint", "cross_encoder": WHOLE_LISTS},
+    "residual_whole": {"text": True, "text_join": "residual", "cross_encoder": WHOLE_LISTS},
 }
 #: Variants judged as text variants against ``features``.
-TEXT_VARIANTS = ("stack", "joint", "residual")
+TEXT_VARIANTS = ("stack", "joint", "residual", "joint_whole", "residual_whole")
+
+
+def variant_config(rerank, name: str):  # type: ignore[no-untyped-def]
+    """``rerank`` with the variant's changes (``cross_encoder``: changes of the text model's config)."""
+    changes = dict(VARIANTS[name])
+    if "cross_encoder" in changes:
+        changes["cross_encoder"] = rerank.cross_encoder.replace(**changes["cross_encoder"])
+    return rerank.replace(**changes)
 
 
 def candidate_stage(data, show_progress: bool):  # type: ignore[no-untyped-def]
@@ -150,7 +167,7 @@ def main() -> None:
     rows = {}
     for name in args.variants.split(","):
         start = time.perf_counter()
-        reranker = PurchaseReranker(rerank.replace(**VARIANTS[name])).fit(data, hybrid, examples)
+        reranker = PurchaseReranker(variant_config(rerank, name)).fit(data, hybrid, examples)
         seconds = time.perf_counter() - start
         out = judged(reranker, valid)
         rows[name] = out.pop("ndcg_rows")

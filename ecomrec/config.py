@@ -501,7 +501,8 @@ class CrossEncoderConfig(ConfigBase):
         never bought before are scored that way.
     list_size
         ``joint`` and ``residual`` train with a listwise loss (softmax cross-entropy over one
-        user's sampled list): each list holds at most this many candidates, positives first.
+        user's sampled list): each list holds at most this many candidates, positives first;
+        0 trains on whole lists (every candidate of each user's list, as the trees read them).
     device, seed
         As elsewhere.
     """
@@ -536,7 +537,7 @@ class CrossEncoderConfig(ConfigBase):
                      "patience", "score_batch"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
         _require(0 <= self.behaviour_dropout < 1, self, "behaviour_dropout", "in [0, 1)", self.behaviour_dropout)
-        _require(self.list_size >= 2, self, "list_size", ">= 2", self.list_size)
+        _require(self.list_size == 0 or self.list_size >= 2, self, "list_size", "0 (whole lists) or >= 2", self.list_size)
         _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
 
 

@@ -136,7 +136,8 @@ class TextScorer:
     def _training_groups(self, train: Examples) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Per user: candidate columns of its positives and ``negatives_per_positive`` sampled
         negatives each, with their labels. Pointwise: a few pairs per group
-        (``pairs_per_user``); listwise: one list per user of at most ``list_size``."""
+        (``pairs_per_user``); listwise: one list per user of at most ``list_size``, or with
+        ``list_size`` 0 the user's whole list (every candidate, as the trees read it)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         groups, total = [], 0
@@ -147,24 +148,33 @@ class TextScorer:
             positives = np.flatnonzero(valid & labels)
             if not len(positives):
                 continue
-            if self.listwise:
-                positives = rng.permutation(positives)[:most_positives]
-            negatives = np.flatnonzero(valid & ~labels)
-            wanted = cfg.negatives_per_positive * len(positives)
-            if self.listwise:
-                wanted = min(wanted, cfg.list_size - len(positives))
-            negatives = rng.choice(negatives, size=min(len(negatives), wanted), replace=False)
-            columns = np.concatenate([positives, negatives])
-            y = np.r_[np.ones(len(positives), bool), np.zeros(len(negatives), bool)]
-            order = rng.permutation(len(columns))
-            size = len(columns) if self.listwise else cfg.pairs_per_user  # pointwise: a few per step
-            for chunk in range(0, len(columns), size):
-                part = order[chunk : chunk + size]
-                groups.append((int(row), columns[part], y[part]))
-            total += len(columns)
+            if self.listwise and cfg.list_size == 0:
+                columns = rng.permutation(np.flatnonzero(valid))
+                added = [(int(row), columns, labels[columns].astype(bool))]
+            else:
+                added = self._sampled_groups(int(row), positives, np.flatnonzero(valid & ~labels), most_positives, rng)
+            groups += added
+            total += sum(len(columns) for _, columns, _ in added)
             if total >= cfg.max_pairs:
                 break
         return groups
+
+    def _sampled_groups(self, row: int, positives: np.ndarray, negatives: np.ndarray, most_positives: int,
+                        rng: np.random.Generator) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """One user's positives with ``negatives_per_positive`` sampled negatives each: one list
+        (listwise, at most ``list_size``) or groups of ``pairs_per_user`` (pointwise)."""
+        cfg = self.config
+        if self.listwise:
+            positives = rng.permutation(positives)[:most_positives]
+        wanted = cfg.negatives_per_positive * len(positives)
+        if self.listwise:
+            wanted = min(wanted, cfg.list_size - len(positives))
+        negatives = rng.choice(negatives, size=min(len(negatives), wanted), replace=False)
+        columns = np.concatenate([positives, negatives])
+        y = np.r_[np.ones(len(positives), bool), np.zeros(len(negatives), bool)]
+        order = rng.permutation(len(columns))
+        size = len(columns) if self.listwise else cfg.pairs_per_user  # pointwise: a few per step
+        return [(row, columns[order[chunk : chunk + size]], y[order[chunk : chunk + size]]) for chunk in range(0, len(columns), size)]
 
     def _valid_ndcg(self, valid: Examples, base: np.ndarray | None = None) -> float:
         self.model.eval()

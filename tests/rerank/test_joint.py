@@ -111,3 +111,23 @@ def test_listwise_loss_by_hand() -> None:
     second = -torch.log_softmax(logits[3:], 0)[0]
     assert float(_listwise_loss(logits, labels, groups)) == pytest.approx(float((first + second) / 2))
     assert float(_listwise_loss(logits, labels * 0, groups)) == 0.0
+
+
+def test_whole_lists_hold_every_candidate_and_sampled_lists_keep_their_cap() -> None:
+    train = _planted(40, 4)
+    train.candidates.item_ids[0, 9:] = -1  # a shorter list (padding)
+    with_positives = {r for r in range(40) if train.labels[r][train.candidates.item_ids[r] >= 0].any()}
+
+    def groups(list_size: int, max_pairs: int = 10_000) -> list:
+        config = CrossEncoderConfig(layers=2, list_size=list_size, max_pairs=max_pairs, negatives_per_positive=1)
+        return TextScorer(config, ITEMS, listwise=True)._training_groups(train)
+
+    whole = groups(0)
+    assert {row for row, _, _ in whole} == with_positives and len(whole) == len(with_positives)
+    for row, columns, labels in whole:
+        assert sorted(columns) == list(np.flatnonzero(train.candidates.item_ids[row] >= 0))
+        np.testing.assert_array_equal(labels, train.labels[row, columns])
+    capped = [len(c) for _, c, _ in groups(0, max_pairs=30)]
+    assert sum(capped) >= 30 > sum(capped[:-1])  # stops at the list that crosses the cap
+    for row, columns, labels in groups(4):  # at most 4 // (1 + 1) positives, one negative each
+        assert 1 <= labels.sum() <= 2 and len(columns) == 2 * labels.sum() and len(set(columns)) == len(columns)
