@@ -1,5 +1,6 @@
 """Vector indexes over item embeddings (FAISS), persisted as self-describing folders."""
 
+from ecomrec.index.sharded import ShardedIndex, shard_of
 from ecomrec.index.vector_index import VectorIndex
 
-__all__ = ["VectorIndex"]
+__all__ = ["ShardedIndex", "VectorIndex", "shard_of"]

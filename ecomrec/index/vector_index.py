@@ -99,16 +99,25 @@ class VectorIndex:
         return f"VectorIndex({self.kind_}, {self.n_items:,} items x {self.dim_}, {self.device})"
 
     # ------------------------------------------------------------------ build
-    def build(self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None) -> VectorIndex:
-        """Index ``vectors`` (float [n, d]) under ``item_ids`` (int [n], default 0..n-1)."""
-        vectors = self._check_vectors(vectors, dim=None)
-        if len(vectors) == 0:
+    def build(
+        self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None, *, trained: VectorIndex | None = None
+    ) -> VectorIndex:
+        """Index ``vectors`` (float [n, d]) under ``item_ids`` (int [n], default 0..n-1).
+
+        ``trained``: an empty index from :meth:`train` whose trained structure (IVF centroids,
+        PQ codebooks) this one copies instead of training its own, so that shards built from one
+        template probe the same lists as a single index would (:class:`ShardedIndex`); with it
+        ``vectors`` may be empty.
+        """
+        vectors = self._check_vectors(vectors, dim=None if trained is None else trained.dim_)
+        if len(vectors) == 0 and trained is None:
             raise ValueError("cannot build an index over an empty catalog (0 vectors)")
         ids = self._check_new_ids(np.arange(len(vectors)) if item_ids is None else item_ids, len(vectors), existing=None)
         start = time.perf_counter()
-        self.dim_ = vectors.shape[1]
-        self.kind_ = self._resolve_kind(*vectors.shape)
-        self._cpu = self._make(self.kind_, vectors)
+        if trained is None:
+            self.train(vectors)
+        else:
+            self._copy_training(trained)
         self._cpu.add_with_ids(vectors, ids)
         self._tombstones = np.zeros(0, np.int64)
         self._set_ids(np.sort(ids))
@@ -116,6 +125,29 @@ class VectorIndex:
         self.build_seconds_ = time.perf_counter() - start
         logger.info("built %r in %.2fs", self, self.build_seconds_)
         return self
+
+    def train(self, vectors: np.ndarray) -> VectorIndex:
+        """Fit the index's structure (IVF centroids, PQ codebooks) on ``vectors`` without adding
+        any: an empty index that :meth:`build` can share (``trained=``). The kind ``auto``
+        resolves on the size of ``vectors``: pass the whole catalog (or a sample of it)."""
+        vectors = self._check_vectors(vectors, dim=None)
+        if len(vectors) == 0:
+            raise ValueError("cannot train an index on 0 vectors")
+        self.dim_ = vectors.shape[1]
+        self.kind_ = self._resolve_kind(*vectors.shape)
+        self._cpu = self._make(self.kind_, vectors)
+        self._tombstones = np.zeros(0, np.int64)
+        self._set_ids(np.zeros(0, np.int64))
+        return self
+
+    def _copy_training(self, trained: VectorIndex) -> None:
+        trained._check_built()
+        if trained._cpu.ntotal:
+            raise ValueError("trained= takes an empty index from VectorIndex.train, not one holding items")
+        self._cpu = _faiss().clone_index(trained._cpu)
+        self.kind_, self.dim_, self.nlist_, self.nprobe_ = trained.kind_, trained.dim_, trained.nlist_, trained.nprobe_
+        self.ef_search_ = trained.ef_search_
+        self._tombstones = np.zeros(0, np.int64)
 
     def _resolve_kind(self, n: int, dim: int) -> str:
         kind = self.config.kind
@@ -203,6 +235,7 @@ class VectorIndex:
         *,
         exclude: np.ndarray | list[int] | sp.spmatrix | list[np.ndarray] | None = None,
         allow: np.ndarray | list[int] | None = None,
+        exhaustive: str = "short",
     ) -> Candidates:
         """Top ``k`` items by inner product for each query.
 
@@ -217,6 +250,10 @@ class VectorIndex:
             columns are item ids, or a list of n id arrays.
         allow
             When given, only these item ids can be returned.
+        exhaustive
+            ``short``: a row the approximate search leaves short of ``k`` qualifying items is
+            searched again over every item; ``never``: not (a :class:`ShardedIndex` decides
+            after merging its shards); ``always``: every row over every item.
 
         Returns
         -------
@@ -225,35 +262,60 @@ class VectorIndex:
         """
         self._check_built()
         _check_k(k)
+        if exhaustive not in ("short", "never", "always"):
+            raise ValueError(f"exhaustive must be short, never or always, got {exhaustive!r}")
         queries = self._check_vectors(queries, dim=self.dim_)
         n = len(queries)
-        global_excl, per_row = _split_exclude(exclude, n)
-        global_excl = np.union1d(global_excl, self._tombstones) if len(self._tombstones) else global_excl
-        allow_ids = None if allow is None else np.unique(np.asarray(allow, dtype=np.int64))
-        qualifies = self._qualifying(global_excl, allow_ids)  # bool over ids 0..max_id
-        n_live = int(qualifies.sum()) if qualifies is not self._live else self.n_items
+        global_excl, allow_ids, qualifies, row_excl = self._filters(n, exclude, allow)
+        wanted = np.minimum(k, self._counts(qualifies, row_excl, n))
         out = Candidates.empty(n, k)
-        if n == 0 or n_live == 0:
+        if n == 0 or not wanted.any():
             return out
-        row_excl = None
-        if per_row is not None:
-            row_excl = [r[qualifies[np.clip(r, 0, len(qualifies) - 1)] & (r >= 0) & (r < len(qualifies))] for r in per_row]
-        extra = max((len(r) for r in row_excl), default=0) if row_excl is not None else 0
-        fetch = min(k + extra, n_live)
-        scores, ids = self._search_raw(queries, fetch, global_excl, allow_ids)
+        if exhaustive != "always":
+            extra = max((len(r) for r in row_excl), default=0) if row_excl is not None else 0
+            scores, ids = self._search_raw(queries, min(k + extra, int(qualifies.sum())), global_excl, allow_ids)
         for row in range(n):
-            keep = ids[row] >= 0
-            if row_excl is not None and len(row_excl[row]):
-                keep &= ~np.isin(ids[row], row_excl[row])
-            got_ids, got_scores = ids[row][keep][:k], scores[row][keep][:k]
-            wanted = min(k, n_live - (len(row_excl[row]) if row_excl is not None else 0))
-            if len(got_ids) < wanted:  # ANN came back short: search this row alone, exclusions inside
+            got_ids, got_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+            if exhaustive != "always":
+                keep = ids[row] >= 0
+                if row_excl is not None and len(row_excl[row]):
+                    keep &= ~np.isin(ids[row], row_excl[row])
+                got_ids, got_scores = ids[row][keep][:k], scores[row][keep][:k]
+            if exhaustive == "always" or (exhaustive == "short" and len(got_ids) < wanted[row]):
                 excl = np.union1d(global_excl, row_excl[row]) if row_excl is not None else global_excl
                 got_ids, got_scores = self._search_row_exhaustively(queries[row], k, excl, allow_ids, qualifies)
             order = np.lexsort((got_ids, -got_scores))  # ties by lower id, as exact top-k does
             out.item_ids[row, : len(got_ids)] = got_ids[order]
             out.scores[row, : len(got_ids)] = got_scores[order]
         return out
+
+    def qualifying(
+        self, n_queries: int, *, exclude: np.ndarray | list[int] | sp.spmatrix | list[np.ndarray] | None = None,
+        allow: np.ndarray | list[int] | None = None,
+    ) -> np.ndarray:
+        """int64 [n_queries]: items each query may get back under these filters."""
+        self._check_built()
+        _, _, qualifies, row_excl = self._filters(n_queries, exclude, allow)
+        return self._counts(qualifies, row_excl, n_queries)
+
+    def _filters(self, n: int, exclude: object, allow: object) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[np.ndarray] | None]:
+        """(ids excluded for all, allowed ids or None, bool over ids that qualify, per-row
+        excluded ids that would otherwise qualify or None)."""
+        global_excl, per_row = _split_exclude(exclude, n)
+        global_excl = np.union1d(global_excl, self._tombstones) if len(self._tombstones) else global_excl
+        allow_ids = None if allow is None else np.unique(np.asarray(allow, dtype=np.int64))
+        qualifies = self._qualifying(global_excl, allow_ids)  # bool over ids 0..max_id
+        row_excl = None
+        if per_row is not None:
+            row_excl = [r[qualifies[np.clip(r, 0, len(qualifies) - 1)] & (r >= 0) & (r < len(qualifies))] for r in per_row]
+        return global_excl, allow_ids, qualifies, row_excl
+
+    @staticmethod
+    def _counts(qualifies: np.ndarray, row_excl: list[np.ndarray] | None, n: int) -> np.ndarray:
+        total = int(qualifies.sum())
+        if row_excl is None:
+            return np.full(n, total, dtype=np.int64)
+        return total - np.array([len(r) for r in row_excl], dtype=np.int64)
 
     def _search_row_exhaustively(
         self, query: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, qualifies: np.ndarray
