@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from ecomrec.artifacts import manifest_config, open_artifact, write_artifact
 from ecomrec.candidates import Candidates
 from ecomrec.config import IndexConfig
 from ecomrec.data.idmap import ON_UNKNOWN
 from ecomrec.exceptions import ArtifactError, NotFittedError, UnknownIdError
-from ecomrec.index.vector_index import VectorIndex, _split_exclude
+from ecomrec.index.vector_index import Exclude, VectorIndex, _split_exclude
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: ids spread evenly whatever their pattern
 
@@ -122,7 +121,7 @@ class ShardedIndex:
         queries: np.ndarray,
         k: int,
         *,
-        exclude: np.ndarray | list[int] | sp.spmatrix | list[np.ndarray] | None = None,
+        exclude: Exclude = None,
         allow: np.ndarray | list[int] | None = None,
     ) -> Candidates:
         """Top ``k`` items by inner product over every shard (see :meth:`VectorIndex.search`).

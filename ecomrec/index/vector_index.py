@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 INDEX_FILE = "index.faiss"
 #: Compact an index that cannot delete natively (HNSW) once this share of it is tombstones.
 COMPACT_AT = 0.25
+#: ``exclude`` of a search: ids excluded for every query, or per query (CSR rows or id arrays).
+Exclude = np.ndarray | list[int] | sp.spmatrix | list[np.ndarray] | None
 #: A graph search that comes back short is redone exactly when at most this many items qualify.
 EXHAUSTIVE_MAX = 200_000
 
@@ -233,7 +235,7 @@ class VectorIndex:
         queries: np.ndarray,
         k: int,
         *,
-        exclude: np.ndarray | list[int] | sp.spmatrix | list[np.ndarray] | None = None,
+        exclude: Exclude = None,
         allow: np.ndarray | list[int] | None = None,
         exhaustive: str = "short",
     ) -> Candidates:
@@ -290,7 +292,7 @@ class VectorIndex:
         return out
 
     def qualifying(
-        self, n_queries: int, *, exclude: np.ndarray | list[int] | sp.spmatrix | list[np.ndarray] | None = None,
+        self, n_queries: int, *, exclude: Exclude = None,
         allow: np.ndarray | list[int] | None = None,
     ) -> np.ndarray:
         """int64 [n_queries]: items each query may get back under these filters."""
