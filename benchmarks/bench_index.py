@@ -9,6 +9,8 @@ Everything in one process, so speed-ups are ratios to the flat index of the same
 
     python benchmarks/bench_index.py --sizes 100000,1000000 --dims 64,384 \
         --output benchmarks/results/bench_index.json
+    python benchmarks/bench_index.py --sizes 1000000 --dims 384 --kinds ivf_flat,ivf_pq,ivf_pq+refine,ivf_sq8 \
+        --output benchmarks/results/bench_index_1m_384.json
 """
 
 from __future__ import annotations
@@ -30,8 +32,21 @@ from ecomrec.index import VectorIndex
 SWEEPS = {
     "ivf_flat": ("nprobe", [8, 16, 32, 64, 128, 256]),
     "ivf_pq": ("nprobe", [16, 64, 128, 256]),
+    "ivf_pq+refine": ("nprobe", [16, 64, 128, 256]),
+    "ivf_sq8": ("nprobe", [16, 32, 64, 128, 256]),
     "hnsw": ("ef_search", [64, 128, 256, 512]),
 }
+
+
+def kind_config(name: str, refine: int) -> IndexConfig:
+    """``ivf_pq+refine``: IVF-PQ whose shortlist of ``refine × k`` is re-scored exactly."""
+    kind, _, refined = name.partition("+")
+    return IndexConfig(kind=kind, refine=refine if refined else 0, device="cpu")
+
+
+def index_bytes(index: VectorIndex) -> int:
+    """Serialized size of the index and of its re-scoring copies, if any."""
+    return sum(len(faiss.serialize_index(part)) for part in (index._cpu, index._refine) if part is not None)
 
 
 def embedding_like(n: int, d: int, seed: int, latent: int, clusters: int, rng: np.random.Generator) -> np.ndarray:
@@ -68,7 +83,7 @@ def measure(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, single: 
     }
 
 
-def run(n: int, d: int, n_queries: int, single: int, kinds: list[str], seed: int, latent: int) -> dict:
+def run(n: int, d: int, n_queries: int, single: int, kinds: list[str], seed: int, latent: int, refine: int) -> dict:
     clusters = max(100, n // 1000)
     vectors = embedding_like(n, d, seed, latent, clusters, np.random.default_rng(seed + 1))
     queries = embedding_like(n_queries, d, seed, latent, clusters, np.random.default_rng(seed + 2))
@@ -81,8 +96,8 @@ def run(n: int, d: int, n_queries: int, single: int, kinds: list[str], seed: int
     del flat
     gc.collect()
     for kind in kinds:
-        index = VectorIndex(IndexConfig(kind=kind, device="cpu")).build(vectors)
-        size = len(faiss.serialize_index(index._cpu))
+        index = VectorIndex(kind_config(kind, refine)).build(vectors)
+        size = index_bytes(index)
         name, values = SWEEPS[kind]
         default = index.nprobe_ if name == "nprobe" else index.ef_search_
         points = []
@@ -102,10 +117,11 @@ def run(n: int, d: int, n_queries: int, single: int, kinds: list[str], seed: int
         result["kinds"][kind] = {
             "build_seconds": index.build_seconds_,
             "bytes": size,
+            "bytes_per_vector": size / n,
             "nlist": index.nlist_,
             "points": points,
         }
-        print(f"n={n:,} d={d} {kind}: built in {index.build_seconds_:.1f}s, {size / 2**20:.0f} MiB", flush=True)
+        print(f"n={n:,} d={d} {kind}: built in {index.build_seconds_:.1f}s, {size / 2**20:.0f} MiB ({size / n:.0f} B/vector)", flush=True)
         del index
         gc.collect()
     return result
@@ -120,8 +136,8 @@ def to_markdown(payload: dict) -> str:
             f"**{run_['n']:,} x {run_['dim']}** (flat: single-query p50 {flat['single_ms']['p50']:.2f} ms, "
             f"{flat['batch_qps']:,.0f} queries/s in batch)",
             "",
-            "| kind | setting | recall@10 | recall@100 | p50 ms | p95 ms | p99 ms | x flat (p50) | batch q/s | build s | size MiB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| kind | setting | recall@10 | recall@100 | p50 ms | p95 ms | p99 ms | x flat (p50) | batch q/s | build s | size MiB | B/vector |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for kind, info in run_["kinds"].items():
             if kind == "flat":
@@ -133,7 +149,8 @@ def to_markdown(payload: dict) -> str:
                 lines.append(
                     f"| {kind} | {name}={value}{mark} | {point['recall@10']:.3f} | {point['recall@100']:.3f} | "
                     f"{ms['p50']:.2f} | {ms['p95']:.2f} | {ms['p99']:.2f} | {point['speedup_vs_flat_p50']:.0f} | "
-                    f"{point['batch_qps']:,.0f} | {info['build_seconds']:.1f} | {info['bytes'] / 2**20:,.0f} |"
+                    f"{point['batch_qps']:,.0f} | {info['build_seconds']:.1f} | {info['bytes'] / 2**20:,.0f} | "
+                    f"{info['bytes'] / run_['n']:,.0f} |"
                 )
         lines.append("")
     return "\n".join(lines)
@@ -143,7 +160,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--dims", default="64,384")
-    parser.add_argument("--kinds", default="ivf_flat,hnsw,ivf_pq")
+    parser.add_argument("--kinds", default="ivf_flat,hnsw,ivf_pq,ivf_pq+refine,ivf_sq8")
+    parser.add_argument("--refine", type=int, default=4, help="shortlist factor of ivf_pq+refine")
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall and batch throughput")
     parser.add_argument("--single", type=int, default=200, help="queries timed one at a time")
     parser.add_argument("--seed", type=int, default=0)
@@ -157,7 +175,7 @@ def main() -> None:
     runs = []
     for n in [int(x) for x in args.sizes.split(",")]:
         for d in [int(x) for x in args.dims.split(",")]:
-            runs.append(run(n, d, args.queries, args.single, args.kinds.split(","), args.seed, args.latent))
+            runs.append(run(n, d, args.queries, args.single, args.kinds.split(","), args.seed, args.latent, args.refine))
             out = Path(args.output)
             out.parent.mkdir(parents=True, exist_ok=True)
             payload = {"environment": environment(), "faiss_threads": faiss.omp_get_max_threads(), "runs": runs}

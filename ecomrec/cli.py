@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ecomrec import __version__
+from ecomrec.config import INDEX_KINDS
 from ecomrec.exceptions import ArtifactError, EcomrecError, UnknownIdError
 
 logger = logging.getLogger("ecomrec")
@@ -143,7 +144,7 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     rebuild.add_argument("--item-column", default="item_id", help="catalog column holding item ids (default item_id)")
     rebuild.add_argument("--text-column", default="title", help="catalog column holding titles, with --engine (default title)")
     rebuild.add_argument("--category-column", help="catalog column holding categories (search filters), with --engine")
-    rebuild.add_argument("--kind", choices=("auto", "flat", "ivf_flat", "hnsw", "ivf_pq"), help="with --model: index kind")
+    rebuild.add_argument("--kind", choices=INDEX_KINDS, help="with --model: index kind")
     rebuild.add_argument("--output", help="with --model: index folder to write, e.g. indexes/als")
     rebuild.set_defaults(run=_index_rebuild)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 C = TypeVar("C", bound="ConfigBase")
 
 WEIGHTINGS = ("binary", "counts", "log", "quantity")
-INDEX_KINDS = ("auto", "flat", "ivf_flat", "hnsw", "ivf_pq")
+INDEX_KINDS = ("auto", "flat", "ivf_flat", "hnsw", "ivf_pq", "ivf_sq8")
 DEVICES = ("auto", "cpu", "cuda")
 #: How the reranker joins BERT's reading of the text with the collaborative features (RerankConfig.text_join).
 TEXT_JOINS = ("stack", "joint", "residual")
@@ -169,7 +169,8 @@ class IndexConfig(ConfigBase):
     Attributes
     ----------
     kind
-        ``flat`` (exact), ``ivf_flat``, ``hnsw``, ``ivf_pq``, or ``auto``: exact while
+        ``flat`` (exact), ``ivf_flat``, ``hnsw``, ``ivf_pq`` (product-quantised codes),
+        ``ivf_sq8`` (8-bit scalar-quantised: a quarter of the float32 size), or ``auto``: exact while
         items × dimension stays below ``exact_max_floats``, else ``auto_kind``.
     exact_max_floats
         Largest items × dimension searched exactly by ``auto``. Measured here a flat search
@@ -188,6 +189,11 @@ class IndexConfig(ConfigBase):
     pq_m, pq_bits
         IVF-PQ sub-quantizers (0 = the largest divisor of the dimension up to dimension / 8)
         and bits per code.
+    refine
+        Compressed kinds (``ivf_pq``, ``ivf_sq8``): fetch ``refine × k`` candidates and
+        re-score them exactly from a float16 copy of the vectors (2 bytes per dimension more
+        per item), the FAISS "refine" recipe for recall at scale; 0 = off. Other kinds hold
+        exact vectors already and ignore it.
     train_size
         Vectors sampled to train IVF / PQ (0 = ``64 * nlist``, at most all).
     device
@@ -206,11 +212,13 @@ class IndexConfig(ConfigBase):
     ef_search: int = 128
     pq_m: int = 0
     pq_bits: int = 8
+    refine: int = 0
     train_size: int = 0
     device: str = "auto"
     seed: int = 0
 
     def validate(self) -> None:
+        _require(self.refine >= 0, self, "refine", ">= 0", self.refine)
         _require(self.kind in INDEX_KINDS, self, "kind", f"one of {INDEX_KINDS}", self.kind)
         _require(self.auto_kind in INDEX_KINDS[2:], self, "auto_kind", f"one of {INDEX_KINDS[2:]}", self.auto_kind)
         for name in ("exact_max_floats", "nlist", "nprobe", "pq_m", "train_size"):

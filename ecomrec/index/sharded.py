@@ -7,6 +7,9 @@ in every shard as in one index over all items, so the merged top k is the single
 own tests/test_meta_index.py asserts the same of its ``IndexShards``). Shards trained apart
 cluster differently and return other items.
 
+With ``IndexConfig.refine`` each shard re-scores its own shortlist of ``refine × k``, so the
+merged list re-scores a superset of what one index would: at least as close to exact search.
+
 Items go to shard ``shard_of(item_id, S)`` (a fixed hash of the id), so a catalog change touches
 only the shards of the items that changed.
 """

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from ecomrec.config import IndexConfig
 from ecomrec.exceptions import ArtifactError, IndexRecallError, IndexRecallWarning
-from ecomrec.index.vector_index import VectorIndex
+from ecomrec.index.vector_index import IVF_KINDS, VectorIndex
 from ecomrec.metrics import hits, recall
 
 #: Least recall@10 against exact search that an approximate index must reach to be swapped in.
@@ -68,7 +68,7 @@ def build_checked(config: IndexConfig, vectors: np.ndarray, item_ids: np.ndarray
             if index.kind_ == "flat":
                 raise
             shortfall = str(error).replace(": not swapped in", "")
-            if index.kind_ in ("ivf_flat", "ivf_pq") and index.nprobe_ < index.nlist_:
+            if index.kind_ in IVF_KINDS and index.nprobe_ < index.nlist_:
                 wider = min(index.nlist_, index.nprobe_ * 4)
                 warnings.warn(f"{shortfall}; probing {wider} of {index.nlist_} lists instead of {index.nprobe_}", IndexRecallWarning, stacklevel=2)
                 index.set_search(nprobe=wider)

@@ -32,6 +32,11 @@ from ecomrec.candidates import Candidates
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
+#: Kinds searched through inverted lists (nprobe applies).
+IVF_KINDS = ("ivf_flat", "ivf_pq", "ivf_sq8")
+#: Kinds that keep compressed codes, not the vectors: IndexConfig.refine re-scores their shortlists.
+COMPRESSED_KINDS = ("ivf_pq", "ivf_sq8")
+REFINE_FILE = "refine.faiss"
 #: Compact an index that cannot delete natively (HNSW) once this share of it is tombstones.
 COMPACT_AT = 0.25
 #: ``exclude`` of a search: ids excluded for every query, or per query (CSR rows or id arrays).
@@ -64,6 +69,7 @@ class VectorIndex:
         self.config = config if config is not None else IndexConfig(**kwargs)
         self._cpu: Any = None
         self._gpu: Any = None
+        self._refine: Any = None  # float16 copies of compressed kinds' vectors (IndexConfig.refine)
         self._ids = np.zeros(0, np.int64)
         self._live = np.zeros(0, bool)
         self._tombstones = np.zeros(0, np.int64)
@@ -121,6 +127,8 @@ class VectorIndex:
         else:
             self._copy_training(trained)
         self._cpu.add_with_ids(vectors, ids)
+        if self._refine is not None:
+            self._refine.add_with_ids(vectors, ids)
         self._tombstones = np.zeros(0, np.int64)
         self._set_ids(np.sort(ids))
         self._to_device()
@@ -138,6 +146,10 @@ class VectorIndex:
         self.dim_ = vectors.shape[1]
         self.kind_ = self._resolve_kind(*vectors.shape)
         self._cpu = self._make(self.kind_, vectors)
+        self._refine = None
+        if self.config.refine and self.kind_ in COMPRESSED_KINDS:
+            faiss = _faiss()
+            self._refine = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(self.dim_, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT))
         self._tombstones = np.zeros(0, np.int64)
         self._set_ids(np.zeros(0, np.int64))
         return self
@@ -147,6 +159,7 @@ class VectorIndex:
         if trained._cpu.ntotal:
             raise ValueError("trained= takes an empty index from VectorIndex.train, not one holding items")
         self._cpu = _faiss().clone_index(trained._cpu)
+        self._refine = None if trained._refine is None else _faiss().clone_index(trained._refine)
         self.kind_, self.dim_, self.nlist_, self.nprobe_ = trained.kind_, trained.dim_, trained.nlist_, trained.nprobe_
         self.ef_search_ = trained.ef_search_
         self._tombstones = np.zeros(0, np.int64)
@@ -176,6 +189,8 @@ class VectorIndex:
         quantizer = faiss.IndexFlatIP(d)
         if kind == "ivf_flat":
             index = faiss.IndexIVFFlat(quantizer, d, nlist, ip)
+        elif kind == "ivf_sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, ip)
         else:
             m = cfg.pq_m or max(x for x in range(1, max(1, d // 8) + 1) if d % x == 0)
             if d % m:
@@ -218,7 +233,7 @@ class VectorIndex:
         """Change the recall/latency operating point without rebuilding (IVF lists probed, HNSW beam)."""
         self._check_built()
         if nprobe is not None:
-            if self.kind_ not in ("ivf_flat", "ivf_pq") or not 1 <= nprobe <= self.nlist_:
+            if self.kind_ not in IVF_KINDS or not 1 <= nprobe <= self.nlist_:
                 raise ValueError(f"nprobe applies to IVF indexes, 1..{self.nlist_}; this is {self.kind_}")
             self.nprobe_ = int(nprobe)
             for index in (self._cpu, self._gpu):  # unfiltered GPU searches read the clone's own setting
@@ -349,6 +364,14 @@ class VectorIndex:
         self, queries: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, *, exact_fallback: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search → (scores float32 [n, k], ids int64 [n, k], -1 where nothing was found)."""
+        if self._refine is not None:
+            scores, ids = self._search_base(queries, k * self.config.refine, exclude, allow, exact_fallback)
+            return self._rescore(queries, ids, k)
+        return self._search_base(queries, k, exclude, allow, exact_fallback)
+
+    def _search_base(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, exact_fallback: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
         filtered = len(exclude) > 0 or allow is not None
         if self._gpu is not None and not filtered:
@@ -363,12 +386,24 @@ class VectorIndex:
         scores, ids = self._cpu.search(queries, k, params=params)
         return scores, ids
 
+    def _rescore(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The shortlist ``ids`` [n, m] re-scored from the float16 copies: the top ``k`` per row."""
+        found = ids >= 0
+        unique, where = np.unique(ids[found], return_inverse=True)
+        exact = np.full(ids.shape, -np.inf, dtype=np.float32)
+        if len(unique):
+            vectors = self._refine.reconstruct_batch(unique)
+            rows = np.nonzero(found)[0]
+            exact[found] = np.einsum("ij,ij->i", queries[rows], vectors[where])
+        order = np.lexsort((np.where(found, ids, np.iinfo(np.int64).max), -exact), axis=-1)[:, :k]
+        return np.take_along_axis(exact, order, axis=1), np.take_along_axis(np.where(found, ids, -1), order, axis=1)
+
     def _params(self, selector: Any, k: int, wide: bool) -> Any:
         faiss = _faiss()
         if self.kind_ == "hnsw":
             ef = max(self.ef_search_, k) * (4 if wide else 1)
             return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
-        if self.kind_ in ("ivf_flat", "ivf_pq"):
+        if self.kind_ in IVF_KINDS:
             nprobe = self.nlist_ if wide else self.nprobe_
             return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         return faiss.SearchParameters(sel=selector) if selector is not None else None
@@ -383,6 +418,8 @@ class VectorIndex:
             self.compact()  # the graph still holds the removed copy of a re-added id
         if len(ids):
             self._cpu.add_with_ids(vectors, ids)
+            if self._refine is not None:
+                self._refine.add_with_ids(vectors, ids)
             self._set_ids(np.union1d(self._ids, ids))
             self._to_device()
 
@@ -404,6 +441,8 @@ class VectorIndex:
             return 0
         try:
             self._cpu.remove_ids(_faiss().IDSelectorBatch(ids))
+            if self._refine is not None:
+                self._refine.remove_ids(_faiss().IDSelectorBatch(ids))
         except RuntimeError:  # HNSW cannot delete: hide the items, compact when they pile up
             self._tombstones = np.union1d(self._tombstones, ids)
         self._set_ids(np.setdiff1d(self._ids, ids, assume_unique=True))
@@ -435,6 +474,8 @@ class VectorIndex:
 
         def write(folder: Path) -> None:
             faiss.write_index(self._cpu, str(folder / INDEX_FILE))
+            if self._refine is not None:
+                faiss.write_index(self._refine, str(folder / REFINE_FILE))
             np.savez(folder / "ids.npz", ids=self._ids, tombstones=self._tombstones)
             if items is not None:
                 items.save(folder / "items.json")
@@ -475,6 +516,8 @@ class VectorIndex:
                 index._cpu = _faiss().read_index(str(folder / INDEX_FILE))
             except RuntimeError as exc:
                 raise ArtifactError(f"{folder / INDEX_FILE} is not a readable FAISS index: {exc}") from exc
+            if (folder / REFINE_FILE).is_file():
+                index._refine = _faiss().read_index(str(folder / REFINE_FILE))
             arrays = load_npz(folder / "ids.npz")
             index._tombstones = arrays["tombstones"]
             index._set_ids(arrays["ids"])
