@@ -1,0 +1,127 @@
+"""Item embeddings on disk as Parquet: the contract between encoding and index building.
+
+A store is a folder of ``part-NNNNN.parquet`` files, one per partition (``shard_of(item_id)``
+over the item ids' hash), each with the columns ``item_id`` (string), ``text_hash`` (string:
+``encoders.text_hashes`` of the title that was encoded) and ``vector`` (fixed-size list of float32), and the
+model fingerprint and dimension in the file's schema metadata. Any Parquet reader (pyarrow,
+DuckDB, polars) reads it without ecomrec.
+
+A rebuild asks :meth:`EmbeddingStore.missing` which (item, title) pairs have no vector for this
+model, encodes only those, and :meth:`EmbeddingStore.put` rewrites the touched partitions
+(each written to a temporary file, then renamed over the old one: a reader sees the old or the
+new partition, never half of one). Partitions no item of a change falls in are not touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ecomrec.encoders import text_hashes
+from ecomrec.exceptions import ArtifactError
+
+MODEL_KEY = b"ecomrec.model"
+DIM_KEY = b"ecomrec.dim"
+
+
+class EmbeddingStore:
+    """Vectors of one model, keyed by (item id, title digest), in ``partitions`` Parquet files.
+
+    Raises
+    ------
+    ArtifactError
+        A file in ``folder`` holds another model's vectors or another dimension.
+    """
+
+    def __init__(self, folder: str | Path, *, model: str, dim: int, partitions: int = 16) -> None:
+        if dim <= 0 or partitions <= 0:
+            raise ValueError(f"dim and partitions must be positive, got {dim} and {partitions}")
+        self.folder, self.model, self.dim, self.partitions = Path(folder), str(model), int(dim), int(partitions)
+
+    def _path(self, partition: int) -> Path:
+        return self.folder / f"part-{partition:05d}.parquet"
+
+    def partition_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """int [n]: each item's partition (a fixed hash of the id string)."""
+        from ecomrec.index.sharded import shard_of
+
+        keys = np.asarray([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little") >> 1
+                           for i in item_ids], dtype=np.int64)
+        return shard_of(keys, self.partitions).astype(np.int64)
+
+    # ------------------------------------------------------------------ reading
+    def read_partition(self, partition: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item ids, title digests, float32 [n, dim] vectors) of one partition (empty if absent)."""
+        import pyarrow.parquet as pq
+
+        path = self._path(partition)
+        if not path.is_file():
+            return np.zeros(0, object), np.zeros(0, object), np.zeros((0, self.dim), np.float32)
+        table = pq.read_table(path)
+        meta = table.schema.metadata or {}
+        if meta.get(MODEL_KEY, b"").decode() != self.model or int(meta.get(DIM_KEY, b"0")) != self.dim:
+            raise ArtifactError(
+                f"{path} holds vectors of model {meta.get(MODEL_KEY, b'?').decode()} (dim {meta.get(DIM_KEY, b'?').decode()}), "
+                f"not {self.model} (dim {self.dim}): give each model its own store folder"
+            )
+        flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+        return (np.asarray(table.column("item_id").to_pylist(), dtype=object), np.asarray(table.column("text_hash").to_pylist(), dtype=object),
+                flat.astype(np.float32).reshape(-1, self.dim))
+
+    def get(self, item_ids: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 [n, dim] vectors, bool [n] found): the stored vector of each (item, title);
+        rows not found are zeros."""
+        ids, digests = [str(i) for i in item_ids], text_hashes(list(texts)).astype(object)
+        out, found = np.zeros((len(ids), self.dim), np.float32), np.zeros(len(ids), bool)
+        parts = self.partition_of(ids)
+        for partition in np.unique(parts):
+            stored_ids, stored_digests, vectors = self.read_partition(int(partition))
+            row_of = {(i, d): r for r, (i, d) in enumerate(zip(stored_ids, stored_digests))}
+            for row in np.flatnonzero(parts == partition):
+                hit = row_of.get((ids[row], digests[row]))
+                if hit is not None:
+                    out[row], found[row] = vectors[hit], True
+        return out, found
+
+    def missing(self, item_ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        """Positions of the (item, title) pairs without a vector for this model: what to encode."""
+        return np.flatnonzero(~self.get(item_ids, texts)[1])
+
+    # ------------------------------------------------------------------ writing
+    def put(self, item_ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> list[int]:
+        """Store vectors (replacing an item's earlier one); returns the partitions rewritten."""
+        ids, digests = [str(i) for i in item_ids], text_hashes(list(texts)).astype(object)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"vectors must be [{len(ids)}, {self.dim}], got {vectors.shape}")
+        if len(set(ids)) != len(ids):
+            raise ValueError("item_ids must be distinct")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        parts = self.partition_of(ids)
+        written = []
+        for partition in np.unique(parts):
+            rows = np.flatnonzero(parts == partition)
+            old_ids, old_digests, old_vectors = self.read_partition(int(partition))
+            keep = ~np.isin(old_ids, [ids[r] for r in rows])
+            self._write(int(partition), np.concatenate([old_ids[keep], np.asarray([ids[r] for r in rows], dtype=object)]),
+                        np.concatenate([old_digests[keep], digests[rows]]), np.vstack([old_vectors[keep], vectors[rows]]))
+            written.append(int(partition))
+        return written
+
+    def _write(self, partition: int, ids: np.ndarray, digests: np.ndarray, vectors: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        order = np.argsort(ids.astype(str), kind="stable")  # the same content, the same bytes
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors[order].reshape(-1), pa.float32()), self.dim)
+        table = pa.table({"item_id": pa.array(ids[order].tolist(), pa.string()),
+                          "text_hash": pa.array(digests[order].tolist(), pa.string()), "vector": column})
+        table = table.replace_schema_metadata({MODEL_KEY: self.model.encode(), DIM_KEY: str(self.dim).encode()})
+        tmp = self._path(partition).with_name(f".tmp-{uuid.uuid4().hex[:8]}-{self._path(partition).name}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, self._path(partition))
