@@ -27,6 +27,7 @@ from ecomrec.exceptions import ArtifactError
 
 MODEL_KEY = b"ecomrec.model"
 DIM_KEY = b"ecomrec.dim"
+PARTITIONS_KEY = b"ecomrec.partitions"
 
 
 class EmbeddingStore:
@@ -69,9 +70,17 @@ class EmbeddingStore:
                 f"{path} holds vectors of model {meta.get(MODEL_KEY, b'?').decode()} (dim {meta.get(DIM_KEY, b'?').decode()}), "
                 f"not {self.model} (dim {self.dim}): give each model its own store folder"
             )
+        if int(meta.get(PARTITIONS_KEY, b"0")) != self.partitions:
+            raise ArtifactError(f"{path} was written with {meta.get(PARTITIONS_KEY, b'?').decode()} partitions, not {self.partitions}")
         flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
         return (np.asarray(table.column("item_id").to_pylist(), dtype=object), np.asarray(table.column("text_hash").to_pylist(), dtype=object),
                 flat.astype(np.float32).reshape(-1, self.dim))
+
+    def read_all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored (item id, title digest, vector), partition by partition."""
+        parts = [self.read_partition(p) for p in range(self.partitions)]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.vstack([p[2] for p in parts]))
 
     def get(self, item_ids: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(float32 [n, dim] vectors, bool [n] found): the stored vector of each (item, title);
@@ -121,7 +130,8 @@ class EmbeddingStore:
         column = pa.FixedSizeListArray.from_arrays(pa.array(vectors[order].reshape(-1), pa.float32()), self.dim)
         table = pa.table({"item_id": pa.array(ids[order].tolist(), pa.string()),
                           "text_hash": pa.array(digests[order].tolist(), pa.string()), "vector": column})
-        table = table.replace_schema_metadata({MODEL_KEY: self.model.encode(), DIM_KEY: str(self.dim).encode()})
+        table = table.replace_schema_metadata({MODEL_KEY: self.model.encode(), DIM_KEY: str(self.dim).encode(),
+                                               PARTITIONS_KEY: str(self.partitions).encode()})
         tmp = self._path(partition).with_name(f".tmp-{uuid.uuid4().hex[:8]}-{self._path(partition).name}")
         pq.write_table(table, tmp)
         os.replace(tmp, self._path(partition))

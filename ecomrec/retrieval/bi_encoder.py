@@ -31,7 +31,7 @@ from ecomrec.data.text import clean_text, history_text
 from ecomrec.device import resolve_device
 from ecomrec.encoders import embedding_dimension, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference
 from ecomrec.exceptions import ArtifactError
-from ecomrec.index import VectorIndex
+from ecomrec.index import EmbeddingStore, VectorIndex
 from ecomrec.index.validation import build_checked
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset, exclusions, item_indices
 from ecomrec.candidates import Candidates, top_k
@@ -39,6 +39,11 @@ from ecomrec.metrics import hits, recall
 from ecomrec.retrieval.pairs import NextItemPairs, mine_hard_negatives, next_item_pairs
 
 logger = logging.getLogger(__name__)
+
+#: Subfolder of a saved retriever with its catalog's title vectors (an EmbeddingStore).
+EMBEDDINGS = "embeddings"
+#: Items per Parquet partition of that store (about 150 MB of 384-d float32 vectors).
+STORE_PARTITION_ITEMS = 100_000
 
 
 @dataclasses.dataclass
@@ -475,8 +480,6 @@ class BiEncoderRetriever(ScoringRetriever):
         return {
             "history_indptr": self.history_indptr_,
             "history_items": self.history_items_,
-            "cache_hashes": self.cache_.hashes().astype("U16"),
-            "cache_vectors": self.cache_.vectors(),
         }
 
     def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -486,6 +489,12 @@ class BiEncoderRetriever(ScoringRetriever):
         (folder / "model_hash.txt").write_text(self.model_hash_, encoding="utf-8")
         self.model_.save(str(folder / "model"))
         self.index_.save(folder / "index", items=self.items_, facts={"model": self.model_hash_})
+        self._embedding_store(folder).put(list(self.items_.ids), self.item_texts_, self.embed_items(self.item_texts_))
+
+    def _embedding_store(self, folder: Path) -> EmbeddingStore:
+        """The catalog's title vectors beside a saved retriever (readable as plain Parquet)."""
+        return EmbeddingStore(folder / EMBEDDINGS, model=self.model_hash_, dim=embedding_dimension(self.model_),
+                              partitions=1 + len(self.item_texts_) // STORE_PARTITION_ITEMS)
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.device_ = resolve_device(None if self.config.device == "auto" else self.config.device)
@@ -501,7 +510,11 @@ class BiEncoderRetriever(ScoringRetriever):
         if self.model_hash_ != expected:
             raise ArtifactError(f"{folder}: model weights do not match the saved fingerprint (corrupt or replaced)")
         self.cache_ = _EmbeddingCache(self.model_hash_)
-        self.cache_.store(arrays["cache_hashes"].astype(str), arrays["cache_vectors"])
+        if "cache_hashes" in arrays:  # saved before the embedding store
+            self.cache_.store(arrays["cache_hashes"].astype(str), arrays["cache_vectors"])
+        else:
+            _, hashes, vectors = self._embedding_store(folder).read_all()
+            self.cache_.store(hashes, vectors)
         self.index_ = VectorIndex.load(folder / "index", expect={"model": self.model_hash_})
 
 
@@ -529,12 +542,6 @@ class _EmbeddingCache:
             self._rows[key] = start + offset
         block = np.stack([v for _, v in new]).astype(np.float32)
         self._matrix = block if not start else np.vstack([self._matrix, block])
-
-    def hashes(self) -> np.ndarray:
-        return np.asarray(list(self._rows), dtype=object)
-
-    def vectors(self) -> np.ndarray:
-        return self._matrix
 
 
 def _distinct(items: np.ndarray) -> list[int]:

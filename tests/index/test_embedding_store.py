@@ -58,6 +58,10 @@ def test_partitions_are_plain_parquet_with_the_model_in_the_metadata(store) -> N
 def test_another_model_or_bad_input_is_refused(store) -> None:
     with pytest.raises(ArtifactError, match="model m1"):
         EmbeddingStore(store.folder, model="m2", dim=8, partitions=4).get(IDS[:5], TITLES[:5])
+    with pytest.raises(ArtifactError, match="partitions"):
+        EmbeddingStore(store.folder, model="m1", dim=8, partitions=5).read_all()
+    ids, digests, vectors = store.read_all()
+    assert sorted(ids) == sorted(IDS) and vectors.shape == (200, 8)
     with pytest.raises(ValueError, match=r"\[2, 8\]"):
         store.put(IDS[:2], TITLES[:2], np.zeros((2, 4)))
     with pytest.raises(ValueError, match="distinct"):

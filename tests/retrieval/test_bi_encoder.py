@@ -73,6 +73,19 @@ def test_catalog_update_reembeds_only_changes(zero_shot, shop) -> None:
     assert set(zero_shot.search("plaid scarf", k=2).item_ids[0].tolist()) == {a, b}
 
 
+def test_a_saved_retriever_keeps_its_title_vectors_as_parquet_and_reencodes_nothing(zero_shot, shop, tmp_path) -> None:
+    import pyarrow.dataset as ds
+
+    folder = zero_shot.save(tmp_path / "bi")
+    table = ds.dataset(folder / "embeddings", format="parquet").to_table()
+    assert table.num_rows == len(zero_shot.items_)
+    stored = dict(zip(table.column("item_id").to_pylist(), table.column("vector").to_pylist()))
+    np.testing.assert_allclose(stored[str(zero_shot.items_.ids[5])], zero_shot.embed_items([zero_shot.item_texts_[5]])[0], atol=1e-6)
+    loaded = BiEncoderRetriever.load(folder)
+    np.testing.assert_allclose(loaded.embed_items(loaded.item_texts_), zero_shot.embed_items(zero_shot.item_texts_), atol=1e-6)
+    assert loaded.last_encoded_ == 0  # every title came from the store
+
+
 def test_load_refuses_replaced_weights(shop, tmp_path) -> None:
     model = BiEncoderRetriever(fine_tune=False, layers=1, show_progress=False).fit(shop)
     folder = model.save(tmp_path / "bi")
