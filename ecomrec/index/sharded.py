@@ -26,7 +26,7 @@ from ecomrec.candidates import Candidates
 from ecomrec.config import IndexConfig
 from ecomrec.data.idmap import ON_UNKNOWN
 from ecomrec.exceptions import ArtifactError, NotFittedError, UnknownIdError
-from ecomrec.index.vector_index import Exclude, VectorIndex, _split_exclude
+from ecomrec.index.vector_index import Exclude, VectorIndex, split_exclude
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: ids spread evenly whatever their pattern
 
@@ -216,7 +216,7 @@ def merge(parts: list[Candidates], k: int) -> Candidates:
 
 def _rows(exclude: Any, n: int, rows: np.ndarray) -> Any:
     """``exclude`` for a subset of the ``n`` queries (per-query exclusions follow their rows)."""
-    _, per_row = _split_exclude(exclude, n)
+    _, per_row = split_exclude(exclude, n)
     return exclude if per_row is None else [per_row[r] for r in rows]
 
 

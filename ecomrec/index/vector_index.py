@@ -318,7 +318,7 @@ class VectorIndex:
     def _filters(self, n: int, exclude: object, allow: object) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[np.ndarray] | None]:
         """(ids excluded for all, allowed ids or None, bool over ids that qualify, per-row
         excluded ids that would otherwise qualify or None)."""
-        global_excl, per_row = _split_exclude(exclude, n)
+        global_excl, per_row = split_exclude(exclude, n)
         global_excl = np.union1d(global_excl, self._tombstones) if len(self._tombstones) else global_excl
         allow_ids = None if allow is None else np.unique(np.asarray(allow, dtype=np.int64))
         qualifies = self._qualifying(global_excl, allow_ids)  # bool over ids 0..max_id
@@ -580,7 +580,7 @@ def _check_k(k: object) -> None:
         raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
-def _split_exclude(exclude: object, n: int) -> tuple[np.ndarray, list[np.ndarray] | None]:
+def split_exclude(exclude: object, n: int) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """(ids excluded for every query, per-query id arrays or None)."""
     if exclude is None:
         return np.zeros(0, np.int64), None
