@@ -250,6 +250,10 @@ def origins_markdown(result: dict[str, Any]) -> str:
         cells = [f"{_fmt(report['results'][m]['all']['ndcg@10'])} / {_fmt(report['results'][m]['new']['ndcg@10'])}" for m in methods]
         lines.append(f"| {origin} | {report['dataset'].get('evaluated_users', 0):,} | " + " | ".join(cells) + " |")
     lines += _calibration_per_origin(origins)
+    for origin, report in origins.items():
+        choices = BenchmarkReport(**report)._choices_markdown() if report.get("methods") else []
+        if choices:
+            lines += ["", f"Origin {origin}: " + choices[0][2:].replace("** (", " (", 1)] + choices[1:-1]
     lines += ["", f"Pooled over {len(origins)} origins (user-origin pairs):", ""]
     slices = result["pooled"]["slices"]
     compared = list(dict.fromkeys(m for row in slices for m in row["methods"]))
