@@ -290,7 +290,7 @@ class VectorIndex:
             return out
         if exhaustive != "always":
             extra = max((len(r) for r in row_excl), default=0) if row_excl is not None else 0
-            scores, ids = self._search_raw(queries, min(k + extra, int(qualifies.sum())), global_excl, allow_ids)
+            scores, ids = self._search_raw(queries, min(k + extra, self._qualifying_total(qualifies)), global_excl, allow_ids)
         for row in range(n):
             got_ids, got_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
             if exhaustive != "always":
@@ -327,9 +327,12 @@ class VectorIndex:
             row_excl = [r[qualifies[np.clip(r, 0, len(qualifies) - 1)] & (r >= 0) & (r < len(qualifies))] for r in per_row]
         return global_excl, allow_ids, qualifies, row_excl
 
-    @staticmethod
-    def _counts(qualifies: np.ndarray, row_excl: list[np.ndarray] | None, n: int) -> np.ndarray:
-        total = int(qualifies.sum())
+    def _qualifying_total(self, qualifies: np.ndarray) -> int:
+        """Items that qualify (no pass over the id range when nothing filters)."""
+        return self.n_items if qualifies is self._live else int(qualifies.sum())
+
+    def _counts(self, qualifies: np.ndarray, row_excl: list[np.ndarray] | None, n: int) -> np.ndarray:
+        total = self._qualifying_total(qualifies)
         if row_excl is None:
             return np.full(n, total, dtype=np.int64)
         return total - np.array([len(r) for r in row_excl], dtype=np.int64)
@@ -338,13 +341,13 @@ class VectorIndex:
         self, query: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, qualifies: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """One query over every qualifying item: all IVF lists, or exact scores for a graph index."""
-        if self.kind_ == "hnsw" and int(qualifies.sum()) <= EXHAUSTIVE_MAX:
+        if self.kind_ == "hnsw" and self._qualifying_total(qualifies) <= EXHAUSTIVE_MAX:
             ids = np.flatnonzero(qualifies)
             ids = np.setdiff1d(ids, exclude, assume_unique=True) if len(exclude) else ids
             scores = self._cpu.reconstruct_batch(ids) @ query
             top = np.lexsort((ids, -scores))[:k]
             return ids[top], scores[top].astype(np.float32)
-        s, i = self._search_raw(query[None, :], min(k, int(qualifies.sum())), exclude, allow, exact_fallback=True)
+        s, i = self._search_raw(query[None, :], min(k, self._qualifying_total(qualifies)), exclude, allow, exact_fallback=True)
         valid = i[0] >= 0
         return i[0][valid][:k], s[0][valid][:k]
 
