@@ -15,7 +15,9 @@ Queries of each set are split in half by a seeded permutation: ``dev`` queries c
 weight (``SearchConfig.lexical_weight``, a grid from 0 to 1) on the ``category`` set of the
 dunnhumby-fitted engine; ``test`` queries are scored once, never tuned on. Methods, all through
 the engine's search over the same catalog after ``Engine.rebuild_index``: ``lexical`` (BM25
-alone), ``dense`` (the base model alone), ``fused`` (both, the chosen weight), and
+alone), ``dense`` (the base model alone), ``fused_without_feedback`` (both, the chosen weight),
+``fused`` (the same with the dense side's pseudo-relevance feedback, ``SearchConfig.feedback_items``,
+chosen on dev queries by bench_search_feedback.py), and
 ``recommendation_bi_encoder`` (the engine's fine-tuned history → item model used as a search
 model, what search did before). Engines: default config without the reranker (search does not
 use it), fitted on dunnhumby before its test window and on Online Retail before October 2011.
@@ -113,7 +115,7 @@ def score(found_ids: np.ndarray, catalog_ids: pd.Index, gains: sp.csr_matrix) ->
     return {"ndcg@10": graded_ndcg(rows, gains, 10), "recall@100": recall(hits(rows, strong), n_strong, 100)}
 
 
-def run_method(engine, judged: JudgedSet, method: str, weight: float | None = None) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+def run_method(engine, judged: JudgedSet, method: str, weight: float | None = None, feedback: bool = True) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     snap = engine.snapshot
     if method == "recommendation_bi_encoder":
         bi = snap.hybrid.models_["bi_encoder"]
@@ -121,7 +123,7 @@ def run_method(engine, judged: JudgedSet, method: str, weight: float | None = No
         ids, valid = np.full(found.item_ids.shape, None, dtype=object), found.item_ids >= 0
         ids[valid] = np.asarray(bi.items_.ids, dtype=object)[found.item_ids[valid]]
     else:
-        found = snap.search.search(judged.queries, 100, lexical_weight=weight)
+        found = snap.search.search(judged.queries, 100, lexical_weight=weight, feedback=feedback)
         ids, valid = np.full(found.item_ids.shape, None, dtype=object), found.item_ids >= 0
         ids[valid] = np.asarray(snap.search.items_.ids, dtype=object)[found.item_ids[valid]]
     return score(ids, judged.catalog_ids, judged.gains)
@@ -173,12 +175,12 @@ def main() -> None:
                 best = max(dev_ndcg.values())
                 chosen = min((w for w, v in dev_ndcg.items() if v >= best - 1e-12), key=lambda w: abs(w - 0.5))
                 report["weight_choice"] = {"dev_ndcg@10": dev_ndcg, "chosen_lexical_weight": chosen}
-            methods = {"lexical": 1.0, "dense": 0.0, "fused": chosen}
-            values = {m: run_method(engine, judged, "search", w) for m, w in methods.items()}
+            methods = {"lexical": (1.0, False), "dense": (0.0, False), "fused_without_feedback": (chosen, False), "fused": (chosen, True)}
+            values = {m: run_method(engine, judged, "search", w, f) for m, (w, f) in methods.items()}
             values["recommendation_bi_encoder"] = run_method(engine, judged, "recommendation_bi_encoder")
             test = ~judged.dev
             result = {m: {"test": summarise(v, test), "dev": summarise(v, judged.dev)} for m, v in values.items()}
-            for other in ("lexical", "dense"):
+            for other in ("lexical", "dense", "fused_without_feedback"):
                 result[f"fused / {other}"] = {k: result["fused"]["test"][k] / max(result[other]["test"][k], 1e-12) for k in ("ndcg@10", "recall@100")}
                 result[f"fused - {other}"] = paired_bootstrap(values["fused"]["ndcg@10"][test], values[other]["ndcg@10"][test])
             out["sets"][set_name] = result
@@ -194,17 +196,19 @@ def markdown(report: dict) -> str:
              "| engine | set | method | ndcg@10 | recall@100 |", "|---|---|---|---|---|"]
     for engine, out in report["engines"].items():
         for name, result in out["sets"].items():
-            for method in ("lexical", "dense", "fused", "recommendation_bi_encoder"):
+            for method in ("lexical", "dense", "fused_without_feedback", "fused", "recommendation_bi_encoder"):
                 test = result[method]["test"]
                 lines.append(f"| {engine} | {name} | {method} | {test['ndcg@10']:.4f} | {test['recall@100']:.4f} |")
-    lines += ["", "| engine | set | fused / lexical | fused − lexical (ndcg@10) | fused / dense | fused − dense (ndcg@10) |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| engine | set | fused / lexical | fused − lexical (ndcg@10) | fused / dense | fused − dense (ndcg@10) | fused − without feedback |",
+              "|---|---|---|---|---|---|---|"]
     for engine, out in report["engines"].items():
         for name, r in out["sets"].items():
             cells = []
             for other in ("lexical", "dense"):
                 d = r[f"fused - {other}"]
                 cells += [f"{r[f'fused / {other}']['ndcg@10']:.3f}×", f"{d['mean_diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"]
+            d = r["fused - fused_without_feedback"]
+            cells.append(f"{d['mean_diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")
             lines.append(f"| {engine} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

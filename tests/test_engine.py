@@ -304,14 +304,14 @@ def test_reads_never_wait_for_each_other(engine, monkeypatch) -> None:
     from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 
     inside, release = threading.Event(), threading.Event()
-    search = BiEncoderRetriever.search
+    search_vectors = BiEncoderRetriever.search_vectors  # the dense side of Engine.search
 
-    def slow_search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def slow_search_vectors(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         inside.set()
         release.wait(20)
-        return search(self, *args, **kwargs)
+        return search_vectors(self, *args, **kwargs)
 
-    monkeypatch.setattr(BiEncoderRetriever, "search", slow_search)
+    monkeypatch.setattr(BiEncoderRetriever, "search_vectors", slow_search_vectors)
     slow = threading.Thread(target=lambda: engine.search("mug", k=3))
     slow.start()
     assert inside.wait(20)

@@ -398,12 +398,21 @@ class BiEncoderRetriever(ScoringRetriever):
         With ``user_ids`` (one dense user per query, -1 for none) the query vector moves towards
         the user's history vector by ``config.personalise`` before searching.
         """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        vectors, history = self.search_vectors(queries, user_ids)
+        allowed = None if allow is None else item_indices(allow, self.n_items, "allow")
+        return self.index_.search(vectors, int(k), exclude=exclusions(exclude, history, self.n_items), allow=allowed)
+
+    def search_vectors(
+        self, queries: str | Sequence[str], user_ids: Sequence[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, sp.csr_matrix]:
+        """The query vectors :meth:`search` searches with (unit length, personalised for known
+        users) and each query's user history (CSR [queries, n_items]; empty rows for no user)."""
         self._check_fitted()
         texts = [queries] if isinstance(queries, str) else list(queries)
         if not texts or any(not isinstance(t, str) or not clean_text(t) for t in texts):
             raise ValueError("search queries must be non-empty strings")
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
         users = np.full(len(texts), -1, dtype=np.int64) if user_ids is None else np.asarray(user_ids, dtype=np.int64).reshape(-1)
         if len(users) != len(texts):
             raise ValueError(f"{len(users)} user_ids for {len(texts)} queries")
@@ -416,8 +425,7 @@ class BiEncoderRetriever(ScoringRetriever):
             personal = self.encode_queries(self.user_texts(users[known], history[known], False))
             mixed = vectors[known] + self.config.personalise * personal
             vectors[known] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
-        allowed = None if allow is None else item_indices(allow, self.n_items, "allow")
-        return self.index_.search(vectors, int(k), exclude=exclusions(exclude, history, self.n_items), allow=allowed)
+        return vectors, history
 
     # ------------------------------------------------------------------ catalog changes
     def _build_index(self, vectors: np.ndarray, item_ids: np.ndarray) -> VectorIndex:

@@ -148,14 +148,17 @@ class TextSearch:
         allow: np.ndarray | None = None,
         category: str | Sequence[str] | None = None,
         lexical_weight: float | None = None,
+        feedback: bool = True,
     ) -> Candidates:
         """The ``k`` best items per query: BM25's and the dense retriever's lists fused.
 
         ``user_ids``: a dense user per query (-1 for none) whose history personalises the dense
         query vector. ``allow`` (dense item indices) and ``category`` filter both lists.
-        ``lexical_weight`` overrides the config's (1: lexical only, 0: dense only). ``sources``
-        of the result hold ``lexical_rank/score`` and ``dense_rank/score`` (NaN where a list
-        did not have the item).
+        ``lexical_weight`` overrides the config's (1: lexical only, 0: dense only). When both
+        lists are fused, the dense list is searched again after pseudo-relevance feedback from
+        the first fusion (``SearchConfig.feedback_items``; ``feedback=False`` skips it).
+        ``sources`` of the result hold ``lexical_rank/score`` and ``dense_rank/score`` (NaN
+        where a list did not have the item).
         """
         dense = self._check_fitted()
         texts = [queries] if isinstance(queries, str) else list(queries)
@@ -170,13 +173,31 @@ class TextSearch:
         mask = self.allowed(allow, category)
         depth = max(int(k), cfg.depth)
         weights = {"lexical": weight, "dense": 1.0 - weight}
+        fusion = FusionConfig(method=cfg.method, rrf_k=cfg.rrf_k, quotas={}, tune=False)
         lists = {}
         if weights["lexical"] > 0:
             lists["lexical"] = self.lexical_.search(texts, depth, allow=mask)
         if weights["dense"] > 0:
-            lists["dense"] = dense.search(texts, depth, user_ids=user_ids, allow=np.flatnonzero(mask))
-        fusion = FusionConfig(method=cfg.method, rrf_k=cfg.rrf_k, quotas={}, tune=False)
+            vectors, _ = dense.search_vectors(texts, user_ids)
+            lists["dense"] = dense.candidates_for_vectors(vectors, depth, allow=np.flatnonzero(mask))
+            if feedback and cfg.feedback_items > 0 and len(lists) == 2:
+                first = fuse(lists, weights, fusion, cfg.feedback_items, dense.n_items, shared_ranks=True)
+                moved = self._feedback_vectors(vectors, first.item_ids)
+                lists["dense"] = dense.candidates_for_vectors(moved, depth, allow=np.flatnonzero(mask))
         return fuse(lists, weights, fusion, int(k), dense.n_items, shared_ranks=True)  # BM25 ties: many items share a title's words
+
+    def _feedback_vectors(self, vectors: np.ndarray, feedback_items: np.ndarray) -> np.ndarray:
+        """Rocchio: each query vector moved towards the mean vector of its feedback items
+        (dense indices, -1 padding; a query with none keeps its vector), unit length again."""
+        dense = self._check_fitted()
+        w = self.config.feedback_query_weight
+        moved = vectors.copy()
+        for row, items in enumerate(feedback_items):
+            items = items[items >= 0]
+            if len(items):
+                mean = dense.embed_items([dense.item_texts_[i] for i in items]).mean(axis=0)
+                moved[row] = w * vectors[row] + (1 - w) * mean
+        return moved / np.linalg.norm(moved, axis=1, keepdims=True)
 
     # ------------------------------------------------------------------ catalog changes
     def with_catalog(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,30 @@ def test_bad_queries_are_refused(search) -> None:
             search.search(bad, k=3)
     with pytest.raises(ValueError, match="lexical_weight"):
         search.search("mug", k=3, lexical_weight=1.5)
+
+
+def test_feedback_moves_the_query_towards_the_first_fused_items(search) -> None:
+    dense = search.dense_
+    query = dense.search_vectors(["red retrospot mug"])[0]
+    items = np.array([[2, 5, -1], [-1, -1, -1]])
+    vectors = dense.embed_items([dense.item_texts_[2], dense.item_texts_[5]])
+    w = search.config.feedback_query_weight
+    expected = w * query[0] + (1 - w) * vectors.mean(axis=0)
+    moved = search._feedback_vectors(np.vstack([query, query]), items)
+    np.testing.assert_allclose(moved[0], expected / np.linalg.norm(expected), rtol=1e-5)
+    np.testing.assert_allclose(moved[1], query[0], rtol=1e-6)  # no feedback items: the query as it was
+
+
+def test_the_final_dense_list_is_searched_with_the_fed_back_vector(search) -> None:
+    queries = ["green garden lunch bag"]
+    first = search.search(queries, k=search.config.feedback_items, feedback=False)
+    moved = search._feedback_vectors(search.dense_.search_vectors(queries)[0], first.item_ids)
+    found = search.search(queries, k=8)
+    scores = found.sources["dense_score"][0]
+    listed = ~np.isnan(scores)
+    expected = search.dense_.embed_items([search.dense_.item_texts_[i] for i in found.item_ids[0][listed]]) @ moved[0]
+    np.testing.assert_allclose(scores[listed], expected, rtol=1e-4, atol=1e-5)
+    assert found.to_lists() != search.search(queries, k=8, feedback=False).to_lists()
+    off = TextSearch(dataclasses.replace(search.config, feedback_items=0), show_progress=False)
+    off.dense_, off.lexical_, off.listed_, off.categories_ = search.dense_, search.lexical_, search.listed_, search.categories_
+    assert off.search(queries, k=8).to_lists() == search.search(queries, k=8, feedback=False).to_lists()
