@@ -161,6 +161,11 @@ class BenchmarkReport:
             elif check:
                 lines.append(f"| {method} | reranker, cutoff {check['cutoff']} | {'kept' if check['kept'] else 'bypassed'} | "
                              f"ndcg@10 model {_fmt(check['reranked_ndcg@10'])}, fused {_fmt(check['fused_ndcg@10'])} |")
+            calibration = info.get("training", {}).get("calibration")
+            if calibration:
+                cells = ", ".join(f"{way} {calibration[way]['within_kinds']:.4f}" for way in ("one_fit", "per_list_kind"))
+                lines.append(f"| {method} | calibration, cutoff {calibration['cutoff']} (half the users fit, half judge) | "
+                             f"{calibration['kept']} | ECE within list kinds: {cells} |")
         if not lines:
             return []
         head = ["**chosen on validation** (each method's own windows before the test window; stages kept or bypassed)", "",

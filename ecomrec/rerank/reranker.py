@@ -146,10 +146,9 @@ class PurchaseReranker:
         ).fit(x, y, x_valid, y_valid, self.names_, groups, groups_valid)
         if cfg.text and not self._stacked:
             self.text_ = self._joined_text_model(examples)
-        shown = valid.candidates.item_ids >= 0
         margin, _ = self._margins(valid.texts, valid.candidates, valid.features, {})
-        self.platt_ = fit_platt(margin[shown], valid.labels[shown])
-        validation = self._validation_check(valid, self._calibrated(margin))
+        calibration = self._fit_calibration(valid, margin)
+        validation = self._validation_check(valid, self._calibrated(margin, valid.new_lists))
         self.stats_ = CollaborativeStats.of(data)
         self.history_texts_ = data.history_texts(max_items=hybrid.config.bi_encoder.history_items, max_chars=hybrid.config.bi_encoder.history_chars)
         self.history_items_ = hybrid.config.bi_encoder.history_items
@@ -160,6 +159,7 @@ class PurchaseReranker:
             "users_per_cutoff": [len(e) for e in examples],
             "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
             "validation": validation,
+            "calibration": calibration,
             "text_join": cfg.text_join if cfg.text else None,
             "trees": int(self.model_.booster.best_iteration),
             "importance": self.model_.importance(),
@@ -294,16 +294,58 @@ class PurchaseReranker:
         """float64 [n, k] calibrated P(purchase) of labelled candidates, from their own features
         (as of their cutoff; NaN for padding): how a cutoff's lists are scored offline."""
         margin, _ = self._margins(examples.texts, examples.candidates, self._read(examples.features), {})
-        return self._calibrated(margin)
+        return self._calibrated(margin, examples.new_lists)
 
-    def _calibrated(self, margin: np.ndarray) -> np.ndarray:
-        a, b = self.platt_
+    def _fit_calibration(self, valid: Examples, margin: np.ndarray) -> dict[str, Any]:
+        """Platt scaling on the last cutoff: one fit for both kinds of list, or one per kind
+        (full lists hold the user's repurchases, new-item lists do not: their purchase rates and
+        scores differ). Each way is fitted on half the cutoff's users and judged on the other
+        half, both ways round, by ECE within each kind of list (weighted by candidates: an ECE
+        over both kinds pooled lets one kind's excess hide the other's shortfall). Per kind is
+        kept only if it cuts that ECE by a fifth (two more parameters must earn their keep),
+        then refitted on all users. Sets ``platt_`` (``all`` / ``new`` → slope, intercept) and
+        returns the check."""
+        from ecomrec.metrics import expected_calibration_error
+
+        shown, labels, kinds = valid.candidates.item_ids >= 0, valid.labels, valid.new_lists
+        half = np.random.default_rng(self.config.seed).permutation(len(valid)) % 2
+        out: dict[str, Any] = {"cutoff": str(valid.cutoff.date())}
+        for way in CALIBRATIONS:
+            p = np.full(margin.shape, np.nan)
+            for h in (0, 1):
+                self.platt_ = _fit_platt_by_list(margin[half != h], labels[half != h], shown[half != h], kinds[half != h], way)
+                p[half == h] = self._calibrated(margin[half == h], kinds[half == h])
+            out[way] = {}
+            for kind, rows in (("all_lists", ~kinds), ("new_lists", kinds)):
+                judged = shown & rows[:, None]
+                out[way][kind] = expected_calibration_error(p[judged], labels[judged])[0] if judged.any() else 0.0
+                out[way][f"{kind}_pairs"] = int(judged.sum())
+            pairs = max(out[way]["all_lists_pairs"] + out[way]["new_lists_pairs"], 1)
+            out[way]["within_kinds"] = sum(out[way][k] * out[way][f"{k}_pairs"] for k in ("all_lists", "new_lists")) / pairs
+        per_kind_wins = out["per_list_kind"]["within_kinds"] <= 0.8 * out["one_fit"]["within_kinds"]
+        out["kept"] = "per_list_kind" if per_kind_wins else "one_fit"
+        self.platt_ = _fit_platt_by_list(margin, labels, shown, kinds, out["kept"])
+        out["platt"] = {kind: list(params) for kind, params in self.platt_.items()}
+        return out
+
+    def _platt_rows(self, new_lists: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Platt slope and intercept of each of ``n`` lists, float64 [n, 1] each."""
+        new = np.zeros(n, bool) if new_lists is None else np.asarray(new_lists, bool)
+        (a_all, b_all), (a_new, b_new) = self.platt_["all"], self.platt_["new"]
+        return np.where(new, a_new, a_all)[:, None], np.where(new, b_new, b_all)[:, None]
+
+    def _calibrated(self, margin: np.ndarray, new_lists: np.ndarray | None = None) -> np.ndarray:
+        """P(purchase) of margins [n, k]; ``new_lists`` (bool [n]) picks each list's calibration
+        (None: full lists)."""
+        a, b = self._platt_rows(new_lists, len(margin))
         return 1.0 / (1.0 + np.exp(-(a * margin + b)))
 
     def probabilities(
-        self, users: np.ndarray, texts: list[str], candidates: Candidates, *, explain: bool = False
+        self, users: np.ndarray, texts: list[str], candidates: Candidates, *, new_lists: np.ndarray | None = None,
+        explain: bool = False,
     ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
-        """float64 [n, k] calibrated P(purchase) (NaN for padding), the seconds per step, and with
+        """float64 [n, k] calibrated P(purchase) (NaN for padding; ``new_lists`` as in :meth:`rerank`
+        picks each list's calibration), the seconds per step, and with
         ``explain`` each feature's additive share of the calibrated log-odds (``why:<feature>``,
         TreeSHAP scaled by the Platt slope; zero for padding). The residual model's text path
         adds ``why:text_score``; the joint network is one share, ``why:joint_network``."""
@@ -312,21 +354,23 @@ class PurchaseReranker:
         features = self._read(candidate_features(candidates, users, self.stats_, self.sources_))
         timings["features"] = time.perf_counter() - start
         margin, text = self._margins(texts, candidates, features, timings)
-        out = self._calibrated(margin)
+        out = self._calibrated(margin, new_lists)
         why: dict[str, np.ndarray] = {}
         if explain:
-            why = self._explain(candidates, features, margin, text)
+            why = self._explain(candidates, features, margin, text, self._platt_rows(new_lists, len(margin))[0])
         return out, timings, why
 
-    def _explain(self, candidates: Candidates, features: np.ndarray, margin: np.ndarray, text: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _explain(
+        self, candidates: Candidates, features: np.ndarray, margin: np.ndarray, text: np.ndarray | None, slope: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Shares of the calibrated log-odds; ``slope``: each list's Platt slope, float [n, 1]."""
         valid = candidates.item_ids >= 0
-        slope = self.platt_[0]
         if self.config.text_join == "joint" and text is not None:
             return {"why:joint_network": np.where(valid, slope * margin, 0.0).astype(np.float32)}
         x = np.concatenate([features, text[..., None]], axis=-1) if self._stacked else features
         shares = np.zeros(valid.shape + (len(self.names_),), dtype=np.float32)
         if valid.any():
-            shares[valid] = slope * self.model_.contributions(x[valid])[:, :-1]
+            shares[valid] = np.broadcast_to(slope[..., None], shares.shape)[valid] * self.model_.contributions(x[valid])[:, :-1]
         why = {f"why:{name}": shares[..., i] for i, name in enumerate(self.names_)}
         if text is not None and not self._stacked:
             why["why:text_score"] = np.where(valid, slope * text, 0.0).astype(np.float32)
@@ -348,7 +392,7 @@ class PurchaseReranker:
         head = min(self.config.candidates, candidates.k)
         top = Candidates(candidates.item_ids[:, :head], candidates.scores[:, :head],
                          {n: v[:, :head] for n, v in candidates.sources.items()})
-        p, timings, why = self.probabilities(users, texts, top, explain=explain)
+        p, timings, why = self.probabilities(users, texts, top, new_lists=new_lists, explain=explain)
         kinds = np.where(np.zeros(len(users), bool) if new_lists is None else new_lists, self.orders["new"], self.orders["all"])
         keys = order_keys(top, p, self.sources_)
         key = np.empty(p.shape)
@@ -380,7 +424,8 @@ class PurchaseReranker:
         meta = {
             "names": self.names_, "sources": self.sources_, "training": self.training_,
             "history_items": self.history_items_, "history_chars": self.history_chars_,
-            "item_texts": self.item_texts_, "history_texts": self.history_texts_, "platt": list(self.platt_),
+            "item_texts": self.item_texts_, "history_texts": self.history_texts_,
+            "platt_by_list": {kind: list(params) for kind, params in self.platt_.items()},
         }
 
         def write(folder: Path) -> None:
@@ -411,7 +456,9 @@ class PurchaseReranker:
                 raise ArtifactError(f"{folder}/stats.npz lacks {missing}: saved by an older ecomrec; refit the reranker")
             reranker.stats_ = CollaborativeStats(**{f.name: stats[f.name] for f in _stat_fields()})
             reranker.model_ = PurchaseModel.load(folder)
-            reranker.platt_ = tuple(meta.get("platt", reranker.model_.platt))  # saved before text_join: the tree model's
+            # saved before per-list calibration: one fit ("platt"); before text_join: the tree model's
+            platt = tuple(meta.get("platt", reranker.model_.platt))
+            reranker.platt_ = {kind: tuple(v) for kind, v in meta.get("platt_by_list", {"all": platt, "new": platt}).items()}
             reranker.columns_ = reranker._kept_columns()
             if reranker.config.text:
                 reranker.text_ = TextScorer.load(folder, reranker.config.cross_encoder, reranker.item_texts_)
@@ -514,6 +561,25 @@ def order_keys(candidates: Candidates, p: np.ndarray, sources: Sequence[str]) ->
         if rank is not None:
             keys[f"source:{source}"] = np.where(np.isnan(rank), -1e9 - position, -np.nan_to_num(rank))
     return keys
+
+
+#: Ways to calibrate, in :meth:`PurchaseReranker._fit_calibration`: one Platt fit for both kinds of list, or one per kind.
+CALIBRATIONS = ("one_fit", "per_list_kind")
+
+
+def _fit_platt_by_list(
+    margin: np.ndarray, labels: np.ndarray, shown: np.ndarray, new_lists: np.ndarray, way: str
+) -> dict[str, tuple[float, float]]:
+    """Platt parameters for full (``all``) and new-item (``new``) lists: fitted on both kinds
+    together, or per kind when ``way`` is ``per_list_kind`` and the kind has both labels."""
+    both = fit_platt(margin[shown], labels[shown])
+    out = {"all": both, "new": both}
+    if way == "per_list_kind":
+        for kind, rows in (("all", ~new_lists), ("new", new_lists)):
+            y = labels[rows][shown[rows]]
+            if 0 < y.sum() < len(y):
+                out[kind] = fit_platt(margin[rows][shown[rows]], y)
+    return out
 
 
 def _best_order(ndcg: dict[str, float]) -> str:

@@ -217,8 +217,7 @@ def test_recommend_explains_each_probability(fitted) -> None:
     np.testing.assert_array_equal(out.item_ids, reranked.candidates(users, 5).item_ids)
     shares = np.stack([v for n, v in out.sources.items() if n.startswith("why:")], axis=-1)
     assert shares.shape[-1] == len(reranked.reranker.names_)
-    a, b = reranked.reranker.model_.platt
-    bias = out.sources["p_purchase"]  # logit(p) = sum of shares + Platt-scaled TreeSHAP bias (same for every row)
+    bias = out.sources["p_purchase"]  # logit(p) = sum of shares + Platt-scaled TreeSHAP bias (same for every full list)
     implied = np.log(bias / (1 - bias)) - shares.sum(axis=-1)
     np.testing.assert_allclose(implied, implied[0, 0], atol=1e-3)
 
@@ -282,3 +281,63 @@ def test_dropped_features_are_not_read_and_unknown_names_are_refused(fitted, tmp
                                   ablated.candidates(users, 20).item_ids)
     with pytest.raises(ValueError, match="drop_features.*item_agee"):
         RerankedRetriever(hybrid, PurchaseReranker(config.replace(drop_features=("item_agee",)))).fit(split.history)
+
+
+def _examples_with_two_base_rates(n: int = 4000, k: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Margins drawn alike for both kinds of list; labels from sigmoid(margin + 1) on full lists
+    and sigmoid(margin - 2) on new-item lists: one Platt fit cannot be right for both."""
+    from ecomrec.candidates import Candidates
+    from ecomrec.rerank.examples import Examples
+
+    rng = np.random.default_rng(seed)
+    margin = rng.normal(0.0, 1.5, (n, k))
+    new = np.arange(n) % 2 == 1
+    logits = margin + np.where(new, -2.0, 1.0)[:, None]
+    labels = rng.random((n, k)) < 1 / (1 + np.exp(-logits))
+    ids = np.tile(np.arange(k), (n, 1))
+    examples = Examples(pd.Timestamp("2011-09-01"), np.arange(n), [""] * n, Candidates(ids, -margin), labels,
+                        np.zeros((n, k, 1), np.float32), new)
+    return examples, margin
+
+
+def test_each_kind_of_list_gets_its_own_calibration_when_their_base_rates_differ() -> None:
+    from ecomrec.rerank.reranker import _fit_platt_by_list
+
+    examples, margin = _examples_with_two_base_rates()
+    shown = np.ones_like(examples.labels)
+    per_kind = _fit_platt_by_list(margin, examples.labels, shown, examples.new_lists, "per_list_kind")
+    np.testing.assert_allclose(per_kind["all"], (1.0, 1.0), atol=0.08)  # the slope and intercept labels were drawn with
+    np.testing.assert_allclose(per_kind["new"], (1.0, -2.0), atol=0.12)
+    one = _fit_platt_by_list(margin, examples.labels, shown, examples.new_lists, "one_fit")
+    assert one["all"] == one["new"] and -2.0 < one["all"][1] < 1.0
+
+    reranker = PurchaseReranker(RerankConfig())
+    check = reranker._fit_calibration(examples, margin)
+    assert check["kept"] == "per_list_kind" and check["per_list_kind"]["within_kinds"] < check["one_fit"]["within_kinds"] / 5
+    p = reranker._calibrated(margin, examples.new_lists)
+    for kind in (False, True):  # each kind's mean probability is its purchase rate
+        rows = examples.new_lists == kind
+        assert abs(p[rows].mean() - examples.labels[rows].mean()) < 0.01
+    assert abs(reranker._calibrated(margin[:1]).mean() - reranker._calibrated(margin[:1], np.array([False])).mean()) < 1e-12
+
+
+def test_one_calibration_is_kept_when_both_kinds_share_a_base_rate() -> None:
+    examples, margin = _examples_with_two_base_rates(n=16000)  # enough lists that ECE's noise is below the fifth
+    rng = np.random.default_rng(1)
+    examples.labels[:] = rng.random(margin.shape) < 1 / (1 + np.exp(-margin))  # the same rate for both kinds
+    reranker = PurchaseReranker(RerankConfig())
+    check = reranker._fit_calibration(examples, margin)
+    assert check["kept"] == "one_fit" and reranker.platt_["all"] == reranker.platt_["new"]
+
+
+def test_the_kept_calibration_is_recorded_and_reported(fitted) -> None:
+    from ecomrec.evaluation.report import BenchmarkReport
+
+    _, _, reranked = fitted
+    check = reranked.reranker.training_["calibration"]
+    assert check["kept"] in ("one_fit", "per_list_kind")
+    assert check["platt"] == {kind: list(v) for kind, v in reranked.reranker.platt_.items()}
+    assert (check["platt"]["all"] == check["platt"]["new"]) == (check["kept"] == "one_fit")
+    markdown = BenchmarkReport(methods={"feature_rerank": reranked.describe()}).to_markdown()
+    row = next(line for line in markdown.splitlines() if line.startswith("| feature_rerank | calibration, cutoff"))
+    assert check["kept"] in row and f"{check['one_fit']['within_kinds']:.4f}" in row
