@@ -321,7 +321,8 @@ class BiEncoderConfig(ConfigBase):
     encode_batch_size
         Texts per forward pass when encoding.
     quantize
-        ``"none"`` or ``"int8"`` (dynamic int8 linear layers for CPU inference).
+        ``"none"`` or ``"int8"`` (dynamic int8 linear layers for CPU inference of queries;
+        titles keep the float model, so a title's vector never depends on its batch-mates).
     device
         ``auto``, ``cpu`` or ``cuda``.
     seed

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,27 @@ def traced_for_inference(model: Any, device: str) -> Any:
     except Exception as exc:  # noqa: BLE001 -- any failure: serve the eager model
         logger.info("serving the eager model: tracing failed (%s: %s)", type(exc).__name__, exc)
         return model
+
+
+def encode_texts(model: Any, texts: Sequence[str], max_tokens: int, device: str, batch_size: int) -> np.ndarray:
+    """float32 [n, d] unit vectors of ``texts`` through a SentenceTransformer (or its trace) on
+    ``device``; batches of similar length so padding stays small. Every encoder of ecomrec runs
+    this, locally and in a Ray worker, so both give the same vectors."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    out = np.zeros((len(texts), embedding_dimension(model)), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    autocast = torch.autocast("cuda", dtype=torch.float16) if device.startswith("cuda") else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            features = model.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+            features = {name: tensor.to(device) for name, tensor in features.items()}
+            out[rows] = F.normalize(model(features)["sentence_embedding"].float(), dim=-1).cpu().numpy()
+    return out
 
 
 def embedding_dimension(model: Any) -> int:

@@ -8,7 +8,6 @@ use the same path.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -29,7 +28,9 @@ from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import clean_text, history_text
 from ecomrec.device import resolve_device
-from ecomrec.encoders import embedding_dimension, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference
+from ecomrec.encoders import (
+    embedding_dimension, encode_texts, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference,
+)
 from ecomrec.exceptions import ArtifactError
 from ecomrec.index import EmbeddingStore, VectorIndex
 from ecomrec.index.validation import build_checked
@@ -241,11 +242,6 @@ class BiEncoderRetriever(ScoringRetriever):
         bought = [set(everything.indices[everything.indptr[u] : everything.indptr[u + 1]].tolist()) for u in range(data.n_users)]
         mine_hard_negatives(pairs, candidates, bought, self.config.seed)
 
-    def _forward(self, model: Any, texts: list[str], max_tokens: int) -> Any:
-        features = model.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
-        features = {name: tensor.to(self.device_) for name, tensor in features.items()}
-        return model(features)["sentence_embedding"]
-
     # ------------------------------------------------------------------ encoding
     def _prepare_inference(self) -> None:
         """Fix the serving model: float weights fingerprinted, then (optionally) int8 on the CPU."""
@@ -255,26 +251,15 @@ class BiEncoderRetriever(ScoringRetriever):
         cfg = self.config
         shape = json.dumps({"layers": cfg.layers, "item": cfg.item_max_tokens, "quantize": cfg.quantize})
         self.model_hash_ = model_fingerprint(self.model_) + "-" + _short_hash(shape)
-        serving = self.model_
+        self._item_serving = self._serving = traced_for_inference(self.model_, self.device_)
         if cfg.quantize == "int8" and self.device_ == "cpu":
-            serving = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8)
-        self._serving = traced_for_inference(serving, self.device_)
+            # Queries only: dynamic int8 scales activations by the whole batch, so a title's
+            # vector would depend on its batch-mates; titles keep the float model.
+            quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8)
+            self._serving = traced_for_inference(quantized, self.device_)
 
     def _encode(self, model: Any, texts: Sequence[str], max_tokens: int) -> np.ndarray:
-        """float32 [n, d] unit vectors; batches of similar length so padding stays small."""
-        import torch
-        import torch.nn.functional as F
-
-        out = np.zeros((len(texts), embedding_dimension(model)), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        size = self.config.encode_batch_size
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.device_.startswith("cuda") else contextlib.nullcontext()
-        with torch.inference_mode(), autocast:
-            for start in range(0, len(order), size):
-                rows = order[start : start + size]
-                vectors = F.normalize(self._forward(model, [texts[i] for i in rows], max_tokens).float(), dim=-1)
-                out[rows] = vectors.cpu().numpy()
-        return out
+        return encode_texts(model, texts, max_tokens, self.device_, self.config.encode_batch_size)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """float32 [n, d] unit vectors of user-history or search-query texts."""
@@ -288,7 +273,7 @@ class BiEncoderRetriever(ScoringRetriever):
         _, first = np.unique(hashes[rows < 0], return_index=True)  # a title shared by many items: once
         missing = np.flatnonzero(rows < 0)[np.sort(first)]
         if len(missing):
-            fresh = self._encode(self._serving, [texts[i] for i in missing], self.config.item_max_tokens)
+            fresh = self._encode(self._item_serving, [texts[i] for i in missing], self.config.item_max_tokens)
             self.cache_.store(hashes[missing], fresh)
             rows = self.cache_.rows(hashes)
         self.last_encoded_ = len(missing)

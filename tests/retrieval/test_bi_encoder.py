@@ -151,3 +151,15 @@ def test_training_continues_from_an_earlier_fine_tune() -> None:
     np.testing.assert_allclose(early.encode_queries(titles), before, atol=1e-6)  # left unchanged
     with pytest.raises(ValueError, match="layers"):
         BiEncoderRetriever(config.replace(layers=2), show_progress=False).fit(data, start_from=early)
+
+
+def test_int8_titles_get_the_same_vector_whatever_their_batch_mates() -> None:
+    data = synthetic(n_users=20, n_items=12, n_clusters=2, seed=1)
+    retriever = BiEncoderRetriever(BiEncoderConfig(layers=1, fine_tune=False, quantize="int8"), show_progress=False).fit(data)
+    titles = ["red retrospot mug", "a long title of a green garden lunch bag with many words in it", "tin"]
+    together = retriever.embed_items(titles)
+    for title, vector in zip(titles, together):
+        alone = BiEncoderRetriever.embed_items(retriever.replaced(cache_=type(retriever.cache_)(retriever.model_hash_)), [title])
+        np.testing.assert_allclose(alone[0], vector, atol=1e-6)
+    queries = retriever.encode_queries(titles)  # queries are int8: close to, not equal to, the float vectors
+    assert 1e-4 < np.abs(queries - together).max() < 0.1
