@@ -16,6 +16,7 @@ from typing import Any
 from ecomrec import __version__
 from ecomrec.config import INDEX_KINDS
 from ecomrec.exceptions import ArtifactError, EcomrecError, UnknownIdError
+from ecomrec.scale import BACKENDS
 
 logger = logging.getLogger("ecomrec")
 
@@ -146,6 +147,10 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     rebuild.add_argument("--category-column", help="catalog column holding categories (search filters), with --engine")
     rebuild.add_argument("--kind", choices=INDEX_KINDS, help="with --model: index kind")
     rebuild.add_argument("--output", help="with --model: index folder to write, e.g. indexes/als")
+    rebuild.add_argument("--backend", choices=BACKENDS, default="local",
+                         help="with --engine: where new titles are encoded; ray needs the scale extra (default local)")
+    rebuild.add_argument("--workers", type=int, default=2, help="with --backend ray: encoding actors, one CPU each (default 2)")
+    rebuild.add_argument("--address", help="with --backend ray: a running cluster's address, or auto (default: a local Ray for the call)")
     rebuild.set_defaults(run=_index_rebuild)
 
 
@@ -248,6 +253,8 @@ def _search(args: argparse.Namespace) -> int:
 def _index_rebuild(args: argparse.Namespace) -> int:
     if args.engine:
         return _engine_rebuild(args)
+    if args.backend != "local":
+        raise ValueError("--backend goes with --engine (a saved ALS model's index has no titles to encode)")
     if not args.output:
         raise ValueError("--model needs --output (the index folder to write)")
     from ecomrec.retrieval.als import rebuild_model_index
@@ -272,7 +279,7 @@ def _engine_rebuild(args: argparse.Namespace) -> int:
     if args.catalog:
         wanted = {args.item_column: "item_id", args.text_column: "text", **({args.category_column: "category"} if args.category_column else {})}
         catalog = read_table(Path(args.catalog), list(wanted)).rename(columns=wanted)[list(wanted.values())]
-    report = engine.rebuild_index(catalog)
+    report = engine.rebuild_index(catalog, backend=args.backend, workers=args.workers, address=args.address)
     engine.save(args.engine)
     print(json.dumps(report, indent=2, default=float))
     return EXIT_OK

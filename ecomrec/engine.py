@@ -32,6 +32,7 @@ from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import clean_text
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.results import Results
+from ecomrec.scale import BACKENDS, encode_on_ray
 from ecomrec.retrieval.base import Retriever
 from ecomrec.timing import Stopwatch
 from ecomrec.candidates import Candidates
@@ -281,7 +282,9 @@ class Engine:
         return Results.of(queries, found, snap.items.ids, snap.item_texts)
 
     # ------------------------------------------------------------------ catalog changes
-    def rebuild_index(self, catalog: pd.DataFrame | None = None) -> dict[str, Any]:
+    def rebuild_index(
+        self, catalog: pd.DataFrame | None = None, *, backend: str = "local", workers: int = 2, address: str | None = None
+    ) -> dict[str, Any]:
         """Make the engine serve ``catalog`` (columns ``item_id``, ``text``): rebuild the indexes.
 
         Changed titles are re-embedded (unchanged ones come from the embedding cache); items
@@ -290,7 +293,14 @@ class Engine:
         current one is re-indexed. The new indexes, listed set and texts are built and
         validated as one new snapshot while reads go on with the old one; publishing it is one
         reference swap, so a read sees the old catalog or the new one, never a mix.
+
+        ``backend="ray"`` encodes the titles without a vector on a Ray cluster first (``workers``
+        actors; ``address``: a running cluster, ``"auto"`` to find it; none: a local Ray for the
+        call; :mod:`ecomrec.scale`, the ``scale`` extra), then rebuilds as ``local`` does with
+        every title embedded. A rebuild that fails (a worker lost for good) changes nothing.
         """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         with self._write_lock:
             snap = self.snapshot
             categories = None
@@ -306,8 +316,10 @@ class Engine:
                 if "category" in catalog.columns:
                     categories = catalog["category"].fillna("").astype(str).tolist()
             start = time.perf_counter()
-            report: dict[str, Any] = {}
+            report: dict[str, Any] = {"backend": backend}
             models = dict(snap.hybrid.models_)
+            if backend == "ray":
+                report["ray"] = self._encode_on_ray(snap, models, texts, catalog is None, workers, address)
             if "bi_encoder" in models:
                 models["bi_encoder"], report["text_index"] = models["bi_encoder"].with_catalog(ids, texts)
             listed = np.zeros(len(snap.items), dtype=bool)
@@ -335,6 +347,19 @@ class Engine:
             model = hybrid if snap.model is snap.hybrid else snap.model.replaced(hybrid=hybrid)
             self._publish(Snapshot.of(model, listed, item_texts, search))
         report.update({"listed": int(listed.sum()), "seconds": time.perf_counter() - start})
+        return report
+
+    @staticmethod
+    def _encode_on_ray(
+        snap: Snapshot, models: dict[str, Any], texts: list[str], same_catalog: bool, workers: int, address: str | None
+    ) -> dict[str, Any]:
+        """Fill the text retrievers' embedding caches on Ray (the bi-encoder's, search's dense side's)."""
+        report = {}
+        if "bi_encoder" in models:
+            report["bi_encoder"] = encode_on_ray(models["bi_encoder"], texts, workers=workers, address=address)
+        if snap.search is not None:
+            search_texts = [snap.search.item_texts_[i] for i in np.flatnonzero(snap.search.listed_)] if same_catalog else texts
+            report["search"] = encode_on_ray(snap.search.dense_, search_texts, workers=workers, address=address)
         return report
 
     # ------------------------------------------------------------------ persistence

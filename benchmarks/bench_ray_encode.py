@@ -1,0 +1,87 @@
+"""Title encoding on Ray against the local path: titles/s per worker, 1 → 2 workers, Ray's overhead.
+
+The engine's text model shape (3 MiniLM layers, titles up to 32 tokens; weights as shipped,
+since fine-tuning does not change the speed) encodes ``--titles`` distinct real titles from the
+dunnhumby product table, each run into an empty embedding cache:
+
+* ``local`` — ``BiEncoderRetriever.embed_items`` in this process, torch on 1 thread (one CPU,
+  as a Ray worker gets) and on every core;
+* ``ray`` — ``ecomrec.scale.encode_on_ray`` with 1 and 2 one-CPU actors on a local Ray started
+  once (its start-up is reported apart; a cluster is started once, not per rebuild).
+
+Rates count the encoding call end to end (Ray: the dataset, the actors' start-up and model load,
+the transfer back and the cache fill). Peak memory: the driver's, and each worker's as it reports
+it (``worker_peak_mb``). The issue's bars: 2 workers ≥ 1.6× one worker; 1 Ray worker ≥ 0.9× local
+on one thread.
+
+    python benchmarks/bench_ray_encode.py --dunnhumby ../shared/data/dunnhumby-sample --titles 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def fresh(retriever):  # type: ignore[no-untyped-def]
+    return retriever.replaced(cache_=type(retriever.cache_)(retriever.model_hash_))
+
+
+def main() -> None:
+    import torch
+
+    from ecomrec import scale
+    from ecomrec.config import BiEncoderConfig
+    from ecomrec.data.synthetic import synthetic
+    from ecomrec.evaluation.report import environment
+    from ecomrec.retrieval import BiEncoderRetriever
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dunnhumby", required=True)
+    parser.add_argument("--titles", type=int, default=20_000)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--output", default="benchmarks/results/bench_ray_encode.json")
+    args = parser.parse_args()
+
+    catalog = pd.read_csv(Path(args.dunnhumby) / "catalog.csv", dtype=str, keep_default_na=False)
+    titles = list(dict.fromkeys(t for t in catalog["text"] if t.strip()))[: args.titles]
+    retriever = BiEncoderRetriever(BiEncoderConfig(layers=args.layers, fine_tune=False), show_progress=False).fit(
+        synthetic(n_users=20, n_items=12, n_clusters=2, seed=1))
+    report: dict = {"environment": environment(), "titles": len(titles), "layers": args.layers, "runs": {}}
+    threads = torch.get_num_threads()
+    for n in (1, threads):
+        torch.set_num_threads(n)
+        start = time.perf_counter()
+        fresh(retriever).embed_items(titles)
+        seconds = time.perf_counter() - start
+        report["runs"][f"local_{n}_thread"] = {"seconds": seconds, "titles_per_second": len(titles) / seconds}
+        print(f"local, {n} thread(s): {len(titles) / seconds:.0f} titles/s", flush=True)
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    with scale.ray_session(None, 2):
+        report["ray_start_seconds"] = time.perf_counter() - started
+        for workers in (1, 2):
+            target = fresh(retriever)
+            start = time.perf_counter()
+            out = scale.encode_on_ray(target, titles, workers=workers)
+            seconds = time.perf_counter() - start
+            assert target.embed_items(titles) is not None and target.last_encoded_ == 0
+            report["runs"][f"ray_{workers}_workers"] = {**out, "seconds": seconds, "titles_per_second": len(titles) / seconds}
+            print(f"ray, {workers} worker(s): {len(titles) / seconds:.0f} titles/s", flush=True)
+    report["driver_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # workers': each ray run's worker_peak_mb
+    runs = report["runs"]
+    report["ratios"] = {
+        "2_workers_over_1": runs["ray_2_workers"]["titles_per_second"] / runs["ray_1_workers"]["titles_per_second"],
+        "1_ray_worker_over_local_1_thread": runs["ray_1_workers"]["titles_per_second"] / runs["local_1_thread"]["titles_per_second"],
+    }
+    print(json.dumps(report["ratios"], indent=2))
+    Path(args.output).write_text(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Rebuilds on a local Ray cluster (two one-CPU actors): the same vectors as the local path, only
+missing titles encoded, a lost worker retried, a worker lost for good leaving the old index."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecomrec import scale
+from ecomrec.config import ALSConfig, BiEncoderConfig, EngineConfig, FusionConfig, HybridConfig, SearchConfig
+from ecomrec.data.synthetic import synthetic
+from ecomrec.engine import Engine
+from ecomrec.retrieval import BiEncoderRetriever
+
+pytestmark = pytest.mark.slow
+
+WORDS = ["red", "blue", "retrospot", "mug", "lunch", "bag", "garden", "tin", "heart", "candle", "set", "of", "3", "vintage"]
+
+
+def titles(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=rng.integers(1, 9))) + f" {i}" for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = scale.import_ray()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the failing encoders below travel to the workers as they are here
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def retriever() -> BiEncoderRetriever:
+    data = synthetic(n_users=20, n_items=12, n_clusters=2, seed=1)
+    return BiEncoderRetriever(BiEncoderConfig(layers=1, fine_tune=False), show_progress=False).fit(data)
+
+
+def fresh_cache(retriever: BiEncoderRetriever) -> BiEncoderRetriever:
+    return retriever.replaced(cache_=type(retriever.cache_)(retriever.model_hash_))
+
+
+def test_ray_and_local_embeddings_agree(ray_cluster, retriever) -> None:
+    catalog = titles(400, seed=0) + ["red mug 1"] * 3  # a shared title is encoded once
+    local = fresh_cache(retriever).embed_items(catalog)
+    on_ray = fresh_cache(retriever)
+    report = scale.encode_on_ray(on_ray, catalog, workers=2, batch_size=64)
+    assert report["encoded"] == len(set(catalog)) and report["workers"] == 2
+    assert 1 <= len(report["worker_peak_mb"]) <= 2 and min(report["worker_peak_mb"]) > 50  # a model was loaded
+    vectors = on_ray.embed_items(catalog)
+    assert on_ray.last_encoded_ == 0  # every title came from Ray
+    np.testing.assert_allclose(vectors, local, atol=1e-6)
+
+
+def test_after_a_one_percent_change_only_the_changed_titles_are_encoded(ray_cluster, retriever) -> None:
+    on_ray = fresh_cache(retriever)
+    catalog = titles(500, seed=1)
+    scale.encode_on_ray(on_ray, catalog, workers=2)
+    changed = list(catalog)
+    for i in range(0, 500, 100):
+        changed[i] = changed[i] + " new edition"
+    report = scale.encode_on_ray(on_ray, changed, workers=2)
+    assert report["encoded"] == 5
+    assert scale.encode_on_ray(on_ray, changed, workers=2)["encoded"] == 0
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"ecomrec\[scale\]"):
+        scale.import_ray()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    config = EngineConfig(
+        hybrid=HybridConfig(als=ALSConfig(factors=8, iterations=8), bi_encoder=BiEncoderConfig(fine_tune=False, layers=1),
+                            fusion=FusionConfig(tune=False)),
+        use_reranker=False, search=SearchConfig(dense=BiEncoderConfig(fine_tune=False, layers=1)),
+    )
+    return Engine(config, show_progress=False).fit(synthetic(n_users=60, n_items=40, n_clusters=4, seed=3))
+
+
+def catalog_of(engine: Engine, suffix: str) -> pd.DataFrame:
+    ids = list(engine.snapshot.items.ids)
+    return pd.DataFrame({"item_id": ids, "text": [f"{t} {suffix}" for t in engine.snapshot.item_texts]})
+
+
+def test_engine_rebuild_on_ray_serves_what_the_local_rebuild_serves(ray_cluster, engine) -> None:
+    catalog = catalog_of(engine, "ray edition")
+    report = engine.rebuild_index(catalog, backend="ray", workers=2)
+    assert report["backend"] == "ray" and report["ray"]["bi_encoder"]["encoded"] == len(catalog)
+    assert report["text_index"]["encoded"] == 0 and report["search_index"]["encoded"] == 0  # Ray embedded every title
+    on_ray = (engine.search(["red mug ray edition", "garden"], k=8), engine.recommend(["u00001", "u00002"], k=8))
+    engine.rebuild_index(catalog_of(engine, "plain"))
+    local_report = engine.rebuild_index(catalog)  # the same titles again, locally: all cached
+    assert local_report["text_index"]["encoded"] == 0
+    local = (engine.search(["red mug ray edition", "garden"], k=8), engine.recommend(["u00001", "u00002"], k=8))
+    for ray_result, local_result in zip(on_ray, local):
+        np.testing.assert_array_equal(ray_result.item_ids, local_result.item_ids)
+        np.testing.assert_allclose(ray_result.scores, local_result.scores, atol=1e-5)
+    with pytest.raises(ValueError, match="backend"):
+        engine.rebuild_index(catalog, backend="spark")
+
+
+class DiesOnce(scale.TitleEncoder):
+    """Kills its worker process on its first batch (a marker file says it already happened)."""
+
+    marker = ""
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        import os
+        from pathlib import Path
+
+        if not Path(self.marker).exists():
+            Path(self.marker).write_text("died")
+            os._exit(1)
+        return super().__call__(batch)
+
+
+class AlwaysDies(scale.TitleEncoder):
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        import os
+
+        os._exit(1)
+
+
+def test_a_worker_killed_once_is_retried(ray_cluster, retriever, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(DiesOnce, "marker", str(tmp_path / "died"))
+    monkeypatch.setattr(scale, "TitleEncoder", DiesOnce)
+    on_ray = fresh_cache(retriever)
+    catalog = titles(200, seed=4)
+    scale.encode_on_ray(on_ray, catalog, workers=2, batch_size=50)
+    assert (tmp_path / "died").exists()
+    np.testing.assert_allclose(on_ray.embed_items(catalog), fresh_cache(retriever).embed_items(catalog), atol=1e-6)
+    assert on_ray.last_encoded_ == 0
+
+
+def test_a_worker_lost_for_good_leaves_the_old_index_serving(ray_cluster, engine, monkeypatch) -> None:
+    before = catalog_of(engine, "before")
+    engine.rebuild_index(before)
+    served = engine.search("red mug before", k=5)
+    monkeypatch.setattr(scale, "TitleEncoder", AlwaysDies)
+    with pytest.raises(Exception):  # noqa: B017 -- Ray's error for an actor that keeps dying
+        engine.rebuild_index(catalog_of(engine, "after"), backend="ray", workers=2)
+    after = engine.search("red mug before", k=5)
+    np.testing.assert_array_equal(after.item_ids, served.item_ids)
+    assert all(text.endswith("before") for text in engine.snapshot.item_texts)
+
+
+def test_cli_rebuilds_a_saved_engine_on_ray(ray_cluster, engine, tmp_path, capsys) -> None:
+    import json
+
+    from ecomrec.cli import main
+
+    folder = engine.save(tmp_path / "shop")
+    catalog = catalog_of(engine, "from the shell").rename(columns={"text": "title"}).assign(item_id=lambda c: c["item_id"].astype(str))
+    catalog.loc[len(catalog)] = ["NEW1", "tartan umbrella"]
+    catalog.to_csv(tmp_path / "catalog.csv", index=False)
+    args = ["-q", "index", "rebuild", "--engine", str(folder), "--catalog", str(tmp_path / "catalog.csv"), "--backend", "ray", "--workers", "2"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "ray" and report["ray"]["search"]["encoded"] == len(catalog)
+    assert Engine.load(folder).search("tartan umbrella", k=1).item_ids[0, 0] == "NEW1"
