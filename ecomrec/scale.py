@@ -81,10 +81,13 @@ class TitleEncoder:
         import os
         import resource
 
+        start = time.perf_counter()
         texts = batch["text"].tolist()
         vectors = encode_texts(self.model, texts, self.max_tokens, self.device, self.batch_size)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-        return pd.DataFrame({"text_hash": batch["text_hash"].to_numpy(), "vector": list(vectors), "worker": os.getpid(), "peak_mb": peak_mb})
+        busy = np.full(len(texts), (time.perf_counter() - start) / max(len(texts), 1))  # per title: sums per worker
+        return pd.DataFrame({"text_hash": batch["text_hash"].to_numpy(), "vector": list(vectors), "worker": os.getpid(),
+                             "peak_mb": peak_mb, "busy_seconds": busy})
 
 
 def encode_on_ray(
@@ -125,6 +128,8 @@ def encode_on_ray(
         encoding = time.perf_counter() - started
     vectors = np.stack(encoded["vector"].to_numpy()).astype(np.float32)
     retriever.cache_.store(encoded["text_hash"].to_numpy().astype(str), vectors)
-    peaks = encoded.groupby("worker")["peak_mb"].max()
+    per_worker = encoded.groupby("worker").agg(peak_mb=("peak_mb", "max"), busy=("busy_seconds", "sum"), titles=("text_hash", "size"))
     return report | {"seconds": time.perf_counter() - start, "encoding_seconds": encoding,
-                     "titles_per_second": len(missing) / max(encoding, 1e-9), "worker_peak_mb": sorted(peaks.round(1).tolist())}
+                     "titles_per_second": len(missing) / max(encoding, 1e-9), "worker_peak_mb": sorted(per_worker["peak_mb"].round(1).tolist()),
+                     "worker_busy_seconds": sorted(per_worker["busy"].round(2).tolist()),
+                     "titles_per_busy_second": float((per_worker["titles"] / per_worker["busy"]).mean())}
