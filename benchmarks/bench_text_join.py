@@ -12,7 +12,9 @@ rerankers over them (``RerankConfig.text`` / ``text_join`` / ``drop_features``):
 * ``residual`` — the LightGBM margin plus a text path trained on what it leaves (listwise);
 * ``joint_whole``, ``residual_whole`` — the same trained on whole lists (every candidate of a
   user's list, as the trees read them; ``CrossEncoderConfig.list_size = 0``) instead of sampled
-  16-candidate lists, at the same budget of training pairs.
+  16-candidate lists, at the same budget of training pairs;
+* ``stack_full_attention``, ``residual_full_attention`` — ``stack`` and ``residual`` with a plain
+  full-attention cross-encoder (``CrossEncoderConfig.joined_layers = 3``) instead of the late join.
 
 Each is judged on the last cutoff's lists (the reranker's own validation cutoff, which also
 early-stops and calibrates every variant alike): ndcg@10 on full and new-item lists with
@@ -30,6 +32,9 @@ nothing: summed mean difference ≥ 0 and no interval wholly below zero.
     python benchmarks/bench_text_join.py --shop dunnhumby --data ../shared/data/dunnhumby-sample
     python benchmarks/bench_text_join.py --data ../shared/data/online-retail --variants features,joint_whole,residual_whole \
         --output benchmarks/results/bench_text_join_online-retail-whole-lists.json
+    python benchmarks/bench_text_join.py --data ../shared/data/online-retail \
+        --variants features,stack_full_attention,residual_full_attention \
+        --output benchmarks/results/bench_text_join_online-retail-full-attention.json
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ import pandas as pd
 SHOPS = {"online-retail": ("online_retail", "2011-10-01"), "dunnhumby": ("dunnhumby_sample", "2017-10-29")}
 #: Whole lists: two users' lists (~200 pairs) per step, checked every 40 steps (~120 steps in the pair budget).
 WHOLE_LISTS = {"list_size": 0, "users_per_batch": 2, "eval_every": 40}
+#: A plain full-attention cross-encoder over the default text model's 3 layers (bench_late_join.py:
+#: +0.10 ndcg@10 over the late join as a text score on validation lists, at 5x the scoring cost).
+FULL_ATTENTION = {"joined_layers": 3}
 #: RerankConfig changes of each variant.
 VARIANTS = {
     "features": {"text": False},
@@ -55,9 +63,11 @@ VARIANTS = {
     "residual": {"text": True, "text_join": "residual"},
     "joint_whole": {"text": True, "text_join": "joint", "cross_encoder": WHOLE_LISTS},
     "residual_whole": {"text": True, "text_join": "residual", "cross_encoder": WHOLE_LISTS},
+    "stack_full_attention": {"text": True, "text_join": "stack", "cross_encoder": FULL_ATTENTION},
+    "residual_full_attention": {"text": True, "text_join": "residual", "cross_encoder": FULL_ATTENTION},
 }
 #: Variants judged as text variants against ``features``.
-TEXT_VARIANTS = ("stack", "joint", "residual", "joint_whole", "residual_whole")
+TEXT_VARIANTS = ("stack", "joint", "residual", "joint_whole", "residual_whole", "stack_full_attention", "residual_full_attention")
 
 
 def variant_config(rerank, name: str):  # type: ignore[no-untyped-def]
