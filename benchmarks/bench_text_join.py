@@ -18,9 +18,11 @@ rerankers over them (``RerankConfig.text`` / ``text_join`` / ``drop_features``):
 
 Each is judged on the last cutoff's lists (the reranker's own validation cutoff, which also
 early-stops and calibrates every variant alike): ndcg@10 on full and new-item lists with
-paired-bootstrap intervals against ``features``, recall@10 of bought candidates that are new
-arrivals (every buyer before the cutoff bought in its last 30 days) or cold (no buyer before
-it), and the latency of reranking one user's 100 candidates (p50/p95/p99, warm).
+paired-bootstrap intervals against ``features``, the slice table of the evaluation protocol on
+those lists (:func:`validation_slices`: recall@10 of bought candidates by target kind —
+repurchase, new_warm, new_arrival, cold — and ndcg@10 of users with few baskets, each with its
+interval against ``features``), and the latency of reranking one user's 100 candidates
+(p50/p95/p99, warm; contended runs make it a ratio, not a speed figure: bench_text_latency.py).
 
 Rules fixed before the run: a text variant becomes the default (:func:`verdict`) when its
 interval against ``features`` lies above zero on one kind of list and its lower bound is
@@ -97,21 +99,57 @@ def candidate_stage(data, show_progress: bool):  # type: ignore[no-untyped-def]
     return hybrid, rerank, training_examples(data, hybrid, rerank, bi=early, show_progress=show_progress)
 
 
-def judged(reranker, valid) -> dict:  # type: ignore[no-untyped-def]
-    """Per-list ndcg@10 of the variant on the validation lists, and recall@10 of slices of bought candidates."""
-    from ecomrec.metrics import ndcg_rows
+def validation_slices(data, valid, sources: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """The slice table's slices (ecomrec.evaluation.slices) on the validation lists: per slice the
+    lists judged (bool [n]) and, for a target kind, the bought candidates counted (bool [n, k];
+    None: the slice is judged by ndcg@10). Kinds come from each candidate's own features as of
+    the cutoff: ``repurchase`` on full lists; on new-item lists ``new_warm``, ``new_arrival``
+    (first sold within NEW_ARRIVAL_DAYS before the cutoff) and ``cold`` (never sold before it);
+    ``few_baskets``: users with at most FEW_BASKETS baskets before the cutoff, on each kind of list."""
+    from ecomrec.evaluation.slices import NEW_ARRIVAL_DAYS, few_baskets
     from ecomrec.rerank.features import feature_names
+
+    names = feature_names(sources)
+    column = lambda name: valid.features[..., names.index(name)]  # noqa: E731
+    bought = valid.labels & (valid.candidates.item_ids >= 0)
+    sold, own = column("item_buyers_log") > 0, column("own_bought") > 0
+    arrival = sold & (column("item_age_log") <= np.log1p(NEW_ARRIVAL_DAYS))
+    full, new = ~valid.new_lists[:, None], valid.new_lists[:, None]
+    kinds = {"repurchase": bought & own & full, "new_warm": bought & sold & ~arrival & new,
+             "new_arrival": bought & arrival & new, "cold": bought & ~sold & new}
+    out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {kind: (mask.any(axis=1), mask) for kind, mask in kinds.items()}
+    few = few_baskets(data.between(None, valid.cutoff).interactions, valid.users)
+    out["few_baskets_all"], out["few_baskets_new"] = (few & ~valid.new_lists, None), (few & valid.new_lists, None)
+    return out
+
+
+def judged(reranker, valid, slices: dict) -> dict:  # type: ignore[no-untyped-def]
+    """Per-list ndcg@10 of the variant on the validation lists, and per slice of
+    :func:`validation_slices` its per-list recall@10 (target kinds) or ndcg@10."""
+    from ecomrec.metrics import ndcg_rows
 
     shown = valid.candidates.item_ids >= 0
     p = np.nan_to_num(reranker.example_probabilities(valid), nan=-np.inf)
-    names = feature_names(reranker.sources_)
-    buyers, recent = valid.features[..., names.index("item_buyers_log")], valid.features[..., names.index("item_buyers_30d_log")]
     top10 = np.zeros(shown.shape, bool)
     np.put_along_axis(top10, np.argsort(-np.where(shown, p, -np.inf), axis=1, kind="stable")[:, :10], True, axis=1)
-    bought = valid.labels & shown
-    slices = {"new_arrival": bought & (buyers > 0) & (buyers == recent), "cold": bought & (buyers == 0)}
-    return {"ndcg_rows": ndcg_rows(p, valid.labels, shown),
-            "slices": {n: {"targets": int(m.sum()), "recall@10": float((m & top10).sum() / max(m.sum(), 1))} for n, m in slices.items()}}
+    ndcg = ndcg_rows(p, valid.labels, shown)
+    per_slice = {}
+    for name, (lists, targets) in slices.items():
+        if targets is None:
+            per_slice[name] = ndcg[lists]
+        else:
+            per_slice[name] = (targets & top10)[lists].sum(axis=1) / targets[lists].sum(axis=1)
+    return {"ndcg_rows": ndcg, "slice_rows": per_slice}
+
+
+def slice_summary(slices: dict, rows: dict[str, np.ndarray]) -> dict[str, dict]:
+    """One variant's slice table: lists, targets, metric and mean per slice."""
+    out = {}
+    for name, (lists, targets) in slices.items():
+        out[name] = {"lists": int(lists.sum()), "targets": int(targets.sum()) if targets is not None else None,
+                     "metric": "ndcg@10" if targets is None else "recall@10",
+                     "value": float(np.nanmean(rows[name])) if len(rows[name]) else None}
+    return out
 
 
 def latency(reranker, valid, users: int = 60) -> dict:  # type: ignore[no-untyped-def]
@@ -122,6 +160,13 @@ def latency(reranker, valid, users: int = 60) -> dict:  # type: ignore[no-untype
     stats = time_calls(lambda r: reranker.rerank(valid.users[r : r + 1], valid.texts[r : r + 1], valid.candidates[r : r + 1], 10),
                        list(rows), warmup=5)
     return stats.to_dict()
+
+
+def slices_minus(slice_rows: dict[str, dict[str, np.ndarray]], name: str, baseline: str) -> dict[str, dict]:
+    """Paired-bootstrap differences ``name − baseline`` per slice (lists of the slice paired)."""
+    from ecomrec.evaluation.protocol import paired_bootstrap
+
+    return {s: paired_bootstrap(values, slice_rows[baseline][s]) for s, values in slice_rows[name].items() if len(values)}
 
 
 def minus(rows: dict[str, np.ndarray], name: str, baseline: str, new_lists: np.ndarray) -> dict[str, dict]:
@@ -174,19 +219,22 @@ def main() -> None:
     report: dict = {"environment": environment(), "shop": args.shop, "fit_before": test_from, "cutoffs": [str(e.cutoff.date()) for e in examples],
                     "validation_lists": {"all": int((~valid.new_lists).sum()), "new": int(valid.new_lists.sum())},
                     "candidate_stage_seconds": time.perf_counter() - start, "variants": {}}
-    rows = {}
+    slices = validation_slices(data, valid, sorted(hybrid.quotas_))
+    rows, slice_rows = {}, {}
     for name in args.variants.split(","):
         start = time.perf_counter()
         reranker = PurchaseReranker(variant_config(rerank, name)).fit(data, hybrid, examples)
         seconds = time.perf_counter() - start
-        out = judged(reranker, valid)
-        rows[name] = out.pop("ndcg_rows")
+        out = judged(reranker, valid, slices)
+        rows[name], slice_rows[name] = out.pop("ndcg_rows"), out.pop("slice_rows")
         out.update({"fit_seconds": seconds, "text_log": reranker.training_["text_log"], "latency_one_user": latency(reranker, valid),
-                    "ndcg@10": {kind: float(np.nanmean(rows[name][mask])) for kind, mask in (("all", ~valid.new_lists), ("new", valid.new_lists))}})
+                    "ndcg@10": {kind: float(np.nanmean(rows[name][mask])) for kind, mask in (("all", ~valid.new_lists), ("new", valid.new_lists))},
+                    "slices": slice_summary(slices, slice_rows[name])})
         report["variants"][name] = out
         print(name, json.dumps({k: out[k] for k in ("ndcg@10", "slices", "fit_seconds")}), flush=True)
     differences = {name: minus(rows, name, "features", valid.new_lists) for name in rows if name in TEXT_VARIANTS and "features" in rows}
     report["minus_features"] = differences
+    report["slices_minus_features"] = {name: slices_minus(slice_rows, name, "features") for name in differences}
     report["verdict"] = verdict(differences)
     if "features_without_age" in rows and "features" in rows:
         age = minus(rows, "features", "features_without_age", valid.new_lists)

@@ -51,10 +51,14 @@ def target_kinds(split: EvalSplit) -> dict[str, sp.csr_matrix]:
 
 def few_basket_users(split: EvalSplit) -> np.ndarray:
     """bool [len(split.users)]: at most FEW_BASKETS distinct purchase times before the cutoff."""
-    history = split.history.interactions
+    return few_baskets(split.history.interactions, split.users)
+
+
+def few_baskets(history: pd.DataFrame, users: np.ndarray) -> np.ndarray:
+    """bool [len(users)]: the dense ``users`` with at most FEW_BASKETS distinct purchase times in
+    ``history`` (interactions with ``user`` and ``timestamp``)."""
     baskets = history.drop_duplicates(["user", "timestamp"]).groupby("user").size()
-    counts = baskets.reindex(split.users, fill_value=0).to_numpy()
-    return counts <= FEW_BASKETS
+    return baskets.reindex(users, fill_value=0).to_numpy() <= FEW_BASKETS
 
 
 @dataclasses.dataclass
