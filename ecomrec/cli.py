@@ -151,6 +151,8 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
                          help="with --engine: where new titles are encoded; ray needs the scale extra (default local)")
     rebuild.add_argument("--workers", type=int, default=2, help="with --backend ray: encoding actors, one CPU each (default 2)")
     rebuild.add_argument("--address", help="with --backend ray: a running cluster's address, or auto (default: a local Ray for the call)")
+    rebuild.add_argument("--shards", type=int, help="with --engine: split each index over this many FAISS shards from now on "
+                         "(unchanged shards are kept as they are; with --backend ray changed ones build in parallel)")
     rebuild.set_defaults(run=_index_rebuild)
 
 
@@ -255,6 +257,8 @@ def _index_rebuild(args: argparse.Namespace) -> int:
         return _engine_rebuild(args)
     if args.backend != "local":
         raise ValueError("--backend goes with --engine (a saved ALS model's index has no titles to encode)")
+    if args.shards is not None:
+        raise ValueError("--shards goes with --engine")
     if not args.output:
         raise ValueError("--model needs --output (the index folder to write)")
     from ecomrec.retrieval.als import rebuild_model_index
@@ -279,7 +283,7 @@ def _engine_rebuild(args: argparse.Namespace) -> int:
     if args.catalog:
         wanted = {args.item_column: "item_id", args.text_column: "text", **({args.category_column: "category"} if args.category_column else {})}
         catalog = read_table(Path(args.catalog), list(wanted)).rename(columns=wanted)[list(wanted.values())]
-    report = engine.rebuild_index(catalog, backend=args.backend, workers=args.workers, address=args.address)
+    report = engine.rebuild_index(catalog, backend=args.backend, workers=args.workers, address=args.address, shards=args.shards)
     engine.save(args.engine)
     print(json.dumps(report, indent=2, default=float))
     return EXIT_OK

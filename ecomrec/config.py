@@ -196,6 +196,11 @@ class IndexConfig(ConfigBase):
         exact vectors already and ignore it.
     train_size
         Vectors sampled to train IVF / PQ (0 = ``64 * nlist``, at most all).
+    shards
+        Split the items over this many FAISS indexes that share one trained structure
+        (:class:`ecomrec.index.ShardedIndex`: the same answers as one index). A rebuild keeps
+        the trained structure and every shard whose items and vectors did not change, and with
+        the Ray backend builds the changed shards in parallel tasks. 1: one index.
     device
         ``auto`` (GPU when FAISS sees one), ``cpu`` or ``cuda``. HNSW always runs on the CPU.
     seed
@@ -214,11 +219,13 @@ class IndexConfig(ConfigBase):
     pq_bits: int = 8
     refine: int = 0
     train_size: int = 0
+    shards: int = 1
     device: str = "auto"
     seed: int = 0
 
     def validate(self) -> None:
         _require(self.refine >= 0, self, "refine", ">= 0", self.refine)
+        _require(self.shards >= 1, self, "shards", ">= 1", self.shards)
         _require(self.kind in INDEX_KINDS, self, "kind", f"one of {INDEX_KINDS}", self.kind)
         _require(self.auto_kind in INDEX_KINDS[2:], self, "auto_kind", f"one of {INDEX_KINDS[2:]}", self.auto_kind)
         for name in ("exact_max_floats", "nlist", "nprobe", "pq_m", "train_size"):

@@ -12,6 +12,7 @@ assignment. Writers wait for each other; readers never wait.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -32,7 +33,8 @@ from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import clean_text
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.results import Results
-from ecomrec.scale import BACKENDS, encode_on_ray
+from ecomrec.index import shard_builds
+from ecomrec.scale import BACKENDS, encode_on_ray, ray_session, ray_shard_builder
 from ecomrec.retrieval.base import Retriever
 from ecomrec.timing import Stopwatch
 from ecomrec.candidates import Candidates
@@ -283,7 +285,8 @@ class Engine:
 
     # ------------------------------------------------------------------ catalog changes
     def rebuild_index(
-        self, catalog: pd.DataFrame | None = None, *, backend: str = "local", workers: int = 2, address: str | None = None
+        self, catalog: pd.DataFrame | None = None, *, backend: str = "local", workers: int = 2, address: str | None = None,
+        shards: int | None = None,
     ) -> dict[str, Any]:
         """Make the engine serve ``catalog`` (columns ``item_id``, ``text``): rebuild the indexes.
 
@@ -294,13 +297,29 @@ class Engine:
         validated as one new snapshot while reads go on with the old one; publishing it is one
         reference swap, so a read sees the old catalog or the new one, never a mix.
 
+        ``shards``: split each retriever's index over this many FAISS shards from now on
+        (``IndexConfig.shards``; default: as configured). A sharded index keeps its trained
+        structure and every shard whose items and vectors did not change; the report says which
+        (``reused_shards``).
+
         ``backend="ray"`` encodes the titles without a vector on a Ray cluster first (``workers``
         actors; ``address``: a running cluster, ``"auto"`` to find it; none: a local Ray for the
-        call; :mod:`ecomrec.scale`, the ``scale`` extra), then rebuilds as ``local`` does with
-        every title embedded. A rebuild that fails (a worker lost for good) changes nothing.
+        call; :mod:`ecomrec.scale`, the ``scale`` extra) and builds the shards that changed in
+        parallel Ray tasks, all in one Ray session; otherwise it rebuilds as ``local`` does.
+        A rebuild that fails (a worker lost for good) changes nothing.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if shards is not None and (not isinstance(shards, (int, np.integer)) or shards < 1):
+            raise ValueError(f"shards must be a positive integer, got {shards!r}")
+        if backend == "ray":
+            with ray_session(address, workers) as ray, shard_builds(ray_shard_builder(ray)):
+                return self._rebuild(catalog, backend, workers, address, shards)
+        return self._rebuild(catalog, backend, workers, address, shards)
+
+    def _rebuild(
+        self, catalog: pd.DataFrame | None, backend: str, workers: int, address: str | None, shards: int | None
+    ) -> dict[str, Any]:
         with self._write_lock:
             snap = self.snapshot
             categories = None
@@ -317,7 +336,11 @@ class Engine:
                     categories = catalog["category"].fillna("").astype(str).tolist()
             start = time.perf_counter()
             report: dict[str, Any] = {"backend": backend}
-            models = dict(snap.hybrid.models_)
+            models = {name: _with_shards(model, shards) for name, model in snap.hybrid.models_.items()}
+            search = snap.search
+            if search is not None and shards is not None:  # a copy: the snapshot in service keeps its own
+                search = copy.copy(search)
+                search.dense_ = _with_shards(search.dense_, shards)
             if backend == "ray":
                 report["ray"] = self._encode_on_ray(snap, models, texts, catalog is None, workers, address)
             if "bi_encoder" in models:
@@ -335,7 +358,6 @@ class Engine:
             for position, text in zip(known, texts):
                 if position >= 0:
                     item_texts[position] = text
-            search = snap.search
             if search is not None:
                 if catalog is None:  # re-index what search lists now (it may hold items added since fit)
                     listed_now = np.flatnonzero(search.listed_)
@@ -343,6 +365,8 @@ class Engine:
                 else:
                     search_ids, search_texts = ids, texts
                 search, report["search_index"] = search.with_catalog(search_ids, search_texts, categories)
+            report["reused_shards"] = {name: list(getattr(model.index_, "reused_", [])) for name, model in models.items()
+                                       if hasattr(model, "index_")}
             hybrid = snap.hybrid.replaced(models_=models)
             model = hybrid if snap.model is snap.hybrid else snap.model.replaced(hybrid=hybrid)
             self._publish(Snapshot.of(model, listed, item_texts, search))
@@ -504,6 +528,15 @@ class Snapshot:
             return None if listed.all() and not grown else np.flatnonzero(listed)
         wanted = self.item_indices(allow, policy)
         return wanted[listed[wanted]]
+
+
+def _with_shards(model: Any, shards: int | None) -> Any:
+    """``model`` (a retriever) with its index split over ``shards`` FAISS shards from its next
+    index build on; itself when ``shards`` is None or it has no index config."""
+    config = getattr(model, "config", None)
+    if shards is None or not hasattr(config, "index") or config.index.shards == shards:
+        return model
+    return model.replaced(config=config.replace(index=config.index.replace(shards=shards)))
 
 
 def fit_stages(model: Any) -> dict[str, float]:

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ecomrec.encoders import encode_texts, text_hashes, traced_for_inference
+from ecomrec.index.embedding_store import EmbeddingStore
 
 #: How to get Ray when it is missing.
 SCALE_EXTRA = "backend='ray' needs Ray Data: pip install 'ecomrec[scale]'"
@@ -64,39 +66,138 @@ def ray_session(address: str | None, workers: int) -> Iterator[Any]:
             ray.shutdown()
 
 
-class TitleEncoder:
-    """A Ray Data actor: loads the encoder once, then turns batches of titles into vectors."""
+def ray_shard_builder(ray: Any) -> Any:
+    """A :data:`~ecomrec.index.sharded.ShardBuilder` that builds shards in parallel Ray tasks
+    (one CPU each), every one from the same trained template (shipped once through the object
+    store); a task lost with its worker is retried :data:`RETRIES` times."""
+    task = ray.remote(num_cpus=1, max_retries=RETRIES)(_build_shard)
 
-    def __init__(self, model_ref: list[Any], max_tokens: int, batch_size: int, device: str) -> None:
+    def build(template: Any, parts: list[tuple[np.ndarray, np.ndarray]]) -> list[Any]:
+        shared = ray.put(template)
+        return ray.get([task.remote(shared, vectors, ids) for vectors, ids in parts])
+
+    return build
+
+
+def _build_shard(template: Any, vectors: np.ndarray, ids: np.ndarray) -> Any:
+    """One shard from ``template`` (runs in a Ray worker; the index travels back pickled)."""
+    import faiss
+
+    from ecomrec.index.sharded import build_shards_here
+
+    faiss.omp_set_num_threads(1)  # one CPU per task
+    return build_shards_here(template, [(vectors, ids)])[0]
+
+
+@dataclasses.dataclass
+class ModelEncoder:
+    """What a worker needs to encode titles as a text retriever does: its float model (shipped
+    once through the object store), traced once per worker, run by :func:`encode_texts`.
+
+    The encoder protocol of :func:`encode_titles_on_ray`: a picklable object whose
+    ``load(device)`` returns a function from a list of texts to float32 [n, d] vectors.
+    """
+
+    model: Any
+    max_tokens: int
+    batch_size: int
+
+    def load(self, device: str) -> Callable[[list[str]], np.ndarray]:
+        model = traced_for_inference(self.model.to(device), device)
+        return lambda texts: encode_texts(model, texts, self.max_tokens, device, self.batch_size)
+
+
+class TitleEncoder:
+    """A Ray Data actor: loads the encoder once, then turns batches of titles into vectors (and
+    with a store, writes each batch — one whole store partition — into it)."""
+
+    def __init__(self, encoder_ref: list[Any], device: str, store: EmbeddingStore | None = None) -> None:
         import ray
         import torch
 
         torch.set_num_threads(1)  # one CPU per actor: more threads only fight the other actors
-        self.device = device
-        model = ray.get(model_ref[0]).to(device)
-        self.model = traced_for_inference(model, self.device)
-        self.max_tokens, self.batch_size = max_tokens, batch_size
+        self.encode = ray.get(encoder_ref[0]).load(device)
+        self.store = store
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import os
         import resource
 
         start = time.perf_counter()
-        texts = batch["text"].tolist()
-        vectors = encode_texts(self.model, texts, self.max_tokens, self.device, self.batch_size)
+        vectors = np.asarray(self.encode([str(t) for t in batch["text"]]), dtype=np.float32)
+        n = len(vectors)
+        out = {name: column for name, column in batch.items() if name != "text"}
+        if self.store is not None:
+            self.store.put_partition(int(batch["partition"][0]), batch["item_id"].tolist(), batch["text_hash"].tolist(), vectors)
+        else:
+            out["vector"] = vectors  # [n, d]: one tensor column, no per-row objects
+        busy = (time.perf_counter() - start) / max(n, 1)  # per title: sums per worker
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-        busy = np.full(len(texts), (time.perf_counter() - start) / max(len(texts), 1))  # per title: sums per worker
-        return pd.DataFrame({"text_hash": batch["text_hash"].to_numpy(), "vector": list(vectors), "worker": os.getpid(),
-                             "peak_mb": peak_mb, "busy_seconds": busy})
+        return out | {"worker": np.full(n, os.getpid()), "peak_mb": np.full(n, peak_mb), "busy_seconds": np.full(n, busy)}
+
+
+def encode_titles_on_ray(
+    titles: pd.DataFrame, encoder: Any, *, workers: int = 2, address: str | None = None, batch_size: int = 512,
+    store: EmbeddingStore | None = None,
+) -> tuple[pd.DataFrame, np.ndarray | None, dict[str, Any]]:
+    """Encode ``titles`` (a ``text`` column and any key columns) on Ray: ``workers`` actors of one
+    CPU each (one GPU each where the cluster has them), each loading ``encoder`` once (see
+    :class:`ModelEncoder`); ``batch_size`` titles per Ray batch.
+
+    Returns the key columns (rows in no particular order), float32 [n, d] vectors of those rows,
+    and counts and seconds (``titles_per_second`` over the encoding; per worker its peak memory
+    and busy seconds).
+    With ``store`` (and ``item_id``, ``text_hash`` among the key columns) the titles go to Ray
+    one store partition per batch and the workers write the vectors into that
+    :class:`~ecomrec.index.EmbeddingStore` themselves (one writer per partition file, no
+    shuffle); no vector comes back then (None)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if store is not None and not {"item_id", "text_hash"} <= set(titles.columns):
+        raise ValueError("writing a store needs item_id and text_hash columns")
+    report: dict[str, Any] = {"encoded": int(len(titles)), "workers": workers}
+    if not len(titles):
+        return titles.drop(columns=["text"]), None, report | {"seconds": 0.0}
+    start = time.perf_counter()
+    if store is not None:
+        titles = titles.assign(partition=store.partition_of(titles["item_id"].tolist()))
+        blocks = [group for _, group in titles.groupby("partition", sort=True)]
+    else:
+        count = max(1, min(-(-len(titles) // batch_size), 4 * workers))  # enough blocks to keep every actor busy
+        edges = np.linspace(0, len(titles), count + 1).astype(int)
+        blocks = [titles.iloc[lo:hi] for lo, hi in zip(edges[:-1], edges[1:])]
+    with ray_session(address, workers) as ray:
+        import torch
+
+        gpus = 1 if torch.cuda.is_available() and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        dataset = ray.data.from_pandas(blocks)
+        started = time.perf_counter()
+        encoded = dataset.map_batches(
+            TitleEncoder, fn_constructor_kwargs={"encoder_ref": [ray.put(encoder)], "device": "cuda" if gpus else "cpu", "store": store},
+            batch_format="numpy", batch_size=None if store is not None else batch_size, concurrency=workers,
+            num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES,
+        )
+        parts = list(encoded.iter_batches(batch_size=None, batch_format="numpy"))
+        encoding = time.perf_counter() - started
+    columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    per_worker = pd.DataFrame({k: columns.pop(k) for k in ("worker", "peak_mb", "busy_seconds")}).groupby("worker").agg(
+        peak_mb=("peak_mb", "max"), busy=("busy_seconds", "sum"), titles=("busy_seconds", "size"))
+    vectors = columns.pop("vector", None)
+    report |= {"seconds": time.perf_counter() - start, "encoding_seconds": encoding,
+               "titles_per_second": len(titles) / max(encoding, 1e-9), "worker_peak_mb": sorted(per_worker["peak_mb"].round(1).tolist()),
+               "worker_busy_seconds": sorted(per_worker["busy"].round(2).tolist()),
+               "titles_per_busy_second": float((per_worker["titles"] / per_worker["busy"]).mean())}
+    if store is not None:
+        report["store_partitions_written"] = len(blocks)
+    return pd.DataFrame(columns), vectors, report
 
 
 def encode_on_ray(
     retriever: Any, texts: Sequence[str], *, workers: int = 2, address: str | None = None, batch_size: int = 512
 ) -> dict[str, Any]:
     """Embed on Ray the titles ``retriever`` (a :class:`~ecomrec.retrieval.BiEncoderRetriever`)
-    has no cached vector for, into its cache. ``workers`` actors of one CPU each (or one GPU
-    each where the cluster has them); ``batch_size`` titles per Ray batch. Returns counts and
-    seconds (``titles_per_second`` over the encoding)."""
+    has no cached vector for, into its cache (:func:`encode_titles_on_ray` with its
+    :class:`ModelEncoder`). Returns counts and seconds."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     titles = list(texts)
@@ -104,32 +205,11 @@ def encode_on_ray(
     absent = retriever.cache_.rows(hashes) < 0
     _, first = np.unique(hashes[absent], return_index=True)  # a title shared by many items: once
     missing = np.flatnonzero(absent)[np.sort(first)]
-    report: dict[str, Any] = {"titles": len(titles), "encoded": int(len(missing)), "workers": workers}
     if not len(missing):
-        return report | {"seconds": 0.0}
-    frame = pd.DataFrame({"text_hash": hashes[missing], "text": [titles[i] for i in missing]})
-    start = time.perf_counter()
+        return {"titles": len(titles), "encoded": 0, "workers": workers, "seconds": 0.0}
     model = retriever.model_ if retriever.device_ == "cpu" else copy.deepcopy(retriever.model_).to("cpu")  # any worker can load it
-    with ray_session(address, workers) as ray:
-        import torch
-
-        gpus = 1 if torch.cuda.is_available() and ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        blocks = max(1, min(-(-len(frame) // batch_size), 4 * workers))  # enough blocks to keep every actor busy
-        edges = np.linspace(0, len(frame), blocks + 1).astype(int)
-        dataset = ray.data.from_pandas([frame.iloc[lo:hi] for lo, hi in zip(edges[:-1], edges[1:])])
-        started = time.perf_counter()
-        encoded = dataset.map_batches(
-            TitleEncoder,
-            fn_constructor_kwargs={"model_ref": [ray.put(model)], "max_tokens": retriever.config.item_max_tokens,
-                                   "batch_size": retriever.config.encode_batch_size, "device": "cuda" if gpus else "cpu"},
-            batch_format="pandas", batch_size=batch_size, concurrency=workers, num_cpus=0 if gpus else 1, num_gpus=gpus,
-            max_restarts=RETRIES, max_task_retries=RETRIES,
-        ).to_pandas()
-        encoding = time.perf_counter() - started
-    vectors = np.stack(encoded["vector"].to_numpy()).astype(np.float32)
-    retriever.cache_.store(encoded["text_hash"].to_numpy().astype(str), vectors)
-    per_worker = encoded.groupby("worker").agg(peak_mb=("peak_mb", "max"), busy=("busy_seconds", "sum"), titles=("text_hash", "size"))
-    return report | {"seconds": time.perf_counter() - start, "encoding_seconds": encoding,
-                     "titles_per_second": len(missing) / max(encoding, 1e-9), "worker_peak_mb": sorted(per_worker["peak_mb"].round(1).tolist()),
-                     "worker_busy_seconds": sorted(per_worker["busy"].round(2).tolist()),
-                     "titles_per_busy_second": float((per_worker["titles"] / per_worker["busy"]).mean())}
+    encoder = ModelEncoder(model, retriever.config.item_max_tokens, retriever.config.encode_batch_size)
+    frame = pd.DataFrame({"text_hash": hashes[missing], "text": [titles[i] for i in missing]})
+    keys, vectors, report = encode_titles_on_ray(frame, encoder, workers=workers, address=address, batch_size=batch_size)
+    retriever.cache_.store(keys["text_hash"].to_numpy().astype(str), vectors)
+    return {"titles": len(titles), **report}

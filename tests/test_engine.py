@@ -273,6 +273,29 @@ def test_new_items_are_searchable_at_once_and_recommended_after_refit(saved, dat
     assert "NEW1" not in set(recs.item_ids.ravel())  # no purchase data yet: not in recommendations
 
 
+def test_a_sharded_rebuild_serves_exactly_what_one_index_serves(saved, data, tmp_path) -> None:
+    """Exact (flat) indexes here: sharding must change no answer, and survive a save and load."""
+    from ecomrec.index import ShardedIndex
+
+    engine = Engine.load(saved)
+    catalog = pd.DataFrame({"item_id": list(data.items.ids), "text": list(data.item_texts)})
+    engine.rebuild_index(catalog)
+    one = (engine.search(["garden", "red mug"], k=10), engine.recommend(["u00001", "u00002"], k=10), engine.candidates(["u00003"], k=30))
+    report = engine.rebuild_index(catalog, shards=3)
+    assert set(report["reused_shards"]) >= {"als", "bi_encoder"}
+    indexes = [engine.snapshot.hybrid.models_[name].index_ for name in ("als", "bi_encoder")] + [engine.snapshot.search.dense_.index_]
+    assert all(isinstance(index, ShardedIndex) and index.n_shards == 3 for index in indexes)
+    again = engine.rebuild_index(catalog)  # shards stay as configured; nothing changed, every shard kept
+    assert again["reused_shards"]["bi_encoder"] == again["reused_shards"]["als"] == [0, 1, 2]
+    loaded = Engine.load(engine.save(tmp_path / "sharded"))
+    for current in (engine, loaded):
+        got = (current.search(["garden", "red mug"], k=10), current.recommend(["u00001", "u00002"], k=10), current.candidates(["u00003"], k=30))
+        for sharded, single in zip(got, one):
+            np.testing.assert_array_equal(sharded.item_ids, single.item_ids)
+            np.testing.assert_allclose(sharded.scores, single.scores, rtol=1e-5, atol=1e-6)
+    assert loaded.snapshot.hybrid.models_["bi_encoder"].config.index.shards == 3
+
+
 def test_a_catalog_of_new_items_only_is_served(saved) -> None:
     engine = Engine.load(saved)
     catalog = pd.DataFrame({"item_id": ["NEW1", "NEW2"], "text": ["tartan picnic umbrella", "copper kettle"]})

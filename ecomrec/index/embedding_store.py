@@ -110,17 +110,36 @@ class EmbeddingStore:
             raise ValueError(f"vectors must be [{len(ids)}, {self.dim}], got {vectors.shape}")
         if len(set(ids)) != len(ids):
             raise ValueError("item_ids must be distinct")
-        self.folder.mkdir(parents=True, exist_ok=True)
         parts = self.partition_of(ids)
         written = []
         for partition in np.unique(parts):
             rows = np.flatnonzero(parts == partition)
-            old_ids, old_digests, old_vectors = self.read_partition(int(partition))
-            keep = ~np.isin(old_ids, [ids[r] for r in rows])
-            self._write(int(partition), np.concatenate([old_ids[keep], np.asarray([ids[r] for r in rows], dtype=object)]),
-                        np.concatenate([old_digests[keep], digests[rows]]), np.vstack([old_vectors[keep], vectors[rows]]))
+            self._merge(int(partition), np.asarray([ids[r] for r in rows], dtype=object), digests[rows], vectors[rows])
             written.append(int(partition))
         return written
+
+    def put_partition(self, partition: int, item_ids: Sequence[str], text_hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Store the vectors of items that all fall in ``partition``, keyed by the digests of
+        their titles (``encoders.text_hashes``): what a worker that owns one partition writes
+        (``ecomrec.scale``: one Ray task per partition, so no two writers share a file)."""
+        ids = np.asarray([str(i) for i in item_ids], dtype=object)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+        if vectors.shape[1] != self.dim or len(text_hashes) != len(ids):
+            raise ValueError(f"expected [{len(ids)}, {self.dim}] vectors and {len(ids)} digests")
+        if len(set(ids.tolist())) != len(ids):
+            raise ValueError("item_ids must be distinct")
+        elsewhere = ids[self.partition_of(ids.tolist()) != partition]
+        if len(elsewhere):
+            raise ValueError(f"items of other partitions given for partition {partition}, e.g. {elsewhere[:3].tolist()}")
+        self._merge(int(partition), ids, np.asarray(text_hashes, dtype=object), vectors)
+
+    def _merge(self, partition: int, ids: np.ndarray, digests: np.ndarray, vectors: np.ndarray) -> None:
+        """Rewrite ``partition`` with these rows replacing the same items' earlier ones."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        old_ids, old_digests, old_vectors = self.read_partition(partition)
+        keep = ~np.isin(old_ids, ids)
+        self._write(partition, np.concatenate([old_ids[keep], ids]), np.concatenate([old_digests[keep], digests]),
+                    np.vstack([old_vectors[keep], vectors]))
 
     def _write(self, partition: int, ids: np.ndarray, digests: np.ndarray, vectors: np.ndarray) -> None:
         import pyarrow as pa

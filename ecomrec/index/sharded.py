@@ -11,24 +11,55 @@ With ``IndexConfig.refine`` each shard re-scores its own shortlist of ``refine Ã
 merged list re-scores a superset of what one index would: at least as close to exact search.
 
 Items go to shard ``shard_of(item_id, S)`` (a fixed hash of the id), so a catalog change touches
-only the shards of the items that changed.
+only the shards of the items that changed: a rebuild (``build(..., previous=)``) keeps the
+trained structure and reuses, as they are, the shards whose items and vectors are unchanged
+(their saved files come out byte-identical), and builds only the others â€” one after another
+here, or in parallel wherever :func:`shard_builds` says (Ray tasks: ``ecomrec.scale``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ecomrec.artifacts import manifest_config, open_artifact, write_artifact
+from ecomrec.artifacts import MANIFEST, manifest_config, open_artifact, write_artifact
 from ecomrec.candidates import Candidates
 from ecomrec.config import IndexConfig
-from ecomrec.data.idmap import ON_UNKNOWN
+from ecomrec.data.idmap import ON_UNKNOWN, IdMap
 from ecomrec.exceptions import ArtifactError, NotFittedError, UnknownIdError
 from ecomrec.index.vector_index import Exclude, VectorIndex, split_exclude
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: ids spread evenly whatever their pattern
+#: Subfolder of a saved sharded index with its trained, empty structure (what rebuilds reuse).
+TEMPLATE = "template"
+
+#: Builds the shards of one build: (trained template, [(vectors, ids) of each shard]) -> shards.
+ShardBuilder = Callable[[VectorIndex, list[tuple[np.ndarray, np.ndarray]]], list[VectorIndex]]
+_shard_builder: ContextVar[ShardBuilder | None] = ContextVar("ecomrec_shard_builder", default=None)
+
+
+def build_shards_here(template: VectorIndex, parts: list[tuple[np.ndarray, np.ndarray]]) -> list[VectorIndex]:
+    """The default :data:`ShardBuilder`: each shard in this process, one after another."""
+    return [VectorIndex(template.config).build(vectors, ids, trained=template) for vectors, ids in parts]
+
+
+@contextlib.contextmanager
+def shard_builds(builder: ShardBuilder) -> Iterator[None]:
+    """Every :class:`ShardedIndex` built in this block builds its shards with ``builder`` (e.g.
+    parallel Ray tasks, :func:`ecomrec.scale.ray_shard_builder`) instead of :func:`build_shards_here`."""
+    token = _shard_builder.set(builder)
+    try:
+        yield
+    finally:
+        _shard_builder.reset(token)
 
 
 def shard_of(item_ids: np.ndarray | list[int], shards: int) -> np.ndarray:
@@ -52,14 +83,22 @@ class ShardedIndex:
     [[10, 11]]
     """
 
-    def __init__(self, config: IndexConfig | None = None, *, shards: int = 2, **kwargs: Any) -> None:
+    def __init__(self, config: IndexConfig | None = None, *, shards: int | None = None, **kwargs: Any) -> None:
         if config is not None and kwargs:
             raise TypeError(f"ShardedIndex: pass a config or keywords ({sorted(kwargs)}), not both")
+        self.config = config if config is not None else IndexConfig(**kwargs)
+        shards = self.config.shards if shards is None else shards
         if not isinstance(shards, (int, np.integer)) or shards < 1:
             raise ValueError(f"shards must be a positive integer, got {shards!r}")
-        self.config = config if config is not None else IndexConfig(**kwargs)
         self.n_shards = int(shards)
         self.shards_: list[VectorIndex] = []
+        #: The trained, empty structure every shard was built from (None: shards built elsewhere).
+        self.template_: VectorIndex | None = None
+        #: Per shard, a digest of the template and its items' ids and vectors (None: unknown).
+        self.digests_: list[str | None] = []
+        #: Shards the last build took over unchanged from ``previous``.
+        self.reused_: list[int] = []
+        self.validated_recall_: float | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -83,6 +122,18 @@ class ShardedIndex:
     def dim_(self) -> int:
         return self.shards_[0].dim_ if self.shards_ else 0
 
+    @property
+    def nlist_(self) -> int:
+        return self.shards_[0].nlist_ if self.shards_ else 0
+
+    @property
+    def nprobe_(self) -> int:
+        return self.shards_[0].nprobe_ if self.shards_ else 0
+
+    @property
+    def ef_search_(self) -> int:
+        return self.shards_[0].ef_search_ if self.shards_ else self.config.ef_search
+
     def __repr__(self) -> str:
         if not self.is_built:
             return "ShardedIndex(not built)"
@@ -90,16 +141,51 @@ class ShardedIndex:
         return f"ShardedIndex({self.kind_}, {self.n_shards} shards of {sizes} items x {self.dim_})"
 
     # ------------------------------------------------------------------ build
-    def build(self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None) -> ShardedIndex:
+    def build(
+        self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None, *,
+        previous: ShardedIndex | None = None, trained: VectorIndex | None = None,
+    ) -> ShardedIndex:
         """Train one structure on ``vectors`` (a sample of them, as :class:`VectorIndex` does),
-        then build every shard from a copy of it with its share of the items."""
+        then build every shard from a copy of it with its share of the items.
+
+        ``trained``: an empty index from :meth:`VectorIndex.train` to share instead of training one.
+
+        ``previous``: the index this one replaces. When it has the same config and shard count
+        and its trained structure fits ``vectors`` (same dimension and kind), that structure is
+        kept, and every shard whose item ids and vectors are unchanged is taken over as it is
+        (``reused_``); ``previous`` itself is left untouched (reused shards are shallow copies
+        that share its FAISS data, which nothing here changes).
+        """
         vectors = VectorIndex._check_vectors(vectors, dim=None)
         ids = VectorIndex._check_new_ids(np.arange(len(vectors)) if item_ids is None else item_ids, len(vectors), existing=None)
-        template = VectorIndex(self.config).train(vectors)
+        template = trained if trained is not None else self._reusable_template(previous, vectors)
+        if template is None:
+            template = VectorIndex(self.config).train(vectors)
         part = shard_of(ids, self.n_shards)
-        self.shards_ = [VectorIndex(self.config).build(vectors[part == s], ids[part == s], trained=template)
-                        for s in range(self.n_shards)]
+        groups = [np.flatnonzero(part == s) for s in range(self.n_shards)]
+        groups = [g[np.argsort(ids[g], kind="stable")] for g in groups]  # id order: the same items, the same shard
+        base = _index_digest(template)
+        digests: list[str | None] = [_shard_digest(base, ids[g], vectors[g]) for g in groups]
+        old = previous.digests_ if template is getattr(previous, "template_", None) else []
+        reused = [s for s in range(self.n_shards) if s < len(old) and old[s] is not None and old[s] == digests[s]]
+        todo = [s for s in range(self.n_shards) if s not in reused]
+        built = (_shard_builder.get() or build_shards_here)(template, [(vectors[groups[s]], ids[groups[s]]) for s in todo])
+        shards: list[VectorIndex | None] = [None] * self.n_shards
+        for s, shard in zip(todo, built):
+            shards[s] = shard
+        for s in reused:
+            shards[s] = _reused(previous.shards_[s], template)  # type: ignore[union-attr]
+        self.shards_, self.template_, self.digests_, self.reused_ = shards, template, digests, reused  # type: ignore[assignment]
         return self
+
+    def _reusable_template(self, previous: ShardedIndex | None, vectors: np.ndarray) -> VectorIndex | None:
+        """``previous``'s trained structure when it fits ``vectors`` and this config, else None."""
+        template = getattr(previous, "template_", None)
+        if template is None or previous.n_shards != self.n_shards or previous.config != self.config:  # type: ignore[union-attr]
+            return None
+        if template.dim_ != vectors.shape[1] or template.kind_ != VectorIndex(self.config)._resolve_kind(*vectors.shape):
+            return None
+        return template
 
     @classmethod
     def from_shards(cls, shards: list[VectorIndex]) -> ShardedIndex:
@@ -157,7 +243,7 @@ class ShardedIndex:
         part = shard_of(ids, self.n_shards)
         for s, shard in enumerate(self.shards_):
             if (part == s).any():
-                shard.add(vectors[part == s], ids[part == s])
+                self._changing(s).add(vectors[part == s], ids[part == s])
 
     def remove(self, item_ids: np.ndarray | list[int], on_unknown: str = "raise") -> int:
         """Remove items from their shards; returns how many were removed."""
@@ -169,20 +255,37 @@ class ShardedIndex:
         if len(unknown) and on_unknown == "raise":
             raise UnknownIdError(f"{len(unknown)} id(s) not in the index, e.g. {unknown[:5].tolist()}")
         part = shard_of(ids, self.n_shards)
-        return sum(shard.remove(ids[part == s], on_unknown=on_unknown) for s, shard in enumerate(self.shards_) if (part == s).any())
+        return sum(self._changing(s).remove(ids[part == s], on_unknown=on_unknown) for s in range(self.n_shards) if (part == s).any())
+
+    def _changing(self, position: int) -> VectorIndex:
+        """Shard ``position``, about to change: its digest no longer says what it holds, and a
+        shard shared with the index it was reused from gets FAISS data of its own first."""
+        if position < len(self.digests_):
+            self.digests_[position] = None
+        shard = self.shards_[position]
+        if getattr(shard, "_shared", False):
+            shard = self.shards_[position] = copy.deepcopy(shard)  # VectorIndex's own state: FAISS serialization
+            shard._shared = False
+        return shard
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, *, facts: dict[str, Any] | None = None) -> Path:
-        """One artifact: a ``shard-NNN/`` folder per shard (each a saved :class:`VectorIndex`);
-        the manifest's checksums cover every shard's files."""
+    def save(self, path: str | Path, *, items: IdMap | None = None, facts: dict[str, Any] | None = None) -> Path:
+        """One artifact: a ``shard-NNN/`` folder per shard (each a saved :class:`VectorIndex`),
+        the trained ``template/``, optionally ``items.json``; the manifest's checksums cover every
+        shard's files. A shard reused by a rebuild writes the same bytes as before."""
         self._check_built()
 
         def write(folder: Path) -> None:
+            if items is not None:
+                items.save(folder / "items.json")
             for s, shard in enumerate(self.shards_):
                 shard.save(folder / _shard_folder(s))
+            if self.template_ is not None:
+                self.template_.save(folder / TEMPLATE)
 
         info = {"kind": self.kind_, "dim": self.dim_, "n_items": self.n_items, "shards": self.n_shards,
-                "shard_items": [shard.n_items for shard in self.shards_], **(facts or {})}
+                "shard_items": [shard.n_items for shard in self.shards_],
+                "shard_digests": list(self.digests_) if self.template_ is not None else None, **(facts or {})}
         return write_artifact(path, "ShardedIndex", self.config.to_dict(), info, write)
 
     @classmethod
@@ -195,6 +298,9 @@ class ShardedIndex:
             config = manifest_config(manifest, IndexConfig, folder)
             out = cls(config, shards=int(facts["shards"]))
             out.shards_ = [VectorIndex.load(folder / _shard_folder(s), device=device) for s in range(out.n_shards)]
+            if (folder / TEMPLATE).is_dir() and facts.get("shard_digests") is not None:
+                out.template_ = VectorIndex.load(folder / TEMPLATE, device="cpu")
+                out.digests_ = list(facts["shard_digests"])
         if [shard.n_items for shard in out.shards_] != facts["shard_items"]:
             raise ArtifactError(f"{path}: shard item counts disagree with the manifest")
         return out
@@ -202,6 +308,52 @@ class ShardedIndex:
     def _check_built(self) -> None:
         if not self.is_built:
             raise NotFittedError("ShardedIndex (call build(...) or load(...))")
+
+
+def new_index(config: IndexConfig) -> VectorIndex | ShardedIndex:
+    """An unbuilt index for ``config``: one :class:`VectorIndex`, or with ``config.shards`` > 1
+    a :class:`ShardedIndex` of that many shards."""
+    return ShardedIndex(config, shards=config.shards) if config.shards > 1 else VectorIndex(config)
+
+
+def load_index(path: str | Path, *, expect: dict[str, Any] | None = None, device: str | None = None) -> VectorIndex | ShardedIndex:
+    """Read a saved :class:`VectorIndex` or :class:`ShardedIndex`, whichever ``path`` holds
+    (checked in full by its own ``load``)."""
+    try:
+        kind = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None  # VectorIndex.load names what is wrong
+    loader = ShardedIndex if kind == "ShardedIndex" else VectorIndex
+    return loader.load(path, expect=expect, device=device)
+
+
+def _index_digest(index: VectorIndex) -> str:
+    """A digest of an index's FAISS data (of a template: its trained structure)."""
+    import faiss
+
+    digest = hashlib.sha256(np.asarray(faiss.serialize_index(index._cpu)).tobytes())
+    if index._refine is not None:
+        digest.update(np.asarray(faiss.serialize_index(index._refine)).tobytes())
+    return digest.hexdigest()
+
+
+def _shard_digest(base: str, ids: np.ndarray, vectors: np.ndarray) -> str:
+    """What a shard built from the template of digest ``base`` over these items would hold."""
+    digest = hashlib.sha256(base.encode())
+    digest.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _reused(shard: VectorIndex, template: VectorIndex) -> VectorIndex:
+    """A shard taken over by a rebuild: a shallow copy (FAISS data shared, never changed here)
+    searching at the template's operating point, with a GPU clone of its own where there is one."""
+    out = copy.copy(shard)
+    out.nprobe_, out.ef_search_, out.validated_recall_ = template.nprobe_, template.ef_search_, None
+    out._shared = True
+    if shard._gpu is not None:
+        out._to_device()
+    return out
 
 
 def merge(parts: list[Candidates], k: int) -> Candidates:

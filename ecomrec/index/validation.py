@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from ecomrec.config import IndexConfig
 from ecomrec.exceptions import ArtifactError, IndexRecallError, IndexRecallWarning
+from ecomrec.index.sharded import ShardedIndex, new_index
 from ecomrec.index.vector_index import IVF_KINDS, VectorIndex
 from ecomrec.metrics import hits, recall
 
@@ -18,7 +20,7 @@ MIN_APPROX_RECALL = 0.8
 MIN_EXACT_RECALL = 0.999
 
 
-def recall_against_exact(index: VectorIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int) -> float:
+def recall_against_exact(index: VectorIndex | ShardedIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int) -> float:
     """Share of the index's top-``k`` whose exact score reaches the exact ``k``-th best score.
 
     Ties aside this is recall@k against brute force; an item tied with the true k-th counts as found.
@@ -32,7 +34,7 @@ def recall_against_exact(index: VectorIndex, vectors: np.ndarray, item_ids: np.n
     return float(recall(hits(found, top), np.full(len(found), k), k).mean())
 
 
-def check_index(index: VectorIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+def check_index(index: VectorIndex | ShardedIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
     """Raise :class:`ArtifactError` unless ``index`` holds exactly ``item_ids`` and finds their
     top-``k`` for ``queries`` (``MIN_EXACT_RECALL`` for flat, ``MIN_APPROX_RECALL`` otherwise).
 
@@ -51,15 +53,20 @@ def check_index(index: VectorIndex, vectors: np.ndarray, item_ids: np.ndarray, q
     return recall
 
 
-def build_checked(config: IndexConfig, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10) -> VectorIndex:
-    """An index over ``vectors`` that passed :func:`check_index` for ``queries``.
+def build_checked(
+    config: IndexConfig, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10, *,
+    previous: VectorIndex | ShardedIndex | None = None,
+) -> VectorIndex | ShardedIndex:
+    """An index over ``vectors`` that passed :func:`check_index` for ``queries``: one
+    :class:`VectorIndex`, or with ``config.shards`` > 1 a :class:`ShardedIndex`, which keeps what
+    it can of ``previous`` (the index being replaced: its trained structure, unchanged shards).
 
     An approximate index that falls short is not an error: an IVF index probes four times as
     many lists until it passes or probes them all, then any approximate kind gives way to exact
     search, each step with an :class:`IndexRecallWarning` naming the recall it reached. A fit
     never fails for an index's recall; only a wrong item set raises.
     """
-    index = VectorIndex(config).build(vectors, item_ids=item_ids)
+    index = _build(config, vectors, item_ids, previous)
     while True:
         try:
             index.validated_recall_ = check_index(index, vectors, item_ids, queries, k)
@@ -74,4 +81,11 @@ def build_checked(config: IndexConfig, vectors: np.ndarray, item_ids: np.ndarray
                 index.set_search(nprobe=wider)
                 continue
             warnings.warn(f"{shortfall}; searching exactly instead", IndexRecallWarning, stacklevel=2)
-            index = VectorIndex(config.replace(kind="flat")).build(vectors, item_ids=item_ids)
+            index = _build(config.replace(kind="flat"), vectors, item_ids, previous)
+
+
+def _build(config: IndexConfig, vectors: np.ndarray, item_ids: np.ndarray, previous: Any) -> VectorIndex | ShardedIndex:
+    index = new_index(config)
+    if isinstance(index, ShardedIndex):
+        return index.build(vectors, item_ids, previous=previous if isinstance(previous, ShardedIndex) else None)
+    return index.build(vectors, item_ids=item_ids)

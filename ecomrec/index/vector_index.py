@@ -225,9 +225,34 @@ class VectorIndex:
             return
         try:
             self._gpu = _faiss().index_cpu_to_all_gpus(self._cpu)
+            if self.kind_ in IVF_KINDS:
+                self._gpu.nprobe = self.nprobe_
         except Exception as exc:  # an index type or build without GPU support
             logger.warning("FAISS could not move the %s index to the GPU (%s): searching on the CPU", self.kind_, exc)
             self._gpu = None
+
+    # ------------------------------------------------------------------ transport
+    def __getstate__(self) -> dict[str, Any]:
+        """For sending an index between processes (Ray tasks build shards): FAISS's own
+        serialization of the CPU copies, not a storage format (:meth:`save` is that)."""
+        faiss = _faiss()
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_cpu", "_gpu", "_refine")}
+        state["config"] = self.config.to_dict()
+        for name in ("_cpu", "_refine"):
+            index = getattr(self, name)
+            state[name] = None if index is None else faiss.serialize_index(index)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        faiss = _faiss()
+        state = dict(state)
+        state["config"] = IndexConfig.from_dict(state["config"])
+        for name in ("_cpu", "_refine"):
+            state[name] = None if state[name] is None else faiss.deserialize_index(state[name])
+        self.__dict__.update(state)
+        self._gpu = None
+        if self._cpu is not None:
+            self._to_device()
 
     def set_search(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Change the recall/latency operating point without rebuilding (IVF lists probed, HNSW beam)."""
@@ -236,9 +261,10 @@ class VectorIndex:
             if self.kind_ not in IVF_KINDS or not 1 <= nprobe <= self.nlist_:
                 raise ValueError(f"nprobe applies to IVF indexes, 1..{self.nlist_}; this is {self.kind_}")
             self.nprobe_ = int(nprobe)
-            for index in (self._cpu, self._gpu):  # unfiltered GPU searches read the clone's own setting
-                if index is not None:
-                    index.nprobe = self.nprobe_
+            if self._gpu is not None:  # unfiltered GPU searches read the clone's own setting
+                self._gpu.nprobe = self.nprobe_
+            # The CPU copy is left as it is: CPU searches pass nprobe with each call, so a shard a
+            # rebuild reuses (shared with the index it came from) is never changed under it.
         if ef_search is not None:
             if self.kind_ != "hnsw" or ef_search <= 0:
                 raise ValueError(f"ef_search applies to HNSW indexes and must be > 0; this is {self.kind_}")

@@ -19,7 +19,7 @@ from ecomrec.data.dataset import Dataset
 from ecomrec.data.io import read_table
 from ecomrec.exceptions import ArtifactError
 from ecomrec.device import implicit_gpu_available, resolve_device
-from ecomrec.index import VectorIndex
+from ecomrec.index import ShardedIndex, VectorIndex, load_index
 from ecomrec.index.validation import build_checked
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset
 from ecomrec.candidates import Candidates
@@ -142,10 +142,11 @@ class ALSRetriever(ScoringRetriever):
         """Identity of the item factors: an index built from other factors is refused at load."""
         return hashlib.sha256(np.ascontiguousarray(self.item_factors_).view(np.uint8)).hexdigest()[:16]
 
-    def build_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex:
+    def build_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex | ShardedIndex:
         """A new index over the warm items' factors (only ``items`` of them when given).
 
-        Validated against exact search before it is returned; nothing is swapped in.
+        Validated against exact search before it is returned; nothing is swapped in. A sharded
+        index keeps what it can of the one in service (trained structure, unchanged shards).
         """
         warm = np.flatnonzero(self.item_known_)
         if items is not None:
@@ -153,9 +154,10 @@ class ALSRetriever(ScoringRetriever):
         if not len(warm):
             raise ValueError("no item with ALS factors is in the catalog: nothing to index")
         sample = np.random.default_rng(self.config.seed).choice(len(self.user_factors_), size=min(200, len(self.user_factors_)), replace=False)
-        return build_checked(config or self.config.index, self.item_factors_[warm], warm, self.user_factors_[sample])
+        return build_checked(config or self.config.index, self.item_factors_[warm], warm, self.user_factors_[sample],
+                             previous=self.__dict__.get("index_"))
 
-    def rebuild_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex:
+    def rebuild_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex | ShardedIndex:
         """Build and validate a new index, then swap it in atomically; returns the new index.
 
         Searches that started before the swap finish on the old index; later ones use the new
@@ -181,7 +183,7 @@ class ALSRetriever(ScoringRetriever):
         self.item_known_ = arrays["item_known"]
         self._items64 = None
         self.device_ = "cpu"
-        self.index_ = VectorIndex.load(folder / "index", expect={"model": self.model_hash, "dim": self.item_factors_.shape[1]})
+        self.index_ = load_index(folder / "index", expect={"model": self.model_hash, "dim": self.item_factors_.shape[1]})
 
 
 def rebuild_model_index(

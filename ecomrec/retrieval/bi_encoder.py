@@ -32,7 +32,7 @@ from ecomrec.encoders import (
     embedding_dimension, encode_texts, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference,
 )
 from ecomrec.exceptions import ArtifactError
-from ecomrec.index import EmbeddingStore, VectorIndex
+from ecomrec.index import EmbeddingStore, ShardedIndex, VectorIndex, load_index
 from ecomrec.index.validation import build_checked
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset, exclusions, item_indices
 from ecomrec.candidates import Candidates, top_k
@@ -413,9 +413,11 @@ class BiEncoderRetriever(ScoringRetriever):
         return vectors, history
 
     # ------------------------------------------------------------------ catalog changes
-    def _build_index(self, vectors: np.ndarray, item_ids: np.ndarray) -> VectorIndex:
+    def _build_index(self, vectors: np.ndarray, item_ids: np.ndarray, previous: Any = None) -> VectorIndex | ShardedIndex:
+        """A validated index over title vectors (``previous``: the one it replaces, whose
+        trained structure and unchanged shards a sharded index keeps)."""
         sample = np.random.default_rng(self.config.seed).choice(len(vectors), size=min(100, len(vectors)), replace=False)
-        return build_checked(self.config.index, vectors, item_ids, vectors[sample])
+        return build_checked(self.config.index, vectors, item_ids, vectors[sample], previous=previous)
 
     def update_catalog(self, item_ids: Sequence[str], texts: Sequence[str]) -> dict[str, Any]:
         """Make search match a new catalog (external ids and titles), re-embedding only what changed.
@@ -454,7 +456,7 @@ class BiEncoderRetriever(ScoringRetriever):
             all_texts[d] = t
         vectors = self.embed_items([all_texts[d] for d in dense])
         encoded = self.last_encoded_
-        index = self._build_index(vectors, dense.astype(np.int64))
+        index = self._build_index(vectors, dense.astype(np.int64), previous=self.index_)
         user_items = self.user_items_
         if new_ids:
             user_items = sp.csr_matrix((user_items.data, user_items.indices, user_items.indptr), shape=(user_items.shape[0], len(item_map)))
@@ -508,7 +510,7 @@ class BiEncoderRetriever(ScoringRetriever):
         else:
             _, hashes, vectors = self._embedding_store(folder).read_all()
             self.cache_.store(hashes, vectors)
-        self.index_ = VectorIndex.load(folder / "index", expect={"model": self.model_hash_})
+        self.index_ = load_index(folder / "index", expect={"model": self.model_hash_})
 
 
 class _EmbeddingCache:

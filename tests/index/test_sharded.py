@@ -103,3 +103,112 @@ def test_misplaced_or_mismatched_shards_are_refused() -> None:
         ShardedIndex(config, shards=0)
     with pytest.raises(ValueError, match="empty index"):
         VectorIndex(config).build(VECTORS[:5], IDS[:5], trained=VectorIndex(config).build(VECTORS[:5], IDS[:5]))
+
+
+def _changed(shards: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """VECTORS with the items at ``positions`` given new vectors, and the shards they fall in."""
+    vectors = VECTORS.copy()
+    vectors[positions] = np.random.default_rng(9).normal(size=(len(positions), 32))
+    return vectors, np.unique(shard_of(IDS[positions], shards)).astype(int)
+
+
+def _shard_files(folder) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name in ("index.faiss", "refine.faiss", "ids.npz")}
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf_flat", "ivf_pq+refine"])
+def test_a_rebuild_reuses_the_training_and_every_unchanged_shard_byte_for_byte(kind: str, tmp_path) -> None:
+    config = CONFIGS[kind]
+    first = ShardedIndex(config, shards=8).build(VECTORS, IDS)
+    first.save(tmp_path / "before")
+    vectors, touched = _changed(8, [5, 700, 2100])  # 0.1 % of the items changed: at most 3 of 8 shards
+    second = ShardedIndex(config, shards=8).build(vectors, IDS, previous=first)
+    assert second.template_ is first.template_
+    assert second.reused_ == [s for s in range(8) if s not in touched] and len(second.reused_) >= 5
+    second.save(tmp_path / "after")
+    before, after = _shard_files(tmp_path / "before"), _shard_files(tmp_path / "after")
+    for s in range(8):
+        files = [name for name in before if name.startswith(f"shard-{s:03d}/")]
+        if s in touched:  # new vectors under the same ids
+            assert before[f"shard-{s:03d}/index.faiss"] != after[f"shard-{s:03d}/index.faiss"], s
+        else:
+            assert files and all(before[n] == after[n] for n in files), s
+    # the same answers as one index over the new vectors built from the same training
+    one = VectorIndex(config).build(vectors, IDS, trained=first.template_)
+    expected, got = one.search(QUERIES, 10), second.search(QUERIES, 10)
+    if config.refine:
+        assert (got.scores >= expected.scores - 1e-6).all()
+    else:
+        np.testing.assert_array_equal(got.item_ids, expected.item_ids)
+
+
+def test_a_rebuild_leaves_the_index_it_came_from_as_it_was() -> None:
+    config = CONFIGS["ivf_flat"]
+    first = ShardedIndex(config, shards=4).build(VECTORS, IDS)
+    before = first.search(QUERIES, 10)
+    second = ShardedIndex(config, shards=4).build(VECTORS, IDS, previous=first)
+    assert second.reused_ == [0, 1, 2, 3]
+    second.set_search(nprobe=16)
+    second.add(RNG.normal(size=(20, 32)).astype(np.float32) * 10, np.arange(40_000, 40_020))
+    second.remove(IDS[:50])
+    after = first.search(QUERIES, 10)
+    np.testing.assert_array_equal(after.item_ids, before.item_ids)
+    assert first.nprobe_ == 4 and first.n_items == 3000
+    assert second.digests_ == [None] * 4  # changed shards are never taken for unchanged ones
+
+
+def test_a_rebuild_with_another_config_or_shard_count_trains_again() -> None:
+    first = ShardedIndex(CONFIGS["ivf_flat"], shards=4).build(VECTORS, IDS)
+    for config, shards in ((CONFIGS["ivf_flat"].replace(nlist=16), 4), (CONFIGS["ivf_flat"], 2)):
+        again = ShardedIndex(config, shards=shards).build(VECTORS, IDS, previous=first)
+        assert again.reused_ == [] and again.template_ is not first.template_
+
+
+def test_a_loaded_index_keeps_its_training_for_the_next_rebuild(tmp_path) -> None:
+    from ecomrec.index import load_index
+
+    first = ShardedIndex(CONFIGS["ivf_sq8"], shards=4).build(VECTORS, IDS)
+    first.save(tmp_path / "index", facts={"model": "m1"})
+    loaded = load_index(tmp_path / "index", expect={"model": "m1"})
+    assert isinstance(loaded, ShardedIndex) and loaded.digests_ == first.digests_
+    vectors, touched = _changed(4, [3])
+    again = ShardedIndex(CONFIGS["ivf_sq8"], shards=4).build(vectors, IDS, previous=loaded)
+    assert again.reused_ == [s for s in range(4) if s not in touched] and len(again.reused_) == 3
+    single = VectorIndex(CONFIGS["ivf_sq8"]).build(VECTORS, IDS)
+    single.save(tmp_path / "single")
+    assert isinstance(load_index(tmp_path / "single"), VectorIndex)
+
+
+def test_shard_builds_go_to_the_builder_in_force_and_only_the_changed_ones() -> None:
+    from ecomrec.index import shard_builds
+    from ecomrec.index.sharded import build_shards_here
+
+    calls: list[int] = []
+
+    def counting(template, parts):  # type: ignore[no-untyped-def]
+        calls.append(len(parts))
+        return build_shards_here(template, parts)
+
+    with shard_builds(counting):
+        first = ShardedIndex(CONFIGS["ivf_flat"], shards=4).build(VECTORS, IDS)
+        vectors, touched = _changed(4, [11])
+        ShardedIndex(CONFIGS["ivf_flat"], shards=4).build(vectors, IDS, previous=first)
+    assert calls == [4, len(touched)] == [4, 1]
+    ShardedIndex(CONFIGS["ivf_flat"], shards=2).build(VECTORS, IDS)  # outside the block: built here
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS) + ["hnsw"])
+def test_an_index_travels_between_processes_as_it_is(kind: str) -> None:
+    """Pickling (how Ray moves an index between workers) keeps every answer; FAISS's own
+    serialization inside, never a storage format."""
+    import pickle
+
+    config = CONFIGS.get(kind, IndexConfig(kind="hnsw", device="cpu"))
+    index = VectorIndex(config).build(VECTORS, IDS)
+    index.remove(IDS[:7])
+    copy = pickle.loads(pickle.dumps(index))
+    for filters in _filters()[:3]:
+        np.testing.assert_array_equal(copy.search(QUERIES, 10, **filters).item_ids, index.search(QUERIES, 10, **filters).item_ids)
+    assert copy.n_items == index.n_items and copy.kind_ == index.kind_

@@ -70,6 +70,34 @@ def test_after_a_one_percent_change_only_the_changed_titles_are_encoded(ray_clus
     assert scale.encode_on_ray(on_ray, changed, workers=2)["encoded"] == 0
 
 
+class LengthEncoder:
+    """A cheap encoder for pipeline tests (the encoder protocol of encode_titles_on_ray)."""
+
+    def load(self, device: str):  # type: ignore[no-untyped-def]
+        return lambda texts: np.array([[len(t), t.count(" "), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_workers_write_the_embedding_store_partition_by_partition(ray_cluster, tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from ecomrec.encoders import text_hashes
+    from ecomrec.index import EmbeddingStore
+
+    catalog = titles(300, seed=7)
+    ids = [f"sku{i}" for i in range(300)]
+    store = EmbeddingStore(tmp_path / "embeddings", model="length-v1", dim=3, partitions=4)
+    store.put(ids[:10], ["stale"] * 10, np.zeros((10, 3)))  # older vectors of ten items: replaced
+    frame = pd.DataFrame({"item_id": ids, "text_hash": text_hashes(catalog), "text": catalog})
+    keys, vectors, report = scale.encode_titles_on_ray(frame, LengthEncoder(), workers=2, batch_size=40, store=store)
+    assert report["store_partitions_written"] == 4 and vectors is None and sorted(keys["item_id"]) == sorted(ids)
+    vectors, found = store.get(ids, catalog)
+    assert found.all()
+    np.testing.assert_array_equal(vectors, LengthEncoder().load("cpu")(catalog))
+    assert not store.get(ids[:10], ["stale"] * 10)[1].any()
+    table = pq.read_table(tmp_path / "embeddings")  # plain Parquet, no ecomrec needed
+    assert table.num_rows == 300 and table.schema.field("vector").type.list_size == 3
+
+
 def test_without_ray_the_error_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"ecomrec\[scale\]"):
@@ -162,8 +190,47 @@ def test_cli_rebuilds_a_saved_engine_on_ray(ray_cluster, engine, tmp_path, capsy
     catalog = catalog_of(engine, "from the shell").rename(columns={"text": "title"}).assign(item_id=lambda c: c["item_id"].astype(str))
     catalog.loc[len(catalog)] = ["NEW1", "tartan umbrella"]
     catalog.to_csv(tmp_path / "catalog.csv", index=False)
-    args = ["-q", "index", "rebuild", "--engine", str(folder), "--catalog", str(tmp_path / "catalog.csv"), "--backend", "ray", "--workers", "2"]
+    args = ["-q", "index", "rebuild", "--engine", str(folder), "--catalog", str(tmp_path / "catalog.csv"), "--backend", "ray",
+            "--workers", "2", "--shards", "2"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["backend"] == "ray" and report["ray"]["search"]["encoded"] == len(catalog)
-    assert Engine.load(folder).search("tartan umbrella", k=1).item_ids[0, 0] == "NEW1"
+    loaded = Engine.load(folder)
+    assert loaded.search("tartan umbrella", k=1).item_ids[0, 0] == "NEW1"
+    assert loaded.snapshot.hybrid.models_["bi_encoder"].index_.n_shards == 2
+
+
+def _index_files(folder, retriever: str) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    """The FAISS files of one retriever's sharded index inside a saved engine, by shard."""
+    out = {}
+    for path in sorted(folder.resolve().rglob("index.faiss")):
+        parts = path.relative_to(folder.resolve()).parts
+        if retriever in parts and parts[-2].startswith("shard-") and "search" not in parts:
+            out[parts[-2]] = path.read_bytes()
+    return out
+
+
+def test_a_sharded_rebuild_on_ray_serves_the_local_answers_and_keeps_untouched_shards(ray_cluster, engine, tmp_path) -> None:
+    catalog = catalog_of(engine, "sharded")
+    queries = (["red mug sharded", "garden"], ["u00001", "u00002"])
+    engine.rebuild_index(catalog, shards=4)
+    local = (engine.search(queries[0], k=8), engine.recommend(queries[1], k=8))
+    engine.rebuild_index(catalog_of(engine, "elsewhere"), shards=4)
+    report = engine.rebuild_index(catalog, backend="ray", workers=2, shards=4)  # every shard changed: built in Ray tasks
+    assert report["reused_shards"]["bi_encoder"] == [] and report["reused_shards"]["als"] == [0, 1, 2, 3]
+    for ray_result, local_result in zip((engine.search(queries[0], k=8), engine.recommend(queries[1], k=8)), local):
+        np.testing.assert_array_equal(ray_result.item_ids, local_result.item_ids)
+        np.testing.assert_allclose(ray_result.scores, local_result.scores, atol=1e-5)
+    engine.save(tmp_path / "before")
+    changed = catalog.copy()
+    changed.loc[7, "text"] = "tartan umbrella"  # one title of 40
+    report = engine.rebuild_index(changed, backend="ray", workers=2, shards=4)
+    assert report["ray"]["bi_encoder"]["encoded"] == 1 and len(report["reused_shards"]["bi_encoder"]) == 3
+    engine.save(tmp_path / "after")
+    before, after = _index_files(tmp_path / "before", "bi_encoder"), _index_files(tmp_path / "after", "bi_encoder")
+    assert sorted(before) == sorted(after) == [f"shard-{s:03d}" for s in range(4)]
+    assert [s for s in sorted(before) if before[s] == after[s]] == [f"shard-{s:03d}" for s in report["reused_shards"]["bi_encoder"]]
+    loaded = Engine.load(tmp_path / "after")
+    assert loaded.search("tartan umbrella", k=1).item_ids[0, 0] == engine.snapshot.items.ids[7]
+    with pytest.raises(ValueError, match="shards"):
+        engine.rebuild_index(changed, shards=0)
