@@ -70,7 +70,9 @@ class TextScorer:
 
         ``base``: the margin [n, k] another model gives each candidate of some examples; the
         network then learns what it leaves (its output is added to it, in training and
-        validation; :meth:`score` returns the network's part alone).
+        validation; :meth:`score` returns the network's part alone). Its output layer starts at
+        zero, so before training — and after it, when validation never improves — the sum is
+        the base model's margin exactly.
         """
         import torch
 
@@ -79,6 +81,9 @@ class TextScorer:
         rng = np.random.default_rng(cfg.seed)
         self.device = resolve_device(None if cfg.device == "auto" else cfg.device)
         self.model = self._model().to(self.device)
+        if base is not None:  # start at the base model exactly: a path that learns nothing leaves it unchanged
+            torch.nn.init.zeros_(self.model.head[-1].weight)
+            torch.nn.init.zeros_(self.model.head[-1].bias)
         groups = self._training_groups(train)
         steps = _batches(groups, cfg.users_per_batch, cfg.epochs, cfg.seed)
         train_base = base(train) if base is not None else None

@@ -131,3 +131,14 @@ def test_whole_lists_hold_every_candidate_and_sampled_lists_keep_their_cap() -> 
     assert sum(capped) >= 30 > sum(capped[:-1])  # stops at the list that crosses the cap
     for row, columns, labels in groups(4):  # at most 4 // (1 + 1) positives, one negative each
         assert 1 <= labels.sum() <= 2 and len(columns) == 2 * labels.sum() and len(set(columns)) == len(columns)
+
+
+def test_a_residual_path_starts_at_the_base_model_and_keeps_it_when_it_learns_nothing() -> None:
+    """The residual variant's text path adds nothing until it earns it: with a base model that is
+    already perfect on validation, early stopping keeps the untrained path, whose output is 0."""
+    train, valid = _planted(48, 0), _planted(24, 1)
+    config = CrossEncoderConfig(layers=2, user_tokens=24, item_tokens=6, users_per_batch=8, list_size=8, epochs=1,
+                                eval_every=2, patience=1, device="cpu")
+    scorer = TextScorer(config, ITEMS, listwise=True).fit(train, valid, base=lambda e: np.where(e.labels, 5.0, 0.0))
+    assert scorer.log[0]["valid_ndcg@10"] == pytest.approx(1.0) and len(scorer.log) > 1  # it trained, and never beat that
+    np.testing.assert_array_equal(scorer.score(valid.texts, valid.candidates.item_ids), 0.0)
