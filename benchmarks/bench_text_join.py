@@ -135,8 +135,8 @@ def judged(reranker, valid, slices: dict) -> dict:  # type: ignore[no-untyped-de
     ndcg = ndcg_rows(p, valid.labels, shown)
     per_slice = {}
     for name, (lists, targets) in slices.items():
-        if targets is None:
-            per_slice[name] = ndcg[lists]
+        if targets is None:  # lists without a bought candidate have no ndcg (NaN): not judged, as in minus()
+            per_slice[name] = ndcg[lists & np.isfinite(ndcg)]
         else:
             per_slice[name] = (targets & top10)[lists].sum(axis=1) / targets[lists].sum(axis=1)
     return {"ndcg_rows": ndcg, "slice_rows": per_slice}
@@ -146,7 +146,7 @@ def slice_summary(slices: dict, rows: dict[str, np.ndarray]) -> dict[str, dict]:
     """One variant's slice table: lists, targets, metric and mean per slice."""
     out = {}
     for name, (lists, targets) in slices.items():
-        out[name] = {"lists": int(lists.sum()), "targets": int(targets.sum()) if targets is not None else None,
+        out[name] = {"lists": int(len(rows[name])), "targets": int(targets.sum()) if targets is not None else None,
                      "metric": "ndcg@10" if targets is None else "recall@10",
                      "value": float(np.nanmean(rows[name])) if len(rows[name]) else None}
     return out
@@ -241,6 +241,9 @@ def main() -> None:
         report["item_age"] = {"features_minus_without_age": age, "kept": age_kept(age)}
     print("verdict:", report["verdict"], json.dumps(differences, default=float), json.dumps(report.get("item_age"), default=float), flush=True)
     Path(output).write_text(json.dumps(report, indent=2, default=float))
+    # per-list values beside it: runs of different variants over the same lists can be compared later
+    np.savez(Path(output).with_suffix(".rows.npz"), **{f"{name}/ndcg": values for name, values in rows.items()},
+             **{f"{name}/{s}": values for name, per in slice_rows.items() for s, values in per.items()}, new_lists=valid.new_lists)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,114 @@ class TracedSentenceTransformer:
         return features
 
 
+class PortableEncoder:
+    """A SentenceTransformer for inference that loads with torch and ``tokenizers`` alone: its
+    whole forward pass (transformer, pooling, any modules after) as one TorchScript trace, its
+    fast tokenizer as the tokenizer's own JSON. What a Ray worker receives: unpickling a
+    SentenceTransformer imports sentence-transformers, 2.5 s per worker here, every rebuild.
+    Same numbers as the model (to float rounding); CPU only (a trace keeps its device).
+    """
+
+    def __init__(self, model: Any) -> None:
+        import warnings
+
+        import torch
+
+        self.dim = embedding_dimension(model)
+        self.tokenizer = FastTokenizer.of(model.tokenizer)
+        example = model.tokenizer(["a short example title", "a slightly longer example of a title"], padding=True, return_tensors="pt")
+        self.inputs = [name for name in TracedSentenceTransformer.INPUTS if name in example]
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python-side conditions on shapes
+            self.graph = torch.jit.trace(_Forward(model, self.inputs).eval(), tuple(example[n] for n in self.inputs),
+                                         strict=False, check_trace=False)
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def __call__(self, features: dict[str, Any]) -> dict[str, Any]:
+        return {"sentence_embedding": self.graph(*[features[name] for name in self.inputs])}
+
+    def __getstate__(self) -> dict[str, Any]:
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.jit.save(self.graph, buffer)
+        return {"graph": buffer.getvalue(), "tokenizer": self.tokenizer, "inputs": self.inputs, "dim": self.dim}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import io
+
+        import torch
+
+        self.graph = torch.jit.load(io.BytesIO(state["graph"]), map_location="cpu")
+        self.tokenizer, self.inputs, self.dim = state["tokenizer"], state["inputs"], state["dim"]
+
+
+def _Forward(model: Any, inputs: list[str]) -> Any:
+    """A torch module running a SentenceTransformer's modules on positional token tensors
+    (what ``torch.jit.trace`` can take), returning the sentence embedding."""
+    import torch
+
+    class Forward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stages = torch.nn.ModuleList(list(model))
+
+        def forward(self, *tensors: Any) -> Any:
+            features = dict(zip(inputs, tensors))
+            for stage in self.stages:
+                features = stage(features)
+            return features["sentence_embedding"]
+
+    return Forward()
+
+
+class FastTokenizer:
+    """The Hugging Face fast tokenizer's call that :func:`encode_texts` makes (pad to the
+    longest, truncate to ``max_length``, PyTorch tensors) on its Rust backend alone
+    (``tokenizers``), which travels as JSON: no transformers import where it is used."""
+
+    def __init__(self, spec: str, pad_id: int, pad_token: str, pad_type_id: int) -> None:
+        self.spec, self.pad_id, self.pad_token, self.pad_type_id = spec, pad_id, pad_token, pad_type_id
+        self._backend: Any = None
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> FastTokenizer:
+        """From a transformers fast tokenizer (``PreTrainedTokenizerFast``)."""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError(f"{type(tokenizer).__name__} is not a fast tokenizer: nothing to carry without transformers")
+        return cls(backend.to_str(), int(tokenizer.pad_token_id), str(tokenizer.pad_token), int(tokenizer.pad_token_type_id))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_backend"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _backend=None)
+
+    def __call__(self, texts: list[str], *, padding: bool = True, truncation: bool = True, max_length: int | None = None,
+                 return_tensors: str = "pt") -> dict[str, Any]:
+        import torch
+        from tokenizers import Tokenizer
+
+        if not (padding and return_tensors == "pt"):
+            raise ValueError("FastTokenizer pads to the longest and returns PyTorch tensors only")
+        if self._backend is None:
+            self._backend = Tokenizer.from_str(self.spec)
+        backend = self._backend
+        backend.no_truncation()
+        if truncation and max_length:
+            backend.enable_truncation(max_length)
+        backend.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token, pad_type_id=self.pad_type_id)
+        encodings = backend.encode_batch(list(texts))
+        return {"input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
+                "token_type_ids": torch.tensor([e.type_ids for e in encodings], dtype=torch.long),
+                "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)}
+
+
 def traced_for_inference(model: Any, device: str) -> Any:
     """``model`` traced for CPU inference (:class:`TracedSentenceTransformer`), or ``model``
     itself where tracing does not apply (another device) or fails (an unusual architecture)."""

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecomrec.encoders import encode_texts, text_hashes, traced_for_inference
+from ecomrec.encoders import PortableEncoder, encode_texts, text_hashes, traced_for_inference
 from ecomrec.index.embedding_store import EmbeddingStore
 
 #: How to get Ray when it is missing.
@@ -91,8 +91,10 @@ def _build_shard(template: Any, vectors: np.ndarray, ids: np.ndarray) -> Any:
 
 @dataclasses.dataclass
 class ModelEncoder:
-    """What a worker needs to encode titles as a text retriever does: its float model (shipped
-    once through the object store), traced once per worker, run by :func:`encode_texts`.
+    """What a worker needs to encode titles as a text retriever does: its model (shipped once
+    through the object store) run by :func:`encode_texts`. For CPU workers the model travels as a
+    :class:`~ecomrec.encoders.PortableEncoder` (one TorchScript trace and the tokenizer's JSON:
+    no sentence-transformers import in the worker); for GPU workers as the SentenceTransformer.
 
     The encoder protocol of :func:`encode_titles_on_ray`: a picklable object whose
     ``load(device)`` returns a function from a list of texts to float32 [n, d] vectors.
@@ -102,9 +104,25 @@ class ModelEncoder:
     max_tokens: int
     batch_size: int
 
+    @classmethod
+    def of(cls, retriever: Any, device: str) -> ModelEncoder:
+        """The encoder of ``retriever`` (a :class:`~ecomrec.retrieval.BiEncoderRetriever`) for
+        workers on ``device``."""
+        model = retriever.model_ if retriever.device_ == "cpu" else copy.deepcopy(retriever.model_).to("cpu")  # any worker can load it
+        if device == "cpu":
+            model = PortableEncoder(model)
+        return cls(model, retriever.config.item_max_tokens, retriever.config.encode_batch_size)
+
     def load(self, device: str) -> Callable[[list[str]], np.ndarray]:
-        model = traced_for_inference(self.model.to(device), device)
+        model = self.model if isinstance(self.model, PortableEncoder) else traced_for_inference(self.model.to(device), device)
         return lambda texts: encode_texts(model, texts, self.max_tokens, device, self.batch_size)
+
+
+def worker_device(ray: Any) -> str:
+    """``cuda`` when this machine and the cluster have GPUs (one per worker then), else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
 
 
 class TitleEncoder:
@@ -163,13 +181,12 @@ def encode_titles_on_ray(
         titles = titles.assign(partition=store.partition_of(titles["item_id"].tolist()))
         blocks = [group for _, group in titles.groupby("partition", sort=True)]
     else:
+        titles = titles.iloc[np.argsort(titles["text"].str.len().to_numpy(), kind="stable")]  # batches of like length: little padding
         count = max(1, min(-(-len(titles) // batch_size), 4 * workers))  # enough blocks to keep every actor busy
         edges = np.linspace(0, len(titles), count + 1).astype(int)
         blocks = [titles.iloc[lo:hi] for lo, hi in zip(edges[:-1], edges[1:])]
     with ray_session(address, workers) as ray:
-        import torch
-
-        gpus = 1 if torch.cuda.is_available() and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        gpus = int(worker_device(ray) == "cuda")
         dataset = ray.data.from_pandas(blocks)
         started = time.perf_counter()
         encoded = dataset.map_batches(
@@ -207,9 +224,9 @@ def encode_on_ray(
     missing = np.flatnonzero(absent)[np.sort(first)]
     if not len(missing):
         return {"titles": len(titles), "encoded": 0, "workers": workers, "seconds": 0.0}
-    model = retriever.model_ if retriever.device_ == "cpu" else copy.deepcopy(retriever.model_).to("cpu")  # any worker can load it
-    encoder = ModelEncoder(model, retriever.config.item_max_tokens, retriever.config.encode_batch_size)
     frame = pd.DataFrame({"text_hash": hashes[missing], "text": [titles[i] for i in missing]})
-    keys, vectors, report = encode_titles_on_ray(frame, encoder, workers=workers, address=address, batch_size=batch_size)
+    with ray_session(address, workers) as ray:
+        encoder = ModelEncoder.of(retriever, worker_device(ray))
+        keys, vectors, report = encode_titles_on_ray(frame, encoder, workers=workers, address=address, batch_size=batch_size)
     retriever.cache_.store(keys["text_hash"].to_numpy().astype(str), vectors)
     return {"titles": len(titles), **report}
