@@ -181,10 +181,11 @@ def encode_titles_on_ray(
         titles = titles.assign(partition=store.partition_of(titles["item_id"].tolist()))
         blocks = [group for _, group in titles.groupby("partition", sort=True)]
     else:
-        titles = titles.iloc[np.argsort(titles["text"].str.len().to_numpy(), kind="stable")]  # batches of like length: little padding
         count = max(1, min(-(-len(titles) // batch_size), 4 * workers))  # enough blocks to keep every actor busy
-        edges = np.linspace(0, len(titles), count + 1).astype(int)
-        blocks = [titles.iloc[lo:hi] for lo, hi in zip(edges[:-1], edges[1:])]
+        # Titles by length, dealt round-robin: every block holds short and long ones alike (the
+        # workers finish together), and its batches hold titles of like length (little padding).
+        order = np.argsort(titles["text"].str.len().to_numpy(), kind="stable")
+        blocks = [titles.iloc[order[b::count]] for b in range(count)]
     with ray_session(address, workers) as ray:
         gpus = int(worker_device(ray) == "cuda")
         dataset = ray.data.from_pandas(blocks)

@@ -169,13 +169,9 @@ class ShardedIndex:
         old = previous.digests_ if template is getattr(previous, "template_", None) else []
         reused = [s for s in range(self.n_shards) if s < len(old) and old[s] is not None and old[s] == digests[s]]
         todo = [s for s in range(self.n_shards) if s not in reused]
-        built = (_shard_builder.get() or build_shards_here)(template, [(vectors[groups[s]], ids[groups[s]]) for s in todo])
-        shards: list[VectorIndex | None] = [None] * self.n_shards
-        for s, shard in zip(todo, built):
-            shards[s] = shard
-        for s in reused:
-            shards[s] = _reused(previous.shards_[s], template)  # type: ignore[union-attr]
-        self.shards_, self.template_, self.digests_, self.reused_ = shards, template, digests, reused  # type: ignore[assignment]
+        built = dict(zip(todo, (_shard_builder.get() or build_shards_here)(template, [(vectors[groups[s]], ids[groups[s]]) for s in todo])))
+        self.shards_ = [built[s] if s in built else _reused(previous.shards_[s], template) for s in range(self.n_shards)]  # type: ignore[union-attr]
+        self.template_, self.digests_, self.reused_ = template, digests, reused
         return self
 
     def _reusable_template(self, previous: ShardedIndex | None, vectors: np.ndarray) -> VectorIndex | None:
