@@ -137,7 +137,8 @@ class EmbeddingStore:
         """Rewrite ``partition`` with these rows replacing the same items' earlier ones."""
         self.folder.mkdir(parents=True, exist_ok=True)
         old_ids, old_digests, old_vectors = self.read_partition(partition)
-        keep = ~np.isin(old_ids, ids)
+        incoming = set(ids.tolist())  # np.isin compares object arrays element by element: O(rows x changed)
+        keep = np.fromiter((i not in incoming for i in old_ids.tolist()), dtype=bool, count=len(old_ids))
         self._write(partition, np.concatenate([old_ids[keep], ids]), np.concatenate([old_digests[keep], digests]),
                     np.vstack([old_vectors[keep], vectors]))
 
