@@ -18,6 +18,7 @@ import contextlib
 import copy
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -190,11 +191,16 @@ def encode_titles_on_ray(
         gpus = int(worker_device(ray) == "cuda")
         dataset = ray.data.from_pandas(blocks)
         started = time.perf_counter()
-        encoded = dataset.map_batches(
-            TitleEncoder, fn_constructor_kwargs={"encoder_ref": [ray.put(encoder)], "device": "cuda" if gpus else "cpu", "store": store},
-            batch_format="numpy", batch_size=None if store is not None else batch_size, concurrency=workers,
-            num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES,
-        )
+        with warnings.catch_warnings():
+            # Ray Data has no named parameter yet for an actor's restarts (the RETRIES bound on a
+            # dying worker) and warns on the keyword form; pyproject keeps Ray below its removal.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            encoded = dataset.map_batches(
+                TitleEncoder, fn_constructor_kwargs={"encoder_ref": [ray.put(encoder)], "device": "cuda" if gpus else "cpu", "store": store},
+                batch_format="numpy", batch_size=None if store is not None else batch_size,
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0 if gpus else 1, num_gpus=gpus,
+                max_restarts=RETRIES, max_task_retries=RETRIES,
+            )
         parts = list(encoded.iter_batches(batch_size=None, batch_format="numpy"))
         encoding = time.perf_counter() - started
     columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
