@@ -14,7 +14,10 @@ rerankers over them (``RerankConfig.text`` / ``text_join`` / ``drop_features``):
   user's list, as the trees read them; ``CrossEncoderConfig.list_size = 0``) instead of sampled
   16-candidate lists, at the same budget of training pairs;
 * ``stack_full_attention``, ``residual_full_attention`` — ``stack`` and ``residual`` with a plain
-  full-attention cross-encoder (``CrossEncoderConfig.joined_layers = 3``) instead of the late join.
+  full-attention cross-encoder (``CrossEncoderConfig.joined_layers = 3``) instead of the late join;
+* ``stack_personal`` — ``stack`` with the title's logit for an empty history subtracted from the
+  stacked score (``CrossEncoderConfig.subtract_item_prior``): the same text model, its reading
+  of the user's affinity without the prior it learnt per title (which a new arrival lacks).
 
 Each is judged on the last cutoff's lists (the reranker's own validation cutoff, which also
 early-stops and calibrates every variant alike): ndcg@10 on full and new-item lists with
@@ -37,6 +40,8 @@ nothing: summed mean difference ≥ 0 and no interval wholly below zero.
     python benchmarks/bench_text_join.py --data ../shared/data/online-retail \
         --variants features,stack_full_attention,residual_full_attention \
         --output benchmarks/results/bench_text_join_online-retail-full-attention.json
+    python benchmarks/bench_text_join.py --data ../shared/data/online-retail --variants features,stack,stack_personal \
+        --output benchmarks/results/bench_text_join_online-retail-personal.json
 """
 
 from __future__ import annotations
@@ -67,9 +72,11 @@ VARIANTS = {
     "residual_whole": {"text": True, "text_join": "residual", "cross_encoder": WHOLE_LISTS},
     "stack_full_attention": {"text": True, "text_join": "stack", "cross_encoder": FULL_ATTENTION},
     "residual_full_attention": {"text": True, "text_join": "residual", "cross_encoder": FULL_ATTENTION},
+    "stack_personal": {"text": True, "text_join": "stack", "cross_encoder": {"subtract_item_prior": True}},
 }
 #: Variants judged as text variants against ``features``.
-TEXT_VARIANTS = ("stack", "joint", "residual", "joint_whole", "residual_whole", "stack_full_attention", "residual_full_attention")
+TEXT_VARIANTS = ("stack", "joint", "residual", "joint_whole", "residual_whole", "stack_full_attention", "residual_full_attention",
+                 "stack_personal")
 
 
 def variant_config(rerank, name: str):  # type: ignore[no-untyped-def]

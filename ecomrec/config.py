@@ -515,6 +515,12 @@ class CrossEncoderConfig(ConfigBase):
         collaborative features are hidden (zeroed, with a "no behaviour" flag set), as in
         DropoutNet, so the network also learns to score from text alone; at serving, items
         never bought before are scored that way.
+    subtract_item_prior
+        ``RerankConfig.text_join = "stack"``: the stacked score is the pair's logit minus the
+        title's logit for an empty history (one pass per catalog item, cached with its states):
+        what the text says of this user and this item, without the prior the model learnt for
+        the title from who bought it — a prior a new arrival, never seen bought, cannot have.
+        Training is unchanged; only the score the trees read differs.
     list_size
         ``joint`` and ``residual`` train with a listwise loss (softmax cross-entropy over one
         user's sampled list): each list holds at most this many candidates, positives first;
@@ -541,6 +547,7 @@ class CrossEncoderConfig(ConfigBase):
     patience: int = 2
     score_batch: int = 512
     behaviour_dropout: float = 0.4
+    subtract_item_prior: bool = False
     list_size: int = 16
     device: str = "auto"
     seed: int = 0
@@ -640,6 +647,8 @@ class RerankConfig(ConfigBase):
         _require(self.cutoffs == 0 or self.cutoffs >= (3 if self.text else 2), self, "cutoffs", "0 (auto), >= 3 with text, else >= 2", self.cutoffs)
         _require(self.objective in ("lambdarank", "binary"), self, "objective", "lambdarank|binary", self.objective)
         _require(self.text_join in TEXT_JOINS, self, "text_join", "|".join(TEXT_JOINS), self.text_join)
+        _require(not self.cross_encoder.subtract_item_prior or self.text_join == "stack", self, "cross_encoder.subtract_item_prior",
+                 "used with text_join 'stack' only", self.cross_encoder.subtract_item_prior)
         for name in ("window_days", "min_window_users", "candidates", "example_bi_encoder_pairs", "trees", "leaves", "learning_rate", "min_child_samples"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
 

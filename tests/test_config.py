@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ecomrec.config import ALSConfig, BiEncoderConfig, ItemKNNConfig, PopularityConfig, ProtocolConfig, RepurchaseConfig, RerankConfig
+from ecomrec.config import (ALSConfig, BiEncoderConfig, CrossEncoderConfig, ItemKNNConfig, PopularityConfig, ProtocolConfig,
+                            RepurchaseConfig, RerankConfig)
 
 ALL = (ALSConfig, ItemKNNConfig, PopularityConfig, ProtocolConfig, RepurchaseConfig)
 
@@ -35,6 +36,8 @@ def test_nested_and_tuple_fields_round_trip() -> None:
         (lambda: ProtocolConfig(ks=(20, 50)), "ks"),
         (lambda: BiEncoderConfig(warmup_ratio=1.0), "warmup_ratio"),  # the trainer would read 1.0 as one step
         (lambda: RerankConfig(cutoffs=1), "cutoffs"),
+        (lambda: RerankConfig(text=True, text_join="joint", cross_encoder=CrossEncoderConfig(subtract_item_prior=True)),
+         "subtract_item_prior"),
     ],
 )
 def test_invalid_values_name_the_field(build, field) -> None:

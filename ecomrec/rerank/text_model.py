@@ -53,6 +53,7 @@ class TextScorer:
         self.show_progress = show_progress
         self.log: list[dict[str, float]] = []
         self._items = None
+        self._prior: np.ndarray | None = None  # float32 [items] logit of each title for an empty history (NaN: not yet)
 
     def _model(self, saved: Path | None = None):  # type: ignore[no-untyped-def]
         """A fresh model from the configured base model, or the architecture saved in ``saved``."""
@@ -135,7 +136,7 @@ class TextScorer:
         self.model.load_state_dict(best_state)
         self.train_seconds = time.perf_counter() - start
         self.model.eval()
-        self._items = None
+        self._items = self._prior = None
         return self
 
     def _training_groups(self, train: Examples) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -184,7 +185,7 @@ class TextScorer:
     def _valid_ndcg(self, valid: Examples, base: np.ndarray | None = None) -> float:
         self.model.eval()
         self._items = None
-        scores = self.score(valid.texts, valid.candidates.item_ids, valid.features)
+        scores = self._logits(valid.texts, valid.candidates.item_ids, valid.features)  # early stopping reads the plain logits
         self._items = None
         return ndcg_from_labels(scores if base is None else scores + base, valid.labels, valid.candidates.item_ids >= 0)
 
@@ -209,7 +210,32 @@ class TextScorer:
 
     def score(self, texts: list[str], item_ids: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """float32 [n, k] logits of each query's candidates (-inf for padding); ``features``
-        (float [n, k, f], the collaborative features) are read by a joint model only."""
+        (float [n, k, f], the collaborative features) are read by a joint model only. With
+        ``config.subtract_item_prior``, each logit less its title's :meth:`item_prior`."""
+        out = self._logits(texts, item_ids, features)
+        if self.config.subtract_item_prior:
+            valid = item_ids >= 0
+            out[valid] -= self.item_prior(item_ids[valid])
+        return out
+
+    def item_prior(self, item_ids: np.ndarray) -> np.ndarray:
+        """float32 [n]: each item's logit for an empty history (what the model gives the title
+        whoever reads it); computed once per item and cached until the weights change."""
+        if self._prior is None:
+            self._prior = np.full(len(self.item_texts), np.nan, dtype=np.float32)
+        ids = np.asarray(item_ids, dtype=np.int64)
+        todo = np.unique(ids[np.isnan(self._prior[ids])])
+        if len(todo):
+            width = self.config.score_batch
+            rows = -(-len(todo) // width)
+            grid = np.full(rows * width, -1, dtype=np.int64)
+            grid[: len(todo)] = todo
+            logits = self._logits([""] * rows, grid.reshape(rows, width))
+            self._prior[todo] = logits.reshape(-1)[: len(todo)]
+        return self._prior[ids]
+
+    def _logits(self, texts: list[str], item_ids: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """float32 [n, k] the model's logits (-inf for padding)."""
         import torch
 
         items = self.item_states()

@@ -40,6 +40,23 @@ def test_batched_cached_scores_equal_one_pair_at_a_time(scorer) -> None:
             assert batched[row, col] == pytest.approx(float(logit), abs=1e-4), (row, col)
 
 
+def test_subtracting_the_item_prior_leaves_what_the_history_adds(scorer) -> None:
+    """``subtract_item_prior``: each logit less the same title's logit for an empty history,
+    computed once per item (across rows and batches), whatever the batch it first appears in."""
+    personal = TextScorer(scorer.config.replace(subtract_item_prior=True), ITEMS)
+    personal.device, personal.model = "cpu", scorer.model
+    ids = np.array([[0, 2, 1, -1], [3, 1, 0, 2]])
+    out = personal.score(USERS, ids)
+    plain = scorer.score(USERS, ids)
+    empty = scorer.score([""], np.arange(len(ITEMS))[None, :])[0]
+    assert np.isneginf(out[0, 3])
+    valid = ids >= 0
+    np.testing.assert_allclose(out[valid], plain[valid] - empty[ids[valid]], atol=1e-4)
+    assert np.array_equal(personal.item_prior(np.array([2, 2, 0])), personal._prior[[2, 2, 0]])
+    assert not np.isnan(personal._prior).any()
+    np.testing.assert_allclose(personal.score(USERS[:1], ids[:1, :2]), out[:1, :2], atol=1e-5)  # cached priors
+
+
 def test_budgets_and_layers_are_checked() -> None:
     with pytest.raises(ValueError, match="layers"):
         LateJoinCrossEncoder(None, layers=1, user_tokens=16, item_tokens=8)
