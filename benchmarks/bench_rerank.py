@@ -112,8 +112,7 @@ def main() -> None:
     latency = time_calls(lambda u: engine.model_.candidates(u, 10), one_user, warmup=3)
     stages = {}
     for u in users[:50]:
-        engine.model_.candidates([u], 10)
-        for name, seconds in engine.model_.last_timings_.items():
+        for name, seconds in engine.model_.candidates([u], 10).timings.items():
             stages.setdefault(name, []).append(seconds * 1000)
     result = {
         "pairs": len(pairs),

@@ -20,11 +20,16 @@ class Candidates:
     sources
         Per-source float32 [n_queries, k] arrays aligned with ``item_ids`` (e.g. each retriever's
         score for the item, NaN where that source did not score it).
+    timings
+        Seconds the call that made this result spent in each of its stages (e.g.
+        ``search:als``, ``fusion``, ``rerank``): timings travel with the answer, so a read
+        writes nothing into the retriever it asked.
     """
 
     item_ids: np.ndarray
     scores: np.ndarray
     sources: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
@@ -53,7 +58,7 @@ class Candidates:
 
     def __getitem__(self, rows: slice | np.ndarray | list[int]) -> Candidates:
         """The rows selected (a slice, index array or boolean mask)."""
-        return Candidates(self.item_ids[rows], self.scores[rows], {n: v[rows] for n, v in self.sources.items()})
+        return Candidates(self.item_ids[rows], self.scores[rows], {n: v[rows] for n, v in self.sources.items()}, dict(self.timings))
 
     def to_lists(self) -> list[list[int]]:
         """Each row's item indices with the padding removed."""
@@ -61,7 +66,8 @@ class Candidates:
 
     @classmethod
     def concat(cls, parts: list[Candidates]) -> Candidates:
-        """Stack results of the same k (e.g. batches) row-wise; a source some parts lack is NaN there."""
+        """Stack results of the same k (e.g. batches) row-wise; a source some parts lack is NaN
+        there; the timings of a stage add up."""
         if not parts:
             raise ValueError("nothing to concatenate")
         names = dict.fromkeys(n for p in parts for n in p.sources)
@@ -69,10 +75,15 @@ class Candidates:
         def column(part: Candidates, name: str) -> np.ndarray:
             return part.sources[name] if name in part.sources else np.full(part.item_ids.shape, np.nan, np.float32)
 
+        timings: dict[str, float] = {}
+        for part in parts:
+            for stage, seconds in part.timings.items():
+                timings[stage] = timings.get(stage, 0.0) + seconds
         return cls(
             np.concatenate([p.item_ids for p in parts]),
             np.concatenate([p.scores for p in parts]),
             {n: np.concatenate([column(p, n) for p in parts]) for n in names},
+            timings,
         )
 
 

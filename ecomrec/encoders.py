@@ -205,6 +205,33 @@ class FastTokenizer:
                 "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)}
 
 
+class RoleEncoder:
+    """A serving model for one role (item titles, or queries) with a tokenizer of its own.
+
+    A fast tokenizer's call writes its truncation length and padding into the Rust tokenizer it
+    wraps, so two roles of different lengths sharing one would change each other's length under
+    concurrent reads. Each role's copy is called with the same settings every time, first here,
+    so serving never writes to it.
+    """
+
+    def __init__(self, model: Any, max_tokens: int, device: str, batch_size: int) -> None:
+        import copy
+
+        self.model, self.max_tokens, self.device, self.batch_size = model, max_tokens, device, batch_size
+        self.tokenizer = copy.deepcopy(model.tokenizer)
+        self.encode(["a title"])  # the copy's settings, fixed before any read
+
+    def __call__(self, features: dict[str, Any]) -> dict[str, Any]:
+        return self.model(features)
+
+    def get_embedding_dimension(self) -> int:
+        return embedding_dimension(self.model)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [n, d] unit vectors of ``texts`` (see :func:`encode_texts`)."""
+        return encode_texts(self, texts, self.max_tokens, self.device, self.batch_size)
+
+
 def traced_for_inference(model: Any, device: str) -> Any:
     """``model`` traced for CPU inference (:class:`TracedSentenceTransformer`), or ``model``
     itself where tracing does not apply (another device) or fails (an unusual architecture)."""

@@ -5,9 +5,11 @@ everything inside works on dense indices.
 
 Serving takes no lock: everything a read uses (the retrievers and their indexes, the reranker,
 the listed set, the item texts, the id maps) is one immutable :class:`Snapshot`. A read takes
-the current snapshot once and uses only it; ``fit`` and ``rebuild_index`` build a complete new
-snapshot aside (copy-on-write: unchanged parts are shared) and publish it with one reference
-assignment. Writers wait for each other; readers never wait.
+the current snapshot once, uses only it and writes nothing into it; ``fit``, ``rebuild_index``
+and ``load`` build a complete new snapshot aside (copy-on-write: unchanged parts are shared,
+never changed), check what it will serve (:meth:`Snapshot.verify`) and publish it with one
+reference assignment. Writers run one at a time, in the order they are called (a rebuild
+called during a fit applies to the fitted engine); readers never wait.
 """
 
 from __future__ import annotations
@@ -79,17 +81,22 @@ class Engine:
         (keys ``als``, ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``), e.g. to swap
         one source without refitting the others; they must have been fitted on ``data``.
         An engine already serving goes on answering from its old models until the new ones are
-        complete; then they are swapped in at once.
+        complete and checked; then they are swapped in at once. ``data``'s catalog is the one
+        served from then on; a :meth:`rebuild_index` called meanwhile waits and applies to it.
 
         With the reranker and ``config.fine_tune_once``, the bi-encoder is fine-tuned once:
         first on the data before the reranker's first training cutoff (``example_bi_encoder_pairs``
         pairs: the model behind its training examples), then on all of ``data`` from there (the
         rest of ``max_pairs``: the served model), instead of two fine-tunes from the base model.
         """
-        from ecomrec.retrieval.fusion import HybridRetriever
-
         if not isinstance(data, Dataset):
             raise TypeError(f"fit takes a Dataset (see ecomrec.datasets), got {type(data).__name__}")
+        with self._write_lock:
+            return self._fit(data, sources)
+
+    def _fit(self, data: Dataset, sources: dict[str, Retriever] | None) -> Engine:
+        from ecomrec.retrieval.fusion import HybridRetriever
+
         start = time.perf_counter()
         cfg, given, stages = self.config, dict(sources or {}), {}
         early = None
@@ -123,17 +130,20 @@ class Engine:
             with Stopwatch() as watch:
                 search = TextSearch(cfg.search, show_progress=self.show_progress).fit(data)
             stages["search"] = watch.seconds
-        with self._write_lock:
-            self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search))
+        self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search))
         self.fit_seconds_ = time.perf_counter() - start
         self.fit_stages_ = {**fit_stages(model), **stages}
         logger.info("engine fitted on %d interactions in %.1f s (%s)", len(data), self.fit_seconds_,
                     ", ".join(f"{k} {v:.0f} s" for k, v in self.fit_stages_.items()))
         return self
 
-    def _publish(self, snapshot: Snapshot) -> None:
-        """Make ``snapshot`` the one every later read uses: a single reference assignment."""
+    def _publish(self, snapshot: Snapshot, changed: set[str] | frozenset[str] = frozenset()) -> dict[str, float]:
+        """Check what ``snapshot`` serves (``changed``: external ids of items whose title the
+        change set; :meth:`Snapshot.verify`), then make it the one every later read uses: a
+        single reference assignment. Returns what the check covered and took."""
+        checked = snapshot.verify(changed, seed=self.config.hybrid.bi_encoder.seed)
         self._snapshot = snapshot
+        return checked
 
     @property
     def snapshot(self) -> Snapshot:
@@ -306,7 +316,11 @@ class Engine:
         actors; ``address``: a running cluster, ``"auto"`` to find it; none: a local Ray for the
         call; :mod:`ecomrec.scale`, the ``scale`` extra) and builds the shards that changed in
         parallel Ray tasks, all in one Ray session; otherwise it rebuilds as ``local`` does.
-        A rebuild that fails (a worker lost for good) changes nothing.
+        Before it is published the new snapshot is checked (:meth:`Snapshot.verify`): for a
+        sample of changed and unchanged items, each index must hold the vector of a fresh
+        encoding of the item's current title (ALS: its factors) and each exact title must find
+        its item through search's lexical side. A rebuild that fails (a check, a worker lost for
+        good) raises and changes nothing.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -341,10 +355,11 @@ class Engine:
             if search is not None and shards is not None:  # a copy: the snapshot in service keeps its own
                 search = copy.copy(search)
                 search.dense_ = _with_shards(search.dense_, shards)
+            encoded: dict[str, dict[str, np.ndarray]] = {}
             if backend == "ray":
-                report["ray"] = self._encode_on_ray(snap, models, texts, catalog is None, workers, address)
+                encoded, report["ray"] = self._encode_on_ray(snap, texts, catalog is None, workers, address)
             if "bi_encoder" in models:
-                models["bi_encoder"], report["text_index"] = models["bi_encoder"].with_catalog(ids, texts)
+                models["bi_encoder"], report["text_index"] = models["bi_encoder"].with_catalog(ids, texts, encoded=encoded.get("bi_encoder"))
             listed = np.zeros(len(snap.items), dtype=bool)
             known = snap.items.positions(ids)
             listed[known[known >= 0]] = True
@@ -364,27 +379,30 @@ class Engine:
                     search_ids, search_texts = [search.items_.ids[i] for i in listed_now], [search.item_texts_[i] for i in listed_now]
                 else:
                     search_ids, search_texts = ids, texts
-                search, report["search_index"] = search.with_catalog(search_ids, search_texts, categories)
+                search, report["search_index"] = search.with_catalog(search_ids, search_texts, categories,
+                                                                     encoded=encoded.get("search"))
             report["reused_shards"] = {name: list(getattr(model.index_, "reused_", [])) for name, model in models.items()
                                        if hasattr(model, "index_")}
             hybrid = snap.hybrid.replaced(models_=models)
             model = hybrid if snap.model is snap.hybrid else snap.model.replaced(hybrid=hybrid)
-            self._publish(Snapshot.of(model, listed, item_texts, search))
+            report["verified"] = self._publish(Snapshot.of(model, listed, item_texts, search), snap.changed_titles(ids, texts))
         report.update({"listed": int(listed.sum()), "seconds": time.perf_counter() - start})
         return report
 
     @staticmethod
     def _encode_on_ray(
-        snap: Snapshot, models: dict[str, Any], texts: list[str], same_catalog: bool, workers: int, address: str | None
-    ) -> dict[str, Any]:
-        """Fill the text retrievers' embedding caches on Ray (the bi-encoder's, search's dense side's)."""
-        report = {}
-        if "bi_encoder" in models:
-            report["bi_encoder"] = encode_on_ray(models["bi_encoder"], texts, workers=workers, address=address)
+        snap: Snapshot, texts: list[str], same_catalog: bool, workers: int, address: str | None
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+        """Encode on Ray the titles the text retrievers (the bi-encoder, search's dense side) hold
+        no vector for: per retriever, title → vector for its ``with_catalog``, and reports."""
+        encoded, report = {}, {}
+        bi = snap.hybrid.models_.get("bi_encoder")
+        if bi is not None:
+            encoded["bi_encoder"], report["bi_encoder"] = encode_on_ray(bi, texts, workers=workers, address=address)
         if snap.search is not None:
             search_texts = [snap.search.item_texts_[i] for i in np.flatnonzero(snap.search.listed_)] if same_catalog else texts
-            report["search"] = encode_on_ray(snap.search.dense_, search_texts, workers=workers, address=address)
-        return report
+            encoded["search"], report["search"] = encode_on_ray(snap.search.dense_, search_texts, workers=workers, address=address)
+        return encoded, report
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -437,7 +455,10 @@ class Engine:
                 from ecomrec.retrieval.search import TextSearch
 
                 search = TextSearch.load(folder / "search", engine.config.search)
-        engine._publish(Snapshot.of(model, listed, item_texts, search))
+        try:
+            engine._publish(Snapshot.of(model, listed, item_texts, search))
+        except ArtifactError as error:
+            raise ArtifactError(f"{path}: {error}") from None
         return engine
 
 
@@ -478,6 +499,41 @@ class Snapshot:
     @property
     def items(self) -> IdMap:
         return self.hybrid.items_
+
+    def verify(self, changed: set[str] | frozenset[str] = frozenset(), *, seed: int = 0) -> dict[str, float]:
+        """Check what this snapshot serves before it is published; raise :class:`ArtifactError`
+        naming the first item served wrong. For a sample of listed items — up to
+        :data:`VERIFY_CHANGED` of ``changed`` (external ids whose title a catalog change set) and
+        :data:`VERIFY_UNCHANGED` others, per part — the ALS index holds the item's factors, the
+        bi-encoder's and search's dense index hold a fresh encoding of its current title, and
+        its exact title finds it through search's lexical side. Returns how many items were
+        checked and the seconds it took."""
+        start = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        parts: list[tuple[Any, np.ndarray]] = []
+        als, bi = self.hybrid.models_.get("als"), self.hybrid.models_.get("bi_encoder")
+        if als is not None:
+            parts.append((als, np.intersect1d(np.flatnonzero(self.listed), als.index_.item_ids)))
+        if bi is not None:
+            parts.append((bi, bi.index_.item_ids))
+        if self.search is not None:
+            parts.append((self.search, np.flatnonzero(self.search.listed_)))
+        checked = 0
+        for part, listed in parts:
+            sample = _verification_sample(part.items_.ids, listed, changed, rng)
+            try:
+                part.verify_items(sample)
+            except ArtifactError as error:
+                raise ArtifactError(f"nothing published: {error}") from None
+            checked += len(sample)
+        return {"items": checked, "seconds": time.perf_counter() - start}
+
+    def changed_titles(self, ids: Sequence[str], texts: Sequence[str]) -> set[str]:
+        """External ids among ``ids`` whose title in ``texts`` is not what this snapshot serves
+        (new items included)."""
+        holder = self.search.dense_ if self.search is not None else self.hybrid.models_.get("bi_encoder")
+        served = dict(zip(map(str, holder.items_.ids), holder.item_texts_)) if holder is not None else dict(zip(map(str, self.items.ids), self.item_texts))
+        return {i for i, t in zip(ids, texts) if served.get(i) != t}
 
     def answer(self, users: np.ndarray, k: int, fresh: Any, exclude: Any, allow: Any, explain: bool) -> Candidates:
         """Candidates (or reranked recommendations, with ``explain``) for users with a history."""
@@ -528,6 +584,20 @@ class Snapshot:
             return None if listed.all() and not grown else np.flatnonzero(listed)
         wanted = self.item_indices(allow, policy)
         return wanted[listed[wanted]]
+
+
+#: Items per part a swap check covers: of those whose title the change set, and of the others.
+VERIFY_CHANGED = 16
+VERIFY_UNCHANGED = 8
+
+
+def _verification_sample(ids: Sequence[object], listed: np.ndarray, changed: set[str] | frozenset[str], rng: np.random.Generator) -> np.ndarray:
+    """Up to :data:`VERIFY_CHANGED` listed items whose external id is in ``changed`` and up to
+    :data:`VERIFY_UNCHANGED` other listed items (dense indices, sorted)."""
+    is_changed = np.fromiter((str(ids[i]) in changed for i in listed), dtype=bool, count=len(listed)) if changed else np.zeros(len(listed), bool)
+    picked = [rng.choice(group, size=min(size, len(group)), replace=False)
+              for group, size in ((listed[is_changed], VERIFY_CHANGED), (listed[~is_changed], VERIFY_UNCHANGED)) if len(group)]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
 
 
 def _with_shards(model: Any, shards: int | None) -> Any:

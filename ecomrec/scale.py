@@ -3,8 +3,7 @@
 The local rebuild stays the reference. Here the titles a text retriever has no vector for are
 read into a Ray Dataset, encoded by an actor pool (each actor loads the retriever's float
 weights once, from the object store, and runs the same :func:`~ecomrec.encoders.encode_texts`
-as the local path) and the vectors fill the retriever's embedding cache; the ordinary rebuild
-that follows then finds every title embedded and encodes nothing. The vectors are the local
+as the local path); the ordinary rebuild that follows is given those vectors and encodes nothing. The vectors are the local
 ones to float rounding (a test holds them to 1e-6).
 
 Optional: ``pip install 'ecomrec[scale]'`` (Ray Data). Without an address a local Ray
@@ -218,22 +217,22 @@ def encode_titles_on_ray(
 
 def encode_on_ray(
     retriever: Any, texts: Sequence[str], *, workers: int = 2, address: str | None = None, batch_size: int = 512
-) -> dict[str, Any]:
-    """Embed on Ray the titles ``retriever`` (a :class:`~ecomrec.retrieval.BiEncoderRetriever`)
-    has no cached vector for, into its cache (:func:`encode_titles_on_ray` with its
-    :class:`ModelEncoder`). Returns counts and seconds."""
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Encode on Ray the titles among ``texts`` that ``retriever`` (a
+    :class:`~ecomrec.retrieval.BiEncoderRetriever`) holds no vector for, each distinct title
+    once (:func:`encode_titles_on_ray` with its :class:`ModelEncoder`). Returns title → vector
+    (what ``retriever.with_catalog(..., encoded=)`` takes; the retriever is not changed) and
+    counts and seconds."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    titles = list(texts)
-    hashes = text_hashes(titles)
-    absent = retriever.cache_.rows(hashes) < 0
-    _, first = np.unique(hashes[absent], return_index=True)  # a title shared by many items: once
-    missing = np.flatnonzero(absent)[np.sort(first)]
-    if not len(missing):
-        return {"titles": len(titles), "encoded": 0, "workers": workers, "seconds": 0.0}
-    frame = pd.DataFrame({"text_hash": hashes[missing], "text": [titles[i] for i in missing]})
+    missing = retriever.titles_missing(texts)
+    if not missing:
+        return {}, {"titles": len(texts), "encoded": 0, "workers": workers, "seconds": 0.0}
+    hashes = text_hashes(missing)
+    frame = pd.DataFrame({"text_hash": hashes, "text": missing})
     with ray_session(address, workers) as ray:
         encoder = ModelEncoder.of(retriever, worker_device(ray))
         keys, vectors, report = encode_titles_on_ray(frame, encoder, workers=workers, address=address, batch_size=batch_size)
-    retriever.cache_.store(keys["text_hash"].to_numpy().astype(str), vectors)
-    return {"titles": len(titles), **report}
+    title_of = dict(zip(hashes, missing))
+    assert vectors is not None
+    return {title_of[h]: v for h, v in zip(keys["text_hash"].astype(str), vectors)}, {"titles": len(texts), **report}

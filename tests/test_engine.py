@@ -430,3 +430,51 @@ def test_fit_takes_already_fitted_sources(data) -> None:
     assert engine.candidates(["u00001"], k=5).candidates.sources["als_rank"].shape == (1, 5)
     with pytest.raises(ValueError, match="not fitted"):
         Engine(config, show_progress=False).fit(data, sources={"als": ALSRetriever()})
+
+
+def _answers(engine: Engine) -> tuple:
+    """What a reader asks of the engine (known users, an unseen history, search), as comparable values."""
+    results = (engine.recommend(["u00001", "u00002"], k=10, exclude="seen"), engine.candidates(histories=[["i00001", "i00005"]], k=10),
+               engine.search(["green garden", "red mug", "copper kettle"], k=10), engine.search("garden", user_id="u00003", k=5))
+    return tuple((r.item_ids.tolist(), r.titles.tolist(), np.round(r.scores, 4).tolist()) for r in results)
+
+
+def test_reads_write_nothing_into_the_snapshot(saved) -> None:
+    from tests.snapshots import fingerprint
+
+    engine = Engine.load(saved)  # fresh: whatever a first read might build lazily is not built yet
+    before = fingerprint(engine.snapshot)
+    _answers(engine)
+    engine.recommend(["u00004"], k=5, allow=["i00001", "i00002", "i00003"])
+    engine.search("mug", k=3, category="red retrospot")
+    with pytest.warns(Warning):
+        engine.candidates(["nobody", "u00005"], k=5, on_unknown="warn")
+    assert fingerprint(engine.snapshot) == before
+
+
+def test_snapshots_never_change_and_every_answer_comes_from_one(saved, data) -> None:
+    """4 readers across 24 rebuilds with new, changed and removed titles: no published snapshot
+    changes afterwards (a digest of everything reachable from it), and each answer equals what
+    one of the published snapshots answers alone (no mix of two)."""
+    from tests.snapshots import fingerprint, fingerprints, race_readers_with_rebuilds
+
+    engine = Engine.load(saved)
+    ids, texts = list(data.items.ids), list(data.item_texts)
+    published: list[str] = [fingerprint(engine.snapshot)]
+
+    def rebuild(turn: int) -> None:
+        kept = [n for n in range(len(ids)) if (n + turn) % 9]  # a ninth of the items delisted, another ninth each turn
+        titles = [f"{texts[n]} edition {turn}" if n % 5 == turn % 5 else texts[n] for n in kept]  # a fifth retitled
+        new = [f"NEW{turn}-{j}" for j in range(3)]
+        catalog = pd.DataFrame({"item_id": [ids[n] for n in kept] + new,
+                                "text": titles + [f"copper kettle {turn} {j}" for j in range(3)]})
+        engine.rebuild_index(catalog)
+        published.append(fingerprint(engine.snapshot))
+
+    snapshots, expected, answers, errors = race_readers_with_rebuilds(engine, _answers, rebuild, rebuilds=24)
+    assert not errors, errors
+    assert len(snapshots) == 25 == len(published) and len(answers) >= 4 * 24
+    assert fingerprints(snapshots) == published  # nothing wrote into a published snapshot
+    # each call pins one snapshot (a reader's four calls may straddle a swap)
+    unmatched = [(call, got[call]) for got in answers for call in range(len(got)) if got[call] not in [e[call] for e in expected]]
+    assert not unmatched, f"{len(unmatched)} of {4 * len(answers)} answers match no snapshot"

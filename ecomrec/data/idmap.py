@@ -36,10 +36,13 @@ class IdMap:
 
     def __init__(self, ids: Iterable[object]) -> None:
         values = np.asarray([str(i) for i in ids], dtype=object)
-        self._index = pd.Index(values)
-        if not self._index.is_unique:
-            dupes = self._index[self._index.duplicated()].unique()[:5].tolist()
+        # A plain dict, complete from here on: lookups read it and write nothing (a pandas Index
+        # builds its hash table and caches on first use, inside a read).
+        self._position = {key: position for position, key in enumerate(values.tolist())}
+        if len(self._position) != len(values):
+            dupes = pd.Index(values)[pd.Index(values).duplicated()].unique()[:5].tolist()
             raise ValueError(f"IdMap ids must be distinct; repeated: {dupes}")
+        values.setflags(write=False)
         self._ids = values
 
     @classmethod
@@ -51,7 +54,7 @@ class IdMap:
         return len(self._ids)
 
     def __contains__(self, external_id: object) -> bool:
-        return str(external_id) in self._index
+        return str(external_id) in self._position
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IdMap) and np.array_equal(self._ids, other._ids)
@@ -73,7 +76,7 @@ class IdMap:
         if on_unknown not in ON_UNKNOWN:
             raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
         keys = [str(i) for i in external_ids]
-        codes = self._index.get_indexer(keys).astype(np.int32)
+        codes = self._lookup(keys).astype(np.int32)
         unknown = codes < 0
         if unknown.any():
             examples = [keys[i] for i in np.flatnonzero(unknown)[:5]]
@@ -88,7 +91,11 @@ class IdMap:
 
     def positions(self, external_ids: Iterable[object]) -> np.ndarray:
         """Dense indices (int64) of ``external_ids``, -1 where unknown, without warnings (a hash lookup)."""
-        return self._index.get_indexer([str(i) for i in external_ids]).astype(np.int64)
+        return self._lookup([str(i) for i in external_ids])
+
+    def _lookup(self, keys: list[str]) -> np.ndarray:
+        get = self._position.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
     def ids_of(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
         """External ids of dense ``indices``; -1 (padding) becomes ``None``."""

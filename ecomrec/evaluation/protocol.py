@@ -371,12 +371,11 @@ def top_k_agreement(found: Candidates, reference: Candidates, k: int) -> dict[st
 
 
 def _latency(name: str, retriever: Retriever, users: list[int], k: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Single-user latency of a method, and of each stage it reports in ``last_timings_``."""
+    """Single-user latency of a method, and of each stage its results time (``Candidates.timings``)."""
     stages: dict[str, list[float]] = {}
 
     def call(user: int) -> None:
-        retriever.candidates([user], k)
-        for stage, seconds in getattr(retriever, "last_timings_", {}).items():
+        for stage, seconds in retriever.candidates([user], k).timings.items():
             stages.setdefault(stage, []).append(seconds)
 
     out = {name: time_calls(call, users, warmup=warmup).to_dict()}

@@ -226,6 +226,20 @@ class ShardedIndex:
             merged.item_ids[short], merged.scores[short] = again.item_ids, again.scores
         return merged
 
+    def item_scores(self, queries: np.ndarray, item_ids: np.ndarray | list[int]) -> np.ndarray:
+        """float32 [n]: each item's score for its query from the shard holding it (see
+        :meth:`VectorIndex.item_scores`); NaN where no shard holds the item."""
+        self._check_built()
+        ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+        queries = VectorIndex._check_vectors(queries, dim=self.dim_)
+        out = np.full(len(ids), np.nan, dtype=np.float32)
+        part = shard_of(np.maximum(ids, 0), self.n_shards)
+        for s, shard in enumerate(self.shards_):
+            rows = np.flatnonzero(part == s)
+            if len(rows):
+                out[rows] = shard.item_scores(queries[rows], ids[rows])
+        return out
+
     def set_search(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
         for shard in self.shards_:
             shard.set_search(nprobe=nprobe, ef_search=ef_search)

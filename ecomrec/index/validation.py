@@ -11,13 +11,28 @@ import scipy.sparse as sp
 from ecomrec.config import IndexConfig
 from ecomrec.exceptions import ArtifactError, IndexRecallError, IndexRecallWarning
 from ecomrec.index.sharded import ShardedIndex, new_index
-from ecomrec.index.vector_index import IVF_KINDS, VectorIndex
+from ecomrec.index.vector_index import COMPRESSED_KINDS, IVF_KINDS, VectorIndex
 from ecomrec.metrics import hits, recall
 
 #: Least recall@10 against exact search that an approximate index must reach to be swapped in.
 MIN_APPROX_RECALL = 0.8
 #: A flat index is exact: it must find (up to float rounding and ties) every true neighbour.
 MIN_EXACT_RECALL = 0.999
+
+
+#: How far below 1 an item's score for a fresh encoding of its own (unit) vector may be, by what
+#: the index keeps: exact vectors (float rounding), float16 refine copies, 8-bit and PQ codes
+#: (PQ keeps ~0.9 of a 384-d vector's direction: its check only catches gross misalignment).
+SERVED_SCORE_SLACK = {"exact": 1e-4, "refined": 1e-3, "ivf_sq8": 5e-3, "ivf_pq": 0.2}
+
+
+def served_score_floor(index: VectorIndex | ShardedIndex) -> float:
+    """The least score :meth:`VectorIndex.item_scores` may give an item for a fresh unit
+    encoding of what it should hold (see :data:`SERVED_SCORE_SLACK`)."""
+    if index.kind_ not in COMPRESSED_KINDS:
+        return 1.0 - SERVED_SCORE_SLACK["exact"]
+    refined = bool(index.config.refine)
+    return 1.0 - SERVED_SCORE_SLACK["refined" if refined else str(index.kind_)]
 
 
 def recall_against_exact(index: VectorIndex | ShardedIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int) -> float:

@@ -332,6 +332,33 @@ class VectorIndex:
             out.scores[row, : len(got_ids)] = got_scores[order]
         return out
 
+    def item_scores(self, queries: np.ndarray, item_ids: np.ndarray | list[int]) -> np.ndarray:
+        """float32 [n]: the score a search gives item ``item_ids[i]`` for query ``i`` (from the
+        vector this index holds for it); NaN where the index does not hold the item.
+
+        What a swap check compares with a fresh encoding: for exact kinds the inner product with
+        the stored vector, for compressed kinds with what their codes (or refine copies) keep.
+        """
+        self._check_built()
+        queries = self._check_vectors(queries, dim=self.dim_)
+        ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+        if len(ids) != len(queries):
+            raise ValueError(f"{len(ids)} item ids for {len(queries)} queries")
+        out = np.full(len(ids), np.nan, dtype=np.float32)
+        held = (ids >= 0) & (ids < len(self._live))
+        held[held] = self._live[ids[held]]
+        if not held.any():
+            return out
+        stored = self._refine if self._refine is not None else self._cpu
+        if hasattr(stored, "id_map"):  # IndexIDMap2 (flat, HNSW, refine copies): vectors by id
+            vectors = stored.reconstruct_batch(ids[held])
+            out[held] = np.einsum("ij,ij->i", queries[held], vectors)
+            return out
+        for row in np.flatnonzero(held):  # IVF codes: the item's own score, searched for alone
+            found = self.search(queries[row : row + 1], 1, allow=ids[row : row + 1], exhaustive="always")
+            out[row] = found.scores[0, 0] if found.item_ids[0, 0] == ids[row] else np.nan
+        return out
+
     def qualifying(
         self, n_queries: int, *, exclude: Exclude = None,
         allow: np.ndarray | list[int] | None = None,

@@ -65,6 +65,9 @@ class LateJoinCrossEncoder(nn.Module):
 
         path = resolve_model_path(base_model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # A fast tokenizer's call stores its truncation and padding in the tokenizer: users and
+        # items (other lengths) each get their own, so scoring users never changes the other's.
+        self.item_tokenizer = copy.deepcopy(self.tokenizer)
         if pretrained:
             bert = AutoModel.from_pretrained(path, add_pooling_layer=False)
         else:
@@ -101,8 +104,8 @@ class LateJoinCrossEncoder(nn.Module):
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.user_tokens, return_tensors="pt")
 
     def tokenize_items(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.item_tokens - 1)
-        sep = self.tokenizer.sep_token_id
+        encoded = self.item_tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.item_tokens - 1)
+        sep = self.item_tokenizer.sep_token_id
         rows = [ids + [sep] for ids in encoded["input_ids"]]
         width = max(len(r) for r in rows)
         ids = torch.zeros((len(rows), width), dtype=torch.long)

@@ -479,7 +479,7 @@ class PurchaseReranker:
 class RerankedRetriever(Retriever):
     """The hybrid's candidates reordered by a :class:`PurchaseReranker`: ``recommend`` in one call.
 
-    Timings of each stage of the last call are in ``last_timings_`` (``candidates``,
+    Each result's ``timings`` has the seconds of every stage of its call (``candidates``,
     ``rerank:features``, ``rerank:text``, ``rerank:model``, ``rerank``, ``end_to_end``).
     """
 
@@ -490,7 +490,6 @@ class RerankedRetriever(Retriever):
         super().__init__(reranker.config)
         self.hybrid, self.reranker, self._examples = hybrid, reranker, examples
         self.name = reranker.name  # type: ignore[misc]
-        self.last_timings_: dict[str, float] = {}
 
     def fit(self, data: Dataset) -> RerankedRetriever:
         """Fit the reranker on ``data`` (the data the hybrid was fitted on; the hybrid stays as is)."""
@@ -525,8 +524,8 @@ class RerankedRetriever(Retriever):
         texts = self.reranker.texts_for(query.users, query.history, query.fresh)
         out, timings = self.reranker.rerank(query.users, texts, candidates, query.k, new_lists=excludes_history(query), explain=explain)
         done = time.perf_counter()
-        self.last_timings_ = {"candidates": got - start, **{f"rerank:{k}": v for k, v in timings.items()},
-                              "rerank": done - got, "end_to_end": done - start}
+        out.timings = {**{f"candidates:{k}": v for k, v in candidates.timings.items() if k != "end_to_end"}, "candidates": got - start, **{f"rerank:{k}": v for k, v in timings.items()},
+                       "rerank": done - got, "end_to_end": done - start}
         return out
 
     def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:

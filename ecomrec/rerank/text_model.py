@@ -135,8 +135,19 @@ class TextScorer:
                         break
         self.model.load_state_dict(best_state)
         self.train_seconds = time.perf_counter() - start
+        self.prepare()
+        return self
+
+    def prepare(self) -> TextScorer:
+        """Fix the model for serving: the catalog's item states (and item priors, where
+        configured) computed here, and the user tokenizer's settings fixed, so scoring later
+        writes nothing."""
         self.model.eval()
         self._items = self._prior = None
+        self.item_states()
+        if self.config.subtract_item_prior:
+            self.item_prior(np.arange(len(self.item_texts)))
+        self.model.tokenize_users(["a history"])
         return self
 
     def _training_groups(self, train: Examples) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -191,7 +202,8 @@ class TextScorer:
 
     # ------------------------------------------------------------------ scoring
     def item_states(self):  # type: ignore[no-untyped-def]
-        """Lower-layer states of every catalog item, computed once (padded to ``item_tokens``)."""
+        """Lower-layer states of every catalog item (padded to ``item_tokens``): computed by
+        :meth:`prepare` (while training, whenever the weights changed)."""
         import torch
 
         if self._items is None:
@@ -289,8 +301,7 @@ class TextScorer:
             raise ArtifactError(f"{folder}: the cross-encoder's architecture ({ARCHITECTURE}/) is missing; refit and save")
         scorer.model = scorer._model(folder / ARCHITECTURE).to(scorer.device)
         scorer.model.load_state_dict(load_file(str(folder / "cross_encoder.safetensors"), device=scorer.device))
-        scorer.model.eval()
-        return scorer
+        return scorer.prepare()
 
 
 @dataclasses.dataclass

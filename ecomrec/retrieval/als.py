@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from ecomrec.config import ALSConfig, IndexConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.io import read_table
 from ecomrec.exceptions import ArtifactError
+from ecomrec.index.validation import served_score_floor
 from ecomrec.device import implicit_gpu_available, resolve_device
 from ecomrec.index import ShardedIndex, VectorIndex, load_index
 from ecomrec.index.validation import build_checked
@@ -50,10 +50,6 @@ class ALSRetriever(ScoringRetriever):
     config_class = ALSConfig
     config: ALSConfig
 
-    def __init__(self, config: ALSConfig | None = None, *, show_progress: bool | None = None, **kwargs: object) -> None:
-        super().__init__(config, show_progress=show_progress, **kwargs)
-        self._swap_lock = threading.Lock()
-
     def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> ALSRetriever:
         data = as_dataset(data, item_texts)
         from implicit.als import AlternatingLeastSquares
@@ -81,7 +77,6 @@ class ALSRetriever(ScoringRetriever):
             if not np.isfinite(factors).all():
                 raise FloatingPointError(f"ALS produced non-finite {name} factors; raise regularization or lower alpha")
         self.item_known_ = np.asarray(weighted.getnnz(axis=0) > 0)
-        self._items64: np.ndarray | None = None
         self._remember(data, weighted)
         self.device_ = "cuda" if use_gpu else "cpu"
         self.index_ = self.build_index()
@@ -126,10 +121,8 @@ class ALSRetriever(ScoringRetriever):
         return Candidates.concat(parts)
 
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
-        if self._items64 is None:
-            self._items64 = self.item_factors_.T.astype(np.float64)
         # float64 sums make a user's scores (nearly always) bitwise the same in any batch
-        scores = self.user_vectors(users, history, fresh).astype(np.float64) @ self._items64
+        scores = self.user_vectors(users, history, fresh).astype(np.float64) @ self.item_factors_.T.astype(np.float64)
         scores[:, ~self.item_known_] = -np.inf
         return scores
 
@@ -157,17 +150,21 @@ class ALSRetriever(ScoringRetriever):
         return build_checked(config or self.config.index, self.item_factors_[warm], warm, self.user_factors_[sample],
                              previous=self.__dict__.get("index_"))
 
-    def rebuild_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex | ShardedIndex:
-        """Build and validate a new index, then swap it in atomically; returns the new index.
-
-        Searches that started before the swap finish on the old index; later ones use the new
-        one; no search sees a mix.
-        """
-        self._check_fitted()
-        index = self.build_index(items, config)
-        with self._swap_lock:
-            self.index_ = index
-        return index
+    def verify_items(self, items: np.ndarray | Sequence[int]) -> None:
+        """Check that the index holds each of ``items`` (dense indices of listed items with
+        factors) under its own factors; :class:`ArtifactError` names the first that fails."""
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        if not len(items):
+            return
+        factors = self.item_factors_[items]
+        norms = np.maximum(np.linalg.norm(factors, axis=1), 1e-12)
+        held = self.index_.item_scores(factors / norms[:, None], items) / norms  # 1 where the index holds the factors
+        floor = served_score_floor(self.index_)
+        bad = np.flatnonzero(~(held >= floor))
+        if len(bad):
+            assert self.items_ is not None
+            raise ArtifactError(f"item {self.items_.ids[items[bad[0]]]!r}: the ALS index holds a vector of cosine "
+                                f"{held[bad[0]]:.4f} to its factors (expected >= {floor:.4f}); {len(bad)} of {len(items)} items checked fail")
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
@@ -181,7 +178,6 @@ class ALSRetriever(ScoringRetriever):
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
         self.item_known_ = arrays["item_known"]
-        self._items64 = None
         self.device_ = "cpu"
         self.index_ = load_index(folder / "index", expect={"model": self.model_hash, "dim": self.item_factors_.shape[1]})
 
@@ -215,7 +211,7 @@ def rebuild_model_index(
         cold = unknown + int((~model.item_known_[items]).sum())
         logger.info("catalog: %d items, %d without ALS factors (left to the text retrievers)", len(set(listed)), cold)
     config = model.config.index if kind is None else model.config.index.replace(kind=kind)
-    index = model.rebuild_index(items, config)  # validated, or raises before anything is written
+    index = model.build_index(items, config)  # validated, or raises before anything is written
     index.save(output, items=model.items_, facts={"model": model.model_hash})
     return {
         "output": str(output),

@@ -13,9 +13,8 @@ import dataclasses
 import hashlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,11 @@ from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import clean_text, history_text
 from ecomrec.device import resolve_device
 from ecomrec.encoders import (
-    embedding_dimension, encode_texts, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference,
+    RoleEncoder, embedding_dimension, encode_texts, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference,
 )
 from ecomrec.exceptions import ArtifactError
 from ecomrec.index import EmbeddingStore, ShardedIndex, VectorIndex, load_index
-from ecomrec.index.validation import build_checked
+from ecomrec.index.validation import build_checked, served_score_floor
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset, exclusions, item_indices
 from ecomrec.candidates import Candidates, top_k
 from ecomrec.metrics import hits, recall
@@ -57,6 +56,7 @@ class _Validation:
     targets: sp.csr_matrix
     start: pd.Timestamp
     ranked: np.ndarray  # the items ranked: every item sold in the training data
+    ranked_texts: list[str]  # their titles
 
 
 class BiEncoderRetriever(ScoringRetriever):
@@ -80,8 +80,6 @@ class BiEncoderRetriever(ScoringRetriever):
         self.training_log_: list[dict[str, float]] = []
         self.validation_: _Validation | None = None
         self.trained_until_: pd.Timestamp | None = None  # the last purchase fine-tuning read (this process only)
-        self.last_timings_: dict[str, float] = {}
-        self._swap_lock = threading.Lock()
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -111,21 +109,26 @@ class BiEncoderRetriever(ScoringRetriever):
                                  f"layers; this one is {cfg.base_model!r} with {cfg.layers}")
             self.model_ = copy.deepcopy(start_from.model_).to(self.device_)
         self._remember(data, data.user_items("counts"))
-        self.item_texts_ = [str(t) for t in data.item_texts]
+        texts = [str(t) for t in data.item_texts]
         self._set_histories(data.user_histories(cfg.history_items))
-        self.training_log_ = self._fine_tune(data) if cfg.fine_tune else []
+        self.training_log_ = self._fine_tune(data, texts) if cfg.fine_tune else []
         self.trained_until_ = data.end if cfg.fine_tune else (start_from.trained_until_ if start_from is not None else None)
         self._prepare_inference()
-        self.cache_ = _EmbeddingCache(self.model_hash_)
-        self.index_ = self._build_index(self.embed_items(self.item_texts_), np.arange(len(self.item_texts_)))
+        self.titles_ = TitleVectors(texts, self.encode_titles(texts))
+        self.index_ = self._build_index(self.titles_.vectors, np.arange(len(texts)))
         return self
+
+    @property
+    def item_texts_(self) -> tuple[str, ...]:
+        """The title of each dense item index (listed or not)."""
+        return self.titles_.texts
 
     def _set_histories(self, histories: list[np.ndarray]) -> None:
         self.history_indptr_ = np.r_[0, np.cumsum([len(h) for h in histories])].astype(np.int64)
         self.history_items_ = np.concatenate(histories).astype(np.int64) if histories else np.zeros(0, np.int64)
 
     # ------------------------------------------------------------------ fine-tuning
-    def _fine_tune(self, data: Dataset) -> list[dict[str, float]]:
+    def _fine_tune(self, data: Dataset, texts: list[str]) -> list[dict[str, float]]:
         """Fine-tune on "history → an item bought next" pairs with sentence-transformers' trainer:
         MultipleNegativesRankingLoss (in-batch negatives, hard negatives when mined), the
         no-duplicates batch sampler, validation recall@100 every ``eval_every`` steps with early
@@ -137,7 +140,7 @@ class BiEncoderRetriever(ScoringRetriever):
 
         trainer_cls, arguments_cls, loss_cls = _sentence_transformers_training()
         cfg = self.config
-        valid = self.validation_ = self._validation(data)
+        valid = self.validation_ = self._validation(data, texts)
         pairs = next_item_pairs(
             data, history_items=cfg.history_items, max_pairs=cfg.max_pairs, seed=cfg.seed,
             holdout_users=valid.users, holdout_from=valid.start, per_basket=cfg.pairs_per_basket,
@@ -165,7 +168,7 @@ class BiEncoderRetriever(ScoringRetriever):
                 use_cpu=not on_gpu, bf16=on_gpu and _bf16_supported(),
             )
             trainer = trainer_cls(
-                model=self.model_, args=args, train_dataset=self._pair_dataset(pairs), loss=loss_cls(self.model_, scale=cfg.scale),
+                model=self.model_, args=args, train_dataset=self._pair_dataset(pairs, texts), loss=loss_cls(self.model_, scale=cfg.scale),
                 evaluator=evaluator, callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
             )
             trainer.remove_callback(PrinterCallback)  # the library logs through logging, never print()
@@ -181,11 +184,11 @@ class BiEncoderRetriever(ScoringRetriever):
         self.model_.eval()
         return log
 
-    def _pair_dataset(self, pairs: NextItemPairs) -> Any:
+    def _pair_dataset(self, pairs: NextItemPairs, titles: list[str]) -> Any:
         """The training pairs as a ``datasets.Dataset``: (anchor, positive[, negative]) texts."""
         from datasets import Dataset as PairDataset
 
-        cfg, titles = self.config, self.item_texts_
+        cfg = self.config
         # The trainer truncates every column at one length; cut titles to the item budget the
         # serving encoder uses, so the model trains on what it will see.
         tokenizer = self.model_.tokenizer
@@ -199,7 +202,7 @@ class BiEncoderRetriever(ScoringRetriever):
             columns["negative"] = [items[i] for i in pairs.negatives]
         return PairDataset.from_dict(columns)
 
-    def _validation(self, data: Dataset) -> _Validation:
+    def _validation(self, data: Dataset, texts: list[str]) -> _Validation:
         cfg = self.config
         start = data.end - pd.Timedelta(days=cfg.valid_days)
         before, window = data.between(None, start), data.between(start, None)
@@ -216,13 +219,13 @@ class BiEncoderRetriever(ScoringRetriever):
         # at every evaluation; ranking the items sold in the data keeps the comparison between
         # checkpoints at a fraction of the cost. Where every listed item sold (Online Retail) it is all of them.
         ranked = np.flatnonzero((past + future).getnnz(axis=0) > 0)
-        return _Validation(users, queries, past[users], new[users], start, ranked)
+        return _Validation(users, queries, past[users], new[users], start, ranked, [texts[i] for i in ranked])
 
     def _valid_recall(self, valid: _Validation, k: int = 100) -> float:
         self.model_.eval()
-        items = self._encode(self.model_, [self.item_texts_[i] for i in valid.ranked], self.config.item_max_tokens)
+        items = self._encode(self.model_, valid.ranked_texts, self.config.item_max_tokens)
         queries = self._encode(self.model_, valid.queries, self.config.query_max_tokens)
-        scores = np.full((len(valid.queries), len(self.item_texts_)), -np.inf, dtype=np.float32)
+        scores = np.full((len(valid.queries), valid.seen.shape[1]), -np.inf, dtype=np.float32)
         scores[:, valid.ranked] = queries @ items.T
         seen = valid.seen.tocoo()
         scores[seen.row, seen.col] = -np.inf
@@ -251,12 +254,14 @@ class BiEncoderRetriever(ScoringRetriever):
         cfg = self.config
         shape = json.dumps({"layers": cfg.layers, "item": cfg.item_max_tokens, "quantize": cfg.quantize})
         self.model_hash_ = model_fingerprint(self.model_) + "-" + _short_hash(shape)
-        self._item_serving = self._serving = traced_for_inference(self.model_, self.device_)
+        floats = queries = traced_for_inference(self.model_, self.device_)
         if cfg.quantize == "int8" and self.device_ == "cpu":
             # Queries only: dynamic int8 scales activations by the whole batch, so a title's
             # vector would depend on its batch-mates; titles keep the float model.
             quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8)
-            self._serving = traced_for_inference(quantized, self.device_)
+            queries = traced_for_inference(quantized, self.device_)
+        self._item_serving = RoleEncoder(floats, cfg.item_max_tokens, self.device_, cfg.encode_batch_size)
+        self._serving = RoleEncoder(queries, cfg.query_max_tokens, self.device_, cfg.encode_batch_size)
 
     def _encode(self, model: Any, texts: Sequence[str], max_tokens: int) -> np.ndarray:
         return encode_texts(model, texts, max_tokens, self.device_, self.config.encode_batch_size)
@@ -264,20 +269,30 @@ class BiEncoderRetriever(ScoringRetriever):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """float32 [n, d] unit vectors of user-history or search-query texts."""
         self._check_fitted()
-        return self._encode(self._serving, list(texts), self.config.query_max_tokens)
+        return self._serving.encode(list(texts))
+
+    def encode_titles(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [n, d] unit vectors of item titles, freshly encoded (each distinct title once),
+        never taken from the vectors this retriever holds."""
+        distinct = list(dict.fromkeys(texts))
+        vectors = self._item_serving.encode(distinct)
+        row = {text: r for r, text in enumerate(distinct)}
+        return vectors[[row[t] for t in texts]] if len(texts) else vectors
 
     def embed_items(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 [n, d] unit vectors of item titles; titles embedded before come from the cache."""
-        hashes = text_hashes(list(texts))
-        rows = self.cache_.rows(hashes)
-        _, first = np.unique(hashes[rows < 0], return_index=True)  # a title shared by many items: once
-        missing = np.flatnonzero(rows < 0)[np.sort(first)]
-        if len(missing):
-            fresh = self._encode(self._item_serving, [texts[i] for i in missing], self.config.item_max_tokens)
-            self.cache_.store(hashes[missing], fresh)
-            rows = self.cache_.rows(hashes)
-        self.last_encoded_ = len(missing)
-        return self.cache_.take(rows)
+        """float32 [n, d] unit vectors of item titles: the vectors this retriever serves for
+        titles its catalog holds, fresh encodings for any other (nothing is stored)."""
+        texts = list(texts)
+        vectors, found = self.titles_.lookup(texts)
+        if not found.all():
+            missing = np.flatnonzero(~found)
+            vectors[missing] = self.encode_titles([texts[i] for i in missing])
+        return vectors
+
+    def titles_missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct ``texts`` this retriever holds no vector for: what a catalog change encodes."""
+        distinct = list(dict.fromkeys(texts))
+        return [t for t, found in zip(distinct, self.titles_.lookup(distinct)[1]) if not found]
 
     def user_texts(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> list[str]:
         """Behaviour as text for each query: fitted histories newest first, or a fresh history's
@@ -328,7 +343,8 @@ class BiEncoderRetriever(ScoringRetriever):
         self, texts: Sequence[str], k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
     ) -> Candidates:
         """Top ``k`` items for each behaviour-as-text query (``exclude``/``allow`` as in :meth:`candidates`,
-        already in index form: per-query CSR or item indices). Times the stages in ``last_timings_``."""
+        already in index form: per-query CSR or item indices). The result's ``timings`` has the
+        seconds spent encoding and searching."""
         index = self.index_  # one reference per call: a concurrent catalog update never mixes into it
         parts, encoding, searching = [], 0.0, 0.0
         for start in range(0, max(len(texts), 1), batch_size):
@@ -339,8 +355,9 @@ class BiEncoderRetriever(ScoringRetriever):
             rows_exclude = exclude[rows] if sp.issparse(exclude) else exclude
             parts.append(index.search(vectors, k, exclude=rows_exclude, allow=allow))
             encoding, searching = encoding + encoded - began, searching + time.perf_counter() - encoded
-        self.last_timings_ = {"user_encoding": encoding, "search": searching}
-        return Candidates.concat(parts)
+        found = Candidates.concat(parts)
+        found.timings.update(user_encoding=encoding, search=searching)
+        return found
 
     def candidates_for_vectors(
         self, vectors: np.ndarray, k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
@@ -366,8 +383,8 @@ class BiEncoderRetriever(ScoringRetriever):
         return out
 
     def index_vectors_(self) -> np.ndarray:
-        """Embeddings of every item by dense index (from the cache)."""
-        return self.embed_items(self.item_texts_)
+        """float32 [n_items, d] (read-only): the vector of every item's title, by dense index."""
+        return self.titles_.vectors
 
     def search(
         self,
@@ -419,56 +436,77 @@ class BiEncoderRetriever(ScoringRetriever):
         sample = np.random.default_rng(self.config.seed).choice(len(vectors), size=min(100, len(vectors)), replace=False)
         return build_checked(self.config.index, vectors, item_ids, vectors[sample], previous=previous)
 
-    def update_catalog(self, item_ids: Sequence[str], texts: Sequence[str]) -> dict[str, Any]:
-        """Make search match a new catalog (external ids and titles), re-embedding only what changed.
+    def with_catalog(
+        self, item_ids: Sequence[str], texts: Sequence[str], *, encoded: Mapping[str, np.ndarray] | None = None
+    ) -> tuple[BiEncoderRetriever, dict[str, Any]]:
+        """A copy of this retriever serving a new catalog (external ids and titles), and counts
+        and timings of the change. This retriever is left as it was.
 
         Items not listed stop being returned; new ids are appended to the item map (their dense
-        indices follow the existing ones); changed titles are re-embedded; unchanged titles come
-        from the embedding cache. The new index is validated, then swapped in.
-        Returns counts and timings of the update (see :meth:`with_catalog`, which leaves this
-        retriever untouched and returns the updated one).
+        indices follow the existing ones); new and changed titles are encoded, unless
+        ``encoded`` (title → vector, e.g. from Ray workers) has them; titles it holds a vector
+        for already keep it. The new index is validated before it is returned.
         """
-        updated, report = self.with_catalog(item_ids, texts)
-        with self._swap_lock:
-            self.items_, self.user_items_ = updated.items_, updated.user_items_
-            self.item_texts_, self.index_ = updated.item_texts_, updated.index_
-        return report
-
-    def with_catalog(self, item_ids: Sequence[str], texts: Sequence[str]) -> tuple[BiEncoderRetriever, dict[str, Any]]:
-        """A copy of this retriever serving a new catalog (as :meth:`update_catalog`), and counts
-        and timings of the update. The copy shares the model and the embedding cache."""
         self._check_fitted()
         start = time.perf_counter()
         ids = [str(i) for i in item_ids]
-        titles = [clean_text(t) or i for i, t in zip(ids, texts)]
-        if len(ids) != len(titles) or len(set(ids)) != len(ids):
+        if len(ids) != len(texts) or len(set(ids)) != len(ids):
             raise ValueError("item_ids must be distinct and as many as texts")
         if not ids:
             raise ValueError("the catalog is empty: nothing to index")
+        titles = [clean_text(t) or i for i, t in zip(ids, texts)]
         assert self.items_ is not None
         known = self.items_.positions(ids) >= 0
         new_ids = [i for i, k in zip(ids, known) if not k]
         item_map = IdMap(list(self.items_.ids) + new_ids) if new_ids else self.items_
         dense = item_map.index(ids)
-        all_texts = list(self.item_texts_) + [""] * len(new_ids)
-        changed = sum(1 for d, t in zip(dense, titles) if d < len(self.item_texts_) and self.item_texts_[d] != t)
+        all_texts = list(self.titles_.texts) + [""] * len(new_ids)
+        changed = sum(1 for d, t in zip(dense, titles) if d < len(self.titles_) and all_texts[d] != t)
         for d, t in zip(dense, titles):
             all_texts[d] = t
-        vectors = self.embed_items([all_texts[d] for d in dense])
-        encoded = self.last_encoded_
-        index = self._build_index(vectors, dense.astype(np.int64), previous=self.index_)
+        vectors, found = self.titles_.lookup(all_texts)
+        given = {} if encoded is None else encoded
+        for row in np.flatnonzero(~found):
+            if all_texts[row] in given:
+                vectors[row], found[row] = given[all_texts[row]], True
+        todo = np.flatnonzero(~found)
+        vectors[todo] = self.encode_titles([all_texts[i] for i in todo])
+        titles_ = TitleVectors(all_texts, vectors, previous=self.titles_)
+        index = self._build_index(titles_.vectors[dense], dense.astype(np.int64), previous=self.index_)
         user_items = self.user_items_
         if new_ids:
             user_items = sp.csr_matrix((user_items.data, user_items.indices, user_items.indptr), shape=(user_items.shape[0], len(item_map)))
-        updated = self.replaced(items_=item_map, user_items_=user_items, item_texts_=all_texts, index_=index)
+        updated = self.replaced(items_=item_map, user_items_=user_items, titles_=titles_, index_=index)
         return updated, {
             "listed": len(ids),
             "new": len(new_ids),
             "changed": changed,
             "removed": int(len(item_map) - len(ids)),
-            "encoded": encoded,
+            "encoded": len({all_texts[i] for i in todo}),
             "seconds": time.perf_counter() - start,
         }
+
+    def verify_items(self, items: np.ndarray | Sequence[int]) -> None:
+        """Check what this retriever serves for ``items`` (dense indices of listed items): the
+        vector it holds and the one its index holds must both be a fresh encoding of the item's
+        current title. Raises :class:`ArtifactError` naming the first item that fails."""
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        if not len(items):
+            return
+        texts = [self.titles_.texts[i] for i in items]
+        fresh = self.encode_titles(texts)
+        held = np.einsum("ij,ij->i", fresh, self.titles_.vectors[items])
+        indexed = self.index_.item_scores(fresh, items)
+        floor = served_score_floor(self.index_)
+        bad = np.flatnonzero(~(held >= 1.0 - 1e-4) | ~(indexed >= floor))
+        if len(bad):
+            row = int(bad[0])
+            assert self.items_ is not None
+            raise ArtifactError(
+                f"item {self.items_.ids[items[row]]!r} ({texts[row]!r}): the {self.name} retriever holds a vector of cosine "
+                f"{held[row]:.4f} to a fresh encoding of its title and its index one of score {indexed[row]:.4f} (expected "
+                f">= 0.9999 and >= {floor:.4f}); {len(bad)} of {len(items)} items checked fail"
+            )
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
@@ -479,23 +517,23 @@ class BiEncoderRetriever(ScoringRetriever):
 
     def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
         super()._write(folder, arrays)
-        (folder / "item_texts.json").write_text(json.dumps(self.item_texts_), encoding="utf-8")
+        (folder / "item_texts.json").write_text(json.dumps(list(self.titles_.texts)), encoding="utf-8")
         (folder / "training_log.json").write_text(json.dumps(self.training_log_), encoding="utf-8")
         (folder / "model_hash.txt").write_text(self.model_hash_, encoding="utf-8")
         self.model_.save(str(folder / "model"))
         self.index_.save(folder / "index", items=self.items_, facts={"model": self.model_hash_})
-        self._embedding_store(folder).put(list(self.items_.ids), self.item_texts_, self.embed_items(self.item_texts_))
+        self._embedding_store(folder, len(self.titles_)).put(list(self.items_.ids), list(self.titles_.texts), self.titles_.vectors)
 
-    def _embedding_store(self, folder: Path) -> EmbeddingStore:
+    def _embedding_store(self, folder: Path, n_items: int) -> EmbeddingStore:
         """The catalog's title vectors beside a saved retriever (readable as plain Parquet)."""
         return EmbeddingStore(folder / EMBEDDINGS, model=self.model_hash_, dim=embedding_dimension(self.model_),
-                              partitions=1 + len(self.item_texts_) // STORE_PARTITION_ITEMS)
+                              partitions=1 + n_items // STORE_PARTITION_ITEMS)
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.device_ = resolve_device(None if self.config.device == "auto" else self.config.device)
         self.history_indptr_ = arrays["history_indptr"]
         self.history_items_ = arrays["history_items"]
-        self.item_texts_ = json.loads((folder / "item_texts.json").read_text(encoding="utf-8"))
+        texts = json.loads((folder / "item_texts.json").read_text(encoding="utf-8"))
         self.training_log_ = json.loads((folder / "training_log.json").read_text(encoding="utf-8"))
         if not (folder / "model").is_dir():
             raise ArtifactError(f"{folder}: the model folder is missing")
@@ -504,39 +542,67 @@ class BiEncoderRetriever(ScoringRetriever):
         expected = (folder / "model_hash.txt").read_text(encoding="utf-8").strip()
         if self.model_hash_ != expected:
             raise ArtifactError(f"{folder}: model weights do not match the saved fingerprint (corrupt or replaced)")
-        self.cache_ = _EmbeddingCache(self.model_hash_)
-        if "cache_hashes" in arrays:  # saved before the embedding store
-            self.cache_.store(arrays["cache_hashes"].astype(str), arrays["cache_vectors"])
-        else:
-            _, hashes, vectors = self._embedding_store(folder).read_all()
-            self.cache_.store(hashes, vectors)
+        if self.items_ is None or len(self.items_) != len(texts):
+            raise ArtifactError(f"{folder}: the item map and the titles disagree (re-save the retriever)")
+        ids, hashes, vectors = self._embedding_store(folder, len(texts)).read_all()
+        self.titles_ = TitleVectors(texts, _stored_vectors(self.items_, texts, ids, hashes, vectors, folder))
         self.index_ = load_index(folder / "index", expect={"model": self.model_hash_})
 
 
-class _EmbeddingCache:
-    """Item embeddings keyed by title hash, valid for one model fingerprint."""
+class TitleVectors:
+    """Each item's title and the vector of that title, by dense item index.
 
-    def __init__(self, model_hash: str) -> None:
-        self.model_hash = model_hash
-        self._rows: dict[str, int] = {}
-        self._matrix = np.zeros((0, 0), dtype=np.float32)
+    Never changed once built: a catalog change makes a new one (:meth:`BiEncoderRetriever.with_catalog`),
+    so a snapshot in service keeps serving its own. ``lookup`` finds a title's vector wherever
+    an item holds that title, so an unchanged or repeated title is never encoded again; with
+    ``previous``, also the titles that the previous catalog held and this one does not (kept for
+    one change, so a catalog that changes back re-encodes nothing).
+    """
 
-    def rows(self, hashes: np.ndarray) -> np.ndarray:
-        """Row of each hash in the cache, -1 where absent."""
-        return np.asarray([self._rows.get(str(h), -1) for h in hashes], dtype=np.int64)
+    def __init__(self, texts: Sequence[str], vectors: np.ndarray, *, previous: TitleVectors | None = None) -> None:
+        vectors = np.array(vectors, dtype=np.float32)  # a copy of its own
+        if len(vectors) != len(texts):
+            raise ValueError(f"{len(vectors)} vectors for {len(texts)} titles")
+        vectors.setflags(write=False)
+        self.texts: tuple[str, ...] = tuple(str(t) for t in texts)
+        self.vectors = vectors
+        self._row = {h: r for r, h in reversed(list(enumerate(text_hashes(list(self.texts)))))}  # first item of each title
+        retired = [] if previous is None else [(h, r) for h, r in previous._row.items() if h not in self._row]
+        self._retired_row = {h: n for n, (h, _) in enumerate(retired)}
+        self._retired = previous.vectors[[r for _, r in retired]] if retired else np.zeros((0, vectors.shape[1]), np.float32)
+        self._retired.setflags(write=False)
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        return self._matrix[rows]
+    def __len__(self) -> int:
+        return len(self.texts)
 
-    def store(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
-        new = [(str(h), v) for h, v in zip(hashes, vectors) if str(h) not in self._rows]
-        if not new:
-            return
-        start = len(self._rows)
-        for offset, (key, _) in enumerate(new):
-            self._rows[key] = start + offset
-        block = np.stack([v for _, v in new]).astype(np.float32)
-        self._matrix = block if not start else np.vstack([self._matrix, block])
+    def lookup(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 [n, d] a new array of the vector held for each title, zeros where none;
+        bool [n] which titles have one)."""
+        hashes = text_hashes(list(texts))
+        out = np.zeros((len(texts), self.vectors.shape[1]), dtype=np.float32)
+        found = np.zeros(len(texts), dtype=bool)
+        for held, rows_of in ((self.vectors, self._row), (self._retired, self._retired_row)):
+            rows = np.fromiter((rows_of.get(h, -1) for h in hashes), dtype=np.int64, count=len(texts))
+            new = (rows >= 0) & ~found
+            out[new], found[new] = held[rows[new]], True
+        return out, found
+
+
+def _stored_vectors(
+    items: IdMap, texts: list[str], ids: np.ndarray, hashes: np.ndarray, vectors: np.ndarray, folder: Path
+) -> np.ndarray:
+    """float32 [n_items, d]: each item's vector from a saved embedding store, by dense index;
+    ArtifactError when the store lacks an item or holds it for another title."""
+    row_of = {str(i): r for r, i in enumerate(ids)}
+    rows = np.fromiter((row_of.get(str(i), -1) for i in items.ids), dtype=np.int64, count=len(items))
+    expected = text_hashes(texts)
+    stored = np.where(rows >= 0, hashes[np.maximum(rows, 0)] if len(hashes) else "", "")
+    bad = np.flatnonzero((rows < 0) | (stored != expected))
+    if len(bad):
+        item = items.ids[bad[0]]
+        raise ArtifactError(f"{folder}: the embedding store has no vector for item {item!r} with its title {texts[bad[0]]!r} "
+                            f"({len(bad)} items): the folder is damaged or mixed; re-save it")
+    return vectors[rows]
 
 
 def _distinct(items: np.ndarray) -> list[int]:

@@ -74,7 +74,6 @@ class HybridRetriever(Retriever):
         self._given = dict(retrievers or {})
         self.tuning_: dict[str, Any] | None = None
         self.fit_seconds_: dict[str, float] = {}
-        self.last_timings_: dict[str, float] = {}
 
     @property
     def fusion(self) -> FusionConfig:
@@ -157,7 +156,7 @@ class HybridRetriever(Retriever):
         fused.sources.update(self._own_features(query, fused))
         timings["fusion"] = time.perf_counter() - fuse_start
         timings["end_to_end"] = time.perf_counter() - start
-        self.last_timings_ = timings
+        fused.timings.update(timings)
         return fused
 
     def source_lists(self, query: Query, timings: dict[str, float] | None = None) -> dict[str, Candidates]:

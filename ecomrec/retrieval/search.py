@@ -48,8 +48,9 @@ class LexicalIndex:
     def fit(self, texts: Sequence[str]) -> LexicalIndex:
         import bm25s
 
+        self.terms_ = tuple(tuple(search_terms(t)) for t in texts)  # what each item is indexed by
         self.bm25_ = bm25s.BM25(k1=self.k1, b=self.b)
-        self.bm25_.index([search_terms(t) for t in texts], show_progress=False)
+        self.bm25_.index([list(terms) for terms in self.terms_], show_progress=False)
         self.n_items = len(texts)
         return self
 
@@ -59,6 +60,22 @@ class LexicalIndex:
             raise NotFittedError("LexicalIndex")
         terms = search_terms(query)
         return np.asarray(self.bm25_.get_scores(terms), dtype=np.float32) if terms else np.zeros(self.n_items, np.float32)
+
+    def mismatch(self, item: int, text: str) -> str | None:
+        """Why ``item`` is not found as ``text`` (its title) by its exact words, or None: it must
+        be indexed by ``text``'s terms, score above 0 for them, and score as every item indexed by
+        the same terms does. (Not "first": BM25 may rank a title that repeats a word above the
+        exact one.)"""
+        terms = tuple(search_terms(text))
+        if self.terms_[item] != terms:
+            return f"indexed by the terms {list(self.terms_[item])}, not {list(terms)}"
+        if not terms:
+            return None
+        scores = self.scores(text)
+        twins = np.fromiter((t == terms for t in self.terms_), dtype=bool, count=self.n_items)
+        if scores[item] <= 0 or not np.allclose(scores[twins], scores[item], rtol=1e-5):
+            return f"scored {scores[item]:.4f} for its own words, items of the same words {np.unique(scores[twins]).round(4).tolist()}"
+        return None
 
     def search(self, queries: Sequence[str], k: int, allow: np.ndarray | None = None) -> Candidates:
         """The ``k`` best-scoring items per query among ``allow`` (bool [n_items]; None: all);
@@ -102,7 +119,8 @@ class TextSearch:
 
     def _set_catalog(self, listed: np.ndarray, categories: Sequence[str]) -> None:
         assert self.dense_ is not None
-        self.listed_ = np.asarray(listed, dtype=bool)
+        self.listed_ = np.array(listed, dtype=bool)
+        self.listed_.setflags(write=False)
         self.categories_ = [_category_key(c) for c in categories]
         self.lexical_ = LexicalIndex(self.config.bm25_k1, self.config.bm25_b).fit(self.dense_.item_texts_)
 
@@ -119,7 +137,7 @@ class TextSearch:
         return items
 
     @property
-    def item_texts_(self) -> list[str]:
+    def item_texts_(self) -> tuple[str, ...]:
         return self._check_fitted().item_texts_
 
     # ------------------------------------------------------------------ reads
@@ -127,7 +145,7 @@ class TextSearch:
         """bool [n_items]: listed, in ``allow`` (dense indices) when given, and in one of the
         ``category`` names when given (compared case- and spacing-insensitively)."""
         self._check_fitted()
-        mask = self.listed_.copy()
+        mask = np.array(self.listed_)
         if allow is not None:
             wanted = np.zeros_like(mask)
             wanted[np.asarray(allow, dtype=np.int64)] = True
@@ -195,19 +213,21 @@ class TextSearch:
         for row, items in enumerate(feedback_items):
             items = items[items >= 0]
             if len(items):
-                mean = dense.embed_items([dense.item_texts_[i] for i in items]).mean(axis=0)
+                mean = dense.index_vectors_()[items].mean(axis=0)
                 moved[row] = w * vectors[row] + (1 - w) * mean
         return moved / np.linalg.norm(moved, axis=1, keepdims=True)
 
     # ------------------------------------------------------------------ catalog changes
     def with_catalog(
-        self, item_ids: Sequence[str], texts: Sequence[str], categories: Sequence[str] | None = None
+        self, item_ids: Sequence[str], texts: Sequence[str], categories: Sequence[str] | None = None, *,
+        encoded: Any = None,
     ) -> tuple[TextSearch, dict[str, Any]]:
-        """A copy serving a new catalog: only changed or new titles are embedded (the dense
-        side's cache), the lexical index is rebuilt (seconds for 100k titles). Items left out
-        are no longer returned. Returns the copy and counts and timings of the update."""
+        """A copy serving a new catalog: only new or changed titles are encoded (none that
+        ``encoded``, title → vector, already has), the lexical index is rebuilt (seconds for 100k
+        titles). Items left out are no longer returned. Returns the copy and counts and timings
+        of the update; this search is left as it was."""
         dense = self._check_fitted()
-        updated_dense, report = dense.with_catalog(item_ids, texts)
+        updated_dense, report = dense.with_catalog(item_ids, texts, encoded=encoded)
         assert updated_dense.items_ is not None
         listed = np.zeros(len(updated_dense.items_), dtype=bool)
         positions = updated_dense.items_.index([str(i) for i in item_ids])
@@ -224,6 +244,24 @@ class TextSearch:
         updated._set_catalog(listed, names)
         report["lexical_seconds"] = time.perf_counter() - start
         return updated, report
+
+    def verify_items(self, items: np.ndarray | Sequence[int]) -> None:
+        """Check what search serves for ``items`` (dense indices of listed items): the dense side
+        holds a fresh encoding of each title (:meth:`BiEncoderRetriever.verify_items`), and each
+        exact title finds its item through the lexical side (:meth:`LexicalIndex.mismatch`).
+        Raises :class:`ArtifactError` naming the first item that fails."""
+        dense = self._check_fitted()
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        try:
+            dense.verify_items(items)
+        except ArtifactError as error:
+            raise ArtifactError(f"search's dense side: {error}") from None
+        for item in items:
+            title = dense.item_texts_[item]
+            problem = self.lexical_.mismatch(int(item), title)
+            if problem is not None:
+                raise ArtifactError(f"item {self.items_.ids[item]!r} ({title!r}): search's lexical side does not find it by "
+                                    f"its own title: {problem}")
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> None:

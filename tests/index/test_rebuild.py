@@ -1,5 +1,6 @@
-"""Rebuilds: ALS through its index equals exact scoring; swaps are atomic for readers in memory
-and on disk; a rebuild process killed mid-write leaves the previous index serving."""
+"""Rebuilds: ALS through its index equals exact scoring; a new index leaves the model it came from
+as it was; swaps on disk are atomic; a rebuild process killed mid-write leaves the previous index
+serving. (Swaps in memory are the engine's: tests/test_engine.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -43,34 +43,33 @@ def test_index_path_equals_exact_scoring(model: ALSRetriever) -> None:
 def test_approximate_index_keeps_most_of_exact_top_k(model: ALSRetriever) -> None:
     approx = ALSRetriever(model.config.replace(index=IndexConfig(kind="hnsw")), show_progress=False)
     approx.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_") and k != "index_"})
-    approx._items64 = None
     approx.index_ = approx.build_index()
     found = approx.candidates(np.arange(300), k=20).item_ids
     truth = model.candidates_exact(np.arange(300), k=20).item_ids
     assert np.mean([len(set(f) & set(t)) / 20 for f, t in zip(found, truth)]) > 0.95
 
 
-def test_rebuild_for_a_smaller_catalog_swaps_in_memory(model: ALSRetriever) -> None:
+def test_an_index_for_a_smaller_catalog_serves_a_copy_and_leaves_the_model_as_it_was(model: ALSRetriever) -> None:
     old = model.index_
+    before = model.candidates(np.arange(300), k=50).item_ids
     delisted = np.arange(0, 100)
-    try:
-        new = model.rebuild_index(items=np.arange(100, 200))
-        assert model.index_ is new and new.validated_recall_ >= 0.999
-        assert not np.isin(model.candidates(np.arange(300), k=50).item_ids, delisted).any()
-    finally:
-        model.index_ = old
+    new = model.build_index(items=np.arange(100, 200))
+    smaller = model.replaced(index_=new)
+    assert new.validated_recall_ >= 0.999 and model.index_ is old
+    assert not np.isin(smaller.candidates(np.arange(300), k=50).item_ids, delisted).any()
+    np.testing.assert_array_equal(model.candidates(np.arange(300), k=50).item_ids, before)
+    smaller.verify_items(np.arange(100, 190))  # the warm listed items are held under their own factors
+    with pytest.raises(ArtifactError, match="ALS index"):
+        smaller.replaced(item_factors_=np.roll(model.item_factors_, 1, axis=0)).verify_items(np.arange(100, 110))
 
 
-def test_failed_validation_keeps_the_old_index(model: ALSRetriever, monkeypatch) -> None:
-    old = model.index_
-
+def test_failed_validation_raises_before_anything_is_returned(model: ALSRetriever, monkeypatch) -> None:
     def reject(*args, **kwargs):
         raise ArtifactError("new index holds 5 items, expected 100: not swapped in")
 
     monkeypatch.setattr(validation, "check_index", reject)
     with pytest.raises(ArtifactError, match="not swapped in"):
-        model.rebuild_index(items=np.arange(100, 200))
-    assert model.index_ is old
+        model.build_index(items=np.arange(100, 200))
 
 
 def test_an_index_short_of_recall_probes_more_then_searches_exactly(monkeypatch) -> None:
@@ -91,41 +90,6 @@ def test_an_index_short_of_recall_probes_more_then_searches_exactly(monkeypatch)
         "probing 4 of 64 lists instead of 1", "probing 16 of 64 lists instead of 4", "probing 64 of 64 lists instead of 16",
         "searching exactly instead",
     ]
-
-
-def test_readers_never_see_a_mix_during_rebuilds(model: ALSRetriever) -> None:
-    """Searches racing with rebuilds return exactly the full-catalog or the half-catalog answer."""
-    old = model.index_
-    users = np.arange(40)
-    full = model.candidates(users, k=30).item_ids
-    model.rebuild_index(items=np.arange(100, 200))
-    half = model.candidates(users, k=30).item_ids
-    assert not np.array_equal(full, half)
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            try:
-                got = model.candidates(users, k=30).item_ids
-            except Exception as exc:  # any error is a failure
-                errors.append(repr(exc))
-                return
-            if not (np.array_equal(got, full) or np.array_equal(got, half)):
-                errors.append("mixed result")
-
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    for t in threads:
-        t.start()
-    try:
-        for round_ in range(12):
-            model.rebuild_index(items=None if round_ % 2 else np.arange(100, 200))
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        model.index_ = old
-    assert errors == []
 
 
 def test_cli_rebuild_with_catalog(model: ALSRetriever, tmp_path: Path, capsys) -> None:
@@ -150,7 +114,6 @@ def _big_model(folder: Path, n_items: int = 400_000, dim: int = 64) -> ALSRetrie
     model.user_factors_ = rng.standard_normal((300, dim)).astype(np.float32)
     model.item_factors_ = rng.standard_normal((n_items, dim)).astype(np.float32)
     model.item_known_ = np.ones(n_items, dtype=bool)
-    model._items64 = None
     model.user_items_ = sp.csr_matrix((300, n_items), dtype=np.float32)
     model.users_ = IdMap(f"u{n}" for n in range(300))
     model.items_ = IdMap(f"i{n}" for n in range(n_items))

@@ -153,7 +153,7 @@ def test_reranked_list_is_the_same_candidates_reordered_by_probability(fitted) -
     p = out.sources["p_purchase"][:, :head]
     assert ((p >= 0) & (p <= 1)).all() and (np.diff(p, axis=1) <= 0).all()
     assert np.isnan(out.sources["p_purchase"][:, head:]).all()
-    assert set(reranked.last_timings_) >= {"candidates", "rerank:features", "rerank:model", "end_to_end"}
+    assert set(out.timings) >= {"candidates", "rerank:features", "rerank:model", "end_to_end"}
 
 
 def test_auto_cutoffs_are_the_fewest_the_model_needs() -> None:

@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecomrec.candidates import Candidates
 from ecomrec.config import BiEncoderConfig, FusionConfig, SearchConfig
@@ -122,3 +124,47 @@ def test_the_final_dense_list_is_searched_with_the_fed_back_vector(search) -> No
     off = TextSearch(dataclasses.replace(search.config, feedback_items=0), show_progress=False)
     off.dense_, off.lexical_, off.listed_, off.categories_ = search.dense_, search.lexical_, search.listed_, search.categories_
     assert off.search(queries, k=8).to_lists() == search.search(queries, k=8, feedback=False).to_lists()
+
+
+WORDS = ("red", "blue", "mug", "tin", "heart", "lantern", "copper", "kettle")
+
+
+@st.composite
+def catalog_histories(draw):  # type: ignore[no-untyped-def]
+    """Catalog after catalog over a few title words (repeats are the rule): items kept, retitled,
+    removed and added; each step saved and loaded first, or not."""
+    titles = st.lists(st.sampled_from(WORDS), min_size=1, max_size=3).map(" ".join)
+    steps, known = [], [f"i{n:05d}" for n in range(24)]
+    for step in range(draw(st.integers(1, 3))):
+        kept = draw(st.lists(st.sampled_from(known), min_size=1, max_size=len(known), unique=True))
+        added = [f"new{step}-{n}" for n in range(draw(st.integers(0, 4)))]
+        ids = kept + added
+        steps.append((ids, [draw(titles) for _ in ids], draw(st.booleans())))
+        known = sorted(set(known) | set(added))
+    return steps
+
+
+@settings(max_examples=25)
+@given(history=catalog_histories())
+def test_every_listed_item_is_served_its_own_titles_vector(search, history, tmp_path_factory) -> None:
+    """Whatever catalogs came before (repeated, changed, removed and new titles, save and load in
+    between), the dense side serves each listed item a plain encoding of its title, and its
+    exact title finds it through the lexical side."""
+    current = search
+    for ids, titles, reload in history:
+        if reload:
+            folder = tmp_path_factory.mktemp("search")
+            current.save(folder / "search")
+            current = TextSearch.load(folder / "search", current.config)
+        current, _ = current.with_catalog(ids, titles)
+        dense = current.dense_
+        plain = dense._encode(dense.model_, titles, dense.config.item_max_tokens)  # the eager float model, no stored vector
+        items = dense.items_.index(ids)
+        np.testing.assert_allclose(dense.index_vectors_()[items], plain, atol=1e-5)
+        for vector, item in zip(plain, items):
+            found = dense.index_.search(vector[None, :], 1, allow=[item])
+            assert found.item_ids[0, 0] == item and found.scores[0, 0] >= 0.9999
+        current.verify_items(items)  # the swap check agrees (vectors, and every exact title finds its item)
+        for title, item in zip(titles, items):
+            scores = current.lexical_.scores(title)
+            assert scores[item] > 0 and np.isclose(scores[item], max(scores[j] for j in items if titles[list(items).index(j)] == title))

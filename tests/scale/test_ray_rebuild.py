@@ -42,32 +42,31 @@ def retriever() -> BiEncoderRetriever:
     return BiEncoderRetriever(BiEncoderConfig(layers=1, fine_tune=False), show_progress=False).fit(data)
 
 
-def fresh_cache(retriever: BiEncoderRetriever) -> BiEncoderRetriever:
-    return retriever.replaced(cache_=type(retriever.cache_)(retriever.model_hash_))
-
-
 def test_ray_and_local_embeddings_agree(ray_cluster, retriever) -> None:
     catalog = titles(400, seed=0) + ["red mug 1"] * 3  # a shared title is encoded once
-    local = fresh_cache(retriever).embed_items(catalog)
-    on_ray = fresh_cache(retriever)
-    report = scale.encode_on_ray(on_ray, catalog, workers=2, batch_size=64)
-    assert report["encoded"] == len(set(catalog)) and report["workers"] == 2
+    local = retriever.encode_titles(catalog)
+    encoded, report = scale.encode_on_ray(retriever, catalog, workers=2, batch_size=64)
+    assert report["encoded"] == len(set(catalog)) == len(encoded) and report["workers"] == 2
     assert 1 <= len(report["worker_peak_mb"]) <= 2 and min(report["worker_peak_mb"]) > 50  # a model was loaded
-    vectors = on_ray.embed_items(catalog)
-    assert on_ray.last_encoded_ == 0  # every title came from Ray
-    np.testing.assert_allclose(vectors, local, atol=1e-6)
+    np.testing.assert_allclose(np.stack([encoded[t] for t in catalog]), local, atol=1e-6)
+
+
+def catalog_change(retriever: BiEncoderRetriever, texts: list[str], encoded: dict | None = None):  # type: ignore[no-untyped-def]
+    return retriever.with_catalog([f"sku{i}" for i in range(len(texts))], texts, encoded=encoded)
 
 
 def test_after_a_one_percent_change_only_the_changed_titles_are_encoded(ray_cluster, retriever) -> None:
-    on_ray = fresh_cache(retriever)
     catalog = titles(500, seed=1)
-    scale.encode_on_ray(on_ray, catalog, workers=2)
+    encoded, _ = scale.encode_on_ray(retriever, catalog, workers=2)
+    served, report = catalog_change(retriever, catalog, encoded)
+    assert report["encoded"] == 0  # every title came from Ray
     changed = list(catalog)
     for i in range(0, 500, 100):
         changed[i] = changed[i] + " new edition"
-    report = scale.encode_on_ray(on_ray, changed, workers=2)
-    assert report["encoded"] == 5
-    assert scale.encode_on_ray(on_ray, changed, workers=2)["encoded"] == 0
+    encoded, report = scale.encode_on_ray(served, changed, workers=2)
+    assert report["encoded"] == 5 and sorted(encoded) == sorted(changed[0:500:100])
+    served, _ = catalog_change(served, changed, encoded)
+    assert scale.encode_on_ray(served, changed, workers=2)[1]["encoded"] == 0
 
 
 class LengthEncoder:
@@ -161,12 +160,10 @@ class AlwaysDies(scale.TitleEncoder):
 def test_a_worker_killed_once_is_retried(ray_cluster, retriever, monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(DiesOnce, "marker", str(tmp_path / "died"))
     monkeypatch.setattr(scale, "TitleEncoder", DiesOnce)
-    on_ray = fresh_cache(retriever)
     catalog = titles(200, seed=4)
-    scale.encode_on_ray(on_ray, catalog, workers=2, batch_size=50)
+    encoded, _ = scale.encode_on_ray(retriever, catalog, workers=2, batch_size=50)
     assert (tmp_path / "died").exists()
-    np.testing.assert_allclose(on_ray.embed_items(catalog), fresh_cache(retriever).embed_items(catalog), atol=1e-6)
-    assert on_ray.last_encoded_ == 0
+    np.testing.assert_allclose(np.stack([encoded[t] for t in catalog]), retriever.encode_titles(catalog), atol=1e-6)
 
 
 def test_a_worker_lost_for_good_leaves_the_old_index_serving(ray_cluster, engine, monkeypatch) -> None:
@@ -234,3 +231,30 @@ def test_a_sharded_rebuild_on_ray_serves_the_local_answers_and_keeps_untouched_s
     assert loaded.search("tartan umbrella", k=1).item_ids[0, 0] == engine.snapshot.items.ids[7]
     with pytest.raises(ValueError, match="shards"):
         engine.rebuild_index(changed, shards=0)
+
+
+def test_snapshots_never_change_across_ray_and_local_rebuilds(ray_cluster, engine) -> None:
+    """4 readers across 20 rebuilds with new and changed titles, every fifth on Ray (a Ray Data
+    actor pool starts per rebuild: seconds each): no published snapshot changes afterwards, and
+    each answer equals what one published snapshot answers alone."""
+    from tests.snapshots import fingerprint, fingerprints, race_readers_with_rebuilds
+
+    base = catalog_of(engine, "")
+
+    def read(current: Engine) -> tuple:
+        results = (current.search(["red mug", "garden"], k=8), current.recommend(["u00001", "u00002"], k=8))
+        return tuple((r.item_ids.tolist(), r.titles.tolist(), np.round(r.scores, 4).tolist()) for r in results)
+
+    published = [fingerprint(engine.snapshot)]
+
+    def rebuild(turn: int) -> None:
+        catalog = base.assign(text=[f"{t}edition {turn}" if n % 4 == turn % 4 else t for n, t in enumerate(base["text"])])
+        catalog.loc[len(catalog)] = [f"NEW{turn}", f"copper kettle {turn}"]
+        engine.rebuild_index(catalog, backend="ray" if turn % 5 == 0 else "local", workers=2)
+        published.append(fingerprint(engine.snapshot))
+
+    snapshots, expected, answers, errors = race_readers_with_rebuilds(engine, read, rebuild, rebuilds=20, pause=0.05)
+    assert not errors, errors
+    assert fingerprints(snapshots) == published and len(snapshots) == 21
+    unmatched = [got[c] for got in answers for c in range(len(got)) if got[c] not in [e[c] for e in expected]]
+    assert not unmatched and len(answers) >= 4 * 20
