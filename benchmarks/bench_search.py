@@ -1,4 +1,4 @@
-"""Catalog search on judged queries: lexical, dense and fused, from an in-domain and an out-of-domain engine.
+"""Catalog search on judged queries: lexical, dense and fused, through a saved engine given a new catalog.
 
 The judged sets are built from the dunnhumby product table by rules fixed before any run:
 
@@ -7,23 +7,21 @@ The judged sets are built from the dunnhumby product table by rules fixed before
   Items are searched by what a shelf label says, product type and size (``SFT DRNK 2 LITER BTL
   CARB INCL - 2 LTR``), not by the category itself, so the query must be matched to product
   language. Gain 2: the item is in that category; 1: in the same department; 0 otherwise.
-* ``type`` — the issue's example rule: the product type's words verbatim (``HAMBURGER BUNS``),
-  items searched by their full catalog text (which holds those words); gain 2: same product
-  type, 1: same category. Every method finds the exact words here; it shows the ceiling.
+* ``type`` — the product type's words verbatim (``HAMBURGER BUNS``), items searched by their
+  full catalog text (which holds those words); gain 2: same product type, 1: same category.
+  The queries use the items' own words.
 
-Queries of each set are split in half by a seeded permutation: ``dev`` queries choose the fusion
-weight (``SearchConfig.lexical_weight``, a grid from 0 to 1) on the ``category`` set of the
-dunnhumby-fitted engine; ``test`` queries are scored once, never tuned on. Methods, all through
-the engine's search over the same catalog after ``Engine.rebuild_index``: ``lexical`` (BM25
-alone), ``dense`` (the base model alone), ``fused_without_feedback`` (both, the chosen weight),
-``fused`` (the same with the dense side's pseudo-relevance feedback, ``SearchConfig.feedback_items``,
-chosen on dev queries by bench_search_feedback.py), and
-``recommendation_bi_encoder`` (the engine's fine-tuned history → item model used as a search
-model, what search did before). Engines: default config without the reranker (search does not
-use it), fitted on dunnhumby before its test window and on Online Retail before October 2011.
+Queries of each set are split in half by a seeded permutation: ``dev`` queries chose the fusion
+(benchmarks/bench_search_fusion.py); ``test`` queries are scored here, once. Search runs the way
+a user runs it: each engine is loaded from disk (``ecomrec fit`` / ``make demo`` saved it) and
+given the set's catalog by ``Engine.rebuild_index``. Methods: ``lexical`` (BM25 alone),
+``dense`` (the base model alone), ``fused`` (the default), ``fused_without_feedback``,
+``previous_default`` (reciprocal-rank fusion at lexical weight 0.4 of the same two lists, the
+fusion search used before; no feedback) and ``recommendation_bi_encoder`` (the engine's
+fine-tuned history → item model used as a search model).
 
     python benchmarks/bench_search.py --dunnhumby ../shared/data/dunnhumby-sample \
-        --online-retail ../shared/data/online-retail --output benchmarks/results/bench_search.json
+        --engine online-retail=indexes/online-retail --output benchmarks/results/bench_search.json
 """
 
 from __future__ import annotations
@@ -38,7 +36,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-WEIGHTS = np.round(np.linspace(0.0, 1.0, 11), 2)
+from ecomrec.candidates import Candidates
+
 MIN_ITEMS = 3
 
 
@@ -115,18 +114,40 @@ def score(found_ids: np.ndarray, catalog_ids: pd.Index, gains: sp.csr_matrix) ->
     return {"ndcg@10": graded_ndcg(rows, gains, 10), "recall@100": recall(hits(rows, strong), n_strong, 100)}
 
 
-def run_method(engine, judged: JudgedSet, method: str, weight: float | None = None, feedback: bool = True) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+def ids_of(found, items) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """External ids of a result's items (None for padding)."""
+    ids, valid = np.full(found.item_ids.shape, None, dtype=object), found.item_ids >= 0
+    ids[valid] = np.asarray(items.ids, dtype=object)[found.item_ids[valid]]
+    return ids
+
+
+def previous_default(search, queries: list[str]):  # type: ignore[no-untyped-def]
+    """The fusion search used before: BM25's and the dense side's first 100 by reciprocal rank,
+    lexical weight 0.4, equal BM25 scores sharing a rank; no feedback."""
+    from ecomrec.config import FusionConfig
+    from ecomrec.retrieval.fusion import fuse
+
+    lexical = search.search(queries, 100, lexical_weight=1.0)
+    dense = search.search(queries, 100, lexical_weight=0.0)
+    lexical.scores[:] = np.where(lexical.item_ids >= 0, lexical.sources["lexical_score"], -np.inf)
+    lists = {"lexical": Candidates(lexical.item_ids, lexical.scores), "dense": Candidates(dense.item_ids, dense.scores)}
+    return fuse(lists, {"lexical": 0.4, "dense": 0.6}, FusionConfig(quotas={}, tune=False), 100, search.dense_.n_items, shared_ranks=True)
+
+
+def run_methods(engine, judged: JudgedSet) -> dict[str, dict[str, np.ndarray]]:  # type: ignore[no-untyped-def]
     snap = engine.snapshot
-    if method == "recommendation_bi_encoder":
-        bi = snap.hybrid.models_["bi_encoder"]
-        found = bi.search(judged.queries, 100)
-        ids, valid = np.full(found.item_ids.shape, None, dtype=object), found.item_ids >= 0
-        ids[valid] = np.asarray(bi.items_.ids, dtype=object)[found.item_ids[valid]]
-    else:
-        found = snap.search.search(judged.queries, 100, lexical_weight=weight, feedback=feedback)
-        ids, valid = np.full(found.item_ids.shape, None, dtype=object), found.item_ids >= 0
-        ids[valid] = np.asarray(snap.search.items_.ids, dtype=object)[found.item_ids[valid]]
-    return score(ids, judged.catalog_ids, judged.gains)
+    search, queries = snap.search, judged.queries
+    found = {
+        "lexical": search.search(queries, 100, lexical_weight=1.0),
+        "dense": search.search(queries, 100, lexical_weight=0.0),
+        "fused": search.search(queries, 100),
+        "fused_without_feedback": search.search(queries, 100, feedback=False),
+        "previous_default": previous_default(search, queries),
+    }
+    out = {name: score(ids_of(result, search.items_), judged.catalog_ids, judged.gains) for name, result in found.items()}
+    bi = snap.hybrid.models_["bi_encoder"]
+    out["recommendation_bi_encoder"] = score(ids_of(bi.search(queries, 100), bi.items_), judged.catalog_ids, judged.gains)
+    return out
 
 
 def summarise(values: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
@@ -134,54 +155,38 @@ def summarise(values: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, floa
 
 
 def main() -> None:
-    from ecomrec import datasets
-    from ecomrec.config import EngineConfig
     from ecomrec.engine import Engine
     from ecomrec.evaluation.protocol import paired_bootstrap
     from ecomrec.evaluation.report import environment
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dunnhumby", required=True)
-    parser.add_argument("--online-retail", required=True)
-    parser.add_argument("--dunnhumby-test-from", default="2017-10-29")
-    parser.add_argument("--online-retail-test-from", default="2011-10-01")
-    parser.add_argument("--config", help="engine config TOML (default: the defaults, without the reranker)")
-    parser.add_argument("--output", default="benchmarks/results/bench_search.json")
+    parser.add_argument("--engine", action="append", required=True, help="NAME=PATH of a saved engine (repeatable)")
+    parser.add_argument("--output", default=str(Path(__file__).resolve().parent / "results" / "bench_search.json"))
     args = parser.parse_args()
 
     catalog = pd.read_csv(Path(args.dunnhumby) / "catalog.csv", dtype=str, keep_default_na=False)
     sets = judged_sets(catalog)
-    shop = datasets.dunnhumby_sample(args.dunnhumby).between(None, pd.Timestamp(args.dunnhumby_test_from))
-    engines = {
-        "dunnhumby": lambda: shop,
-        "online-retail": lambda: datasets.online_retail(args.online_retail).between(None, pd.Timestamp(args.online_retail_test_from)),
-    }
-    config = EngineConfig.from_toml(args.config) if args.config else EngineConfig(use_reranker=False)
-    report: dict = {"environment": environment(), "judged_sets": {}, "engines": {}, "config": config.search.to_dict()}
+    report: dict = {"environment": environment(), "judged_sets": {}, "engines": {}}
     for name, judged in sets.items():
         report["judged_sets"][name] = {"queries": len(judged.queries), "dev": int(judged.dev.sum()), "test": int((~judged.dev).sum()),
                                        "examples": judged.queries[:8], "mean_gain2_items": float((judged.gains >= 2).sum(axis=1).mean())}
-    chosen = None
-    for engine_name, load in engines.items():
-        start = time.perf_counter()
-        engine = Engine(config, show_progress=False).fit(load())
-        out: dict = {"fit_seconds": time.perf_counter() - start, "sets": {}}
-        for set_name in ("category", "type"):
-            judged = sets[set_name]
+    for engine_name, path in (spec.split("=", 1) for spec in args.engine):
+        out: dict = {"path": path, "sets": {}}
+        for set_name, judged in sets.items():
+            engine = Engine.load(path)  # as saved: every set's catalog is new to it
+            report["config"] = engine.config.search.to_dict()
             table = pd.DataFrame({"item_id": catalog["item_id"], "text": judged.item_texts, "category": catalog["category"]})
-            out.setdefault("rebuild", {})[set_name] = engine.rebuild_index(table)
-            if chosen is None:  # the weight: dunnhumby engine, category set, dev queries only
-                dev_ndcg = {float(w): run_method(engine, judged, "search", w)["ndcg@10"][judged.dev].mean() for w in WEIGHTS}
-                best = max(dev_ndcg.values())
-                chosen = min((w for w, v in dev_ndcg.items() if v >= best - 1e-12), key=lambda w: abs(w - 0.5))
-                report["weight_choice"] = {"dev_ndcg@10": dev_ndcg, "chosen_lexical_weight": chosen}
-            methods = {"lexical": (1.0, False), "dense": (0.0, False), "fused_without_feedback": (chosen, False), "fused": (chosen, True)}
-            values = {m: run_method(engine, judged, "search", w, f) for m, (w, f) in methods.items()}
-            values["recommendation_bi_encoder"] = run_method(engine, judged, "recommendation_bi_encoder")
+            start = time.perf_counter()
+            rebuild = engine.rebuild_index(table)
+            out.setdefault("rebuild", {})[set_name] = {"seconds": time.perf_counter() - start, "verified": rebuild["verified"],
+                                                       "encoded": rebuild["search_index"]["encoded"], "listed": rebuild["listed"]}
+            values = run_methods(engine, judged)
             test = ~judged.dev
             result = {m: {"test": summarise(v, test), "dev": summarise(v, judged.dev)} for m, v in values.items()}
-            for other in ("lexical", "dense", "fused_without_feedback"):
-                result[f"fused / {other}"] = {k: result["fused"]["test"][k] / max(result[other]["test"][k], 1e-12) for k in ("ndcg@10", "recall@100")}
+            better = max(("lexical", "dense"), key=lambda m: result[m]["test"]["ndcg@10"])
+            result["better_single_list"] = better
+            for other in ("lexical", "dense", "previous_default", "fused_without_feedback"):
                 result[f"fused - {other}"] = paired_bootstrap(values["fused"]["ndcg@10"][test], values[other]["ndcg@10"][test])
             out["sets"][set_name] = result
             print(engine_name, set_name, json.dumps({m: r.get("test", r) for m, r in result.items()}, default=float), flush=True)
@@ -191,25 +196,21 @@ def main() -> None:
 
 
 def markdown(report: dict) -> str:
-    """The test-query table of a report: one row per engine × set × method."""
-    lines = [f"Fusion weight chosen on dev queries: lexical {report['weight_choice']['chosen_lexical_weight']}", "",
-             "| engine | set | method | ndcg@10 | recall@100 |", "|---|---|---|---|---|"]
+    """The test-query tables of a report: ndcg@10 / recall@100 per engine × set × method, and
+    fused's paired differences."""
+    methods = ("lexical", "dense", "previous_default", "fused_without_feedback", "fused", "recommendation_bi_encoder")
+    lines = ["| engine | set | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for engine, out in report["engines"].items():
         for name, result in out["sets"].items():
-            for method in ("lexical", "dense", "fused_without_feedback", "fused", "recommendation_bi_encoder"):
-                test = result[method]["test"]
-                lines.append(f"| {engine} | {name} | {method} | {test['ndcg@10']:.4f} | {test['recall@100']:.4f} |")
-    lines += ["", "| engine | set | fused / lexical | fused − lexical (ndcg@10) | fused / dense | fused − dense (ndcg@10) | fused − without feedback |",
-              "|---|---|---|---|---|---|---|"]
+            cells = [f"{result[m]['test']['ndcg@10']:.4f} / {result[m]['test']['recall@100']:.4f}" for m in methods]
+            lines.append(f"| {engine} | {name} | " + " | ".join(cells) + " |")
+    others = ("lexical", "dense", "previous_default", "fused_without_feedback")
+    lines += ["", "| engine | set | better single list | " + " | ".join(f"fused − {o}" for o in others) + " |",
+              "|---|---|---|" + "---|" * len(others)]
     for engine, out in report["engines"].items():
         for name, r in out["sets"].items():
-            cells = []
-            for other in ("lexical", "dense"):
-                d = r[f"fused - {other}"]
-                cells += [f"{r[f'fused / {other}']['ndcg@10']:.3f}×", f"{d['mean_diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"]
-            d = r["fused - fused_without_feedback"]
-            cells.append(f"{d['mean_diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")
-            lines.append(f"| {engine} | {name} | " + " | ".join(cells) + " |")
+            cells = [f"{r[f'fused - {o}']['mean_diff']:+.4f} [{r[f'fused - {o}']['ci95'][0]:+.4f}, {r[f'fused - {o}']['ci95'][1]:+.4f}]" for o in others]
+            lines.append(f"| {engine} | {name} | {r['better_single_list']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -669,14 +669,13 @@ class SearchConfig(ConfigBase):
         ``dense.personalise`` mixes a known user's history vector into the query's. Exact
         search up to 40M floats (100k titles × 384): a query is one matrix-vector product of a
         few milliseconds, and an IVF index's lost recall would be lost matches.
-    lexical_weight
-        Weight of the BM25 list in the fusion; the dense list weighs ``1 - lexical_weight``
-        (1: lexical only, 0: dense only). 0.4 was best of 0, 0.1, …, 1 on the dev queries of
-        the judged dunnhumby search set (benchmarks/bench_search.py); its test queries are
-        never tuned on.
-    method, rrf_k
-        Fusion of the two lists, as :class:`FusionConfig`'s: ``rrf`` adds ``weight / (rrf_k +
-        rank)`` per list, ``weighted`` adds per-query min-max scaled scores.
+    lexical_weight_matched, lexical_weight_unmatched
+        BM25's weight ``w`` in the fusion ``w * bm25 / max bm25 + (1 - w) * (cos + 1) / (max cos
+        + 1)`` over a query's candidates: ``lexical_weight_matched`` when one of BM25's items
+        holds every word of the query (its exact matches lead), ``lexical_weight_unmatched`` when
+        none holds any, in between by the idf-weighted share of the query's words held (the
+        dense side leads where the query is not in the items' words). Chosen on the dev queries
+        of two judged sets (benchmarks/bench_search_fusion.py).
     depth
         Items each retriever lists before fusing.
     feedback_items, feedback_query_weight
@@ -684,9 +683,8 @@ class SearchConfig(ConfigBase):
         are fused, the query vector moves towards the mean vector of the fused list's first
         ``feedback_items`` items, ``q' = w q + (1 - w) mean``, with ``w = feedback_query_weight``,
         and the dense list is searched again with ``q'`` before the final fusion, so BM25's
-        exact-word matches steer the dense side. 0 items: off. 5 and 0.25 were best of m in
-        {5, 10, 20} × w in {0.25, 0.5, 0.75} on the judged dunnhumby set's dev queries (+0.013
-        ndcg@10 on ``category``, no loss on ``type``; benchmarks/bench_search_feedback.py).
+        exact-word matches steer the dense side. 0 items: off. Kept where it adds on dev
+        queries (benchmarks/bench_search_fusion.py).
     bm25_k1, bm25_b
         BM25's term-frequency saturation and document-length normalisation (bm25s).
     """
@@ -697,9 +695,8 @@ class SearchConfig(ConfigBase):
             layers=0, fine_tune=False, item_max_tokens=32, index=IndexConfig(exact_max_floats=40_000_000)
         )
     )
-    lexical_weight: float = 0.4
-    method: str = "rrf"
-    rrf_k: float = 60.0
+    lexical_weight_matched: float = 0.3
+    lexical_weight_unmatched: float = 0.1
     depth: int = 100
     feedback_items: int = 5
     feedback_query_weight: float = 0.25
@@ -707,10 +704,10 @@ class SearchConfig(ConfigBase):
     bm25_b: float = 0.75
 
     def validate(self) -> None:
-        _require(0 <= self.lexical_weight <= 1, self, "lexical_weight", "in [0, 1]", self.lexical_weight)
-        _require(self.method in ("rrf", "weighted"), self, "method", "rrf|weighted", self.method)
+        for name in ("lexical_weight_matched", "lexical_weight_unmatched"):
+            _require(0 <= getattr(self, name) <= 1, self, name, "in [0, 1]", getattr(self, name))
         _require(self.dense.fine_tune is False, self, "dense", "a zero-shot model (fine_tune = false)", self.dense.fine_tune)
-        for name in ("rrf_k", "depth", "bm25_k1"):
+        for name in ("depth", "bm25_k1"):
             _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
         _require(0 <= self.bm25_b <= 1, self, "bm25_b", "in [0, 1]", self.bm25_b)
         _require(self.feedback_items >= 0, self, "feedback_items", ">= 0", self.feedback_items)

@@ -386,7 +386,8 @@ class Engine:
             hybrid = snap.hybrid.replaced(models_=models)
             model = hybrid if snap.model is snap.hybrid else snap.model.replaced(hybrid=hybrid)
             report["verified"] = self._publish(Snapshot.of(model, listed, item_texts, search), snap.changed_titles(ids, texts))
-        report.update({"listed": int(listed.sum()), "seconds": time.perf_counter() - start})
+        # listed: the catalog's items; recommendable: those the recommenders know (new items join at the next fit)
+        report.update({"listed": len(ids), "recommendable": int(listed.sum()), "seconds": time.perf_counter() - start})
         return report
 
     @staticmethod

@@ -60,7 +60,7 @@ def test_fit_recommend_search_rebuild(shop, capsys) -> None:
     pd.DataFrame({"item_id": ["i00000", "i00001", "NEW9"], "title": ["red retrospot mug", "blue polkadot bowl", "tartan umbrella"],
                   "category": ["kitchen", "kitchen", "rain wear"]}).to_csv(catalog, index=False)
     assert main(["-q", "index", "rebuild", "--engine", engine, "--catalog", str(catalog), "--category-column", "category"]) == 0
-    assert json.loads(capsys.readouterr().out)["listed"] == 2
+    assert json.loads(capsys.readouterr().out)["listed"] == 3  # and 2 of them recommendable (NEW9 joins at the next fit)
     assert main(["-q", "search", "--engine", engine, "--query", "umbrella", "-k", "1", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["item_id"] == "NEW9"  # the reloaded engine kept the rebuild
     assert main(["-q", "search", "--engine", engine, "--query", "mug", "-k", "3", "--category", "Kitchen", "--format", "json"]) == 0

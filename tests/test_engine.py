@@ -300,7 +300,7 @@ def test_a_catalog_of_new_items_only_is_served(saved) -> None:
     engine = Engine.load(saved)
     catalog = pd.DataFrame({"item_id": ["NEW1", "NEW2"], "text": ["tartan picnic umbrella", "copper kettle"]})
     report = engine.rebuild_index(catalog)
-    assert report["listed"] == 0 and "als_index" in report  # no listed item has purchase data: ALS keeps its index
+    assert report["listed"] == 2 and report["recommendable"] == 0 and "als_index" in report  # no listed item has purchase data: ALS keeps its index
     assert engine.search("copper kettle", k=1).item_ids[0, 0] == "NEW2"
     recs = engine.recommend(["u00001"], k=5)
     assert not set(recs.item_ids.ravel()) - {None}  # nothing the old catalog held is recommended

@@ -86,6 +86,10 @@ def test_new_titles_are_served_their_own_vectors(how, fitted, saved, shop) -> No
     arrival_titles = [titles[ids.index(i)] for i in arrival_ids]
     assert all("reissue" in t for t in arrival_titles)
     assert served_cosines(bi, arrival_ids, arrival_titles, allow=arrivals).min() >= 0.9999
+    new = catalog[catalog["item_id"].str.startswith("NEW")].head(50)
+    found = engine.search(new["text"].tolist(), k=1)
+    first = [found.item_ids[row, 0] == i or found.titles[row, 0] == t for row, (i, t) in enumerate(zip(new["item_id"], new["text"]))]
+    assert all(first), f"{sum(first)} of 50 exact titles found their item (or one with that title) first"
 
 
 def test_a_planted_misalignment_is_refused_and_the_old_snapshot_keeps_serving(saved, shop, monkeypatch) -> None:
@@ -129,3 +133,32 @@ def test_every_rebuild_reports_what_its_check_covered(saved, shop) -> None:
     assert 16 + 8 + 16 + 8 + 8 <= report["verified"]["items"] <= 3 * (16 + 8) and report["verified"]["seconds"] > 0
     again = engine.rebuild_index(new_catalog(shop))  # nothing changed: only unchanged items are checked
     assert again["verified"]["items"] == 3 * 8
+
+
+def test_a_rebuild_called_during_a_fit_waits_and_applies_to_the_fitted_engine(shop, monkeypatch) -> None:
+    import threading
+
+    from ecomrec.retrieval.fusion import HybridRetriever
+
+    engine = Engine(CONFIG, show_progress=False).fit(shop)
+    inside, release = threading.Event(), threading.Event()
+    fit = HybridRetriever.fit
+
+    def slow_fit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        inside.set()
+        release.wait(30)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HybridRetriever, "fit", slow_fit)
+    refit = threading.Thread(target=engine.fit, args=(shop,))
+    refit.start()
+    assert inside.wait(30)
+    catalog = pd.DataFrame({"item_id": list(shop.items.ids) + ["NEW1"], "text": list(shop.item_texts) + ["tartan picnic umbrella"]})
+    rebuilt = threading.Thread(target=engine.rebuild_index, args=(catalog,))
+    rebuilt.start()
+    rebuilt.join(1.0)
+    assert rebuilt.is_alive()  # it waits for the fit
+    release.set()
+    refit.join()
+    rebuilt.join()
+    assert engine.search("tartan umbrella", k=1).item_ids[0, 0] == "NEW1"  # applied to what the fit published

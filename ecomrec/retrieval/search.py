@@ -4,13 +4,15 @@ The dense side is a zero-shot :class:`BiEncoderRetriever` of the base model: the
 bi-encoder's "history → next item" fine-tune trades away general query → title matching, so
 search keeps its own copy of the model as it ships. Both sides cover the same items (dense item
 indices of the search's own id map, which grows with catalog changes like the bi-encoder's) and
-honour the same filters; :func:`~ecomrec.retrieval.fusion.fuse` merges their lists.
+honour the same filters. Their lists are fused by a convex combination of scores whose BM25
+weight follows how well BM25 matched the query's words (:meth:`TextSearch.search`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,16 +20,15 @@ from typing import Any
 import numpy as np
 
 from ecomrec.candidates import Candidates, top_k
-from ecomrec.config import FusionConfig, SearchConfig
+from ecomrec.config import SearchConfig
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import clean_text, search_terms
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
-from ecomrec.retrieval.fusion import fuse
 
-#: The two lists search fuses.
-SEARCH_SOURCES = ("lexical", "dense")
+#: Queries searched together: each holds a BM25 score for every item meanwhile.
+QUERY_BATCH = 64
 
 
 class LexicalIndex:
@@ -49,6 +50,9 @@ class LexicalIndex:
         import bm25s
 
         self.terms_ = tuple(tuple(search_terms(t)) for t in texts)  # what each item is indexed by
+        documents = Counter(term for terms in self.terms_ for term in set(terms))
+        n = len(self.terms_)
+        self.idf_ = {term: float(np.log(1.0 + (n - df + 0.5) / (df + 0.5))) for term, df in documents.items()}  # BM25's idf
         self.bm25_ = bm25s.BM25(k1=self.k1, b=self.b)
         self.bm25_.index([list(terms) for terms in self.terms_], show_progress=False)
         self.n_items = len(texts)
@@ -60,6 +64,18 @@ class LexicalIndex:
             raise NotFittedError("LexicalIndex")
         terms = search_terms(query)
         return np.asarray(self.bm25_.get_scores(terms), dtype=np.float32) if terms else np.zeros(self.n_items, np.float32)
+
+    def coverage(self, query: str, items: np.ndarray) -> np.ndarray:
+        """float32 [len(items)]: the share of ``query``'s distinct terms each item holds, each
+        term weighted by its idf (1: the item has every word of the query; 0: none, or a query
+        of terms no item has)."""
+        terms = set(search_terms(query))
+        weights = {t: self.idf_.get(t, 0.0) for t in terms}
+        total = sum(weights.values())
+        if total <= 0:
+            return np.zeros(len(items), dtype=np.float32)
+        return np.fromiter((sum(weights[t] for t in terms.intersection(self.terms_[i])) / total for i in items),
+                           dtype=np.float32, count=len(items))
 
     def mismatch(self, item: int, text: str) -> str | None:
         """Why ``item`` is not found as ``text`` (its title) by its exact words, or None: it must
@@ -170,39 +186,65 @@ class TextSearch:
     ) -> Candidates:
         """The ``k`` best items per query: BM25's and the dense retriever's lists fused.
 
-        ``user_ids``: a dense user per query (-1 for none) whose history personalises the dense
-        query vector. ``allow`` (dense item indices) and ``category`` filter both lists.
-        ``lexical_weight`` overrides the config's (1: lexical only, 0: dense only). When both
+        Each query's candidates are both lists' first ``config.depth`` items; each is scored
+        ``w * bm25 / max bm25 + (1 - w) * (cos + 1) / (max cos + 1)`` over the query's candidates
+        (both scores exact for every candidate), with BM25's weight ``w`` following how well its
+        best items match the query's words (:meth:`lexical_weights`). ``lexical_weight``
+        overrides it for every query (1: BM25's list alone, 0: the dense list alone). When both
         lists are fused, the dense list is searched again after pseudo-relevance feedback from
         the first fusion (``SearchConfig.feedback_items``; ``feedback=False`` skips it).
-        ``sources`` of the result hold ``lexical_rank/score`` and ``dense_rank/score`` (NaN
-        where a list did not have the item).
+
+        ``user_ids``: a dense user per query (-1 for none) whose history personalises the dense
+        query vector. ``allow`` (dense item indices) and ``category`` filter both lists.
+        ``sources`` of the result hold ``lexical_rank`` / ``dense_rank`` (the item's place in
+        each list, NaN where the list did not hold it) and ``lexical_score`` / ``dense_score``
+        (BM25 and cosine, exact for every item returned).
         """
-        dense = self._check_fitted()
+        self._check_fitted()
         texts = [queries] if isinstance(queries, str) else list(queries)
         if not texts or any(not isinstance(t, str) or not clean_text(t) for t in texts):
             raise ValueError("search queries must be non-empty strings")
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        cfg = self.config
-        weight = cfg.lexical_weight if lexical_weight is None else float(lexical_weight)
-        if not 0 <= weight <= 1:
-            raise ValueError(f"lexical_weight must be in [0, 1], got {weight}")
+        if lexical_weight is not None and not 0 <= lexical_weight <= 1:
+            raise ValueError(f"lexical_weight must be in [0, 1], got {lexical_weight}")
         mask = self.allowed(allow, category)
-        depth = max(int(k), cfg.depth)
-        weights = {"lexical": weight, "dense": 1.0 - weight}
-        fusion = FusionConfig(method=cfg.method, rrf_k=cfg.rrf_k, quotas={}, tune=False)
-        lists = {}
-        if weights["lexical"] > 0:
-            lists["lexical"] = self.lexical_.search(texts, depth, allow=mask)
-        if weights["dense"] > 0:
-            vectors, _ = dense.search_vectors(texts, user_ids)
-            lists["dense"] = dense.candidates_for_vectors(vectors, depth, allow=np.flatnonzero(mask))
-            if feedback and cfg.feedback_items > 0 and len(lists) == 2:
-                first = fuse(lists, weights, fusion, cfg.feedback_items, dense.n_items, shared_ranks=True)
-                moved = self._feedback_vectors(vectors, first.item_ids)
-                lists["dense"] = dense.candidates_for_vectors(moved, depth, allow=np.flatnonzero(mask))
-        return fuse(lists, weights, fusion, int(k), dense.n_items, shared_ranks=True)  # BM25 ties: many items share a title's words
+        users = None if user_ids is None else np.asarray(user_ids, dtype=np.int64).reshape(-1)
+        if users is not None and len(users) != len(texts):
+            raise ValueError(f"{len(users)} user_ids for {len(texts)} queries")
+        return Candidates.concat([
+            self._search(texts[start : start + QUERY_BATCH], int(k), None if users is None else users[start : start + QUERY_BATCH],
+                         mask, lexical_weight, feedback)
+            for start in range(0, len(texts), QUERY_BATCH)
+        ])
+
+    def _search(self, texts: list[str], k: int, user_ids: np.ndarray | None, mask: np.ndarray, lexical_weight: float | None,
+                feedback: bool) -> Candidates:
+        dense = self._check_fitted()
+        depth = max(k, self.config.depth)
+        bm25 = np.stack([self.lexical_.scores(t) for t in texts])  # float32 [n, n_items]
+        lexical = top_k(np.where(mask & (bm25 > 0), bm25, -np.inf), min(depth, dense.n_items))
+        weights = self.lexical_weights(texts, lexical.item_ids) if lexical_weight is None else np.full(len(texts), float(lexical_weight))
+        vectors, _ = dense.search_vectors(texts, user_ids)
+        if (weights >= 1).all():  # BM25's list alone
+            return _fused(lexical, Candidates.empty(len(texts), 1), bm25, vectors, dense.index_vectors_(), weights, k)
+        found = dense.candidates_for_vectors(vectors, depth, allow=np.flatnonzero(mask))
+        titles = dense.index_vectors_()
+        if (weights <= 0).all():  # the dense list alone
+            return _fused(Candidates.empty(len(texts), 1), found, bm25, vectors, titles, weights, k)
+        if feedback and self.config.feedback_items > 0:
+            first = _fused(lexical, found, bm25, vectors, titles, weights, self.config.feedback_items)
+            vectors = self._feedback_vectors(vectors, first.item_ids)
+            found = dense.candidates_for_vectors(vectors, depth, allow=np.flatnonzero(mask))
+        return _fused(lexical, found, bm25, vectors, titles, weights, k)
+
+    def lexical_weights(self, queries: Sequence[str], lexical: np.ndarray) -> np.ndarray:
+        """float64 [n]: BM25's weight in each query's fusion, from ``lexical_weight_unmatched``
+        to ``lexical_weight_matched`` by the largest idf-weighted share of the query's words
+        that one item of its BM25 list (dense indices [n, depth], -1 padding) holds."""
+        cfg = self.config
+        matched = np.array([self.lexical_.coverage(q, row[row >= 0]).max(initial=0.0) for q, row in zip(queries, lexical)])
+        return cfg.lexical_weight_unmatched + (cfg.lexical_weight_matched - cfg.lexical_weight_unmatched) * matched
 
     def _feedback_vectors(self, vectors: np.ndarray, feedback_items: np.ndarray) -> np.ndarray:
         """Rocchio: each query vector moved towards the mean vector of its feedback items
@@ -288,6 +330,37 @@ class TextSearch:
             raise ArtifactError(f"{folder}: the search catalog does not match its dense index")
         search._set_catalog(listed, categories)
         return search
+
+
+def _fused(
+    lexical: Candidates, found: Candidates, bm25: np.ndarray, vectors: np.ndarray, titles: np.ndarray, weights: np.ndarray, k: int
+) -> Candidates:
+    """The top ``k`` of each query's candidates (both lists' items) by ``w * bm25 / max bm25 +
+    (1 - w) * (cos + 1) / (max cos + 1)`` (``bm25`` [n, n_items] exact scores, cosines from the
+    query ``vectors`` and the items' ``titles`` vectors; ties: lower index first)."""
+    n = len(weights)
+    out = Candidates.empty(n, k)
+    for name in ("lexical_rank", "lexical_score", "dense_rank", "dense_score"):
+        out.sources[name] = np.full((n, k), np.nan, dtype=np.float32)
+    for q in range(n):
+        lex = lexical.item_ids[q][lexical.item_ids[q] >= 0]
+        near = found.item_ids[q][found.item_ids[q] >= 0]
+        union = np.union1d(lex, near)
+        if not len(union):
+            continue
+        words = bm25[q, union].astype(np.float64)
+        cos = titles[union] @ vectors[q].astype(np.float64)
+        lexical_part = words / words.max() if words.max() > 0 else np.zeros_like(words)
+        score = weights[q] * lexical_part + (1.0 - weights[q]) * (cos + 1.0) / (cos.max() + 1.0)
+        order = np.lexsort((union, -score))[:k]
+        picked = union[order]
+        out.item_ids[q, : len(order)], out.scores[q, : len(order)] = picked, score[order]
+        for name, listed in (("lexical", lex), ("dense", near)):
+            place = {int(item): rank for rank, item in enumerate(listed.tolist(), 1)}
+            out.sources[f"{name}_rank"][q, : len(order)] = [place.get(int(i), np.nan) for i in picked]
+        out.sources["lexical_score"][q, : len(order)] = words[order]
+        out.sources["dense_score"][q, : len(order)] = cos[order]
+    return out
 
 
 def _category_key(name: object) -> str:
