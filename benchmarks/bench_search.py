@@ -189,7 +189,8 @@ def main() -> None:
             for other in ("lexical", "dense", "previous_default", "fused_without_feedback"):
                 result[f"fused - {other}"] = paired_bootstrap(values["fused"]["ndcg@10"][test], values[other]["ndcg@10"][test])
             out["sets"][set_name] = result
-            print(engine_name, set_name, json.dumps({m: r.get("test", r) for m, r in result.items()}, default=float), flush=True)
+            print(engine_name, set_name, json.dumps({m: r["test"] if isinstance(r, dict) and "test" in r else r
+                                                     for m, r in result.items()}, default=float), flush=True)
         report["engines"][engine_name] = out
     Path(args.output).write_text(json.dumps(report, indent=2, default=float))
     Path(args.output).with_suffix(".md").write_text(markdown(report), encoding="utf-8")
