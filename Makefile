@@ -13,7 +13,7 @@ REPORT ?= benchmarks/results/online-retail.json
 DUNNHUMBY ?= ../shared/data/dunnhumby-sample
 DUNNHUMBY_TEST_FROM ?= 2017-10-29
 
-.PHONY: install test demo bench bench-dunnhumby tune bench-tuning clean
+.PHONY: install test demo bench bench-dunnhumby tune clean
 
 install: $(VENV)/.installed
 
@@ -43,10 +43,6 @@ bench-dunnhumby: install
 
 tune: install
 	$(BIN)/python benchmarks/tune_baselines.py --data $(DATA) --test-from $(TEST_FROM)
-
-# Does per-shop source tuning (HybridConfig.tune_budget_s) help? Nested validation on both shops.
-bench-tuning: install
-	$(BIN)/python benchmarks/bench_tuning.py --online-retail $(DATA) --dunnhumby $(DUNNHUMBY) --budget 120
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -84,7 +84,7 @@ def measure(data, valid_from: pd.Timestamp, config: EngineConfig) -> tuple[dict,
 
 def main() -> None:
     from ecomrec import datasets
-    from ecomrec.evaluation.protocol import paired_bootstrap
+    from ecomrec.metrics import paired_bootstrap
     from ecomrec.evaluation.report import environment
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

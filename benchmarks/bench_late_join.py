@@ -23,7 +23,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench_text_join import SHOPS, candidate_stage, minus
+SHOPS = {"online-retail": ("online_retail", "2011-10-01"), "dunnhumby": ("dunnhumby_sample", "2017-10-29")}
+
+
+def candidate_stage(data, show_progress: bool):  # type: ignore[no-untyped-def]
+    """The default engine's hybrid and the reranker's training examples (text-ready: 3 cutoffs),
+    with the bi-encoder fine-tuned once as ``Engine.fit`` does."""
+    from ecomrec.config import EngineConfig, RerankConfig
+    from ecomrec.rerank import training_examples
+    from ecomrec.rerank.reranker import example_bi_encoder
+    from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+    from ecomrec.retrieval.fusion import HybridRetriever
+
+    config = EngineConfig()
+    rerank = config.rerank.replace(cutoffs=RerankConfig(text=True).cutoff_count)
+    early = example_bi_encoder(data, config.hybrid.bi_encoder, rerank, show_progress=show_progress)
+    served = config.hybrid.bi_encoder.replace(max_pairs=max(config.hybrid.bi_encoder.max_pairs - early.config.max_pairs,
+                                                            config.hybrid.bi_encoder.batch_size))
+    bi = BiEncoderRetriever(served, show_progress=show_progress).fit(data, start_from=early)
+    hybrid = HybridRetriever(config.hybrid, retrievers={"bi_encoder": bi}, show_progress=show_progress).fit(data)
+    return hybrid, rerank, training_examples(data, hybrid, rerank, bi=early, show_progress=show_progress)
+
+
+def minus(rows: dict[str, np.ndarray], name: str, baseline: str, new_lists: np.ndarray) -> dict[str, dict]:
+    """Paired-bootstrap ndcg@10 differences ``name − baseline`` on full and new-item lists."""
+    from ecomrec.metrics import paired_bootstrap
+
+    out = {}
+    for kind, mask in (("all", ~new_lists), ("new", new_lists)):
+        both = mask & np.isfinite(rows[name]) & np.isfinite(rows[baseline])
+        out[kind] = paired_bootstrap(rows[name][both], rows[baseline][both])
+    return out
 
 
 def judged_lists(valid, seed: int, per_kind: int) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -43,7 +43,7 @@ def timed_rebuild(engine, catalog: pd.DataFrame) -> dict:  # type: ignore[no-unt
     check = report["verified"]
     return {"seconds": seconds, "check_seconds": check["seconds"], "check_share": check["seconds"] / seconds,
             "checked_items": check["items"], "listed": report["listed"],
-            "encoded": {"bi_encoder": report["text_index"]["encoded"], "search": report["search_index"]["encoded"]}}
+            "encoded": {"bi_encoder": report["sources"]["bi_encoder"]["encoded"], "search": report["search"]["encoded"]}}
 
 
 def main() -> None:

@@ -156,7 +156,7 @@ def summarise(values: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, floa
 
 def main() -> None:
     from ecomrec.engine import Engine
-    from ecomrec.evaluation.protocol import paired_bootstrap
+    from ecomrec.metrics import paired_bootstrap
     from ecomrec.evaluation.report import environment
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -180,7 +180,7 @@ def main() -> None:
             start = time.perf_counter()
             rebuild = engine.rebuild_index(table)
             out.setdefault("rebuild", {})[set_name] = {"seconds": time.perf_counter() - start, "verified": rebuild["verified"],
-                                                       "encoded": rebuild["search_index"]["encoded"], "listed": rebuild["listed"]}
+                                                       "encoded": rebuild["search"]["encoded"], "listed": rebuild["listed"]}
             values = run_methods(engine, judged)
             test = ~judged.dev
             result = {m: {"test": summarise(v, test), "dev": summarise(v, judged.dev)} for m, v in values.items()}

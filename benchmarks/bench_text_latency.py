@@ -1,12 +1,11 @@
-"""How fast each shape of the reranker's text model scores one user's candidates (issue 11, item 7).
+"""How fast each shape of the reranker's text model scores one user's candidates.
 
 The cost of a text model does not depend on what it learned, so every shape is built from the
 base weights (``CrossEncoderConfig`` defaults otherwise) and timed on real inputs: history
 texts of ``--users`` Online Retail customers (purchases before ``--test-from``) and, per user,
 ``--candidates`` catalog titles drawn by popularity. Shapes:
 
-* ``late_join`` — the text score of ``stack`` and ``residual`` (lower layers apart, items cached);
-* ``joint`` — the same network reading the collaborative features in its head (the joint model);
+* ``late_join`` — the default (``joined_layers = 1``: lower layers apart, items cached);
 * ``full_attention`` — every kept layer over the pair's user and item tokens together
   (``joined_layers = layers``; no item cache).
 
@@ -28,20 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-#: CrossEncoderConfig changes of each shape (``behaviour``: the joint model's feature input).
-SHAPES = {"late_join": {}, "joint": {"behaviour": True}, "full_attention": {"joined_layers": 3}}
+#: CrossEncoderConfig changes of each shape.
+SHAPES = {"late_join": {}, "full_attention": {"joined_layers": 3}}
 
 
-def scorer_of(shape: str, item_texts: list[str], n_features: int):  # type: ignore[no-untyped-def]
+def scorer_of(shape: str, item_texts: list[str]):  # type: ignore[no-untyped-def]
     """An untrained :class:`TextScorer` of ``shape`` on the CPU (same cost as a trained one)."""
     from ecomrec.config import CrossEncoderConfig
-    from ecomrec.rerank.text_model import BehaviourInput, TextScorer
+    from ecomrec.rerank.text_model import TextScorer
 
-    changes = dict(SHAPES[shape])
-    behaviour = None
-    if changes.pop("behaviour", False):
-        behaviour = BehaviourInput(np.zeros(n_features, np.float32), np.ones(n_features, np.float32), cold_column=0)
-    scorer = TextScorer(CrossEncoderConfig().replace(**changes), item_texts, behaviour=behaviour)
+    scorer = TextScorer(CrossEncoderConfig().replace(**SHAPES[shape]), item_texts)
     scorer.device, scorer.model = "cpu", scorer._model().eval()
     return scorer
 
@@ -53,7 +48,6 @@ def main() -> None:
     from ecomrec.datasets import online_retail
     from ecomrec.evaluation.latency import time_calls
     from ecomrec.evaluation.report import environment
-    from ecomrec.rerank.features import feature_names
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the Online Retail folder")
@@ -74,18 +68,16 @@ def main() -> None:
     popularity = np.asarray(data.user_items("binary").sum(axis=0)).ravel() + 1.0
     item_ids = np.stack([rng.choice(len(popularity), size=args.candidates, replace=False, p=popularity / popularity.sum())
                          for _ in users]).astype(np.int64)
-    n_features = len(feature_names(["als", "bi_encoder", "itemknn", "new_arrivals", "popularity", "repurchase"]))
-    features = rng.normal(size=item_ids.shape + (n_features,)).astype(np.float32)
     item_texts = [str(t) for t in data.item_texts]
 
     report: dict = {"environment": environment(), "threads": args.threads, "users": args.users,
                     "candidates": args.candidates, "catalog_items": len(item_texts), "shapes": {}}
     for shape in args.shapes.split(","):
-        scorer = scorer_of(shape, item_texts, n_features)
+        scorer = scorer_of(shape, item_texts)
         start = time.perf_counter()
         scorer.item_states()
         catalog_seconds = time.perf_counter() - start
-        stats = time_calls(lambda r: scorer.score(texts[r : r + 1], item_ids[r : r + 1], features[r : r + 1]),
+        stats = time_calls(lambda r: scorer.score(texts[r : r + 1], item_ids[r : r + 1]),
                            list(range(args.users)), warmup=5)
         report["shapes"][shape] = {"one_user_ms": stats.to_dict(), "pairs_per_s": args.candidates / (stats.p50 / 1000),
                                    "catalog_item_states_seconds": catalog_seconds}

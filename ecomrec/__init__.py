@@ -11,14 +11,13 @@ Public API::
     report = evaluate.benchmark(data, test_from="2011-10-01")
 """
 
-__version__ = "0.1.0"
-
-from ecomrec import datasets  # noqa: E402
-from ecomrec import evaluation as evaluate  # noqa: E402
-from ecomrec.config import EngineConfig  # noqa: E402
-from ecomrec.data import Dataset, IdMap  # noqa: E402
-from ecomrec.engine import Engine  # noqa: E402
-from ecomrec.results import Results  # noqa: E402
-from ecomrec.retrieval import Candidates  # noqa: E402
+from ecomrec import datasets
+from ecomrec import evaluation as evaluate
+from ecomrec.config import EngineConfig
+from ecomrec.data import Dataset, IdMap
+from ecomrec.engine import Engine
+from ecomrec.results import Results
+from ecomrec.retrieval import Candidates
+from ecomrec.version import __version__
 
 __all__ = ["Candidates", "Dataset", "Engine", "EngineConfig", "IdMap", "Results", "__version__", "datasets", "evaluate"]

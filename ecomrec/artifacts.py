@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 import scipy.sparse as sp
 
-from ecomrec import __version__
+from ecomrec.version import __version__
 from ecomrec.exceptions import ArtifactError, ArtifactVersionWarning
 
 C = TypeVar("C")

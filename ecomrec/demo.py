@@ -60,7 +60,7 @@ def run_demo(
         fitted[engine.model_.name] = engine.model_
         methods.append(engine.model_.name)
     methods = [m for m in methods if m in fitted or m in ("popularity", "repurchase", "itemknn", "als")]
-    print(f"Benchmark on the purchases from {test_from} (DESIGN.md protocol; the engine's models are reused):")
+    print(f"Benchmark on the purchases from {test_from} (the protocol of docs/evaluation.md; the engine's models are reused):")
     bench = benchmark(data, test_from, methods=methods, fitted=fitted,
                       protocol=ProtocolConfig(latency_users=50, warmup=5), show_progress=show_progress)
     written = bench.save(report_path)

@@ -14,13 +14,12 @@ called during a fit applies to the fitted engine); readers never wait.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,21 @@ import scipy.sparse as sp
 
 from ecomrec.artifacts import manifest_config, open_artifact, write_artifact
 from ecomrec.config import EngineConfig
+from ecomrec.candidates import Candidates
+from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
-from ecomrec.data.text import clean_text
 from ecomrec.exceptions import ArtifactError, NotFittedError
-from ecomrec.results import Results
 from ecomrec.index import shard_builds
-from ecomrec.scale import BACKENDS, encode_on_ray, ray_session, ray_shard_builder
+from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
+from ecomrec.rerank.reranker import example_bi_encoder
+from ecomrec.results import Results
 from ecomrec.retrieval.base import Retriever
+from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+from ecomrec.retrieval.fusion import HybridRetriever
+from ecomrec.retrieval.search import TextSearch
+from ecomrec.scale import BACKENDS, encode_on_ray, ray_session, ray_shard_builder
 from ecomrec.timing import Stopwatch
-from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +99,11 @@ class Engine:
             return self._fit(data, sources)
 
     def _fit(self, data: Dataset, sources: dict[str, Retriever] | None) -> Engine:
-        from ecomrec.retrieval.fusion import HybridRetriever
-
         start = time.perf_counter()
         cfg, given, stages = self.config, dict(sources or {}), {}
         early = None
         if (cfg.fine_tune_once and cfg.use_reranker and cfg.hybrid.fusion.uses_text and "bi_encoder" not in given
                 and cfg.hybrid.bi_encoder.fine_tune):
-            from ecomrec.rerank.reranker import example_bi_encoder
-            from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
-
             with Stopwatch() as watch:
                 early = example_bi_encoder(data, cfg.hybrid.bi_encoder, cfg.rerank, show_progress=self.show_progress)
             stages["bi_encoder_examples"] = watch.seconds
@@ -114,10 +113,8 @@ class Engine:
                 given["bi_encoder"] = BiEncoderRetriever(served, show_progress=self.show_progress).fit(data, start_from=early)
             stages["bi_encoder"] = watch.seconds
         hybrid = HybridRetriever(cfg.hybrid, retrievers=given, show_progress=self.show_progress).fit(data)
-        model: Retriever = hybrid
+        model: HybridRetriever | RerankedRetriever = hybrid
         if cfg.use_reranker:
-            from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
-
             with Stopwatch() as watch:
                 examples = training_examples(data, hybrid, cfg.rerank, bi=early, show_progress=self.show_progress)
             stages["rerank_examples"] = watch.seconds
@@ -125,14 +122,12 @@ class Engine:
             model = RerankedRetriever(hybrid, reranker, examples=examples).fit(data)
         search = None
         if cfg.search.enabled:
-            from ecomrec.retrieval.search import TextSearch
-
             with Stopwatch() as watch:
                 search = TextSearch(cfg.search, show_progress=self.show_progress).fit(data)
             stages["search"] = watch.seconds
         self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search))
         self.fit_seconds_ = time.perf_counter() - start
-        self.fit_stages_ = {**fit_stages(model), **stages}
+        self.fit_stages_ = {**model.fit_stages(), **stages}
         logger.info("engine fitted on %d interactions in %.1f s (%s)", len(data), self.fit_seconds_,
                     ", ".join(f"{k} {v:.0f} s" for k, v in self.fit_stages_.items()))
         return self
@@ -141,7 +136,7 @@ class Engine:
         """Check what ``snapshot`` serves (``changed``: external ids of items whose title the
         change set; :meth:`Snapshot.verify`), then make it the one every later read uses: a
         single reference assignment. Returns what the check covered and took."""
-        checked = snapshot.verify(changed, seed=self.config.hybrid.bi_encoder.seed)
+        checked = snapshot.verify(changed, previous=self._snapshot, seed=self.config.hybrid.bi_encoder.seed)
         self._snapshot = snapshot
         return checked
 
@@ -309,8 +304,12 @@ class Engine:
 
         ``shards``: split each retriever's index over this many FAISS shards from now on
         (``IndexConfig.shards``; default: as configured). A sharded index keeps its trained
-        structure and every shard whose items and vectors did not change; the report says which
-        (``reused_shards``).
+        structure and every shard whose items and vectors did not change.
+
+        Returns a report: ``sources`` (per candidate source, what its change did: new, changed
+        and encoded titles, ``reused_shards``, seconds), ``search`` (the same for search),
+        ``listed`` (the catalog's items), ``recommendable`` (those the recommenders know),
+        ``verified`` (items checked before the swap, and its seconds), ``seconds``.
 
         ``backend="ray"`` encodes the titles without a vector on a Ray cluster first (``workers``
         actors; ``address``: a running cluster, ``"auto"`` to find it; none: a local Ray for the
@@ -332,78 +331,21 @@ class Engine:
         return self._rebuild(catalog, backend, workers, address, shards)
 
     def _rebuild(
-        self, catalog: pd.DataFrame | None, backend: str, workers: int, address: str | None, shards: int | None
+        self, frame: pd.DataFrame | None, backend: str, workers: int, address: str | None, shards: int | None
     ) -> dict[str, Any]:
         with self._write_lock:
             snap = self.snapshot
-            categories = None
-            if catalog is None:
-                ids = [snap.items.ids[i] for i in np.flatnonzero(snap.listed)]
-                texts = [snap.item_texts[i] for i in np.flatnonzero(snap.listed)]
-            else:
-                missing = {"item_id", "text"} - set(catalog.columns)
-                if missing:
-                    raise ValueError(f"catalog lacks column(s) {sorted(missing)} (needs item_id, text)")
-                ids = catalog["item_id"].astype(str).tolist()
-                texts = [clean_text(t) or i for i, t in zip(ids, catalog["text"].fillna("").astype(str))]
-                if "category" in catalog.columns:
-                    categories = catalog["category"].fillna("").astype(str).tolist()
             start = time.perf_counter()
+            catalog = snap.catalog() if frame is None else Catalog.from_frame(frame)
             report: dict[str, Any] = {"backend": backend}
-            models = {name: _with_shards(model, shards) for name, model in snap.hybrid.models_.items()}
-            search = snap.search
-            if search is not None and shards is not None:  # a copy: the snapshot in service keeps its own
-                search = copy.copy(search)
-                search.dense_ = _with_shards(search.dense_, shards)
-            encoded: dict[str, dict[str, np.ndarray]] = {}
             if backend == "ray":
-                encoded, report["ray"] = self._encode_on_ray(snap, texts, catalog is None, workers, address)
-            if "bi_encoder" in models:
-                models["bi_encoder"], report["text_index"] = models["bi_encoder"].with_catalog(ids, texts, encoded=encoded.get("bi_encoder"))
-            listed = np.zeros(len(snap.items), dtype=bool)
-            known = snap.items.positions(ids)
-            listed[known[known >= 0]] = True
-            if "als" in models:
-                warm = np.flatnonzero(listed & models["als"].item_known_)
-                if len(warm):
-                    models["als"] = models["als"].replaced(index_=models["als"].build_index(warm))
-                else:  # e.g. a catalog of new items only: every answer is filtered to the listed items anyway
-                    report["als_index"] = "unchanged: no listed item has ALS factors yet"
-            item_texts = list(snap.item_texts)
-            for position, text in zip(known, texts):
-                if position >= 0:
-                    item_texts[position] = text
-            if search is not None:
-                if catalog is None:  # re-index what search lists now (it may hold items added since fit)
-                    listed_now = np.flatnonzero(search.listed_)
-                    search_ids, search_texts = [search.items_.ids[i] for i in listed_now], [search.item_texts_[i] for i in listed_now]
-                else:
-                    search_ids, search_texts = ids, texts
-                search, report["search_index"] = search.with_catalog(search_ids, search_texts, categories,
-                                                                     encoded=encoded.get("search"))
-            report["reused_shards"] = {name: list(getattr(model.index_, "reused_", [])) for name, model in models.items()
-                                       if hasattr(model, "index_")}
-            hybrid = snap.hybrid.replaced(models_=models)
-            model = hybrid if snap.model is snap.hybrid else snap.model.replaced(hybrid=hybrid)
-            report["verified"] = self._publish(Snapshot.of(model, listed, item_texts, search), snap.changed_titles(ids, texts))
+                catalog, report["ray"] = _encode_on_ray(snap, catalog, workers, address)
+            changed = snap.with_catalog(catalog, shards=shards)
+            report.update(changed.catalog_change())
+            report["verified"] = self._publish(changed, snap.changed_titles(catalog))
         # listed: the catalog's items; recommendable: those the recommenders know (new items join at the next fit)
-        report.update({"listed": len(ids), "recommendable": int(listed.sum()), "seconds": time.perf_counter() - start})
+        report.update({"listed": len(catalog), "recommendable": int(changed.listed.sum()), "seconds": time.perf_counter() - start})
         return report
-
-    @staticmethod
-    def _encode_on_ray(
-        snap: Snapshot, texts: list[str], same_catalog: bool, workers: int, address: str | None
-    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-        """Encode on Ray the titles the text retrievers (the bi-encoder, search's dense side) hold
-        no vector for: per retriever, title → vector for its ``with_catalog``, and reports."""
-        encoded, report = {}, {}
-        bi = snap.hybrid.models_.get("bi_encoder")
-        if bi is not None:
-            encoded["bi_encoder"], report["bi_encoder"] = encode_on_ray(bi, texts, workers=workers, address=address)
-        if snap.search is not None:
-            search_texts = [snap.search.item_texts_[i] for i in np.flatnonzero(snap.search.listed_)] if same_catalog else texts
-            encoded["search"], report["search"] = encode_on_ray(snap.search.dense_, search_texts, workers=workers, address=address)
-        return encoded, report
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -433,9 +375,6 @@ class Engine:
         another config, or in another artifact format; warns (ArtifactVersionWarning) when the
         libraries' major.minor versions differ from those it was written with.
         """
-        from ecomrec.rerank import RerankedRetriever
-        from ecomrec.retrieval.fusion import HybridRetriever
-
         with open_artifact(path, "Engine") as (folder, manifest):
             engine = cls(manifest_config(manifest, EngineConfig, folder))
             kind = manifest["facts"].get("model")
@@ -453,8 +392,6 @@ class Engine:
                 raise ArtifactError(f"{folder}: cannot read the catalog state: {exc}") from exc
             search = None
             if (folder / "search").is_dir():
-                from ecomrec.retrieval.search import TextSearch
-
                 search = TextSearch.load(folder / "search", engine.config.search)
         try:
             engine._publish(Snapshot.of(model, listed, item_texts, search))
@@ -481,17 +418,57 @@ class Snapshot:
         The catalog search (:class:`~ecomrec.retrieval.search.TextSearch`), None if not built.
     """
 
-    model: Any
-    hybrid: Any
+    model: HybridRetriever | RerankedRetriever
+    hybrid: HybridRetriever
     listed: np.ndarray
     item_texts: tuple[str, ...]
-    search: Any = None
+    search: TextSearch | None = None
 
     @classmethod
-    def of(cls, model: Any, listed: np.ndarray, item_texts: Sequence[str], search: Any = None) -> Snapshot:
+    def of(cls, model: HybridRetriever | RerankedRetriever, listed: np.ndarray, item_texts: Sequence[str],
+           search: TextSearch | None = None) -> Snapshot:
         listed = np.array(listed, dtype=bool)
         listed.setflags(write=False)
-        return cls(model, getattr(model, "hybrid", model), listed, tuple(item_texts), search)
+        hybrid = model.hybrid if isinstance(model, RerankedRetriever) else model
+        return cls(model, hybrid, listed, tuple(item_texts), search)
+
+    def catalog(self) -> Catalog:
+        """What this snapshot lists now: search's items when it has a search (it holds the items
+        catalog changes added since fit), else the recommenders' listed items."""
+        if self.search is not None:
+            listed = np.flatnonzero(self.search.listed_)
+            return Catalog.of(self.search.items_.ids[listed], [self.search.item_texts_[i] for i in listed],
+                              [self.search.categories_[i] for i in listed])
+        listed = np.flatnonzero(self.listed)
+        return Catalog.of(self.items.ids[listed], [self.item_texts[i] for i in listed])
+
+    def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> Snapshot:
+        """A new snapshot serving ``catalog``: every part's own catalog change (this one is left
+        as it was); ``shards`` splits every index over that many FAISS shards from now on."""
+        model = self.model.with_catalog(catalog, shards=shards)
+        search = None if self.search is None else self.search.with_catalog(catalog, shards=shards)
+        known = self.items.positions(catalog.item_ids)
+        listed = np.zeros(len(self.items), dtype=bool)
+        listed[known[known >= 0]] = True
+        item_texts = list(self.item_texts)
+        for position, text in zip(known, catalog.texts):
+            if position >= 0:
+                item_texts[position] = text
+        return Snapshot.of(model, listed, item_texts, search)
+
+    def catalog_change(self) -> dict[str, Any]:
+        """What the catalog change that made this snapshot did: per source, and in search."""
+        return {"sources": dict(self.hybrid.catalog_change_), "search": {} if self.search is None else dict(self.search.catalog_change_)}
+
+    def text_retrievers(self) -> dict[str, BiEncoderRetriever]:
+        """The retrievers holding title vectors: the bi-encoder source, search's dense side."""
+        out = {}
+        bi = self.hybrid.models_.get("bi_encoder")
+        if isinstance(bi, BiEncoderRetriever):
+            out["bi_encoder"] = bi
+        if self.search is not None:
+            out["search"] = self.search._check_fitted()
+        return out
 
     @property
     def users(self) -> IdMap:
@@ -501,46 +478,55 @@ class Snapshot:
     def items(self) -> IdMap:
         return self.hybrid.items_
 
-    def verify(self, changed: set[str] | frozenset[str] = frozenset(), *, seed: int = 0) -> dict[str, float]:
+    def verify(self, changed: set[str] | frozenset[str] = frozenset(), *, previous: Snapshot | None = None,
+               seed: int = 0) -> dict[str, float]:
         """Check what this snapshot serves before it is published; raise :class:`ArtifactError`
-        naming the first item served wrong. For a sample of listed items — up to
-        :data:`VERIFY_CHANGED` of ``changed`` (external ids whose title a catalog change set) and
-        :data:`VERIFY_UNCHANGED` others, per part — the ALS index holds the item's factors, the
-        bi-encoder's and search's dense index hold a fresh encoding of its current title, and
-        its exact title finds it through search's lexical side. Returns how many items were
-        checked and the seconds it took."""
+        naming the first item served wrong.
+
+        Per part, for a sample of listed items — of ``changed`` (external ids whose title a
+        catalog change set) 1 % of them, at least :data:`VERIFY_CHANGED_MIN` and at most
+        :data:`VERIFY_CHANGED`, and :data:`VERIFY_UNCHANGED` others — the ALS index holds the
+        item's factors; the bi-encoder's and search's dense index hold the vector of the item's
+        current title: a fresh encoding for changed titles, and for unchanged ones the vector
+        ``previous`` (the snapshot in service, checked when it was published) served (fresh
+        where there is none); and its exact title finds it through search's lexical side.
+        Returns how many items were checked and the seconds it took."""
         start = time.perf_counter()
         rng = np.random.default_rng(seed)
-        parts: list[tuple[Any, np.ndarray]] = []
-        als, bi = self.hybrid.models_.get("als"), self.hybrid.models_.get("bi_encoder")
+        size = min(VERIFY_CHANGED, max(VERIFY_CHANGED_MIN, int(np.ceil(0.01 * len(changed)))))
+        before = {} if previous is None else previous.text_retrievers()
+        parts: list[tuple[str, Any, np.ndarray]] = []
+        als = self.hybrid.models_.get("als")
         if als is not None:
-            parts.append((als, np.intersect1d(np.flatnonzero(self.listed), als.index_.item_ids)))
-        if bi is not None:
-            parts.append((bi, bi.index_.item_ids))
-        if self.search is not None:
-            parts.append((self.search, np.flatnonzero(self.search.listed_)))
+            parts.append(("als", als, np.intersect1d(np.flatnonzero(self.listed), als.index_.item_ids)))
+        for name, retriever in self.text_retrievers().items():
+            holder = self.search if name == "search" else retriever
+            parts.append((name, holder, retriever.index_.item_ids))
         checked = 0
-        for part, listed in parts:
-            sample = _verification_sample(part.items_.ids, listed, changed, rng)
+        for name, part, listed in parts:
+            new, kept = _verification_sample(part.items_.ids, listed, changed, size, rng)
+            served = np.zeros(len(kept), bool)
             try:
-                part.verify_items(sample)
+                if name in before:  # unchanged titles: the vectors the snapshot in service served for them
+                    expected, served = before[name].served_vectors(part.items_.ids[kept], [part.item_texts_[i] for i in kept])
+                    part.verify_items(kept[served], expected[served])
+                part.verify_items(np.r_[new, kept[~served]])  # the others: fresh encodings
             except ArtifactError as error:
                 raise ArtifactError(f"nothing published: {error}") from None
-            checked += len(sample)
+            checked += len(new) + len(kept)
         return {"items": checked, "seconds": time.perf_counter() - start}
 
-    def changed_titles(self, ids: Sequence[str], texts: Sequence[str]) -> set[str]:
-        """External ids among ``ids`` whose title in ``texts`` is not what this snapshot serves
-        (new items included)."""
-        holder = self.search.dense_ if self.search is not None else self.hybrid.models_.get("bi_encoder")
-        served = dict(zip(map(str, holder.items_.ids), holder.item_texts_)) if holder is not None else dict(zip(map(str, self.items.ids), self.item_texts))
-        return {i for i, t in zip(ids, texts) if served.get(i) != t}
+    def changed_titles(self, catalog: Catalog) -> set[str]:
+        """External ids of ``catalog`` whose title is not what this snapshot serves (new items included)."""
+        served = self.catalog()
+        titles = dict(zip(served.item_ids, served.texts))
+        return {i for i, t in zip(catalog.item_ids, catalog.texts) if titles.get(i) != t}
 
     def answer(self, users: np.ndarray, k: int, fresh: Any, exclude: Any, allow: Any, explain: bool) -> Candidates:
         """Candidates (or reranked recommendations, with ``explain``) for users with a history."""
         if not len(users):
             return Candidates.empty(0, k)
-        if explain:
+        if explain and isinstance(self.model, RerankedRetriever):
             return self.model.recommend(users, k, user_items=fresh, exclude=exclude, allow=allow)
         return self.hybrid.candidates(users, k, user_items=fresh, exclude=exclude, allow=allow)
 
@@ -587,41 +573,35 @@ class Snapshot:
         return wanted[listed[wanted]]
 
 
-#: Items per part a swap check covers: of those whose title the change set, and of the others.
+#: Items per part a swap check covers: of those whose title the change set (1 % of them, within
+#: these bounds), and of the others.
+VERIFY_CHANGED_MIN = 2
 VERIFY_CHANGED = 16
 VERIFY_UNCHANGED = 8
 
 
-def _verification_sample(ids: Sequence[object], listed: np.ndarray, changed: set[str] | frozenset[str], rng: np.random.Generator) -> np.ndarray:
-    """Up to :data:`VERIFY_CHANGED` listed items whose external id is in ``changed`` and up to
-    :data:`VERIFY_UNCHANGED` other listed items (dense indices, sorted)."""
+def _verification_sample(
+    ids: Sequence[object], listed: np.ndarray, changed: set[str] | frozenset[str], size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(up to ``size`` listed items whose external id is in ``changed``, up to
+    :data:`VERIFY_UNCHANGED` other listed items), dense indices, sorted."""
     is_changed = np.fromiter((str(ids[i]) in changed for i in listed), dtype=bool, count=len(listed)) if changed else np.zeros(len(listed), bool)
-    picked = [rng.choice(group, size=min(size, len(group)), replace=False)
-              for group, size in ((listed[is_changed], VERIFY_CHANGED), (listed[~is_changed], VERIFY_UNCHANGED)) if len(group)]
-    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+    return tuple(np.sort(rng.choice(group, size=min(k, len(group)), replace=False))  # type: ignore[return-value]
+                 for group, k in ((listed[is_changed], size), (listed[~is_changed], VERIFY_UNCHANGED)))
 
 
-def _with_shards(model: Any, shards: int | None) -> Any:
-    """``model`` (a retriever) with its index split over ``shards`` FAISS shards from its next
-    index build on; itself when ``shards`` is None or it has no index config."""
-    config = getattr(model, "config", None)
-    if shards is None or not hasattr(config, "index") or config.index.shards == shards:
-        return model
-    return model.replaced(config=config.replace(index=config.index.replace(shards=shards)))
-
-
-def fit_stages(model: Any) -> dict[str, float]:
-    """Seconds each stage of fitting ``model`` took: the hybrid's sources and tuning, the
-    reranker's training examples and models."""
-    hybrid = getattr(model, "hybrid", model)
-    stages = dict(getattr(hybrid, "fit_seconds_", {}))
-    training = getattr(getattr(model, "reranker", None), "training_", {}) or {}
-    stages.update({f"rerank_{k}": v for k, v in training.get("fit_seconds_by_stage", {}).items()})
-    return stages
+def _encode_on_ray(snap: Snapshot, catalog: Catalog, workers: int, address: str | None) -> tuple[Catalog, dict[str, Any]]:
+    """``catalog`` carrying, for each text retriever, the vectors of the titles it holds none
+    for, encoded on Ray; and a report per retriever."""
+    report = {}
+    for name, retriever in snap.text_retrievers().items():
+        encoded, report[name] = encode_on_ray(retriever, catalog.texts, workers=workers, address=address)
+        catalog = catalog.with_encoded(retriever.model_hash_, {**catalog.encoded.get(retriever.model_hash_, {}), **encoded})
+    return catalog, report
 
 
 def _as_list(values: object, what: str) -> list:
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"{what} must be a list of ids, got {type(values).__name__}")
     return list(values)  # type: ignore[call-overload]
 

@@ -7,6 +7,7 @@ cross-encoder's early stopping, and index validation against exact search.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -166,3 +167,19 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
         for b, mp, fo in zip(filled, predicted, observed)
     ]
     return ece, table
+
+
+def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Mean per-user difference and its 95 % percentile-bootstrap interval (users resampled in
+    pairs, ``scipy.stats.bootstrap``)."""
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    diff = a - b
+    if np.ptp(diff) == 0:  # every user differs by the same amount: no spread to resample
+        low = high = float(diff[0]) if len(diff) else float("nan")
+    else:
+        result = bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
+                           n_resamples=samples, confidence_level=0.95, method="percentile", random_state=seed)
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return {"mean_diff": float(diff.mean()), "ci95": [low, high], "users": int(len(diff)), "excludes_zero": bool(low > 0 or high < 0)}

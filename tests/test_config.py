@@ -36,8 +36,11 @@ def test_nested_and_tuple_fields_round_trip() -> None:
         (lambda: ProtocolConfig(ks=(20, 50)), "ks"),
         (lambda: BiEncoderConfig(warmup_ratio=1.0), "warmup_ratio"),  # the trainer would read 1.0 as one step
         (lambda: RerankConfig(cutoffs=1), "cutoffs"),
-        (lambda: RerankConfig(text=True, text_join="joint", cross_encoder=CrossEncoderConfig(subtract_item_prior=True)),
-         "subtract_item_prior"),
+        (lambda: CrossEncoderConfig(layers=3, joined_layers=4), "joined_layers"),
+        (lambda: ALSConfig(alpha=True), "alpha"),  # a bool is not a number
+        (lambda: ALSConfig(regularization="3"), "regularization"),  # nor is a string
+        (lambda: ALSConfig(factors=8.0), "factors"),  # an int field takes ints only
+        (lambda: RerankConfig(text="yes"), "text"),
     ],
 )
 def test_invalid_values_name_the_field(build, field) -> None:
@@ -46,7 +49,21 @@ def test_invalid_values_name_the_field(build, field) -> None:
 
 
 def test_unknown_keys_and_hash_changes() -> None:
-    with pytest.raises(ValueError, match="no field"):
+    with pytest.raises(ValueError, match="factor"):
         ALSConfig.from_dict({"factor": 3})
+    with pytest.raises(ValueError, match="frozen"):
+        ALSConfig().factors = 3  # type: ignore[misc]
     assert ALSConfig().config_hash() != ALSConfig(factors=7).config_hash()
     assert ALSConfig().replace(factors=7) == ALSConfig(factors=7)
+    with pytest.raises(ValueError, match="factors"):
+        ALSConfig().replace(factors=-1)  # replace validates again
+
+
+def test_engine_config_round_trips_through_toml() -> None:
+    from ecomrec.config import EngineConfig
+
+    config = EngineConfig(use_reranker=False, rerank=RerankConfig(text=True, cutoffs=3))
+    assert EngineConfig.from_toml_text(config.to_toml()) == config
+    assert EngineConfig.from_toml_text("[rerank]\ntext = true\n").rerank.text is True  # missing keys keep defaults
+    with pytest.raises(ValueError, match="trees"):
+        EngineConfig.from_toml_text("[rerank]\ntrees = 0\n")

@@ -267,7 +267,7 @@ def test_new_items_are_searchable_at_once_and_recommended_after_refit(saved, dat
     engine = Engine.load(saved)
     catalog = pd.DataFrame({"item_id": list(data.items.ids) + ["NEW1"], "text": list(data.item_texts) + ["tartan picnic umbrella"]})
     report = engine.rebuild_index(catalog)
-    assert report["text_index"]["new"] == 1 and report["text_index"]["encoded"] == 1  # only the new title is embedded
+    assert report["sources"]["bi_encoder"]["new"] == 1 and report["sources"]["bi_encoder"]["encoded"] == 1  # only the new title is embedded
     assert engine.search("tartan umbrella", k=1).item_ids[0, 0] == "NEW1"
     recs = engine.recommend(["u00001", "u00002"], k=20)
     assert "NEW1" not in set(recs.item_ids.ravel())  # no purchase data yet: not in recommendations
@@ -282,11 +282,11 @@ def test_a_sharded_rebuild_serves_exactly_what_one_index_serves(saved, data, tmp
     engine.rebuild_index(catalog)
     one = (engine.search(["garden", "red mug"], k=10), engine.recommend(["u00001", "u00002"], k=10), engine.candidates(["u00003"], k=30))
     report = engine.rebuild_index(catalog, shards=3)
-    assert set(report["reused_shards"]) >= {"als", "bi_encoder"}
+    assert {"als", "bi_encoder"} <= set(report["sources"]) and "reused_shards" in report["search"]
     indexes = [engine.snapshot.hybrid.models_[name].index_ for name in ("als", "bi_encoder")] + [engine.snapshot.search.dense_.index_]
     assert all(isinstance(index, ShardedIndex) and index.n_shards == 3 for index in indexes)
     again = engine.rebuild_index(catalog)  # shards stay as configured; nothing changed, every shard kept
-    assert again["reused_shards"]["bi_encoder"] == again["reused_shards"]["als"] == [0, 1, 2]
+    assert again["sources"]["bi_encoder"]["reused_shards"] == again["sources"]["als"]["reused_shards"] == [0, 1, 2]
     loaded = Engine.load(engine.save(tmp_path / "sharded"))
     for current in (engine, loaded):
         got = (current.search(["garden", "red mug"], k=10), current.recommend(["u00001", "u00002"], k=10), current.candidates(["u00003"], k=30))
@@ -300,7 +300,7 @@ def test_a_catalog_of_new_items_only_is_served(saved) -> None:
     engine = Engine.load(saved)
     catalog = pd.DataFrame({"item_id": ["NEW1", "NEW2"], "text": ["tartan picnic umbrella", "copper kettle"]})
     report = engine.rebuild_index(catalog)
-    assert report["listed"] == 2 and report["recommendable"] == 0 and "als_index" in report  # no listed item has purchase data: ALS keeps its index
+    assert report["listed"] == 2 and report["recommendable"] == 0 and "unchanged" in report["sources"]["als"]["index"]  # no listed item has purchase data: ALS keeps its index
     assert engine.search("copper kettle", k=1).item_ids[0, 0] == "NEW2"
     recs = engine.recommend(["u00001"], k=5)
     assert not set(recs.item_ids.ravel()) - {None}  # nothing the old catalog held is recommended

@@ -172,7 +172,7 @@ class Dataset:
         """int64 indices of the items a shop could list at ``cutoff`` (default: after the last
         purchase), or None for every item. A product table lists items before anyone buys them;
         a catalog derived from the log knows an item only from its first sale, so an item first
-        sold at or after ``cutoff`` was unknowable then (DESIGN.md, protocol: no leak through
+        sold at or after ``cutoff`` was unknowable then (docs/evaluation.md: no leak through
         the catalog)."""
         if not self.catalog_from_log:
             return None

@@ -1,4 +1,4 @@
-"""Temporal splits: history before a cutoff, targets in a window after it (DESIGN.md's protocol).
+"""Temporal splits: history before a cutoff, targets in a window after it (the protocol of docs/evaluation.md).
 
 The data layer owns splitting by time: evaluation scores methods on these splits, and fusion
 and the reranker tune on validation splits inside the training data.

@@ -1,4 +1,4 @@
-"""The fixed offline evaluation protocol (DESIGN.md): one split, every method, one report.
+"""The fixed offline evaluation protocol (docs/evaluation.md): one split, every method, one report.
 
 - History is everything before ``test_from``; targets are purchases in ``[test_from, test_to]``.
 - Evaluated users bought at least once in each. Targets: the distinct items a user bought in
@@ -29,8 +29,9 @@ from ecomrec.data.dataset import Dataset
 from ecomrec.evaluation.latency import LatencyStats, time_calls
 from ecomrec.timing import Stopwatch
 from ecomrec.data.split import EvalSplit, make_split
-from ecomrec.metrics import expected_calibration_error, hits, ranking_metrics
+from ecomrec.metrics import expected_calibration_error, hits, paired_bootstrap, ranking_metrics
 from ecomrec.evaluation.report import BenchmarkReport, environment
+from ecomrec.evaluation.slices import pooled, slice_values, summarise
 from ecomrec.retrieval import RETRIEVERS, Candidates, Retriever
 from ecomrec.retrieval.base import ScoringRetriever
 
@@ -96,7 +97,7 @@ def build_method(run: BenchmarkRun, name: str) -> Retriever:
 
 def examples_key(config: Any) -> str:
     """What a reranker's training examples depend on: methods whose configs agree here share them."""
-    fields = ("cutoff_count", "window_days", "min_window_users", "candidates", "new_item_lists", "example_bi_encoder_pairs")
+    fields = ("cutoff_count", "window_days", "min_window_users", "candidates", "example_bi_encoder_pairs")
     return json.dumps({f: getattr(config, f) for f in fields}, sort_keys=True)
 
 
@@ -113,22 +114,6 @@ def evaluate_candidates(
     return (means, {"all": all_users, "new": new_users}) if per_user else means
 
 
-def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Mean per-user difference and its 95 % percentile-bootstrap interval (users resampled in
-    pairs, ``scipy.stats.bootstrap``)."""
-    from scipy.stats import bootstrap
-
-    a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
-    diff = a - b
-    if np.ptp(diff) == 0:  # every user differs by the same amount: no spread to resample
-        low = high = float(diff[0]) if len(diff) else float("nan")
-    else:
-        result = bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
-                           n_resamples=samples, confidence_level=0.95, method="percentile", random_state=seed)
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    return {"mean_diff": float(diff.mean()), "ci95": [low, high], "users": int(len(diff)), "excludes_zero": bool(low > 0 or high < 0)}
-
-
 #: Users grouped by how many distinct items they bought before the split.
 HISTORY_BUCKETS = ((1, 5), (6, 20), (21, 60), (61, None))
 
@@ -141,8 +126,6 @@ def breakdown(
 
     ``methods``: name → (its ``all`` ranking, its ``new`` ranking, its per-user metrics).
     """
-    from ecomrec.evaluation.slices import summarise
-
     distinct = split.seen.getnnz(axis=1)
     by_history: dict[str, list[dict[str, Any]]] = {"all": [], "new": []}
     for target in ("all", "new"):
@@ -222,8 +205,6 @@ def _benchmark(
     protocol: ProtocolConfig, show_progress: bool | None, fitted: dict[str, Retriever] | None,
 ) -> tuple[BenchmarkReport, list[Any]]:
     """:func:`benchmark`, and the per-user slice values of its breakdown methods (for pooling)."""
-    from ecomrec.evaluation.slices import slice_values
-
     data, dataset_info = _load(data)
     chosen = list(methods) if methods is not None else list(METHOD_ORDER)
     unknown = [m for m in chosen if m not in METHOD_ORDER]
@@ -276,8 +257,6 @@ def benchmark_origins(
     Returns ``{"origins": {origin: report dict}, "pooled": {"origins", "slices"}}``;
     :func:`origins_markdown` renders it.
     """
-    from ecomrec.evaluation.slices import pooled, summarise
-
     data, dataset_info = _load(data)
     starts = sorted(pd.Timestamp(o) for o in origins)
     if not starts:
@@ -428,7 +407,6 @@ __all__ = [
     "fit_stage",
     "index_check",
     "evaluate_candidates",
-    "paired_bootstrap",
     "score_retriever",
     "top_k_agreement",
 ]

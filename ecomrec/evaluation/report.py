@@ -1,4 +1,4 @@
-"""The benchmark report: JSON in DESIGN.md's shape, a Markdown table, PNG plots."""
+"""The benchmark report: JSON in the shape docs/evaluation.md gives, a Markdown table, PNG plots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ecomrec import __version__
+from ecomrec.version import __version__
 from ecomrec.artifacts import library_versions
 from ecomrec.device import resolve_device
 
@@ -143,24 +143,14 @@ class BenchmarkReport:
                 weights = ", ".join(f"{s} {w:g}" for s, w in info.get("weights", {}).items() if w > 0)
                 lines.append(f"| {method} | fusion, validation from {tuning['start'][:10]} ({tuning['users']:,} users) | "
                              f"{tuning['kept']}: {weights}; depth {tuning['depth']} | mean recall@50/100/200 {tuning['objective']:.4f} |")
-            tuned = info.get("source_tuning")
-            if tuned:
-                for source in ("popularity", "itemknn", "als"):
-                    if source in tuned:
-                        values = {k: v for k, v in tuned[source].items() if k not in ("configured", "configured_score", "best_score", "tried", "trials")}
-                        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
-                        lines.append(f"| {method} | {source} knobs, validation from {tuned['start'][:10]} ({tuned['users']:,} users) | "
-                                     f"{shown} | alone {tuned[source]['best_score']:.4f} (configured {tuned[source]['configured_score']:.4f}) |")
             check = info.get("training", {}).get("validation")
-            if check and "by_list" in check:
+            if check:
                 for kind, by_list in check["by_list"].items():
                     kept = check["order"][kind]
+                    text = f", with text score {_fmt(by_list['purchase_model_text_ndcg@10'])}" if "purchase_model_text_ndcg@10" in by_list else ""
                     lines.append(f"| {method} | reranker on {kind} lists, cutoff {check['cutoff']} ({by_list['lists']:,} lists) | "
-                                 f"{kept} order | ndcg@10 model {_fmt(by_list.get('purchase_model_ndcg@10'))}, fused "
+                                 f"{kept} order | ndcg@10 model {_fmt(by_list.get('purchase_model_ndcg@10'))}{text}, fused "
                                  f"{_fmt(by_list.get('fused_ndcg@10'))}, kept {_fmt(by_list.get(f'{kept}_ndcg@10'))} |")
-            elif check:
-                lines.append(f"| {method} | reranker, cutoff {check['cutoff']} | {'kept' if check['kept'] else 'bypassed'} | "
-                             f"ndcg@10 model {_fmt(check['reranked_ndcg@10'])}, fused {_fmt(check['fused_ndcg@10'])} |")
             calibration = info.get("training", {}).get("calibration")
             if calibration:
                 cells = ", ".join(f"{way} {calibration[way]['within_kinds']:.4f}" for way in ("one_fit", "per_list_kind"))

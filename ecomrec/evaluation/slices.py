@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ecomrec.data.split import EvalSplit
-from ecomrec.metrics import ranking_metrics
+from ecomrec.metrics import paired_bootstrap, ranking_metrics
 
 #: An item first sold this many days before the cutoff or later is a new arrival.
 NEW_ARRIVAL_DAYS = 30
@@ -129,8 +129,6 @@ def pooled(origins: list[list[SliceValues]]) -> list[SliceValues]:
 def summarise(values: list[SliceValues], seed: int = 0) -> list[dict[str, Any]]:
     """The slice table: per slice users, targets, each method's mean recall@10 / ndcg@10 and the
     paired-bootstrap intervals of :data:`SLICE_COMPARISONS` on the slice's metric."""
-    from ecomrec.evaluation.protocol import paired_bootstrap
-
     table = []
     for v in values:
         row: dict[str, Any] = {"slice": v.slice, "ranking": v.ranking, "metric": v.metric, "users": v.users,

@@ -320,6 +320,11 @@ class ShardedIndex:
             raise NotFittedError("ShardedIndex (call build(...) or load(...))")
 
 
+def reused_shards(index: VectorIndex | ShardedIndex) -> list[int]:
+    """The shards a sharded index's build took over unchanged (none for one index)."""
+    return list(index.reused_) if isinstance(index, ShardedIndex) else []
+
+
 def new_index(config: IndexConfig) -> VectorIndex | ShardedIndex:
     """An unbuilt index for ``config``: one :class:`VectorIndex`, or with ``config.shards`` > 1
     a :class:`ShardedIndex` of that many shards."""

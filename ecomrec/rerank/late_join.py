@@ -16,12 +16,9 @@ same tokens, kept to measure what the late join costs in ranking quality.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -47,8 +44,6 @@ class LateJoinCrossEncoder(nn.Module):
         Layers kept: ``layers - 1`` read user and item apart, the last one joins them.
     user_tokens, item_tokens
         Token budgets (user context incl. [CLS]/[SEP]; item title incl. its [SEP]).
-    n_features
-        Extra numeric features joined with the text representation in the head (0 = text only).
     joined_layers
         Top layers that read user and item together (1: the late join; ``layers``: full attention).
     pretrained
@@ -57,7 +52,7 @@ class LateJoinCrossEncoder(nn.Module):
     """
 
     def __init__(
-        self, base_model: str | None, layers: int, user_tokens: int, item_tokens: int, n_features: int = 0, *,
+        self, base_model: str | None, layers: int, user_tokens: int, item_tokens: int, *,
         joined_layers: int = 1, pretrained: bool = True,
     ) -> None:
         super().__init__()
@@ -87,9 +82,7 @@ class LateJoinCrossEncoder(nn.Module):
         self.lower = bert
         self.user_tokens, self.item_tokens = user_tokens, item_tokens
         self.heads = bert.config.num_attention_heads
-        hidden = bert.config.hidden_size
-        self.n_features = n_features
-        self.head = nn.Sequential(nn.Linear(hidden + n_features, 64), nn.GELU(), nn.Linear(64, 1))
+        self.head = nn.Sequential(nn.Linear(bert.config.hidden_size, 64), nn.GELU(), nn.Linear(64, 1))
 
     def save_architecture(self, folder: str | Path) -> None:
         """Write what rebuilding this model needs besides its weights: the BERT config (with
@@ -137,7 +130,6 @@ class LateJoinCrossEncoder(nn.Module):
         items: Segments,
         user_index: torch.Tensor,
         item_index: torch.Tensor,
-        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [pairs] for pairs (``users[user_index[p]]``, ``items[item_index[p]]``)."""
         attention, layer = self.top.attention, self.top
@@ -156,10 +148,6 @@ class LateJoinCrossEncoder(nn.Module):
         out = layer.output.LayerNorm(layer.output.dropout(layer.output.dense(layer.intermediate(joined))) + joined)
         item_mask = items.mask[item_index].unsqueeze(-1).to(out.dtype)
         pooled = (out * item_mask).sum(dim=1) / item_mask.sum(dim=1).clamp(min=1.0)
-        if self.n_features:
-            if features is None:
-                raise ValueError(f"this model reads {self.n_features} features per pair; none were given")
-            pooled = torch.cat([pooled, features.to(pooled.dtype)], dim=-1)
         return self.head(pooled).squeeze(-1)
 
     def _read_together(self, user_h: torch.Tensor, item_h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,24 +156,20 @@ class LateJoinCrossEncoder(nn.Module):
         bias = torch.zeros(mask.shape, dtype=hidden.dtype, device=hidden.device)
         bias = bias.masked_fill(~mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
         for joined in self.middle:
-            out = joined(hidden, bias)
+            out = joined(hidden, attention_mask=bias)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden[:, : user_h.shape[1]], hidden[:, user_h.shape[1] :]
 
     def _attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention of the item tokens' queries over the pair's keys and values
+        (``mask``: bool [pairs, keys], True = a real token), through torch's fused kernel."""
         pairs, q_len, hidden = query.shape
         head_dim = hidden // self.heads
 
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.view(pairs, x.shape[1], self.heads, head_dim).transpose(1, 2)
 
-        bias = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(~mask, float("-inf"))
-        scores = split(query) @ split(keys).transpose(-1, -2) / math.sqrt(head_dim) + bias[:, None, None, :]
-        weights = torch.softmax(scores, dim=-1)
-        weights = self.top.attention.self.dropout(weights) if self.training else weights
-        return (weights @ split(values)).transpose(1, 2).reshape(pairs, q_len, hidden)
-
-
-def state_numpy(model: Any) -> dict[str, np.ndarray]:
-    """A module's weights as numpy arrays (for hashing and ``.npz``-free comparisons)."""
-    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+        dropout = self.top.attention.self.dropout.p if self.training else 0.0
+        context = nn.functional.scaled_dot_product_attention(split(query), split(keys), split(values),
+                                                             attn_mask=mask[:, None, None, :], dropout_p=dropout)
+        return context.transpose(1, 2).reshape(pairs, q_len, hidden)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -17,20 +18,18 @@ import scipy.sparse as sp
 from ecomrec.artifacts import load_npz, manifest_config, open_artifact, write_artifact
 from ecomrec.config import TEXT_SOURCES, RerankConfig
 from ecomrec.exceptions import ArtifactError, NotFittedError
+from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.text import history_text
 from ecomrec.rerank.examples import Examples, examples_at
 from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names
 from ecomrec.rerank.purchase import PurchaseModel, fit_platt
-from ecomrec.rerank.text_model import BehaviourInput, TextScorer
+from ecomrec.rerank.text_model import TextScorer
 from ecomrec.retrieval.base import Query, Retriever
 from ecomrec.candidates import Candidates
 
 logger = logging.getLogger(__name__)
 
-
-#: The feature that says an item was never bought before the cutoff (its buyer count, log1p).
-COLD_FEATURE = "item_buyers_log"
 
 #: The widest purchase window :func:`window_days` widens to on a thin log.
 MAX_WINDOW_DAYS = 365
@@ -93,26 +92,31 @@ def training_examples(
     out = []
     for cutoff in cutoffs:
         probe = hybrid.as_of(data.between(None, cutoff), bi)
-        lists = [examples_at(probe, data, cutoff, window, config.candidates, cfg.history_items, cfg.history_chars)]
-        if config.new_item_lists:
-            lists.append(examples_at(probe, data, cutoff, window, config.candidates, cfg.history_items,
-                                     cfg.history_chars, new_items_only=True))
-        out.append(_concat(lists))
+        out.append(_concat([examples_at(probe, data, cutoff, window, config.candidates, cfg.history_items, cfg.history_chars,
+                                        new_items_only=new) for new in (False, True)]))  # full lists, and without past purchases
         logger.info("rerank examples at %s: %d users, %.2f positives per user in the top %d",
                     cutoff.date(), len(out[-1]), out[-1].labels.sum(axis=1).mean(), config.candidates)
     return out
 
 
+#: The purchase model's order, and the order of the purchase model that reads BERT's text score too.
+MODEL_ORDER = "purchase_model"
+TEXT_ORDER = "purchase_model_text"
+#: Ways to calibrate (:meth:`PurchaseReranker._fit_calibration`): one Platt fit for both kinds of list, or one per kind.
+CALIBRATIONS = ("one_fit", "per_list_kind")
+
+
 class PurchaseReranker:
     """Reorders candidates by calibrated P(purchase | user, item).
 
-    The model reads the collaborative features the candidate stage computed and, with
-    ``config.text``, the cross-encoder's reading of (user history text, item title), joined as
-    ``config.text_join`` says: stacked into the tree model as one more feature, as one network
-    over text and features, or as a text path on the tree model's residual. The tree model
-    learns from the second-to-last training cutoff, the last stops every model's training early
-    and calibrates the result; a stacked or residual text model learns from the cutoffs before
-    (out-of-time for the trees), the joint network from every cutoff but the last.
+    The purchase model (LightGBM ``lambdarank`` over the collaborative features) learns from
+    the second-to-last training cutoff; the last stops its training early, calibrates it and
+    judges it. With ``config.text`` a BERT cross-encoder learns from the cutoffs before, and a
+    second purchase model reads its score as one more feature. For each kind of list (full
+    lists, and lists without the user's purchases), validation keeps the order that ranks best
+    on the last cutoff: a purchase model's, the fused order, or one source's own; the text model
+    only where it beats the model without it. Where no kind keeps it, the cross-encoder is
+    dropped: serving never runs it.
     """
 
     def __init__(self, config: RerankConfig | None = None, *, show_progress: bool | None = None) -> None:
@@ -130,191 +134,157 @@ class PurchaseReranker:
         examples = examples or training_examples(data, hybrid, cfg, show_progress=self.show_progress)
         examples_seconds = time.perf_counter() - start
         self.sources_ = sorted(hybrid.quotas_)
-        self.columns_ = self._kept_columns()
-        self.names_ = [feature_names(self.sources_)[c] for c in self.columns_] + (["text_score"] if self._stacked else [])
-        examples = [dataclasses.replace(e, features=self._read(e.features)) for e in examples]
+        self.names_ = feature_names(self.sources_)
         fit_on, valid = examples[-2], examples[-1]
         self.item_texts_ = [str(t) for t in data.item_texts]
-        if self._stacked:
-            train = _concat(examples[:-2])
-            self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, show_progress=self.show_progress).fit(train, valid)
-        x, y, groups = self._matrix(fit_on)
-        x_valid, y_valid, groups_valid = self._matrix(valid)
-        self.model_ = PurchaseModel(
-            trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate, min_child_samples=cfg.min_child_samples,
-            seed=cfg.seed, objective=cfg.objective,
-        ).fit(x, y, x_valid, y_valid, self.names_, groups, groups_valid)
-        if cfg.text and not self._stacked:
-            self.text_ = self._joined_text_model(examples)
-        margin, _ = self._margins(valid.texts, valid.candidates, valid.features, {})
-        calibration = self._fit_calibration(valid, margin)
-        validation = self._validation_check(valid, self._calibrated(margin, valid.new_lists))
+        text: dict[int, np.ndarray] = {}
+        if cfg.text:
+            self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, show_progress=self.show_progress).fit(_concat(examples[:-2]), valid)
+            text = {id(e): self.text_.score(e.texts, e.candidates.item_ids) for e in (fit_on, valid)}
+        self.models_ = {MODEL_ORDER: self._train(fit_on, valid)}
+        if cfg.text:
+            self.models_[TEXT_ORDER] = self._train(fit_on, valid, text[id(fit_on)], text[id(valid)])
+        margins = {name: self._margin(name, valid.candidates, valid.features, text.get(id(valid))) for name in self.models_}
+        calibration = {name: self._fit_calibration(name, valid, margin) for name, margin in margins.items()}
+        validation = self._validation_check(valid, {name: self._calibrated(name, m, valid.new_lists) for name, m in margins.items()})
+        text_log = self.text_.log if self.text_ is not None else []
+        if TEXT_ORDER not in validation["order"].values():  # the text score won nowhere: serving never runs BERT
+            self.text_ = None
+            self.models_.pop(TEXT_ORDER, None)
         self.stats_ = CollaborativeStats.of(data)
-        self.history_texts_ = data.history_texts(max_items=hybrid.config.bi_encoder.history_items, max_chars=hybrid.config.bi_encoder.history_chars)
-        self.history_items_ = hybrid.config.bi_encoder.history_items
-        self.history_chars_ = hybrid.config.bi_encoder.history_chars
+        bi = hybrid.config.bi_encoder
+        self.history_texts_ = data.history_texts(max_items=bi.history_items, max_chars=bi.history_chars)
+        self.history_items_, self.history_chars_ = bi.history_items, bi.history_chars
         self.training_ = {
             "cutoffs": [str(e.cutoff.date()) for e in examples],
             "window_days": int((examples[-1].cutoff - examples[-2].cutoff).days),
             "users_per_cutoff": [len(e) for e in examples],
             "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
             "validation": validation,
-            "calibration": calibration,
-            "text_join": cfg.text_join if cfg.text else None,
-            "trees": int(self.model_.booster.best_iteration),
-            "importance": self.model_.importance(),
-            "text_log": self.text_.log if self.text_ is not None else [],
+            "calibration": calibration[MODEL_ORDER],
+            "calibration_by_model": calibration,
+            "trees": {name: int(model.booster.best_iteration) for name, model in self.models_.items()},
+            "importance": {name: model.importance() for name, model in self.models_.items()},
+            "text_log": text_log,
             "fit_seconds_by_stage": {"examples": examples_seconds, "models": time.perf_counter() - start - examples_seconds},
         }
         return self
 
-    def _kept_columns(self) -> np.ndarray:
-        """Indices of the collaborative features the models read (all but ``config.drop_features``)."""
-        names = feature_names(self.sources_)
-        unknown = sorted(set(self.config.drop_features) - set(names))
-        if unknown:
-            raise ValueError(f"drop_features names unknown feature(s) {unknown}; known: {names}")
-        return np.array([i for i, n in enumerate(names) if n not in self.config.drop_features], dtype=np.int64)
+    def with_interactions(self, data: Dataset) -> PurchaseReranker:
+        """A copy reading the collaborative statistics and history texts of ``data`` (the same
+        models: nothing is trained); items ``data`` adds get the cross-encoder's item states."""
+        out = copy.copy(self)
+        out.stats_ = CollaborativeStats.of(data)
+        out.history_texts_ = data.history_texts(max_items=self.history_items_, max_chars=self.history_chars_)
+        out.item_texts_ = [str(t) for t in data.item_texts]
+        if self.text_ is not None and len(out.item_texts_) > len(self.item_texts_):
+            out.text_ = self.text_.with_items(out.item_texts_)
+        return out
 
-    def _read(self, features: np.ndarray) -> np.ndarray:
-        """The kept columns of candidate features (float [n, k, all features])."""
-        return features[..., self.columns_]
+    def fit_stages(self) -> dict[str, float]:
+        """Seconds the training examples and the models took."""
+        return dict(self.training_.get("fit_seconds_by_stage", {}))
 
-    def _joined_text_model(self, examples: list[Examples]) -> TextScorer:
-        """The text model of ``text_join`` ``residual`` (a text path on what the fitted tree
-        model leaves, from the cutoffs before the tree model's) or ``joint`` (one network over
-        text and features, from every cutoff but the last); both listwise, early-stopped on the
-        last cutoff."""
-        cfg, valid = self.config, examples[-1]
-        if cfg.text_join == "residual":
-            scorer = TextScorer(cfg.cross_encoder, self.item_texts_, listwise=True, show_progress=self.show_progress)
-            return scorer.fit(_concat(examples[:-2]), valid, base=self._feature_margin)
-        if COLD_FEATURE not in self.names_:
-            raise ValueError(f"the joint model needs {COLD_FEATURE} (which items were never bought); do not drop it")
-        train = _concat(examples[:-1])
-        behaviour = BehaviourInput.fit(train.features[train.candidates.item_ids >= 0], cold_column=self.names_.index(COLD_FEATURE))
-        scorer = TextScorer(cfg.cross_encoder, self.item_texts_, behaviour=behaviour, listwise=True, show_progress=self.show_progress)
-        return scorer.fit(train, valid)
+    def _features(self, name: str, features: np.ndarray, text: np.ndarray | None) -> np.ndarray:
+        """float [n, k, f] what model ``name`` reads: the collaborative features, and for the
+        text model the text score last."""
+        if name != TEXT_ORDER:
+            return features
+        assert text is not None
+        return np.concatenate([features, text[..., None]], axis=-1)
 
-    @property
-    def _stacked(self) -> bool:
-        """Whether the text score is one more feature of the tree model."""
-        return self.config.text and self.config.text_join == "stack"
+    def _train(self, fit_on: Examples, valid: Examples, text: np.ndarray | None = None, text_valid: np.ndarray | None = None) -> PurchaseModel:
+        """A purchase model on ``fit_on``'s candidates (with the text score as one more feature
+        when given), early-stopped on ``valid``'s ndcg@10."""
+        name = MODEL_ORDER if text is None else TEXT_ORDER
 
-    def _validation_check(self, valid: Examples, p: np.ndarray) -> dict[str, Any]:
-        """Which order each kind of list keeps, by ndcg@10 on the last cutoff's lists: the purchase
-        model's, the fused order, or one source's own order (e.g. popularity, on a shop where
-        nothing personal beats it for items new to the user). Full lists and new-item lists
-        (``exclude="seen"``) are judged apart: a model can win on one and lose on the other.
+        def rows(examples: Examples, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            shown = examples.candidates.item_ids >= 0
+            per_user = shown.sum(axis=1)
+            return self._features(name, examples.features, scores)[shown], examples.labels[shown], per_user[per_user > 0]
 
-        With ``config.keep_only_if_better`` an order replaces the fused one only when it gains
-        (the purchase model first, then a source only if it beats both), else the purchase model
-        orders every list. The same cutoff stopped the model's training early, which favours
-        keeping it: a reranker that loses here loses for sure.
+        cfg = self.config
+        model = PurchaseModel(trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate,
+                              min_child_samples=cfg.min_child_samples, seed=cfg.seed)
+        return model.fit(*rows(fit_on, text), *rows(valid, text_valid), self.names_ + (["text_score"] if text is not None else []))
+
+    def _margin(self, name: str, candidates: Candidates, features: np.ndarray, text: np.ndarray | None) -> np.ndarray:
+        """float64 [n, k] model ``name``'s log-odds before calibration (NaN for padding)."""
+        shown = candidates.item_ids >= 0
+        out = np.full(shown.shape, np.nan)
+        if shown.any():
+            out[shown] = self.models_[name].margin(self._features(name, features, text)[shown])
+        return out
+
+    def _validation_check(self, valid: Examples, p: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Which order each kind of list keeps, by ndcg@10 on the last cutoff's lists (full
+        lists and new-item lists apart: a model can win on one and lose on the other): the fused
+        order, replaced by the purchase model's if it gains, by the text model's if that gains
+        over both, and by one source's own order (e.g. popularity, on a shop where nothing
+        personal beats it for items new to the user) if it beats them all. The same cutoff
+        stopped the models' training early, which favours keeping them: a model that loses here
+        loses for sure.
         """
         from ecomrec.metrics import ndcg_from_labels
 
         shown = valid.candidates.item_ids >= 0
-        p = np.where(shown, p, -np.inf)
-        keys = order_keys(valid.candidates, p, self.sources_)
+        keys = order_keys(valid.candidates, {name: np.where(shown, v, -np.inf) for name, v in p.items()}, self.sources_)
         labels = valid.labels.astype(bool)
-        out: dict[str, Any] = {"cutoff": str(valid.cutoff.date()), "lists": int(len(valid)),
-                               "fused_ndcg@10": ndcg_from_labels(keys["fused"], labels, shown),
-                               "reranked_ndcg@10": ndcg_from_labels(p, labels, shown), "order": {}, "by_list": {}}
+        out: dict[str, Any] = {"cutoff": str(valid.cutoff.date()), "lists": int(len(valid)), "order": {}, "by_list": {}}
         for kind, rows in (("all", ~valid.new_lists), ("new", valid.new_lists)):
             scores = {name: ndcg_from_labels(key[rows], labels[rows], shown[rows]) for name, key in keys.items()}
             out["by_list"][kind] = {"lists": int(rows.sum()), **{f"{name}_ndcg@10": v for name, v in scores.items()}}
-            out["order"][kind] = _best_order(scores) if self.config.keep_only_if_better and rows.any() else MODEL_ORDER
-            if out["order"][kind] != MODEL_ORDER:
-                logger.warning("%s lists: the purchase model does not beat the %s order on the validation cutoff "
-                               "(ndcg@10 %.4f vs %.4f): that order is kept", kind, out["order"][kind],
-                               scores[MODEL_ORDER], scores[out["order"][kind]])
-        out["kept"] = MODEL_ORDER in out["order"].values()
+            out["order"][kind] = _best_order(scores) if rows.any() else MODEL_ORDER
+            if out["order"][kind] not in (MODEL_ORDER, TEXT_ORDER):
+                logger.warning("%s lists: no purchase model beats the %s order on the validation cutoff (ndcg@10 %.4f vs %.4f): "
+                               "that order is kept", kind, out["order"][kind], scores[MODEL_ORDER], scores[out["order"][kind]])
+        out["kept"] = bool({MODEL_ORDER, TEXT_ORDER} & set(out["order"].values()))
         return out
 
     @property
     def orders(self) -> dict[str, str]:
         """The order validation kept per kind of list (``all``, ``new``): ``purchase_model``,
-        ``fused`` or ``source:<name>``."""
-        check = self.training_.get("validation", {})
-        if "order" in check:
-            return dict(check["order"])
-        kept = MODEL_ORDER if check.get("kept", True) else "fused"  # saved before lists were judged apart
-        return {"all": kept, "new": kept}
+        ``purchase_model_text``, ``fused`` or ``source:<name>``."""
+        return dict(self.training_["validation"]["order"])
 
     @property
     def bypassed(self) -> bool:
-        """Whether validation kept another order than the purchase model's for every kind of list
+        """Whether validation kept another order than a purchase model's for every kind of list
         (candidates then keep it, with probabilities)."""
-        return MODEL_ORDER not in self.orders.values()
+        return not self.training_["validation"]["kept"]
 
-    def _matrix(self, examples: Examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of real candidates (user by user) of the tree model, labels, and candidates per user."""
-        valid = examples.candidates.item_ids >= 0
-        features = examples.features
-        if self._stacked:
-            assert self.text_ is not None
-            text = self.text_.score(examples.texts, examples.candidates.item_ids)
-            features = np.concatenate([features, text[..., None]], axis=-1)
-        per_user = valid.sum(axis=1)
-        return features[valid], examples.labels[valid], per_user[per_user > 0]
-
-    def _feature_margin(self, examples: Examples) -> np.ndarray:
-        """float64 [n, k] the tree model's margin of each candidate (0 for padding)."""
-        valid = examples.candidates.item_ids >= 0
-        out = np.zeros(valid.shape)
-        if valid.any():
-            out[valid] = self.model_.margin(examples.features[valid])
-        return out
-
-    def _margins(
-        self, texts: list[str], candidates: Candidates, features: np.ndarray, timings: dict[str, float]
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """float64 [n, k] purchase log-odds before calibration (NaN for padding) and the text
-        model's logits (None without text); adds ``text`` and ``model`` seconds to ``timings``."""
-        valid = candidates.item_ids >= 0
-        text = None
-        if self.text_ is not None:
-            start = time.perf_counter()
-            joint = self.config.text_join == "joint"
-            text = self.text_.score(texts, candidates.item_ids, features if joint else None)
-            timings["text"] = time.perf_counter() - start
-        start = time.perf_counter()
-        out = np.full(valid.shape, np.nan)
-        if valid.any():
-            if self.config.text_join == "joint" and text is not None:
-                out[valid] = text[valid]
-            else:
-                x = np.concatenate([features, text[..., None]], axis=-1) if self._stacked else features
-                out[valid] = self.model_.margin(x[valid]) + (text[valid] if text is not None and not self._stacked else 0.0)
-        timings["model"] = time.perf_counter() - start
-        return out, text
+    def _kind_models(self, new_lists: np.ndarray | None, n: int) -> np.ndarray:
+        """object [n]: the purchase model each list's probabilities come from (the text model
+        where validation kept its order for that kind of list)."""
+        new = np.zeros(n, bool) if new_lists is None else np.asarray(new_lists, bool)
+        pick = {kind: TEXT_ORDER if order == TEXT_ORDER else MODEL_ORDER for kind, order in self.orders.items()}
+        return np.where(new, pick["new"], pick["all"])
 
     def example_probabilities(self, examples: Examples) -> np.ndarray:
         """float64 [n, k] calibrated P(purchase) of labelled candidates, from their own features
         (as of their cutoff; NaN for padding): how a cutoff's lists are scored offline."""
-        margin, _ = self._margins(examples.texts, examples.candidates, self._read(examples.features), {})
-        return self._calibrated(margin, examples.new_lists)
+        return self._probabilities(examples.users, examples.texts, examples.candidates, examples.features, examples.new_lists, {})[0]
 
-    def _fit_calibration(self, valid: Examples, margin: np.ndarray) -> dict[str, Any]:
-        """Platt scaling on the last cutoff: one fit for both kinds of list, or one per kind
-        (full lists hold the user's repurchases, new-item lists do not: their purchase rates and
-        scores differ). Each way is fitted on half the cutoff's users and judged on the other
-        half, both ways round, by ECE within each kind of list (weighted by candidates: an ECE
-        over both kinds pooled lets one kind's excess hide the other's shortfall). Per kind is
-        kept only if it cuts that ECE by a fifth (two more parameters must earn their keep),
-        then refitted on all users. Sets ``platt_`` (``all`` / ``new`` → slope, intercept) and
-        returns the check."""
+    def _fit_calibration(self, name: str, valid: Examples, margin: np.ndarray) -> dict[str, Any]:
+        """Platt scaling of model ``name`` on the last cutoff: one fit for both kinds of list, or
+        one per kind (full lists hold the user's repurchases, new-item lists do not: their
+        purchase rates and scores differ). Each way is fitted on half the cutoff's users and
+        judged on the other half, both ways round, by ECE within each kind of list (weighted by
+        candidates). Per kind is kept only if it cuts that ECE by a fifth (two more parameters
+        must earn their keep), then refitted on all users. Sets ``platt_[name]`` (``all`` /
+        ``new`` → slope, intercept) and returns the check."""
         from ecomrec.metrics import expected_calibration_error
 
+        if not hasattr(self, "platt_"):
+            self.platt_: dict[str, dict[str, tuple[float, float]]] = {}
         shown, labels, kinds = valid.candidates.item_ids >= 0, valid.labels, valid.new_lists
         half = np.random.default_rng(self.config.seed).permutation(len(valid)) % 2
         out: dict[str, Any] = {"cutoff": str(valid.cutoff.date())}
         for way in CALIBRATIONS:
             p = np.full(margin.shape, np.nan)
             for h in (0, 1):
-                self.platt_ = _fit_platt_by_list(margin[half != h], labels[half != h], shown[half != h], kinds[half != h], way)
-                p[half == h] = self._calibrated(margin[half == h], kinds[half == h])
+                self.platt_[name] = _fit_platt_by_list(margin[half != h], labels[half != h], shown[half != h], kinds[half != h], way)
+                p[half == h] = self._calibrated(name, margin[half == h], kinds[half == h])
             out[way] = {}
             for kind, rows in (("all_lists", ~kinds), ("new_lists", kinds)):
                 judged = shown & rows[:, None]
@@ -322,59 +292,77 @@ class PurchaseReranker:
                 out[way][f"{kind}_pairs"] = int(judged.sum())
             pairs = max(out[way]["all_lists_pairs"] + out[way]["new_lists_pairs"], 1)
             out[way]["within_kinds"] = sum(out[way][k] * out[way][f"{k}_pairs"] for k in ("all_lists", "new_lists")) / pairs
-        per_kind_wins = out["per_list_kind"]["within_kinds"] <= 0.8 * out["one_fit"]["within_kinds"]
-        out["kept"] = "per_list_kind" if per_kind_wins else "one_fit"
-        self.platt_ = _fit_platt_by_list(margin, labels, shown, kinds, out["kept"])
-        out["platt"] = {kind: list(params) for kind, params in self.platt_.items()}
+        out["kept"] = "per_list_kind" if out["per_list_kind"]["within_kinds"] <= 0.8 * out["one_fit"]["within_kinds"] else "one_fit"
+        self.platt_[name] = _fit_platt_by_list(margin, labels, shown, kinds, out["kept"])
+        out["platt"] = {kind: list(params) for kind, params in self.platt_[name].items()}
         return out
 
-    def _platt_rows(self, new_lists: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Platt slope and intercept of each of ``n`` lists, float64 [n, 1] each."""
+    def _platt_rows(self, name: str, new_lists: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model ``name``'s Platt slope and intercept for each of ``n`` lists, float64 [n, 1] each."""
         new = np.zeros(n, bool) if new_lists is None else np.asarray(new_lists, bool)
-        (a_all, b_all), (a_new, b_new) = self.platt_["all"], self.platt_["new"]
+        (a_all, b_all), (a_new, b_new) = self.platt_[name]["all"], self.platt_[name]["new"]
         return np.where(new, a_new, a_all)[:, None], np.where(new, b_new, b_all)[:, None]
 
-    def _calibrated(self, margin: np.ndarray, new_lists: np.ndarray | None = None) -> np.ndarray:
-        """P(purchase) of margins [n, k]; ``new_lists`` (bool [n]) picks each list's calibration
-        (None: full lists)."""
-        a, b = self._platt_rows(new_lists, len(margin))
+    def _calibrated(self, name: str, margin: np.ndarray, new_lists: np.ndarray | None = None) -> np.ndarray:
+        """P(purchase) of model ``name``'s margins [n, k]; ``new_lists`` (bool [n]) picks each
+        list's calibration (None: full lists)."""
+        a, b = self._platt_rows(name, new_lists, len(margin))
         return 1.0 / (1.0 + np.exp(-(a * margin + b)))
 
     def probabilities(
         self, users: np.ndarray, texts: list[str], candidates: Candidates, *, new_lists: np.ndarray | None = None,
         explain: bool = False,
     ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
-        """float64 [n, k] calibrated P(purchase) (NaN for padding; ``new_lists`` as in :meth:`rerank`
-        picks each list's calibration), the seconds per step, and with
+        """float64 [n, k] calibrated P(purchase) (NaN for padding; ``new_lists`` as in
+        :meth:`rerank` picks each list's model and calibration), the seconds per step, and with
         ``explain`` each feature's additive share of the calibrated log-odds (``why:<feature>``,
-        TreeSHAP scaled by the Platt slope; zero for padding). The residual model's text path
-        adds ``why:text_score``; the joint network is one share, ``why:joint_network``."""
+        TreeSHAP scaled by the Platt slope; zero for padding)."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        features = self._read(candidate_features(candidates, users, self.stats_, self.sources_))
+        features = candidate_features(candidates, users, self.stats_, self.sources_)
         timings["features"] = time.perf_counter() - start
-        margin, text = self._margins(texts, candidates, features, timings)
-        out = self._calibrated(margin, new_lists)
-        why: dict[str, np.ndarray] = {}
-        if explain:
-            why = self._explain(candidates, features, margin, text, self._platt_rows(new_lists, len(margin))[0])
+        return self._probabilities(users, texts, candidates, features, new_lists, timings, explain)
+
+    def _probabilities(
+        self, users: np.ndarray, texts: list[str], candidates: Candidates, features: np.ndarray, new_lists: np.ndarray | None,
+        timings: dict[str, float], explain: bool = False,
+    ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
+        models = self._kind_models(new_lists, len(users))
+        out = np.full(candidates.item_ids.shape, np.nan)
+        names = self.names_ + (["text_score"] if TEXT_ORDER in self.models_ else [])  # zero where a list's model does not read it
+        why = {f"why:{name}": np.zeros(candidates.item_ids.shape, np.float32) for name in names} if explain else {}
+        for name in np.unique(models):
+            rows = np.flatnonzero(models == name)
+            part = candidates[rows]
+            text = None
+            if name == TEXT_ORDER:  # BERT runs only for the lists whose kind kept its score
+                assert self.text_ is not None
+                start = time.perf_counter()
+                text = self.text_.score([texts[r] for r in rows], part.item_ids)
+                timings["text"] = time.perf_counter() - start
+            start = time.perf_counter()
+            margin = self._margin(str(name), part, features[rows], text)
+            kinds = None if new_lists is None else np.asarray(new_lists, bool)[rows]
+            out[rows] = self._calibrated(str(name), margin, kinds)
+            timings["model"] = timings.get("model", 0.0) + time.perf_counter() - start
+            if explain:
+                slope = self._platt_rows(str(name), kinds, len(rows))[0]
+                for feature, share in self._explain(str(name), part, features[rows], text, slope).items():
+                    why[feature][rows] = share
         return out, timings, why
 
     def _explain(
-        self, candidates: Candidates, features: np.ndarray, margin: np.ndarray, text: np.ndarray | None, slope: np.ndarray
+        self, name: str, candidates: Candidates, features: np.ndarray, text: np.ndarray | None, slope: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """Shares of the calibrated log-odds; ``slope``: each list's Platt slope, float [n, 1]."""
-        valid = candidates.item_ids >= 0
-        if self.config.text_join == "joint" and text is not None:
-            return {"why:joint_network": np.where(valid, slope * margin, 0.0).astype(np.float32)}
-        x = np.concatenate([features, text[..., None]], axis=-1) if self._stacked else features
-        shares = np.zeros(valid.shape + (len(self.names_),), dtype=np.float32)
-        if valid.any():
-            shares[valid] = np.broadcast_to(slope[..., None], shares.shape)[valid] * self.model_.contributions(x[valid])[:, :-1]
-        why = {f"why:{name}": shares[..., i] for i, name in enumerate(self.names_)}
-        if text is not None and not self._stacked:
-            why["why:text_score"] = np.where(valid, slope * text, 0.0).astype(np.float32)
-        return why
+        """Each feature's share of model ``name``'s calibrated log-odds; ``slope``: each list's
+        Platt slope, float [n, 1]."""
+        shown = candidates.item_ids >= 0
+        names = self.names_ + (["text_score"] if name == TEXT_ORDER else [])
+        shares = np.zeros(shown.shape + (len(names),), dtype=np.float32)
+        if shown.any():
+            x = self._features(name, features, text)[shown]
+            shares[shown] = np.broadcast_to(slope[..., None], shares.shape)[shown] * self.models_[name].contributions(x)[:, :-1]
+        return {f"why:{feature}": shares[..., i] for i, feature in enumerate(names)}
 
     def rerank(
         self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int, *,
@@ -394,7 +382,7 @@ class PurchaseReranker:
                          {n: v[:, :head] for n, v in candidates.sources.items()})
         p, timings, why = self.probabilities(users, texts, top, new_lists=new_lists, explain=explain)
         kinds = np.where(np.zeros(len(users), bool) if new_lists is None else new_lists, self.orders["new"], self.orders["all"])
-        keys = order_keys(top, p, self.sources_)
+        keys = order_keys(top, {MODEL_ORDER: p, TEXT_ORDER: p}, self.sources_)  # each list's p came from its kind's model
         key = np.empty(p.shape)
         for name in set(kinds):
             rows = kinds == name
@@ -404,7 +392,7 @@ class PurchaseReranker:
         fused_rank = np.broadcast_to(np.arange(1, candidates.k + 1, dtype=np.float32), candidates.item_ids.shape)
         item_ids = np.concatenate([take(top.item_ids), candidates.item_ids[:, head:]], axis=1)
         tail_scores = np.where(candidates.item_ids[:, head:] >= 0, 0.0, -np.inf)  # below any head score
-        head_scores = np.where((kinds == MODEL_ORDER)[:, None], take(p), 1.0 / np.arange(1, head + 1))
+        head_scores = np.where(np.isin(kinds, (MODEL_ORDER, TEXT_ORDER))[:, None], take(p), 1.0 / np.arange(1, head + 1))
         head_scores = np.where((kinds == "fused")[:, None], top.scores, head_scores)
         head_scores = np.where(take(top.item_ids) >= 0, head_scores, -np.inf)
         scores = np.concatenate([head_scores, tail_scores], axis=1)
@@ -418,18 +406,19 @@ class PurchaseReranker:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the fitted reranker (purchase model, cross-encoder weights, user texts) to ``path``."""
-        if not hasattr(self, "model_"):
+        """Write the fitted reranker (purchase models, the cross-encoder where kept, user texts) to ``path``."""
+        if not hasattr(self, "models_"):
             raise NotFittedError(type(self).__name__)
         meta = {
             "names": self.names_, "sources": self.sources_, "training": self.training_,
             "history_items": self.history_items_, "history_chars": self.history_chars_,
             "item_texts": self.item_texts_, "history_texts": self.history_texts_,
-            "platt_by_list": {kind: list(params) for kind, params in self.platt_.items()},
+            "platt": {name: {kind: list(params) for kind, params in by_kind.items()} for name, by_kind in self.platt_.items()},
         }
 
         def write(folder: Path) -> None:
-            self.model_.save(folder)
+            for name, model in self.models_.items():
+                model.save(folder, name)
             if self.text_ is not None:
                 self.text_.save(folder)
             (folder / "reranker.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -455,12 +444,9 @@ class PurchaseReranker:
             if missing:
                 raise ArtifactError(f"{folder}/stats.npz lacks {missing}: saved by an older ecomrec; refit the reranker")
             reranker.stats_ = CollaborativeStats(**{f.name: stats[f.name] for f in _stat_fields()})
-            reranker.model_ = PurchaseModel.load(folder)
-            # saved before per-list calibration: one fit ("platt"); before text_join: the tree model's
-            platt = tuple(meta.get("platt", reranker.model_.platt))
-            reranker.platt_ = {kind: tuple(v) for kind, v in meta.get("platt_by_list", {"all": platt, "new": platt}).items()}
-            reranker.columns_ = reranker._kept_columns()
-            if reranker.config.text:
+            reranker.platt_ = {name: {kind: tuple(v) for kind, v in by_kind.items()} for name, by_kind in meta["platt"].items()}
+            reranker.models_ = {name: PurchaseModel.load(folder, name) for name in reranker.platt_}
+            if TEXT_ORDER in reranker.models_:
                 reranker.text_ = TextScorer.load(folder, reranker.config.cross_encoder, reranker.item_texts_)
         return reranker
 
@@ -500,6 +486,22 @@ class RerankedRetriever(Retriever):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "method": self.name, "candidates_from": self.hybrid.describe(), "training": self.reranker.training_}
+
+    def fit_stages(self) -> dict[str, float]:
+        """Seconds of every stage of fitting: the hybrid's sources, the reranker's examples and models."""
+        return {**self.hybrid.fit_stages(), **{f"rerank_{k}": v for k, v in self.reranker.fit_stages().items()}}
+
+    def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> RerankedRetriever:
+        """A copy whose candidates come from the hybrid serving ``catalog``; the reranker reads
+        the items it was fitted on (new items join at the next fit)."""
+        hybrid = self.hybrid.with_catalog(catalog, shards=shards)
+        return self.replaced(hybrid=hybrid, catalog_change_=hybrid.catalog_change_)
+
+    def with_interactions(self, data: Dataset) -> RerankedRetriever:
+        """A copy whose hybrid and reranker know the appended purchases (nothing is trained)."""
+        hybrid = self.hybrid.with_interactions(data)
+        return self.replaced(hybrid=hybrid, reranker=self.reranker.with_interactions(data), user_items_=hybrid.user_items_,
+                             users_=hybrid.users_, items_=hybrid.items_, catalog_change_={})
 
     def recommend(
         self,
@@ -545,25 +547,17 @@ class RerankedRetriever(Retriever):
         return out
 
 
-#: The purchase model's order, in :attr:`PurchaseReranker.orders`.
-MODEL_ORDER = "purchase_model"
-
-
-def order_keys(candidates: Candidates, p: np.ndarray, sources: Sequence[str]) -> dict[str, np.ndarray]:
-    """float64 [n, k] sort keys (higher first) of each order the validation check weighs: the
-    purchase model's (``p``), the fused order, and each source's own (``source:<name>``: its
-    rank; candidates it did not list follow in the fused order)."""
+def order_keys(candidates: Candidates, p: dict[str, np.ndarray], sources: Sequence[str]) -> dict[str, np.ndarray]:
+    """float64 [n, k] sort keys (higher first) of each order the validation check weighs: each
+    purchase model's (its probabilities in ``p``), the fused order, and each source's own
+    (``source:<name>``: its rank; candidates it did not list follow in the fused order)."""
     position = np.broadcast_to(np.arange(candidates.k, dtype=np.float64), candidates.item_ids.shape)
-    keys = {MODEL_ORDER: np.asarray(p, dtype=np.float64), "fused": -position}
+    keys = {**{name: np.asarray(v, dtype=np.float64) for name, v in p.items()}, "fused": -position}
     for source in sources:
         rank = candidates.sources.get(f"{source}_rank")
         if rank is not None:
             keys[f"source:{source}"] = np.where(np.isnan(rank), -1e9 - position, -np.nan_to_num(rank))
     return keys
-
-
-#: Ways to calibrate, in :meth:`PurchaseReranker._fit_calibration`: one Platt fit for both kinds of list, or one per kind.
-CALIBRATIONS = ("one_fit", "per_list_kind")
 
 
 def _fit_platt_by_list(
@@ -582,8 +576,11 @@ def _fit_platt_by_list(
 
 
 def _best_order(ndcg: dict[str, float]) -> str:
-    """The purchase model if it beats the fused order, a source's order if it beats both, else fused."""
+    """The purchase model if it beats the fused order, the text model (where there is one) if it
+    beats both, a source's order if it beats them all; else fused."""
     best = MODEL_ORDER if ndcg[MODEL_ORDER] > ndcg["fused"] else "fused"
+    if TEXT_ORDER in ndcg and ndcg[TEXT_ORDER] > max(ndcg[MODEL_ORDER], ndcg["fused"]):
+        best = TEXT_ORDER
     for name, value in ndcg.items():
         if name.startswith("source:") and value > ndcg[best]:
             best = name

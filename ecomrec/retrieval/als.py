@@ -14,12 +14,13 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from ecomrec.config import ALSConfig, IndexConfig
+from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.io import read_table
 from ecomrec.exceptions import ArtifactError
 from ecomrec.index.validation import served_score_floor
 from ecomrec.device import implicit_gpu_available, resolve_device
-from ecomrec.index import ShardedIndex, VectorIndex, load_index
+from ecomrec.index import ShardedIndex, VectorIndex, load_index, reused_shards
 from ecomrec.index.validation import build_checked
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset
 from ecomrec.candidates import Candidates
@@ -77,6 +78,7 @@ class ALSRetriever(ScoringRetriever):
             if not np.isfinite(factors).all():
                 raise FloatingPointError(f"ALS produced non-finite {name} factors; raise regularization or lower alpha")
         self.item_known_ = np.asarray(weighted.getnnz(axis=0) > 0)
+        self._set_solver()
         self._remember(data, weighted)
         self.device_ = "cuda" if use_gpu else "cpu"
         self.index_ = self.build_index()
@@ -90,24 +92,27 @@ class ALSRetriever(ScoringRetriever):
         return self.fold_in(history)
 
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
-        """Solve each history row's user factors against the fixed item factors (one ALS user step).
+        """Each history row's user factors solved against the fixed item factors: one ALS user
+        step, implicit's own (``recalculate_user``); an empty row gets the zero vector.
 
         ``history`` holds the same confidence weights as fitting (``Dataset.user_items(weighting)``).
         """
-        items = self.item_factors_.astype(np.float64)
-        gram = items.T @ items + self.config.regularization * np.eye(items.shape[1])
-        out = np.zeros((history.shape[0], items.shape[1]), dtype=np.float32)
-        history = sp.csr_matrix(history)
-        for row in range(history.shape[0]):
-            lo, hi = history.indptr[row], history.indptr[row + 1]
-            if lo == hi:
-                continue  # no history, no preference: zero vector, no item scores above another
-            cols = history.indices[lo:hi]
-            confidence = self.config.alpha * history.data[lo:hi].astype(np.float64)
-            y = items[cols]
-            a = gram + (y.T * (confidence - 1.0)) @ y
-            out[row] = np.linalg.solve(a, y.T @ confidence)
-        return out
+        history = sp.csr_matrix(history, dtype=np.float32)
+        return np.asarray(self._solver.recalculate_user(np.arange(history.shape[0]), history), dtype=np.float32)
+
+    def _set_solver(self) -> None:
+        """implicit's ALS holding the item factors, for fold-ins; its item Gram matrix computed
+        now, so a fold-in reads it and writes nothing."""
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        cfg = self.config
+        with threadpool_limits(1, "blas"):
+            solver = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha,
+                                             random_state=cfg.seed)
+        solver.item_factors = self.item_factors_
+        solver.user_factors = np.zeros((0, self.item_factors_.shape[1]), dtype=np.float32)
+        _ = solver.YtY
+        self._solver = solver
 
     # ------------------------------------------------------------------ retrieval
     def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
@@ -150,9 +155,58 @@ class ALSRetriever(ScoringRetriever):
         return build_checked(config or self.config.index, self.item_factors_[warm], warm, self.user_factors_[sample],
                              previous=self.__dict__.get("index_"))
 
-    def verify_items(self, items: np.ndarray | Sequence[int]) -> None:
+    def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> ALSRetriever:
+        """A copy whose index holds the listed items that have factors (items never bought are
+        left to the text retrievers); a catalog of such items only keeps the current index."""
+        self._check_fitted()
+        assert self.items_ is not None
+        start = time.perf_counter()
+        config = self.config if shards is None else self.config.replace(index=self.config.index.replace(shards=shards))
+        known = self.items_.positions(catalog.item_ids)
+        listed = np.unique(known[known >= 0])
+        warm = listed[self.item_known_[listed]]
+        if not len(warm):  # e.g. a catalog of new items only: every answer is filtered to the listed items anyway
+            return self.replaced(config=config, catalog_change_={"index": "unchanged: no listed item has ALS factors yet"})
+        index = self.build_index(warm, config.index)
+        return self.replaced(config=config, index_=index, catalog_change_={
+            "items": int(len(warm)), "reused_shards": reused_shards(index), "seconds": time.perf_counter() - start})
+
+    def with_interactions(self, data: Dataset) -> ALSRetriever:
+        """A copy that knows the appended purchases, trained no further: each user whose history
+        changed (new users included) gets factors solved from the whole history against the
+        item factors, then each item with new purchases gets factors solved against the users'
+        (implicit's ``recalculate_user`` / ``recalculate_item``: one ALS half-step each); the
+        index gains the items that became warm."""
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        self._check_extends(data)
+        weighted = data.user_items(self.config.weighting).astype(np.float32)
+        old = sp.csr_matrix(self.user_items_, dtype=np.float32)
+        old.resize(weighted.shape)
+        changed = (weighted != old).tocoo()
+        users, items = np.unique(changed.row), np.unique(changed.col)
+        user_factors = _grown(self.user_factors_, weighted.shape[0])
+        item_factors = _grown(self.item_factors_, weighted.shape[1])  # new items: zeros until their step
+        cfg = self.config
+        with threadpool_limits(1, "blas"):
+            solver = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha, random_state=cfg.seed)
+        solver.user_factors, solver.item_factors = user_factors, item_factors
+        if len(users):
+            user_factors[users] = solver.recalculate_user(users, weighted[users])
+            solver.user_factors = user_factors  # the item step reads the users' new factors
+        if len(items):
+            item_factors[items] = solver.recalculate_item(items, weighted.T.tocsr()[items])
+        known = np.asarray(weighted.getnnz(axis=0) > 0)
+        out = self.replaced(user_factors_=user_factors, item_factors_=item_factors, item_known_=known, user_items_=weighted,
+                            users_=data.users, items_=data.items, catalog_change_={})
+        out._set_solver()
+        out.index_ = out.build_index(np.union1d(self.index_.item_ids, np.flatnonzero(known & ~_grown(self.item_known_, len(known)))))
+        return out
+
+    def verify_items(self, items: np.ndarray | Sequence[int], expected: np.ndarray | None = None) -> None:
         """Check that the index holds each of ``items`` (dense indices of listed items with
-        factors) under its own factors; :class:`ArtifactError` names the first that fails."""
+        factors) under its own factors (``expected`` is not read: the factors are the reference);
+        :class:`ArtifactError` names the first that fails."""
         items = np.asarray(items, dtype=np.int64).reshape(-1)
         if not len(items):
             return
@@ -178,8 +232,16 @@ class ALSRetriever(ScoringRetriever):
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
         self.item_known_ = arrays["item_known"]
+        self._set_solver()
         self.device_ = "cpu"
         self.index_ = load_index(folder / "index", expect={"model": self.model_hash, "dim": self.item_factors_.shape[1]})
+
+
+def _grown(values: np.ndarray, rows: int) -> np.ndarray:
+    """A copy of ``values`` with zero rows (or False) appended up to ``rows``."""
+    out = np.zeros((rows,) + values.shape[1:], dtype=values.dtype)
+    out[: len(values)] = values
+    return out
 
 
 def rebuild_model_index(

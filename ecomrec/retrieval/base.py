@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from ecomrec.artifacts import csr_from_arrays, csr_to_arrays, load_npz, manifest_config, open_artifact, write_artifact
 from ecomrec.config import ConfigBase
+from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset, confidence
 from ecomrec.data.idmap import IdMap
 from ecomrec.exceptions import NotFittedError
@@ -51,6 +52,8 @@ class Retriever(abc.ABC):
         self.user_items_: sp.csr_matrix | None = None
         self.users_: IdMap | None = None
         self.items_: IdMap | None = None
+        #: What the catalog change that made this instance did (counts, seconds; empty: nothing).
+        self.catalog_change_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ protocol
     @abc.abstractmethod
@@ -119,6 +122,38 @@ class Retriever(abc.ABC):
         """Top ``query.k`` items for an already validated :class:`Query` (what :meth:`candidates`
         builds from its arguments): each retriever's own ranked list, raw scores kept. Fusion
         calls this on every source."""
+
+    def with_catalog(self: R, catalog: Catalog, *, shards: int | None = None) -> R:
+        """This retriever serving ``catalog`` (the listed items and their titles), as a new
+        instance whose ``catalog_change_`` says what changed; this one is left as it was, so a
+        snapshot in service keeps serving it. ``shards``: split its index over this many FAISS
+        shards from now on (retrievers with an index).
+
+        The default: itself — nothing it holds depends on titles or on the listing (what is
+        listed filters every read in the engine).
+        """
+        self._check_fitted()
+        return self
+
+    def with_interactions(self: R, data: Dataset) -> R:
+        """This retriever after purchases were appended to its log, as a new instance; this one
+        is left as it was. ``data`` is the whole log: its id maps extend the fitted ones (old
+        users and items keep their dense indices; new ones follow).
+
+        Nothing is trained: the default fits the same config on ``data`` again, for retrievers
+        that only count purchases; a retriever with learned weights recomputes what the new
+        purchases touch instead.
+        """
+        self._check_extends(data)
+        return type(self)(self.config, show_progress=self.show_progress).fit(data)
+
+    def _check_extends(self, data: Dataset) -> None:
+        """ValueError unless ``data``'s id maps extend the fitted ones."""
+        self._check_fitted()
+        assert self.users_ is not None and self.items_ is not None
+        for what, fitted, given in (("user", self.users_, data.users), ("item", self.items_, data.items)):
+            if len(given) < len(fitted) or not np.array_equal(given.ids[: len(fitted)], fitted.ids):
+                raise ValueError(f"the appended log's {what} ids must extend the fitted ones (old ids first, in their order)")
 
     def describe(self) -> dict[str, Any]:
         """What this retriever is, JSON-ready, for reports: its config and hash, and what fitting

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ecomrec.config import BiEncoderConfig
+from ecomrec.config import BiEncoderConfig, IndexConfig
+from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import clean_text, history_text
@@ -31,12 +32,12 @@ from ecomrec.encoders import (
     RoleEncoder, embedding_dimension, encode_texts, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference,
 )
 from ecomrec.exceptions import ArtifactError
-from ecomrec.index import EmbeddingStore, ShardedIndex, VectorIndex, load_index
+from ecomrec.index import EmbeddingStore, ShardedIndex, VectorIndex, load_index, reused_shards
 from ecomrec.index.validation import build_checked, served_score_floor
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset, exclusions, item_indices
 from ecomrec.candidates import Candidates, top_k
 from ecomrec.metrics import hits, recall
-from ecomrec.retrieval.pairs import NextItemPairs, mine_hard_negatives, next_item_pairs
+from ecomrec.retrieval.pairs import NextItemPairs, next_item_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class BiEncoderRetriever(ScoringRetriever):
     # ------------------------------------------------------------------ fine-tuning
     def _fine_tune(self, data: Dataset, texts: list[str]) -> list[dict[str, float]]:
         """Fine-tune on "history → an item bought next" pairs with sentence-transformers' trainer:
-        MultipleNegativesRankingLoss (in-batch negatives, hard negatives when mined), the
+        MultipleNegativesRankingLoss (in-batch negatives), the
         no-duplicates batch sampler, validation recall@100 every ``eval_every`` steps with early
         stopping and the best checkpoint kept. Precision (bf16 / fp16) and several GPUs come from
         the trainer's arguments on a GPU machine. Returns the validation log (step 0: zero-shot)."""
@@ -147,8 +148,6 @@ class BiEncoderRetriever(ScoringRetriever):
         )
         if len(pairs) < cfg.batch_size:
             raise ValueError(f"only {len(pairs)} training pairs in the data; need at least batch_size={cfg.batch_size}")
-        if cfg.hard_negatives:
-            self._mine(data, pairs)
         zero_shot = self._valid_recall(valid)
         start_state = copy.deepcopy(self.model_.state_dict())
         logger.info("bi-encoder: %d pairs; zero-shot validation recall@100 %.4f", len(pairs), zero_shot)
@@ -198,8 +197,6 @@ class BiEncoderRetriever(ScoringRetriever):
             "anchor": [history_text([titles[i] for i in history], cfg.history_chars) for history in pairs.histories],
             "positive": [items[i] for i in pairs.positives],
         }
-        if (pairs.negatives >= 0).all():
-            columns["negative"] = [items[i] for i in pairs.negatives]
         return PairDataset.from_dict(columns)
 
     def _validation(self, data: Dataset, texts: list[str]) -> _Validation:
@@ -231,19 +228,6 @@ class BiEncoderRetriever(ScoringRetriever):
         scores[seen.row, seen.col] = -np.inf
         top = top_k(scores, k).item_ids
         return float(recall(hits(top, valid.targets), valid.targets.getnnz(axis=1), k).mean())
-
-    def _mine(self, data: Dataset, pairs: NextItemPairs) -> None:
-        from ecomrec.retrieval.baselines import ItemKNNRetriever
-
-        knn = ItemKNNRetriever().fit(data)
-        users = np.unique(pairs.users)
-        lo, hi = self.config.hard_negative_ranks
-        found = knn.candidates(users, hi, exclude="seen").item_ids[:, lo:]
-        candidates = np.full((data.n_users, found.shape[1]), -1, dtype=np.int64)
-        candidates[users] = found
-        everything = data.user_items("binary")
-        bought = [set(everything.indices[everything.indptr[u] : everything.indptr[u + 1]].tolist()) for u in range(data.n_users)]
-        mine_hard_negatives(pairs, candidates, bought, self.config.seed)
 
     # ------------------------------------------------------------------ encoding
     def _prepare_inference(self) -> None:
@@ -430,32 +414,29 @@ class BiEncoderRetriever(ScoringRetriever):
         return vectors, history
 
     # ------------------------------------------------------------------ catalog changes
-    def _build_index(self, vectors: np.ndarray, item_ids: np.ndarray, previous: Any = None) -> VectorIndex | ShardedIndex:
+    def _build_index(self, vectors: np.ndarray, item_ids: np.ndarray, previous: Any = None,
+                     config: IndexConfig | None = None) -> VectorIndex | ShardedIndex:
         """A validated index over title vectors (``previous``: the one it replaces, whose
         trained structure and unchanged shards a sharded index keeps)."""
         sample = np.random.default_rng(self.config.seed).choice(len(vectors), size=min(100, len(vectors)), replace=False)
-        return build_checked(self.config.index, vectors, item_ids, vectors[sample], previous=previous)
+        return build_checked(config or self.config.index, vectors, item_ids, vectors[sample], previous=previous)
 
-    def with_catalog(
-        self, item_ids: Sequence[str], texts: Sequence[str], *, encoded: Mapping[str, np.ndarray] | None = None
-    ) -> tuple[BiEncoderRetriever, dict[str, Any]]:
-        """A copy of this retriever serving a new catalog (external ids and titles), and counts
-        and timings of the change. This retriever is left as it was.
+    def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> BiEncoderRetriever:
+        """A copy serving ``catalog``; this retriever is left as it was. ``catalog_change_`` has
+        counts and seconds.
 
         Items not listed stop being returned; new ids are appended to the item map (their dense
-        indices follow the existing ones); new and changed titles are encoded, unless
-        ``encoded`` (title → vector, e.g. from Ray workers) has them; titles it holds a vector
-        for already keep it. The new index is validated before it is returned.
+        indices follow the existing ones); new and changed titles are encoded, unless the
+        catalog carries their vectors for this model (``Catalog.encoded``, e.g. from Ray
+        workers); titles this retriever holds a vector for keep it. The new index is validated
+        before it is returned.
         """
         self._check_fitted()
+        assert self.items_ is not None
         start = time.perf_counter()
-        ids = [str(i) for i in item_ids]
-        if len(ids) != len(texts) or len(set(ids)) != len(ids):
-            raise ValueError("item_ids must be distinct and as many as texts")
+        ids, titles = list(catalog.item_ids), list(catalog.texts)
         if not ids:
             raise ValueError("the catalog is empty: nothing to index")
-        titles = [clean_text(t) or i for i, t in zip(ids, texts)]
-        assert self.items_ is not None
         known = self.items_.positions(ids) >= 0
         new_ids = [i for i, k in zip(ids, known) if not k]
         item_map = IdMap(list(self.items_.ids) + new_ids) if new_ids else self.items_
@@ -464,49 +445,77 @@ class BiEncoderRetriever(ScoringRetriever):
         changed = sum(1 for d, t in zip(dense, titles) if d < len(self.titles_) and all_texts[d] != t)
         for d, t in zip(dense, titles):
             all_texts[d] = t
-        vectors, found = self.titles_.lookup(all_texts)
-        given = {} if encoded is None else encoded
-        for row in np.flatnonzero(~found):
-            if all_texts[row] in given:
-                vectors[row], found[row] = given[all_texts[row]], True
-        todo = np.flatnonzero(~found)
-        vectors[todo] = self.encode_titles([all_texts[i] for i in todo])
-        titles_ = TitleVectors(all_texts, vectors, previous=self.titles_)
-        index = self._build_index(titles_.vectors[dense], dense.astype(np.int64), previous=self.index_)
+        titles_, encoded = self._titles(all_texts, catalog.encoded.get(self.model_hash_, {}))
+        config = self.config if shards is None else self.config.replace(index=self.config.index.replace(shards=shards))
+        index = self._build_index(titles_.vectors[dense], dense.astype(np.int64), previous=self.index_, config=config.index)
         user_items = self.user_items_
         if new_ids:
             user_items = sp.csr_matrix((user_items.data, user_items.indices, user_items.indptr), shape=(user_items.shape[0], len(item_map)))
-        updated = self.replaced(items_=item_map, user_items_=user_items, titles_=titles_, index_=index)
-        return updated, {
-            "listed": len(ids),
-            "new": len(new_ids),
-            "changed": changed,
-            "removed": int(len(item_map) - len(ids)),
-            "encoded": len({all_texts[i] for i in todo}),
-            "seconds": time.perf_counter() - start,
-        }
+        return self.replaced(config=config, items_=item_map, user_items_=user_items, titles_=titles_, index_=index, catalog_change_={
+            "listed": len(ids), "new": len(new_ids), "changed": changed, "removed": int(len(item_map) - len(ids)), "encoded": encoded,
+            "reused_shards": reused_shards(index), "seconds": time.perf_counter() - start})
 
-    def verify_items(self, items: np.ndarray | Sequence[int]) -> None:
+    def with_interactions(self, data: Dataset) -> BiEncoderRetriever:
+        """A copy that reads each user's history as of ``data`` (the same model: nothing is
+        trained). Items ``data`` adds are titled from its catalog, encoded and indexed."""
+        self._check_extends(data)
+        assert self.items_ is not None
+        titles, index = self.titles_, self.index_
+        if len(data.items) > len(self.items_):
+            titles, _ = self._titles([*self.titles_.texts, *map(str, data.item_texts[len(self.items_):])], {})
+            listed = np.union1d(self.index_.item_ids, np.arange(len(self.items_), len(data.items)))
+            index = self._build_index(titles.vectors[listed], listed, previous=self.index_)
+        out = self.replaced(user_items_=sp.csr_matrix(data.user_items("counts"), dtype=np.float32), users_=data.users,
+                            items_=data.items, titles_=titles, index_=index, catalog_change_={})
+        out._set_histories(data.user_histories(self.config.history_items))
+        return out
+
+    def _titles(self, texts: list[str], encoded: Mapping[str, np.ndarray]) -> tuple[TitleVectors, int]:
+        """New :class:`TitleVectors` for ``texts`` (this retriever's, then ``encoded``'s, then
+        fresh encodings) and how many distinct titles were encoded here."""
+        vectors, found = self.titles_.lookup(texts)
+        for row in np.flatnonzero(~found):
+            if texts[row] in encoded:
+                vectors[row], found[row] = encoded[texts[row]], True
+        todo = np.flatnonzero(~found)
+        vectors[todo] = self.encode_titles([texts[i] for i in todo])
+        return TitleVectors(texts, vectors, previous=self.titles_), len({texts[i] for i in todo})
+
+    def verify_items(self, items: np.ndarray | Sequence[int], expected: np.ndarray | None = None) -> None:
         """Check what this retriever serves for ``items`` (dense indices of listed items): the
-        vector it holds and the one its index holds must both be a fresh encoding of the item's
-        current title. Raises :class:`ArtifactError` naming the first item that fails."""
+        vector it holds and the one its index holds must both be the vector of the item's current
+        title — ``expected`` (float [n, d], e.g. what a published snapshot served for titles that
+        did not change), else a fresh encoding. Raises :class:`ArtifactError` naming the first
+        item that fails."""
         items = np.asarray(items, dtype=np.int64).reshape(-1)
         if not len(items):
             return
         texts = [self.titles_.texts[i] for i in items]
-        fresh = self.encode_titles(texts)
-        held = np.einsum("ij,ij->i", fresh, self.titles_.vectors[items])
-        indexed = self.index_.item_scores(fresh, items)
+        reference = self.encode_titles(texts) if expected is None else np.asarray(expected, dtype=np.float32)
+        held = np.einsum("ij,ij->i", reference, self.titles_.vectors[items])
+        indexed = self.index_.item_scores(reference, items)
         floor = served_score_floor(self.index_)
         bad = np.flatnonzero(~(held >= 1.0 - 1e-4) | ~(indexed >= floor))
         if len(bad):
             row = int(bad[0])
             assert self.items_ is not None
+            what = "a fresh encoding of its title" if expected is None else "the vector its title was served with before"
             raise ArtifactError(
                 f"item {self.items_.ids[items[row]]!r} ({texts[row]!r}): the {self.name} retriever holds a vector of cosine "
-                f"{held[row]:.4f} to a fresh encoding of its title and its index one of score {indexed[row]:.4f} (expected "
-                f">= 0.9999 and >= {floor:.4f}); {len(bad)} of {len(items)} items checked fail"
+                f"{held[row]:.4f} to {what} and its index one of score {indexed[row]:.4f} (expected >= 0.9999 and >= "
+                f"{floor:.4f}); {len(bad)} of {len(items)} items checked fail"
             )
+
+    def served_vectors(self, item_ids: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 [n, d] the vector this retriever holds for each external id, bool [n] found):
+        found where it knows the item and holds it under the same title."""
+        assert self.items_ is not None
+        dense = self.items_.positions(item_ids)
+        found = dense >= 0
+        found[found] = [self.titles_.texts[d] == t for d, t in zip(dense[found], np.asarray(texts, dtype=object)[found])]
+        vectors = np.zeros((len(dense), self.titles_.vectors.shape[1]), np.float32)
+        vectors[found] = self.titles_.vectors[dense[found]]
+        return vectors, found
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ecomrec.config import TEXT_SOURCES, FusionConfig, HybridConfig, PopularityConfig
+from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.retrieval.als import ALSRetriever
 from ecomrec.artifacts import csr_from_arrays, csr_to_arrays
@@ -72,7 +73,7 @@ class HybridRetriever(Retriever):
     ) -> None:
         super().__init__(config, show_progress=show_progress, **kwargs)
         self._given = dict(retrievers or {})
-        self.tuning_: dict[str, Any] | None = None
+        self.tuning_: dict[str, Any] = {}
         self.fit_seconds_: dict[str, float] = {}
 
     @property
@@ -86,11 +87,13 @@ class HybridRetriever(Retriever):
 
     def describe(self) -> dict[str, Any]:
         out = {**super().describe(), "weights": self.weights_, "depths": self.quotas_, "fit_seconds_by_stage": self.fit_seconds_}
-        if getattr(self, "tuning_", None):
+        if self.tuning_:
             out["tuning"] = self.tuning_
-        if getattr(self, "source_tuning_", None):
-            out["source_tuning"] = self.source_tuning_
         return out
+
+    def fit_stages(self) -> dict[str, float]:
+        """Seconds each source's fit and the fusion's tuning took."""
+        return dict(self.fit_seconds_)
 
     def popularity_source(self) -> Retriever:
         """The popularity ranking: what a query without any known purchase gets."""
@@ -99,9 +102,9 @@ class HybridRetriever(Retriever):
 
     def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> HybridRetriever:
         data = as_dataset(data, item_texts)
-        if (self.fusion.tune or self.config.tune_budget_s > 0) and len(data) and data.start == data.end:
+        if self.fusion.tune and len(data) and data.start == data.end:
             raise ValueError("tuning needs a validation window, and these purchases carry no times (a matrix?): pass "
-                             "FusionConfig(tune=False) and HybridConfig(tune_budget_s=0), or fit on a Dataset with timestamps")
+                             "FusionConfig(tune=False), or fit on a Dataset with timestamps")
         needed = self._needed(self.fusion.quotas)
         for name, given in self._given.items():
             if name not in SOURCE_MODEL.values():
@@ -117,10 +120,6 @@ class HybridRetriever(Retriever):
                 ).fit(data)
         self.weights_ = dict(self.fusion.weights)
         self.quotas_ = dict(self.fusion.quotas)
-        self.source_tuning_ = None
-        if self.config.tune_budget_s > 0:
-            with timed(seconds, "source_tuning"):
-                self._tune_sources(data, models.get("bi_encoder"))
         if self.fusion.tune:
             with timed(seconds, "fusion_tuning"):
                 self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
@@ -133,6 +132,25 @@ class HybridRetriever(Retriever):
         self.days_since_ = data.days_since_purchase()
         self.new_arrivals_ = data.new_arrivals(self.config.new_arrival_days)
         return self
+
+    def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> HybridRetriever:
+        """A copy whose sources serve ``catalog`` (each its own way; ``catalog_change_`` holds
+        theirs by name); the fusion stays as tuned."""
+        self._check_fitted()
+        models = {name: model.with_catalog(catalog, shards=shards) for name, model in self.models_.items()}
+        return self.replaced(models_=models, catalog_change_={name: m.catalog_change_ for name, m in models.items() if m.catalog_change_})
+
+    def with_interactions(self, data: Dataset) -> HybridRetriever:
+        """A copy whose sources know the appended purchases (each its own way: nothing is
+        trained), with the users' purchase counts and recency and the new-arrival window as of
+        ``data``; the fusion stays as tuned."""
+        self._check_extends(data)
+        out = self.replaced(models_={name: model.with_interactions(data) for name, model in self.models_.items()},
+                            catalog_change_={})
+        out._remember(data, data.user_items("counts"))
+        out.days_since_ = data.days_since_purchase()
+        out.new_arrivals_ = data.new_arrivals(self.config.new_arrival_days)
+        return out
 
     def _new_model(self, name: str) -> Retriever:
         cfg = self.config
@@ -262,22 +280,6 @@ class HybridRetriever(Retriever):
         split = make_split(data, start)
         users = np.intersect1d(split.users, bi.validation_.users) if own else split.users
         return split, np.flatnonzero(np.isin(split.users, users)), start
-
-    def _tune_sources(self, data: Dataset, bi: BiEncoderRetriever | None) -> None:
-        """Tune the sources' knobs on the validation window (:mod:`ecomrec.retrieval.tuning`);
-        given source models fitted with other values than the tuned ones are fitted again."""
-        from ecomrec.retrieval.tuning import SourceValidation, tune_sources
-
-        split, rows, start = self._validation(data, bi)
-        tuned, self.source_tuning_ = tune_sources(self.config, SourceValidation(split, rows), self.config.tune_budget_s)
-        self.source_tuning_.update(start=str(start), users=int(len(rows)))
-        source_config = {"als": tuned.als, "itemknn": tuned.itemknn, "popularity": tuned.repurchase.popularity,
-                         "repurchase": tuned.repurchase}
-        for name, config in source_config.items():
-            given = self._given.get(name)
-            if given is not None and given.config != config:
-                del self._given[name]
-        self.config = tuned
 
     def _tune(
         self, data: Dataset, bi: BiEncoderRetriever | None
@@ -429,8 +431,8 @@ def fuse(
 ) -> Candidates:
     """One ranking from per-source lists; ``sources`` gets ``<source>_rank`` / ``<source>_score``.
 
-    RRF: ``sum_s w_s / (rrf_k + rank_s)`` (rank from 1); weighted: ``sum_s w_s * scaled score``
-    with each source's scores min-max scaled per row. Items no source found are never returned.
+    Weighted reciprocal rank: ``sum_s w_s / (rrf_k + rank_s)`` (rank from 1). Items no source
+    found are never returned.
     ``shared_ranks``: items a source scores equally share its best rank among them (RRF), so the
     other sources order them instead of the list's arbitrary order.
     """
@@ -459,23 +461,14 @@ class ListUnion:
 
     def contributions(self, fusion: FusionConfig, *, shared_ranks: bool = False) -> dict[str, np.ndarray]:
         """Each source's unweighted contribution per valid entry: ``1 / (rrf_k + rank)`` (with
-        ``shared_ranks``, equal scores share the best of their ranks), or its score min-max
-        scaled per row plus 1e-6 (found at all beats not found)."""
+        ``shared_ranks``, equal scores share the best of their ranks)."""
         out = {}
         for source, found in self.lists.items():
-            valid = found.item_ids >= 0
-            if fusion.method == "rrf":
-                ranks = np.broadcast_to(np.arange(1, found.k + 1, dtype=np.float64), found.item_ids.shape)
-                if shared_ranks and found.k:
-                    starts = np.c_[np.ones((found.n_queries, 1), bool), found.scores[:, 1:] != found.scores[:, :-1]]
-                    ranks = np.maximum.accumulate(np.where(starts, ranks, 0.0), axis=1)
-                out[source] = (1.0 / (fusion.rrf_k + ranks))[valid]
-                continue
-            scores = found.scores.astype(np.float64)
-            low = np.where(valid, scores, np.inf).min(axis=1, keepdims=True)
-            high = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
-            spread = np.where(high > low, high - low, 1.0)
-            out[source] = ((scores - np.where(valid.any(axis=1, keepdims=True), low, 0.0)) / spread)[valid] + 1e-6
+            ranks = np.broadcast_to(np.arange(1, found.k + 1, dtype=np.float64), found.item_ids.shape)
+            if shared_ranks and found.k:
+                starts = np.c_[np.ones((found.n_queries, 1), bool), found.scores[:, 1:] != found.scores[:, :-1]]
+                ranks = np.maximum.accumulate(np.where(starts, ranks, 0.0), axis=1)
+            out[source] = (1.0 / (fusion.rrf_k + ranks))[found.item_ids >= 0]
         return out
 
     def totals(self, weights: dict[str, float], fusion: FusionConfig, contributions: dict[str, np.ndarray] | None = None) -> np.ndarray:

@@ -24,15 +24,12 @@ class NextItemPairs:
         Per example, int64 item indices bought before the basket, newest first (distinct).
     positives
         int64 [n] an item of the basket the user had not bought before.
-    negatives
-        int64 [n] a hard negative per example, -1 when none was mined.
     """
 
     users: np.ndarray
     times: np.ndarray
     histories: list[np.ndarray]
     positives: np.ndarray
-    negatives: np.ndarray
 
     def __len__(self) -> int:
         return len(self.users)
@@ -101,17 +98,4 @@ def next_item_pairs(
         times=np.asarray(out_times, dtype="datetime64[ns]")[keep] if n else np.zeros(0, "datetime64[ns]"),
         histories=[out_hist[i] for i in keep],
         positives=np.asarray(out_pos, dtype=np.int64)[keep],
-        negatives=np.full(len(keep), -1, dtype=np.int64),
     )
-
-
-def mine_hard_negatives(pairs: NextItemPairs, candidates: np.ndarray, bought: list[set[int]], seed: int) -> None:
-    """Fill ``pairs.negatives`` in place: a candidate of the pair's user the user never buys.
-
-    ``candidates``: int [n_users, c] retrieved items per user (-1 padding); ``bought``: every
-    item each user buys in the data (past and future), never used as a negative.
-    """
-    rng = np.random.default_rng(seed)
-    for row, user in enumerate(pairs.users):
-        pool = [int(i) for i in candidates[user] if i >= 0 and int(i) not in bought[user]]
-        pairs.negatives[row] = pool[rng.integers(len(pool))] if pool else -1

@@ -21,6 +21,7 @@ import numpy as np
 
 from ecomrec.candidates import Candidates, top_k
 from ecomrec.config import SearchConfig
+from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import clean_text, search_terms
@@ -122,6 +123,8 @@ class TextSearch:
         self.config = config or SearchConfig()
         self.show_progress = show_progress
         self.dense_: BiEncoderRetriever | None = None
+        #: What the catalog change that made this search did (counts, seconds; empty: nothing).
+        self.catalog_change_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Dataset) -> TextSearch:
@@ -260,42 +263,50 @@ class TextSearch:
         return moved / np.linalg.norm(moved, axis=1, keepdims=True)
 
     # ------------------------------------------------------------------ catalog changes
-    def with_catalog(
-        self, item_ids: Sequence[str], texts: Sequence[str], categories: Sequence[str] | None = None, *,
-        encoded: Any = None,
-    ) -> tuple[TextSearch, dict[str, Any]]:
-        """A copy serving a new catalog: only new or changed titles are encoded (none that
-        ``encoded``, title → vector, already has), the lexical index is rebuilt (seconds for 100k
-        titles). Items left out are no longer returned. Returns the copy and counts and timings
-        of the update; this search is left as it was."""
-        dense = self._check_fitted()
-        updated_dense, report = dense.with_catalog(item_ids, texts, encoded=encoded)
-        assert updated_dense.items_ is not None
-        listed = np.zeros(len(updated_dense.items_), dtype=bool)
-        positions = updated_dense.items_.index([str(i) for i in item_ids])
+    def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> TextSearch:
+        """A copy serving ``catalog``: only new or changed titles are encoded (none whose vector
+        the catalog carries), the lexical index is rebuilt (seconds for 100k titles); items left
+        out are no longer returned; categories are the catalog's where it has them. The copy's
+        ``catalog_change_`` has counts and seconds; this search is left as it was."""
+        dense = self._check_fitted().with_catalog(catalog, shards=shards)
+        assert dense.items_ is not None
+        listed = np.zeros(len(dense.items_), dtype=bool)
+        positions = dense.items_.index(list(catalog.item_ids))
         listed[positions] = True
         names = list(self.categories_) + [""] * (len(listed) - len(self.categories_))
-        if categories is not None:
-            if len(categories) != len(positions):
-                raise ValueError(f"{len(categories)} categories for {len(positions)} items")
-            for position, name in zip(positions, categories):
-                names[position] = clean_text(name)
-        updated = TextSearch(self.config, show_progress=self.show_progress)
-        updated.dense_ = updated_dense
-        start = time.perf_counter()
-        updated._set_catalog(listed, names)
-        report["lexical_seconds"] = time.perf_counter() - start
-        return updated, report
+        for position, name in zip(positions, catalog.categories or ()):
+            names[position] = name
+        return self._with(dense, listed, names, catalog_change=dense.catalog_change_)
 
-    def verify_items(self, items: np.ndarray | Sequence[int]) -> None:
+    def with_interactions(self, data: Dataset) -> TextSearch:
+        """A copy whose dense side personalises queries by histories as of ``data``; items it
+        adds are listed, titled from its catalog."""
+        dense = self._check_fitted().with_interactions(data)
+        added = len(dense.item_texts_) - len(self.listed_)
+        categories = list(self.categories_) + [_category_key(c) for c in data.catalog["category"].fillna("").astype(str)[len(self.listed_):]]
+        return self._with(dense, np.r_[self.listed_, np.ones(added, bool)], categories)
+
+    def _with(self, dense: BiEncoderRetriever, listed: np.ndarray, categories: Sequence[str],
+              catalog_change: dict[str, Any] | None = None) -> TextSearch:
+        """A new search over ``dense``'s items: ``listed`` and ``categories`` per item, the lexical
+        index built over their titles."""
+        out = TextSearch(self.config, show_progress=self.show_progress)
+        out.dense_ = dense
+        start = time.perf_counter()
+        out._set_catalog(listed, categories)
+        out.catalog_change_ = {**(catalog_change or {}), "lexical_seconds": time.perf_counter() - start}
+        return out
+
+    def verify_items(self, items: np.ndarray | Sequence[int], expected: np.ndarray | None = None) -> None:
         """Check what search serves for ``items`` (dense indices of listed items): the dense side
-        holds a fresh encoding of each title (:meth:`BiEncoderRetriever.verify_items`), and each
+        holds each title's vector (``expected``, else a fresh encoding:
+        :meth:`BiEncoderRetriever.verify_items`), and each
         exact title finds its item through the lexical side (:meth:`LexicalIndex.mismatch`).
         Raises :class:`ArtifactError` naming the first item that fails."""
         dense = self._check_fitted()
         items = np.asarray(items, dtype=np.int64).reshape(-1)
         try:
-            dense.verify_items(items)
+            dense.verify_items(items, expected)
         except ArtifactError as error:
             raise ArtifactError(f"search's dense side: {error}") from None
         for item in items:

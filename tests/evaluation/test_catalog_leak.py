@@ -1,4 +1,4 @@
-"""No leak through the catalog (DESIGN.md, protocol): where the catalog is derived from the log,
+"""No leak through the catalog (docs/evaluation.md): where the catalog is derived from the log,
 an item first sold inside the target window was unknowable at the cutoff. No method may list it,
 and its purchases count as misses for every method."""
 

@@ -73,7 +73,7 @@ def test_latency_percentiles() -> None:
 
 
 def test_paired_bootstrap_by_hand() -> None:
-    from ecomrec.evaluation.protocol import paired_bootstrap
+    from ecomrec.metrics import paired_bootstrap
 
     same = paired_bootstrap(np.array([0.5, 0.7, 0.9]), np.array([0.3, 0.5, 0.7]))
     assert same["mean_diff"] == pytest.approx(0.2) and same["ci95"] == pytest.approx([0.2, 0.2]) and same["excludes_zero"]

@@ -40,21 +40,29 @@ def test_batched_cached_scores_equal_one_pair_at_a_time(scorer) -> None:
             assert batched[row, col] == pytest.approx(float(logit), abs=1e-4), (row, col)
 
 
-def test_subtracting_the_item_prior_leaves_what_the_history_adds(scorer) -> None:
-    """``subtract_item_prior``: each logit less the same title's logit for an empty history,
-    computed once per item (across rows and batches), whatever the batch it first appears in."""
-    personal = TextScorer(scorer.config.replace(subtract_item_prior=True), ITEMS)
-    personal.device, personal.model = "cpu", scorer.model
-    ids = np.array([[0, 2, 1, -1], [3, 1, 0, 2]])
-    out = personal.score(USERS, ids)
-    plain = scorer.score(USERS, ids)
-    empty = scorer.score([""], np.arange(len(ITEMS))[None, :])[0]
-    assert np.isneginf(out[0, 3])
-    valid = ids >= 0
-    np.testing.assert_allclose(out[valid], plain[valid] - empty[ids[valid]], atol=1e-4)
-    assert np.array_equal(personal.item_prior(np.array([2, 2, 0])), personal._prior[[2, 2, 0]])
-    assert not np.isnan(personal._prior).any()
-    np.testing.assert_allclose(personal.score(USERS[:1], ids[:1, :2]), out[:1, :2], atol=1e-5)  # cached priors
+def test_attention_through_sdpa_equals_the_written_out_formula() -> None:
+    """The join's attention runs through torch's scaled_dot_product_attention: the same outputs
+    as softmax(q kᵀ / √d + mask) v per head, to 1e-5, masked keys ignored."""
+    import math
+
+    torch.manual_seed(0)
+    model = LateJoinCrossEncoder(None, layers=2, user_tokens=16, item_tokens=8).eval()
+    pairs, q_len, k_len, hidden, heads = 5, 6, 20, 384, model.heads
+    query, keys, values = torch.randn(pairs, q_len, hidden), torch.randn(pairs, k_len, hidden), torch.randn(pairs, k_len, hidden)
+    mask = torch.rand(pairs, k_len) > 0.3
+    mask[:, 0] = True
+    got = model._attend(query, keys, values, mask)
+
+    def split(x):  # type: ignore[no-untyped-def]
+        return x.view(pairs, x.shape[1], heads, hidden // heads).transpose(1, 2)
+
+    scores = split(query) @ split(keys).transpose(-1, -2) / math.sqrt(hidden // heads)
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    expected = (torch.softmax(scores, dim=-1) @ split(values)).transpose(1, 2).reshape(pairs, q_len, hidden)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    moved = values.clone()
+    moved[~mask] = 1e3  # what masked tokens hold never reaches the output
+    torch.testing.assert_close(model._attend(query, keys, moved, mask), got, atol=1e-5, rtol=1e-5)
 
 
 def test_budgets_and_layers_are_checked() -> None:
@@ -62,12 +70,9 @@ def test_budgets_and_layers_are_checked() -> None:
         LateJoinCrossEncoder(None, layers=1, user_tokens=16, item_tokens=8)
     with pytest.raises(ValueError, match="positions"):
         LateJoinCrossEncoder(None, layers=2, user_tokens=500, item_tokens=16)
-    model = LateJoinCrossEncoder(None, layers=2, user_tokens=16, item_tokens=8, n_features=3)
+    model = LateJoinCrossEncoder(None, layers=2, user_tokens=16, item_tokens=8)
     tokens = model.tokenize_items(["a very long product title that runs well past the budget of eight tokens"])
     assert tokens["input_ids"].shape[1] == 8 and tokens["input_ids"][0, -1] == model.tokenizer.sep_token_id
-    users = model.encode_users(model.tokenize_users(["mug"]))
-    with pytest.raises(ValueError, match="features"):
-        model(users, model.encode_items(tokens), torch.tensor([0]), torch.tensor([0]))
 
 
 def test_full_attention_equals_plain_bert_reading_the_pair_together() -> None:

@@ -43,7 +43,7 @@ def test_reranking_recovers_the_clusters_the_fusion_ignored(fitted) -> None:
     after = evaluate_candidates(split, reranked.candidates(split.users, 40), reranked.candidates(new_users, 40, exclude=exclude), (10,))
     for target in ("all", "new"):
         assert after[target]["ndcg@10"] > before[target]["ndcg@10"] + 0.1, target
-    importance = reranked.reranker.training_["importance"]
+    importance = reranked.reranker.training_["importance"]["purchase_model"]
     assert importance["popularity_rank_log"] < max(importance["als_rank_log"], importance["own_count_log"])
 
 
@@ -54,7 +54,6 @@ def test_the_fitted_reranker_proved_itself_on_the_validation_cutoff(fitted) -> N
 
     reranker = fitted[2].reranker
     check = reranker.training_["validation"]
-    assert check["reranked_ndcg@10"] > check["fused_ndcg@10"] + 0.1
     for kind in ("all", "new"):  # each kind of list: the model far above the fused order, and the best order kept
         scores = {n.removesuffix("_ndcg@10"): v for n, v in check["by_list"][kind].items() if n.endswith("_ndcg@10")}
         assert scores["purchase_model"] > scores["fused"] + 0.1 and reranker.orders[kind] == _best_order(scores)
@@ -84,7 +83,7 @@ def test_a_reranker_that_loses_on_validation_is_bypassed(fitted, monkeypatch) ->
     config = RerankConfig(text=False, cutoffs=2, window_days=15, candidates=40, trees=20, min_child_samples=10)
     useless = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
     check = useless.reranker.training_["validation"]
-    assert not check["kept"] and check["reranked_ndcg@10"] < check["fused_ndcg@10"] and useless.reranker.bypassed
+    assert not check["kept"] and useless.reranker.bypassed
     for kind, kept in useless.reranker.orders.items():  # each kind of list keeps its best other order on validation
         scores = {n.removesuffix("_ndcg@10"): v for n, v in check["by_list"][kind].items() if n.endswith("_ndcg@10")}
         assert kept != "purchase_model" and scores[kept] == max(v for n, v in scores.items() if n != "purchase_model")
@@ -93,9 +92,6 @@ def test_a_reranker_that_loses_on_validation_is_bypassed(fitted, monkeypatch) ->
         out, fused = useless.candidates(users, 50, exclude=exclude), hybrid.candidates(users, 50, exclude=exclude)
         np.testing.assert_array_equal(out.item_ids, _in_order(fused, useless.reranker.orders[kind], 40), err_msg=kind)
         assert (np.diff(out.scores, axis=1) <= 0).all() and np.isfinite(out.sources["p_purchase"][:, :40]).all()
-    forced = RerankedRetriever(hybrid, PurchaseReranker(config.replace(keep_only_if_better=False))).fit(split.history)
-    assert not forced.reranker.bypassed and forced.reranker.orders == {"all": "purchase_model", "new": "purchase_model"}
-    assert not np.array_equal(forced.candidates(users, 50).item_ids, hybrid.candidates(users, 50).item_ids)
 
 
 def test_full_and_new_item_lists_are_judged_apart(fitted, monkeypatch) -> None:
@@ -138,9 +134,12 @@ def test_lists_that_exclude_the_whole_history_are_new_item_lists() -> None:
     np.testing.assert_array_equal(excludes_history(query(None)), [False, False, False])
 
 
-def test_reranked_list_is_the_same_candidates_reordered_by_probability(fitted) -> None:
+def test_reranked_list_is_the_same_candidates_reordered_by_probability(fitted, monkeypatch) -> None:
+    from ecomrec.rerank import reranker as module
+
     split, hybrid, kept = fitted
-    reranked = RerankedRetriever(hybrid, PurchaseReranker(kept.reranker.config.replace(keep_only_if_better=False))).fit(split.history)
+    monkeypatch.setattr(module, "_best_order", lambda scores: module.MODEL_ORDER)  # the model's order on every kind of list
+    reranked = RerankedRetriever(hybrid, PurchaseReranker(kept.reranker.config)).fit(split.history)
     users = split.users[:25]
     fused = hybrid.candidates(users, 60)
     out = reranked.candidates(users, 60)
@@ -206,8 +205,6 @@ def test_examples_refuse_a_bi_encoder_trained_past_the_first_cutoff() -> None:
 def test_reranker_rejects_bad_config() -> None:
     with pytest.raises(ValueError, match="cutoffs"):
         RerankConfig(text=True, cutoffs=2)
-    with pytest.raises(ValueError, match="objective"):
-        RerankConfig(objective="pointwise")
 
 
 def test_recommend_explains_each_probability(fitted) -> None:
@@ -235,52 +232,64 @@ def test_saved_reranker_loads_and_gives_identical_results(fitted, tmp_path) -> N
         RerankedRetriever.load(tmp_path / "reranked")
 
 
-@pytest.mark.parametrize("join", ["joint", "residual"])
-def test_text_joined_with_behaviour_explains_loads_and_reorders(fitted, join, tmp_path) -> None:
-    """The joint network (text and features in one model) and the residual one (trees + a text
-    path on what they leave): probabilities are the calibrated sum of what explain shows, the
-    saved reranker gives the same lists, and the lists are the candidates reordered."""
+@pytest.fixture(scope="module")
+def with_text(fitted):  # type: ignore[no-untyped-def]
     from ecomrec.config import CrossEncoderConfig
 
     split, hybrid, _ = fitted
     text = CrossEncoderConfig(layers=2, user_tokens=32, item_tokens=8, max_pairs=800, eval_every=20, device="cpu")
-    config = RerankConfig(text=True, text_join=join, cutoffs=3, window_days=15, candidates=40, trees=60,
-                          min_child_samples=10, keep_only_if_better=False, cross_encoder=text)
-    reranked = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
-    reranker = reranked.reranker
-    assert reranker.training_["text_join"] == join and len(reranker.training_["text_log"]) > 1
+    config = RerankConfig(text=True, cutoffs=3, window_days=15, candidates=40, trees=60, min_child_samples=10, cross_encoder=text)
+    return config, RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
+
+
+def test_the_text_score_is_kept_only_where_it_wins_on_validation(fitted, with_text) -> None:
+    """Trained with and without the text score; per kind of list the order validation ranks
+    best; where the text model wins nowhere, serving never runs the cross-encoder."""
+    from ecomrec.rerank.reranker import TEXT_ORDER, _best_order
+
+    split, _, _ = fitted
+    reranker = with_text[1].reranker
+    check = reranker.training_["validation"]
+    assert len(reranker.training_["text_log"]) > 1
+    for kind in ("all", "new"):
+        scores = {n.removesuffix("_ndcg@10"): v for n, v in check["by_list"][kind].items() if n.endswith("_ndcg@10")}
+        assert {"purchase_model", TEXT_ORDER, "fused"} <= set(scores) and reranker.orders[kind] == _best_order(scores)
+    kept = TEXT_ORDER in reranker.orders.values()
+    assert (reranker.text_ is not None) == kept == (TEXT_ORDER in reranker.models_)
+    timings = with_text[1].candidates(split.users[:5], 20).timings
+    assert ("rerank:text" in timings) == (reranker.orders["all"] == TEXT_ORDER)
+
+
+def test_where_the_text_score_is_kept_only_those_lists_run_it(fitted, with_text, monkeypatch, tmp_path) -> None:
+    """Text kept for full lists only: they run the cross-encoder and read its score (probabilities
+    are the calibrated sum of what explain shows, text included), new-item lists do not; the
+    saved reranker gives the same lists."""
+    from ecomrec.rerank import reranker as module
+
+    split, hybrid, _ = fitted
+    check = module.PurchaseReranker._validation_check
+
+    def text_for_full_lists(self, valid, p):  # type: ignore[no-untyped-def]
+        out = check(self, valid, p)
+        return {**out, "order": {"all": module.TEXT_ORDER, "new": module.MODEL_ORDER}, "kept": True}
+
+    monkeypatch.setattr(module.PurchaseReranker, "_validation_check", text_for_full_lists)
+    reranked = RerankedRetriever(hybrid, PurchaseReranker(with_text[0])).fit(split.history)
+    assert reranked.reranker.orders == {"all": module.TEXT_ORDER, "new": module.MODEL_ORDER}
     users = split.users[:20]
-    out = reranked.recommend(users, 40)
-    assert sorted(out.item_ids[0]) == sorted(hybrid.candidates(users[:1], 40).item_ids[0])
-    p = out.sources["p_purchase"].astype(np.float64)
-    assert ((p > 0) & (p < 1)).all() and (np.diff(p, axis=1) <= 1e-7).all()
-    shares = {n: v for n, v in out.sources.items() if n.startswith("why:")}
-    if join == "joint":
-        assert list(shares) == ["why:joint_network"]
-    else:
-        assert "why:text_score" in shares and len(shares) == len(reranker.names_) + 1
-    implied = np.log(p / (1 - p)) - np.sum(list(shares.values()), axis=0)  # the same bias for every candidate
-    np.testing.assert_allclose(implied, implied[0, 0], atol=2e-3)
+    full, new = reranked.recommend(users, 40), reranked.recommend(users, 40, exclude="seen")
+    assert "rerank:text" in full.timings and "rerank:text" not in new.timings
+    for out in (full, new):
+        p = out.sources["p_purchase"].astype(np.float64)
+        assert ((p > 0) & (p < 1)).all() and (np.diff(p, axis=1) <= 1e-7).all()
+        shares = {n: v for n, v in out.sources.items() if n.startswith("why:")}
+        implied = np.log(p / (1 - p)) - np.sum(list(shares.values()), axis=0)  # the same bias for every candidate of a list
+        np.testing.assert_allclose(implied, np.broadcast_to(implied[:, :1], implied.shape), atol=2e-3)
+    assert np.abs(full.sources["why:text_score"]).max() > 0 and np.abs(new.sources["why:text_score"]).max() == 0
     reranked.save(tmp_path / "reranked")
     loaded = RerankedRetriever.load(tmp_path / "reranked")
     np.testing.assert_array_equal(loaded.candidates(users, 20).item_ids, reranked.candidates(users, 20).item_ids)
     np.testing.assert_allclose(loaded.candidates(users, 20).scores, reranked.candidates(users, 20).scores, rtol=1e-5)
-
-
-def test_dropped_features_are_not_read_and_unknown_names_are_refused(fitted, tmp_path) -> None:
-    split, hybrid, full = fitted
-    config = full.reranker.config.replace(drop_features=("item_age_log", "list_own_share"))
-    assert RerankConfig.from_dict(config.to_dict()) == config
-    ablated = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
-    names = ablated.reranker.names_
-    assert "item_age_log" not in names and "list_own_share" not in names and len(names) == len(full.reranker.names_) - 2
-    assert ablated.reranker.model_.booster.num_feature() == len(names)
-    users = split.users[:20]
-    ablated.save(tmp_path / "ablated")
-    np.testing.assert_array_equal(RerankedRetriever.load(tmp_path / "ablated").candidates(users, 20).item_ids,
-                                  ablated.candidates(users, 20).item_ids)
-    with pytest.raises(ValueError, match="drop_features.*item_agee"):
-        RerankedRetriever(hybrid, PurchaseReranker(config.replace(drop_features=("item_agee",)))).fit(split.history)
 
 
 def _examples_with_two_base_rates(n: int = 4000, k: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -312,13 +321,14 @@ def test_each_kind_of_list_gets_its_own_calibration_when_their_base_rates_differ
     assert one["all"] == one["new"] and -2.0 < one["all"][1] < 1.0
 
     reranker = PurchaseReranker(RerankConfig())
-    check = reranker._fit_calibration(examples, margin)
+    check = reranker._fit_calibration("purchase_model", examples, margin)
     assert check["kept"] == "per_list_kind" and check["per_list_kind"]["within_kinds"] < check["one_fit"]["within_kinds"] / 5
-    p = reranker._calibrated(margin, examples.new_lists)
+    p = reranker._calibrated("purchase_model", margin, examples.new_lists)
     for kind in (False, True):  # each kind's mean probability is its purchase rate
         rows = examples.new_lists == kind
         assert abs(p[rows].mean() - examples.labels[rows].mean()) < 0.01
-    assert abs(reranker._calibrated(margin[:1]).mean() - reranker._calibrated(margin[:1], np.array([False])).mean()) < 1e-12
+    full = reranker._calibrated("purchase_model", margin[:1], np.array([False]))
+    assert abs(reranker._calibrated("purchase_model", margin[:1]).mean() - full.mean()) < 1e-12
 
 
 def test_one_calibration_is_kept_when_both_kinds_share_a_base_rate() -> None:
@@ -326,8 +336,8 @@ def test_one_calibration_is_kept_when_both_kinds_share_a_base_rate() -> None:
     rng = np.random.default_rng(1)
     examples.labels[:] = rng.random(margin.shape) < 1 / (1 + np.exp(-margin))  # the same rate for both kinds
     reranker = PurchaseReranker(RerankConfig())
-    check = reranker._fit_calibration(examples, margin)
-    assert check["kept"] == "one_fit" and reranker.platt_["all"] == reranker.platt_["new"]
+    check = reranker._fit_calibration("purchase_model", examples, margin)
+    assert check["kept"] == "one_fit" and reranker.platt_["purchase_model"]["all"] == reranker.platt_["purchase_model"]["new"]
 
 
 def test_the_kept_calibration_is_recorded_and_reported(fitted) -> None:
@@ -336,7 +346,7 @@ def test_the_kept_calibration_is_recorded_and_reported(fitted) -> None:
     _, _, reranked = fitted
     check = reranked.reranker.training_["calibration"]
     assert check["kept"] in ("one_fit", "per_list_kind")
-    assert check["platt"] == {kind: list(v) for kind, v in reranked.reranker.platt_.items()}
+    assert check["platt"] == {kind: list(v) for kind, v in reranked.reranker.platt_["purchase_model"].items()}
     assert (check["platt"]["all"] == check["platt"]["new"]) == (check["kept"] == "one_fit")
     markdown = BenchmarkReport(methods={"feature_rerank": reranked.describe()}).to_markdown()
     row = next(line for line in markdown.splitlines() if line.startswith("| feature_rerank | calibration, cutoff"))

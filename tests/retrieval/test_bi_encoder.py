@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ecomrec.config import BiEncoderConfig
+from ecomrec.data import Catalog
 from ecomrec.data.synthetic import synthetic
 from ecomrec.exceptions import ArtifactError
 from ecomrec.retrieval import BiEncoderRetriever
@@ -60,7 +61,8 @@ def test_catalog_change_reembeds_only_changes_and_leaves_the_original_as_it_was(
     texts = list(shop.catalog["text"])
     before = zero_shot.search("black skull", k=3).item_ids.copy()
     texts[3] = "black skull doormat 3"  # one changed title
-    changed, stats = zero_shot.with_catalog(ids[:-2] + ["i-new"], texts[:-2] + ["black skull tote new"])
+    changed = zero_shot.with_catalog(Catalog.of(ids[:-2] + ["i-new"], texts[:-2] + ["black skull tote new"]))
+    stats = changed.catalog_change_
     assert stats == {**stats, "listed": 79, "new": 1, "changed": 1, "removed": 2, "encoded": 2}
     hits = changed.search("black skull", k=3).item_ids[0]
     new_dense = changed.items_.index(["i-new"])[0]
@@ -68,10 +70,10 @@ def test_catalog_change_reembeds_only_changes_and_leaves_the_original_as_it_was(
     assert not np.isin(changed.search("green garden", k=78).item_ids, [78, 79]).any()  # delisted
     np.testing.assert_array_equal(zero_shot.search("black skull", k=3).item_ids, before)  # the original serves as before
     assert zero_shot.n_items == 80 and zero_shot.item_texts_[3] == shop.catalog["text"][3]
-    again, stats = changed.with_catalog(ids[:-2] + ["i-new"], texts[:-2] + ["black skull tote new"])
-    assert stats["encoded"] == 0  # every title already has its vector
-    twins, stats = again.with_catalog(ids[:-2] + ["i-a", "i-b", "i-c"], texts[:-2] + ["plaid scarf", "plaid scarf", "wool hat"])
-    assert stats["new"] == 3 and stats["encoded"] == 2  # one title shared by two items is embedded once
+    again = changed.with_catalog(Catalog.of(ids[:-2] + ["i-new"], texts[:-2] + ["black skull tote new"]))
+    assert again.catalog_change_["encoded"] == 0  # every title already has its vector
+    twins = again.with_catalog(Catalog.of(ids[:-2] + ["i-a", "i-b", "i-c"], texts[:-2] + ["plaid scarf", "plaid scarf", "wool hat"]))
+    assert twins.catalog_change_["new"] == 3 and twins.catalog_change_["encoded"] == 2  # one title shared by two items is embedded once
     a, b = twins.items_.index(["i-a", "i-b"])
     assert set(twins.search("plaid scarf", k=2).item_ids[0].tolist()) == {a, b}
     twins.verify_items(twins.items_.index(ids[:-2] + ["i-a", "i-b", "i-c"]))

@@ -218,7 +218,7 @@ def test_config_round_trip_and_exclusive_arguments(fitted) -> None:
     assert type(config).from_dict(config.to_dict()) == config
     with pytest.raises(TypeError, match="not both"):
         type(model)(config, **{next(iter(config.to_dict())): None})
-    with pytest.raises(ValueError, match="no field"):
+    with pytest.raises(ValueError, match="typo"):
         type(config).from_dict({**config.to_dict(), "typo": 1})
 
 
@@ -250,3 +250,45 @@ def test_a_matrix_cannot_drive_what_needs_time() -> None:
     counts = synthetic(n_users=30, n_items=20, seed=4).user_items("counts")
     with pytest.raises(ValueError, match="fine_tune=False"):
         BiEncoderRetriever(layers=1).fit(counts)
+
+
+def appended(data: Dataset) -> Dataset:
+    """``data`` and, after it, user 0 buying its held-out item and a new user ``u99`` buying what
+    user 4 bought."""
+    frame = data.interactions
+    four = frame[frame["user"] == 4]
+    extra = pd.DataFrame({"user": np.r_[0, np.full(len(four), N_USERS)].astype(np.int32),
+                          "item": np.r_[held_out(0), four["item"].to_numpy()].astype(np.int32),
+                          "timestamp": frame["timestamp"].max() + pd.to_timedelta(np.arange(1, len(four) + 2), unit="min"),
+                          "quantity": np.ones(len(four) + 1, np.float32)})
+    users = IdMap([*data.users.ids, "u99"])
+    return Dataset(pd.concat([frame, extra], ignore_index=True), data.catalog, users, data.items)
+
+
+def test_appended_purchases_take_effect_and_the_original_serves_as_before(fitted, data) -> None:
+    """``with_interactions``: a bought item counts as seen, a new user is served by what they
+    bought (as the user they copy), and the retriever it came from answers as before."""
+    name, model = fitted
+    before = model.candidates(np.arange(N_USERS), k=6, exclude="seen")
+    updated = model.with_interactions(appended(data))
+    assert held_out(0) not in updated.candidates([0], k=N_ITEMS, exclude="seen").item_ids[0]
+    newcomer = updated.candidates([N_USERS], k=3, exclude="seen")
+    if FACTORIES[name][1]:
+        assert newcomer.item_ids[0, 0] == held_out(4)
+    assert_same_ranking(model.candidates(np.arange(N_USERS), k=6, exclude="seen"), before)
+    assert_same_ranking(model.with_interactions(data).candidates(np.arange(N_USERS), k=6, exclude="seen"), before)
+    reordered = Dataset(data.interactions, data.catalog, IdMap(reversed(data.users.ids)), data.items)
+    with pytest.raises(ValueError, match="extend"):
+        model.with_interactions(reordered)
+
+
+def test_a_catalog_change_leaves_the_original_as_it_was(fitted, data) -> None:
+    from ecomrec.data import Catalog
+
+    name, model = fitted
+    before = model.candidates(np.arange(N_USERS), k=6)
+    same = model.with_catalog(Catalog.of(data.items.ids, data.item_texts))
+    assert_same_ranking(same.candidates(np.arange(N_USERS), k=6), before)
+    smaller = model.with_catalog(Catalog.of(data.items.ids[:-2], [f"{t} new" for t in data.item_texts[:-2]]), shards=2)
+    assert smaller is not model or not smaller.catalog_change_  # a change is a new instance, or nothing to change
+    assert_same_ranking(model.candidates(np.arange(N_USERS), k=6), before)

@@ -25,7 +25,7 @@ def test_rrf_by_hand() -> None:
         "als": _list([[5, 3, 7]], [[0.9, 0.8, 0.1]]),
         "bi_encoder": _list([[3, 9, -1]], [[0.7, 0.6, INF]]),
     }
-    fusion = FusionConfig(method="rrf", rrf_k=10.0)
+    fusion = FusionConfig(rrf_k=10.0)
     out = fuse(lists, {"als": 1.0, "bi_encoder": 2.0}, fusion, k=4, n_items=10)
     expected = {3: 1 / 12 + 2 / 11, 9: 2 / 12, 5: 1 / 11, 7: 1 / 13}
     assert out.item_ids[0].tolist() == [3, 9, 5, 7]
@@ -35,12 +35,9 @@ def test_rrf_by_hand() -> None:
     np.testing.assert_allclose(out.sources["als_score"][0], [0.8, np.nan, 0.9, 0.1], rtol=1e-6)
 
 
-def test_weighted_fusion_and_zero_weight_sources() -> None:
+def test_a_zero_weight_silences_a_source() -> None:
     lists = {"als": _list([[1, 2]], [[10.0, 0.0]]), "itemknn": _list([[2, 4]], [[3.0, 1.0]])}
-    out = fuse(lists, {"als": 1.0, "itemknn": 1.0}, FusionConfig(method="weighted"), k=3, n_items=5)
-    # min-max per source: als 1 -> 1, 2 -> 0; itemknn 2 -> 1, 4 -> 0 (+1e-6 each for being found)
-    assert out.item_ids[0].tolist() == [2, 1, 4]
-    silenced = fuse(lists, {"als": 0.0, "itemknn": 1.0}, FusionConfig(method="weighted"), k=3, n_items=5)
+    silenced = fuse(lists, {"als": 0.0, "itemknn": 1.0}, FusionConfig(), k=3, n_items=5)
     assert silenced.item_ids[0].tolist() == [2, 4, -1]  # nothing else was found: padding
 
 
@@ -52,14 +49,10 @@ def _reference_fusion(lists, weights, fusion, k):
         total: dict[int, float] = {}
         for source, found in lists.items():
             valid = found.item_ids[row] >= 0
-            ids, scores = found.item_ids[row][valid], found.scores[row][valid].astype(np.float64)
+            ids = found.item_ids[row][valid]
             if weights.get(source, 0.0) <= 0 or not len(ids):
                 continue
-            if fusion.method == "rrf":
-                parts = 1.0 / (fusion.rrf_k + np.flatnonzero(valid) + 1.0)
-            else:
-                spread = scores.max() - scores.min()
-                parts = (scores - scores.min()) / (spread if spread > 0 else 1.0) + 1e-6
+            parts = 1.0 / (fusion.rrf_k + np.flatnonzero(valid) + 1.0)
             for item, part in zip(ids.tolist(), parts):
                 total[item] = total.get(item, 0.0) + weights[source] * part
         ranked = sorted(total, key=lambda item: (-total[item], item))[:k]
@@ -67,10 +60,9 @@ def _reference_fusion(lists, weights, fusion, k):
     return out_ids
 
 
-@pytest.mark.parametrize("method", ["rrf", "weighted"])
-def test_fusion_matches_a_per_query_reference_ties_included(method) -> None:
+def test_fusion_matches_a_per_query_reference_ties_included() -> None:
     rng = np.random.default_rng(7)
-    fusion = FusionConfig(method=method, rrf_k=5.0)
+    fusion = FusionConfig(rrf_k=5.0)
     for _ in range(25):
         n, n_items, k = int(rng.integers(1, 30)), int(rng.integers(3, 40)), int(rng.integers(1, 25))
         lists = {}

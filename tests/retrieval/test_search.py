@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ecomrec.candidates import Candidates
 from ecomrec.config import BiEncoderConfig, FusionConfig, SearchConfig
+from ecomrec.data import Catalog
 from ecomrec.data.synthetic import synthetic
 from ecomrec.retrieval.fusion import fuse
 from ecomrec.retrieval.search import LexicalIndex, TextSearch
@@ -72,8 +73,8 @@ def test_a_new_catalog_is_searched_at_once(search, data) -> None:
     ids = list(data.items.ids[1:]) + ["NEW1"]
     texts = list(data.item_texts[1:]) + ["tartan umbrella"]
     categories = list(data.catalog["category"][1:]) + ["rain wear"]
-    updated, report = search.with_catalog(ids, texts, categories)
-    assert report["new"] == 1 and report["encoded"] == 1  # only the new title was embedded
+    updated = search.with_catalog(Catalog.of(ids, texts, categories))
+    assert updated.catalog_change_["new"] == 1 and updated.catalog_change_["encoded"] == 1  # only the new title was embedded
     new = updated.items_.index(["NEW1"])[0]
     assert updated.search("tartan umbrellas", k=1).to_lists() == [[new]]
     assert updated.search("umbrella", k=5, category="rain wear").to_lists() == [[new]]
@@ -121,7 +122,7 @@ def test_the_final_dense_list_is_searched_with_the_fed_back_vector(search) -> No
     expected = search.dense_.embed_items([search.dense_.item_texts_[i] for i in found.item_ids[0][listed]]) @ moved[0]
     np.testing.assert_allclose(scores[listed], expected, rtol=1e-4, atol=1e-5)
     assert found.to_lists() != search.search(queries, k=8, feedback=False).to_lists()
-    off = TextSearch(dataclasses.replace(search.config, feedback_items=0), show_progress=False)
+    off = TextSearch(search.config.replace(feedback_items=0), show_progress=False)
     off.dense_, off.lexical_, off.listed_, off.categories_ = search.dense_, search.lexical_, search.listed_, search.categories_
     assert off.search(queries, k=8).to_lists() == search.search(queries, k=8, feedback=False).to_lists()
 
@@ -156,7 +157,7 @@ def test_every_listed_item_is_served_its_own_titles_vector(search, history, tmp_
             folder = tmp_path_factory.mktemp("search")
             current.save(folder / "search")
             current = TextSearch.load(folder / "search", current.config)
-        current, _ = current.with_catalog(ids, titles)
+        current = current.with_catalog(Catalog.of(ids, titles))
         dense = current.dense_
         plain = dense._encode(dense.model_, titles, dense.config.item_max_tokens)  # the eager float model, no stored vector
         items = dense.items_.index(ids)

@@ -11,6 +11,7 @@ import pytest
 
 from ecomrec import scale
 from ecomrec.config import ALSConfig, BiEncoderConfig, EngineConfig, FusionConfig, HybridConfig, SearchConfig
+from ecomrec.data import Catalog
 from ecomrec.data.synthetic import synthetic
 from ecomrec.engine import Engine
 from ecomrec.retrieval import BiEncoderRetriever
@@ -52,7 +53,9 @@ def test_ray_and_local_embeddings_agree(ray_cluster, retriever) -> None:
 
 
 def catalog_change(retriever: BiEncoderRetriever, texts: list[str], encoded: dict | None = None):  # type: ignore[no-untyped-def]
-    return retriever.with_catalog([f"sku{i}" for i in range(len(texts))], texts, encoded=encoded)
+    catalog = Catalog.of([f"sku{i}" for i in range(len(texts))], texts).with_encoded(retriever.model_hash_, encoded or {})
+    changed = retriever.with_catalog(catalog)
+    return changed, changed.catalog_change_
 
 
 def test_after_a_one_percent_change_only_the_changed_titles_are_encoded(ray_cluster, retriever) -> None:
@@ -122,11 +125,11 @@ def test_engine_rebuild_on_ray_serves_what_the_local_rebuild_serves(ray_cluster,
     catalog = catalog_of(engine, "ray edition")
     report = engine.rebuild_index(catalog, backend="ray", workers=2)
     assert report["backend"] == "ray" and report["ray"]["bi_encoder"]["encoded"] == len(catalog)
-    assert report["text_index"]["encoded"] == 0 and report["search_index"]["encoded"] == 0  # Ray embedded every title
+    assert report["sources"]["bi_encoder"]["encoded"] == 0 and report["search"]["encoded"] == 0  # Ray embedded every title
     on_ray = (engine.search(["red mug ray edition", "garden"], k=8), engine.recommend(["u00001", "u00002"], k=8))
     engine.rebuild_index(catalog_of(engine, "plain"))
     local_report = engine.rebuild_index(catalog)  # the same titles again, locally: all cached
-    assert local_report["text_index"]["encoded"] == 0
+    assert local_report["sources"]["bi_encoder"]["encoded"] == 0
     local = (engine.search(["red mug ray edition", "garden"], k=8), engine.recommend(["u00001", "u00002"], k=8))
     for ray_result, local_result in zip(on_ray, local):
         np.testing.assert_array_equal(ray_result.item_ids, local_result.item_ids)
@@ -214,7 +217,7 @@ def test_a_sharded_rebuild_on_ray_serves_the_local_answers_and_keeps_untouched_s
     local = (engine.search(queries[0], k=8), engine.recommend(queries[1], k=8))
     engine.rebuild_index(catalog_of(engine, "elsewhere"), shards=4)
     report = engine.rebuild_index(catalog, backend="ray", workers=2, shards=4)  # every shard changed: built in Ray tasks
-    assert report["reused_shards"]["bi_encoder"] == [] and report["reused_shards"]["als"] == [0, 1, 2, 3]
+    assert report["sources"]["bi_encoder"]["reused_shards"] == [] and report["sources"]["als"]["reused_shards"] == [0, 1, 2, 3]
     for ray_result, local_result in zip((engine.search(queries[0], k=8), engine.recommend(queries[1], k=8)), local):
         np.testing.assert_array_equal(ray_result.item_ids, local_result.item_ids)
         np.testing.assert_allclose(ray_result.scores, local_result.scores, atol=1e-5)
@@ -222,11 +225,11 @@ def test_a_sharded_rebuild_on_ray_serves_the_local_answers_and_keeps_untouched_s
     changed = catalog.copy()
     changed.loc[7, "text"] = "tartan umbrella"  # one title of 40
     report = engine.rebuild_index(changed, backend="ray", workers=2, shards=4)
-    assert report["ray"]["bi_encoder"]["encoded"] == 1 and len(report["reused_shards"]["bi_encoder"]) == 3
+    assert report["ray"]["bi_encoder"]["encoded"] == 1 and len(report["sources"]["bi_encoder"]["reused_shards"]) == 3
     engine.save(tmp_path / "after")
     before, after = _index_files(tmp_path / "before", "bi_encoder"), _index_files(tmp_path / "after", "bi_encoder")
     assert sorted(before) == sorted(after) == [f"shard-{s:03d}" for s in range(4)]
-    assert [s for s in sorted(before) if before[s] == after[s]] == [f"shard-{s:03d}" for s in report["reused_shards"]["bi_encoder"]]
+    assert [s for s in sorted(before) if before[s] == after[s]] == [f"shard-{s:03d}" for s in report["sources"]["bi_encoder"]["reused_shards"]]
     loaded = Engine.load(tmp_path / "after")
     assert loaded.search("tartan umbrella", k=1).item_ids[0, 0] == engine.snapshot.items.ids[7]
     with pytest.raises(ValueError, match="shards"):
