@@ -1,25 +1,18 @@
 """Self-describing artifact folders: data files plus ``manifest.json``, swapped in atomically.
 
-One artifact, one version. A top-level artifact (a saved engine, a retriever or an index saved on
-its own) is a versioned folder whose manifest records the kind, the ecomrec artifact format and
-library versions, the config and its hash, free-form facts (dimension, item count, ...) and the
-SHA-256 of every file below it, components included. Components saved as part of it (a
-retriever inside an engine, an index inside a retriever) are plain subfolders with a small
-manifest of their own (kind, config, facts): they never version, swap or prune by themselves.
+A top-level artifact (an engine, or a retriever or index saved on its own) is a versioned folder
+whose manifest records the kind, the artifact format, library versions, the config and its hash,
+free-form facts and the SHA-256 of every file below it. Components saved inside it are plain
+subfolders with a small manifest of their own (kind, config, facts) that never version by themselves.
 
-Layout: ``<parent>/<name>`` is a symbolic link to ``<parent>/.<name>.versions/<version>/``.
-A write fills a temporary folder there, renames it to a new version, then replaces the link
-with one ``rename`` — atomic on POSIX. A writer killed at any point leaves the previous version
-in place and loadable.
+Layout: ``<parent>/<name>`` is a symbolic link to ``<parent>/.<name>.versions/<version>/``. A
+write fills a temporary folder there, renames it to a new version, then replaces the link with one
+atomic ``rename``; a killed writer leaves the previous version loadable. A save refuses a target
+that is a file, a non-empty folder, or a link that is not an artifact's.
 
-Nothing is destroyed that ecomrec did not write: a save refuses (``ArtifactError``, nothing
-touched) a target that is a file, a non-empty folder, or a link that is not an artifact's.
-
-Readers and pruning: a reader (:func:`open_artifact`) resolves the link once and holds a shared
-``flock`` on the version's ``.lease`` file while it reads, so it reads one version throughout
-even while a newer one is swapped in. Writers serialise their swaps on ``.lock`` in the versions
-folder and record each swap in ``.swaps``; after a swap they prune every version but the current
-one and the newest before it (by swap order), skipping any version whose lease a reader holds.
+A reader (:func:`open_artifact`) holds a shared ``flock`` on the version's ``.lease`` while it
+reads. Writers serialise swaps on ``.lock``, record them in ``.swaps``, and prune all but the
+current version and the one before it, skipping leased ones.
 """
 
 from __future__ import annotations
@@ -51,14 +44,13 @@ MANIFEST = "manifest.json"
 FORMAT = 2
 #: Versions kept per artifact: the current one and the one swapped in before it.
 KEEP_VERSIONS = 2
-#: Temporary folders of writers that died, or older than this, are from killed writes and are removed.
+#: Temporary folders of dead writers, or older than this (seconds), are removed.
 STALE_SECONDS = 3600
 LEASE = ".lease"
 _LOCK = ".lock"
 _SWAPS = ".swaps"
-_LIBRARIES = (
-    "numpy", "scipy", "implicit", "faiss-cpu", "faiss-gpu-cu12", "torch", "transformers", "sentence-transformers", "lightgbm",
-)
+_LIBRARIES = ("numpy", "scipy", "implicit", "faiss-cpu", "faiss-gpu-cu12", "torch", "transformers", "sentence-transformers",
+              "lightgbm")
 #: Libraries whose major.minor version must match the one an artifact was written with (else a warning).
 CHECKED_LIBRARIES = ("torch", "transformers", "sentence-transformers", "faiss", "implicit", "lightgbm", "numpy")
 
@@ -71,10 +63,8 @@ def library_versions() -> dict[str, str]:
     """Installed versions of the libraries artifacts depend on (absent ones left out)."""
     versions = {}
     for name in _LIBRARIES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
     return versions
 
 
@@ -92,15 +82,13 @@ def write_artifact(
 ) -> Path:
     """Write a new version with ``write_files(folder)`` plus a manifest, then point ``path`` at it.
 
-    Returns ``path``. Nothing at ``path`` changes until the final atomic link swap. Called while
-    another artifact is being written (a component saving itself into its parent's folder), it
-    writes a plain subfolder that the parent's manifest covers.
+    Returns ``path``. Called while another artifact is being written (a component saving itself
+    into its parent's folder), it writes a plain subfolder that the parent's manifest covers.
 
     Raises
     ------
     ArtifactError
-        ``path`` exists and is not an ecomrec artifact (a file, a non-empty folder, a foreign
-        link): it is left exactly as it was.
+        ``path`` exists and is not an ecomrec artifact; it is left exactly as it was.
     """
     target = Path(path)
     if _writing.get():
@@ -118,9 +106,7 @@ def write_artifact(
             write_files(tmp)
         finally:
             _writing.reset(token)
-        manifest = _manifest(kind, config, facts)
-        manifest["versions"] = library_versions()
-        manifest["files"] = _checksums(tmp)
+        manifest = {**_manifest(kind, config, facts), "versions": library_versions(), "files": _checksums(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
         (tmp / LEASE).touch()
         with _writer_lock(versions):
@@ -144,24 +130,15 @@ def _write_part(folder: Path, kind: str, config: dict[str, Any], facts: dict[str
 
 
 def _manifest(kind: str, config: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "kind": kind,
-        "ecomrec_version": __version__,
-        "config": config,
-        "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "facts": facts,
-    }
+    return {"format": FORMAT, "kind": kind, "ecomrec_version": __version__, "config": config,
+            "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "facts": facts}
 
 
 def _checksums(folder: Path) -> dict[str, str]:
     """SHA-256 of every file below ``folder`` by relative path (the lease file aside)."""
-    return {
-        p.relative_to(folder).as_posix(): file_sha256(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != LEASE
-    }
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LEASE]
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in files}
 
 
 def _versions_dir(target: Path) -> Path:
@@ -187,10 +164,8 @@ def _check_replaceable(target: Path) -> None:
     if not target.is_dir():
         raise ArtifactError(f"{target} exists and is not an ecomrec artifact; refusing to replace it (save elsewhere)")
     if any(target.iterdir()):
-        raise ArtifactError(
-            f"{target} is a folder with files in it, not an ecomrec artifact (or one in an older layout); "
-            "refusing to replace it: save to a new path"
-        )
+        raise ArtifactError(f"{target} is a folder with files in it, not an ecomrec artifact (or one in an older layout); "
+                            "refusing to replace it: save to a new path")
 
 
 def _point_link(target: Path, version: Path) -> None:
@@ -267,15 +242,11 @@ def _remove_unless_leased(version: Path) -> bool:
 def _writer_alive(tmp: Path) -> bool:
     """Whether the process named in a temporary folder (``.tmp-<pid>-…``) still runs on this host."""
     try:
-        pid = int(tmp.name.split("-")[1])
-    except (IndexError, ValueError):
+        os.kill(int(tmp.name.split("-")[1]), 0)
+    except (IndexError, ValueError, ProcessLookupError):  # no pid in the name, or no such process
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, but another user's
+        pass
     return True
 
 
@@ -296,11 +267,10 @@ def _flock(fd: int, *, shared: bool, block: bool) -> bool:
 # ---------------------------------------------------------------------- reading
 @contextlib.contextmanager
 def open_artifact(path: str | Path, kind: str) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Resolve ``path`` to one version, verify it, and hold it while the ``with`` block reads it.
+    """Resolve ``path`` to one version, verify it, and hold it (unpruned) while the ``with`` block reads it.
 
-    Yields the version's folder and its manifest. The version cannot be pruned while the block
-    runs, even if a rebuild swaps a newer one in. Inside another artifact's block (a component
-    of an engine being loaded) the folder is a part already verified with its parent.
+    Yields the version's folder and its manifest. Inside another artifact's block (a component of
+    an engine being loaded) the folder is a part already verified with its parent.
 
     Raises
     ------
@@ -375,10 +345,8 @@ def _read_manifest_file(folder: Path, kind: str) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{manifest_path} is not an ecomrec manifest")
     if manifest.get("format") != FORMAT:
-        raise ArtifactError(
-            f"{folder}: artifact format {manifest.get('format')!r}, this ecomrec reads format {FORMAT}: "
-            "re-save it with this version of ecomrec (fit and save again)"
-        )
+        raise ArtifactError(f"{folder}: artifact format {manifest.get('format')!r}, this ecomrec reads format {FORMAT}: "
+                            "re-save it with this version of ecomrec (fit and save again)")
     if manifest.get("kind") != kind:
         raise ArtifactError(f"{folder} holds a {manifest.get('kind')!r}, not a {kind!r}")
     for key, kind_of in (("config", dict), ("facts", dict)):
@@ -408,11 +376,8 @@ def _warn_on_library_versions(folder: Path, recorded: Any) -> None:
         if then is not None and now is not None and _major_minor(str(then)) != _major_minor(now):
             differ.append(f"{name} {then} (now {now})")
     if differ:
-        warnings.warn(
-            f"{folder} was written with {', '.join(differ)}; it may load or behave differently: re-save it if results change",
-            ArtifactVersionWarning,
-            stacklevel=4,
-        )
+        warnings.warn(f"{folder} was written with {', '.join(differ)}; it may load or behave differently: "
+                      "re-save it if results change", ArtifactVersionWarning, stacklevel=4)
 
 
 def _major_minor(version: str) -> tuple[str, ...]:
@@ -430,12 +395,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 def csr_to_arrays(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
     """A CSR matrix as named plain arrays, for an ``.npz`` without pickles."""
-    return {
-        f"{prefix}_data": matrix.data,
-        f"{prefix}_indices": matrix.indices,
-        f"{prefix}_indptr": matrix.indptr,
-        f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64),
-    }
+    return {f"{prefix}_data": matrix.data, f"{prefix}_indices": matrix.indices, f"{prefix}_indptr": matrix.indptr,
+            f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64)}
 
 
 def csr_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:

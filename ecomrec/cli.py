@@ -10,7 +10,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ecomrec.version import __version__
@@ -56,13 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ecomrec {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_fit(commands)
-    _add_recommend(commands)
-    _add_search(commands)
-    _add_index(commands)
-    _add_bench(commands)
-    _add_demo(commands)
+    for add in (_add_fit, _add_recommend, _add_search, _add_index, _add_bench, _add_demo):
+        add(commands)
     return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int], help: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand ``name`` that runs ``run(args)``."""
+    sub = commands.add_parser(name, help=help, description=description)
+    sub.set_defaults(run=run)
+    return sub
 
 
 def _add_data_arguments(sub: argparse.ArgumentParser, data_help: str) -> None:
@@ -84,25 +90,18 @@ def _add_output_format(sub: argparse.ArgumentParser) -> None:
 
 
 def _add_fit(commands: argparse._SubParsersAction) -> None:
-    fit = commands.add_parser(
-        "fit",
-        help="fit the whole pipeline on a log and save the engine",
-        description="Fit candidate generation (ALS, item-kNN, fine-tuned bi-encoder, fusion) and the "
-        "purchase-probability reranker, build the indexes, and save everything to --output.",
-    )
+    fit = _command(commands, "fit", _fit, "fit the whole pipeline on a log and save the engine",
+                   "Fit candidate generation (ALS, item-kNN, fine-tuned bi-encoder, fusion) and the "
+                   "purchase-probability reranker, build the indexes, and save everything to --output.")
     _add_data_arguments(fit, "Online Retail data: folder of per-day CSVs, one CSV, or the UCI xlsx")
     fit.add_argument("--config", help="EngineConfig TOML file (default: the tuned defaults)")
     fit.add_argument("--until", help="fit only on purchases before this day, YYYY-MM-DD (e.g. to evaluate later)")
     fit.add_argument("--output", required=True, help="engine folder to write, e.g. indexes/online-retail")
-    fit.set_defaults(run=_fit)
 
 
 def _add_recommend(commands: argparse._SubParsersAction) -> None:
-    rec = commands.add_parser(
-        "recommend",
-        help="top items per user with purchase probabilities and why",
-        description="Recommend items for known users (--users) or for one unseen user given what they bought (--history).",
-    )
+    rec = _command(commands, "recommend", _recommend, "top items per user with purchase probabilities and why",
+                   "Recommend items for known users (--users) or for one unseen user given what they bought (--history).")
     rec.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit`")
     who = rec.add_mutually_exclusive_group(required=True)
     who.add_argument("--users", help="comma-separated customer ids")
@@ -111,29 +110,25 @@ def _add_recommend(commands: argparse._SubParsersAction) -> None:
     rec.add_argument("--exclude-seen", action="store_true", help="leave out items the user already bought")
     rec.add_argument("--on-unknown", choices=("raise", "warn", "drop"), help="unknown ids: fail (default), warn, or drop")
     _add_output_format(rec)
-    rec.set_defaults(run=_recommend)
 
 
 def _add_search(commands: argparse._SubParsersAction) -> None:
-    search = commands.add_parser(
-        "search", help="free-text product search", description="Search the catalog by text, optionally personalised by a known user."
-    )
+    search = _command(commands, "search", _search, "free-text product search",
+                      "Search the catalog by text, optionally personalised by a known user.")
     search.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit`")
     search.add_argument("--query", required=True, action="append", help="search text (repeat for a batch)")
     search.add_argument("--user", help="personalise with this customer's history")
     search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     search.add_argument("--category", action="append", help="only items of this catalog category (repeat for several)")
     _add_output_format(search)
-    search.set_defaults(run=_search)
 
 
 def _add_index(commands: argparse._SubParsersAction) -> None:
     index = commands.add_parser("index", help="vector index maintenance", description="Vector index maintenance.")
-    index_commands = index.add_subparsers(dest="index_command", metavar="INDEX_COMMAND")
-    rebuild = index_commands.add_parser(
-        "rebuild",
-        help="re-index for a changed catalog, validate, swap in atomically",
-        description="With --engine: re-embed the changed titles of --catalog (unchanged ones come from the "
+    rebuild = _command(
+        index.add_subparsers(dest="index_command", metavar="INDEX_COMMAND"), "rebuild", _index_rebuild,
+        "re-index for a changed catalog, validate, swap in atomically",
+        "With --engine: re-embed the changed titles of --catalog (unchanged ones come from the "
         "cache), rebuild and validate the indexes and save the engine in place (atomic). With --model: build a "
         "saved ALSRetriever's index over the --catalog items and write it to --output. Readers of the old "
         "version are unaffected; a killed rebuild leaves the old one in place.",
@@ -153,16 +148,13 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     rebuild.add_argument("--address", help="with --backend ray: a running cluster's address, or auto (default: a local Ray for the call)")
     rebuild.add_argument("--shards", type=int, help="with --engine: split each index over this many FAISS shards from now on "
                          "(unchanged shards are kept as they are; with --backend ray changed ones build in parallel)")
-    rebuild.set_defaults(run=_index_rebuild)
 
 
 def _add_bench(commands: argparse._SubParsersAction) -> None:
-    bench = commands.add_parser(
-        "bench",
-        help="run the offline evaluation protocol (every method, one split) and write the report",
-        description="Run the fixed offline protocol (docs/evaluation.md) on UCI Online Retail (--data) or any "
-        "shop's log (--interactions, --catalog) and write report.json plus .md and .png files beside it.",
-    )
+    bench = _command(commands, "bench", _bench,
+                     "run the offline evaluation protocol (every method, one split) and write the report",
+                     "Run the fixed offline protocol (docs/evaluation.md) on UCI Online Retail (--data) or any "
+                     "shop's log (--interactions, --catalog) and write report.json plus .md and .png files beside it.")
     _add_data_arguments(bench, "Online Retail folder of per-day CSVs, one CSV, or the xlsx")
     window = bench.add_mutually_exclusive_group(required=True)
     window.add_argument("--test-from", help="first day of the target window, YYYY-MM-DD")
@@ -172,24 +164,20 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--methods", help="comma-separated subset of methods (default: all)")
     bench.add_argument("--output", required=True, help="path of the JSON report")
     bench.add_argument("--latency-users", type=int, help="users timed one at a time per method")
-    bench.set_defaults(run=_bench)
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
-    demo = commands.add_parser(
-        "demo",
-        help="the whole pipeline on a shop's log (Online Retail by default): fit, recommend, search, benchmark",
-        description="Fit the engine on the purchases before --test-from, save it, print a few users' "
-        "recommendations (purchase probabilities, why) and searches, then score it against the "
-        "baselines on the weeks after --test-from. Online Retail (--data) or any shop's log (--interactions).",
-    )
+    demo = _command(commands, "demo", _demo,
+                    "the whole pipeline on a shop's log (Online Retail by default): fit, recommend, search, benchmark",
+                    "Fit the engine on the purchases before --test-from, save it, print a few users' "
+                    "recommendations (purchase probabilities, why) and searches, then score it against the "
+                    "baselines on the weeks after --test-from. Online Retail (--data) or any shop's log (--interactions).")
     _add_data_arguments(demo, "Online Retail data (default: $ECOMREC_ONLINE_RETAIL, the cache, or a download)")
     demo.add_argument("--search", action="append", help="a search to show (repeat; default: a few for the shop)")
     demo.add_argument("--test-from", default="2011-10-01", help="split day (default 2011-10-01)")
     demo.add_argument("--config", help="EngineConfig TOML file (default: the tuned defaults)")
     demo.add_argument("--output", default="indexes/online-retail", help="engine folder (default indexes/online-retail)")
     demo.add_argument("--report", default="benchmarks/results/demo.json", help="benchmark report path")
-    demo.set_defaults(run=_demo)
 
 
 # ---------------------------------------------------------------------- commands
@@ -264,17 +252,13 @@ def _index_rebuild(args: argparse.Namespace) -> int:
     from ecomrec.retrieval.als import rebuild_model_index
 
     result = rebuild_model_index(args.model, args.output, catalog=args.catalog, item_column=args.item_column, kind=args.kind)
-    print(
-        f"index {result['output']}: {result['kind']} over {result['n_items']:,} items "
-        f"(recall@10 vs exact {result['recall_at_10']:.3f}; {result['cold_items']:,} catalog items without factors skipped) "
-        f"in {result['seconds']:.2f}s"
-    )
+    print(f"index {result['output']}: {result['kind']} over {result['n_items']:,} items (recall@10 vs exact "
+          f"{result['recall_at_10']:.3f}; {result['cold_items']:,} catalog items without factors skipped) "
+          f"in {result['seconds']:.2f}s")
     return EXIT_OK
 
 
 def _engine_rebuild(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ecomrec.data.io import read_table
     from ecomrec.engine import Engine
 
@@ -294,7 +278,7 @@ def _bench(args: argparse.Namespace) -> int:
     from ecomrec.evaluation import benchmark
 
     protocol = ProtocolConfig() if args.latency_users is None else ProtocolConfig(latency_users=args.latency_users)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = _split(args.methods) if args.methods else None
     data = args.data if args.data and not args.interactions else _load_data(args)  # a path: load time is reported
     if args.origins:
         return _bench_origins(args, data, methods, protocol)
@@ -306,8 +290,6 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_origins(args: argparse.Namespace, data: Any, methods: list[str] | None, protocol: Any) -> int:
-    from pathlib import Path
-
     from ecomrec.evaluation import benchmark_origins, origins_markdown
 
     if args.test_to:

@@ -17,15 +17,8 @@ SEARCHES = ("red retrospot lunch bag", "christmas tree decoration", "vintage doo
 
 
 def run_demo(
-    data: Dataset,
-    test_from: str,
-    config: EngineConfig,
-    output: str | Path,
-    report_path: str | Path,
-    *,
-    show_progress: bool = True,
-    users: int = 3,
-    searches: Sequence[str] | None = None,
+    data: Dataset, test_from: str, config: EngineConfig, output: str | Path, report_path: str | Path, *,
+    show_progress: bool = True, users: int = 3, searches: Sequence[str] | None = None,
 ) -> int:
     """Fit on purchases before ``test_from``, save, show recommendations and searches, benchmark.
 

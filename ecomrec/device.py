@@ -12,16 +12,9 @@ _VALID = ("cpu", "cuda")
 
 
 def resolve_device(device: str | None = None) -> str:
-    """Return ``"cuda"`` or ``"cpu"`` (``"cuda:N"`` is kept as given).
+    """``"cuda"`` or ``"cpu"`` for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` kept as given, or
+    ``None``/``"auto"``: ``ECOMREC_DEVICE``, else CUDA when torch sees a GPU).
 
-    Parameters
-    ----------
-    device
-        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``None``/``"auto"`` to read ``ECOMREC_DEVICE``
-        and fall back to CUDA when torch sees a GPU.
-
-    Examples
-    --------
     >>> resolve_device("cpu")
     'cpu'
     """

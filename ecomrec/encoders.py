@@ -61,12 +61,13 @@ def transformer_backbone(model: Any) -> Any:
     return backbone
 
 
-class TracedSentenceTransformer:
-    """A SentenceTransformer for inference whose transformer runs as a TorchScript trace.
-
-    Same numbers as the eager model (to float rounding), a little faster on a CPU, and, since a
-    traced graph runs without the GIL, concurrent reads encode in parallel. The pooling and
-    normalisation modules after the transformer run as they are.
+class PortableEncoder:
+    """A SentenceTransformer for CPU inference: its whole forward pass (transformer, pooling,
+    any modules after) as one TorchScript trace, its fast tokenizer as the tokenizer's own JSON.
+    Same numbers as the model (to float rounding), no Python per layer, and a traced graph runs
+    without the GIL, so concurrent reads encode in parallel. It loads with torch and
+    ``tokenizers`` alone: what a Ray worker receives (unpickling a SentenceTransformer imports
+    sentence-transformers, seconds per worker). CPU only: a trace keeps its device.
     """
 
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -76,44 +77,10 @@ class TracedSentenceTransformer:
 
         import torch
 
-        self.model = model
-        self.tokenizer = model.tokenizer
-        example = self.tokenizer(["a short example title", "a slightly longer example of a title"], padding=True, return_tensors="pt")
-        self.inputs = [name for name in self.INPUTS if name in example]
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about Python-side conditions on shapes
-            self.graph = torch.jit.trace(
-                transformer_backbone(model), tuple(example[n] for n in self.inputs), strict=False, check_trace=False
-            )
-
-    def get_embedding_dimension(self) -> int:
-        return embedding_dimension(self.model)
-
-    def __call__(self, features: dict[str, Any]) -> dict[str, Any]:
-        out = self.graph(*[features[name] for name in self.inputs])
-        features = dict(features, token_embeddings=out[0] if isinstance(out, (tuple, list)) else out["last_hidden_state"])
-        for module in list(self.model)[1:]:
-            features = module(features)
-        return features
-
-
-class PortableEncoder:
-    """A SentenceTransformer for inference that loads with torch and ``tokenizers`` alone: its
-    whole forward pass (transformer, pooling, any modules after) as one TorchScript trace, its
-    fast tokenizer as the tokenizer's own JSON. What a Ray worker receives: unpickling a
-    SentenceTransformer imports sentence-transformers, 2.5 s per worker here, every rebuild.
-    Same numbers as the model (to float rounding); CPU only (a trace keeps its device).
-    """
-
-    def __init__(self, model: Any) -> None:
-        import warnings
-
-        import torch
-
         self.dim = embedding_dimension(model)
         self.tokenizer = FastTokenizer.of(model.tokenizer)
         example = model.tokenizer(["a short example title", "a slightly longer example of a title"], padding=True, return_tensors="pt")
-        self.inputs = [name for name in TracedSentenceTransformer.INPUTS if name in example]
+        self.inputs = [name for name in self.INPUTS if name in example]
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about Python-side conditions on shapes
             self.graph = torch.jit.trace(_Forward(model, self.inputs).eval(), tuple(example[n] for n in self.inputs),
@@ -170,6 +137,7 @@ class FastTokenizer:
     def __init__(self, spec: str, pad_id: int, pad_token: str, pad_type_id: int) -> None:
         self.spec, self.pad_id, self.pad_token, self.pad_type_id = spec, pad_id, pad_token, pad_type_id
         self._backend: Any = None
+        self._max_length: int | None = -1  # the truncation the backend is set to (-1: not set yet)
 
     @classmethod
     def of(cls, tokenizer: Any) -> FastTokenizer:
@@ -180,10 +148,10 @@ class FastTokenizer:
         return cls(backend.to_str(), int(tokenizer.pad_token_id), str(tokenizer.pad_token), int(tokenizer.pad_token_type_id))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_backend"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_backend", "_max_length")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _backend=None)
+        self.__dict__.update(state, _backend=None, _max_length=-1)
 
     def __call__(self, texts: list[str], *, padding: bool = True, truncation: bool = True, max_length: int | None = None,
                  return_tensors: str = "pt") -> dict[str, Any]:
@@ -194,12 +162,15 @@ class FastTokenizer:
             raise ValueError("FastTokenizer pads to the longest and returns PyTorch tensors only")
         if self._backend is None:
             self._backend = Tokenizer.from_str(self.spec)
-        backend = self._backend
-        backend.no_truncation()
-        if truncation and max_length:
-            backend.enable_truncation(max_length)
-        backend.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token, pad_type_id=self.pad_type_id)
-        encodings = backend.encode_batch(list(texts))
+            self._backend.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token, pad_type_id=self.pad_type_id)
+        length = max_length if truncation and max_length else None
+        if length != self._max_length:  # set when it changes only: a serving role always asks the same
+            if length is None:
+                self._backend.no_truncation()
+            else:
+                self._backend.enable_truncation(length)
+            self._max_length = length
+        encodings = self._backend.encode_batch(list(texts))
         return {"input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
                 "token_type_ids": torch.tensor([e.type_ids for e in encodings], dtype=torch.long),
                 "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)}
@@ -233,12 +204,12 @@ class RoleEncoder:
 
 
 def traced_for_inference(model: Any, device: str) -> Any:
-    """``model`` traced for CPU inference (:class:`TracedSentenceTransformer`), or ``model``
-    itself where tracing does not apply (another device) or fails (an unusual architecture)."""
+    """``model`` traced for CPU inference (:class:`PortableEncoder`), or ``model`` itself where
+    tracing does not apply (another device) or fails (an unusual architecture)."""
     if device != "cpu":
         return model
     try:
-        return TracedSentenceTransformer(model)
+        return PortableEncoder(model)
     except Exception as exc:  # noqa: BLE001 -- any failure: serve the eager model
         logger.info("serving the eager model: tracing failed (%s: %s)", type(exc).__name__, exc)
         return model

@@ -17,29 +17,16 @@ class NotFittedError(EcomrecError, RuntimeError):
 
 
 class DataError(EcomrecError, ValueError):
-    """Input data is malformed. Names the file, the row and the column where known.
-
-    ``row`` is the 1-based line number in the file, the header being line 1.
-    """
+    """Input data is malformed. Names the file, the row (1-based line, the header being line 1)
+    and the column where known."""
 
     def __init__(
-        self,
-        message: str,
-        *,
-        file: str | Path | None = None,
-        row: int | None = None,
-        column: str | None = None,
+        self, message: str, *, file: str | Path | None = None, row: int | None = None, column: str | None = None
     ) -> None:
         self.file = None if file is None else str(file)
-        self.row = row
-        self.column = column
-        where = []
-        if self.file is not None:
-            where.append(f"file {self.file}")
-        if row is not None:
-            where.append(f"row {row}")
-        if column is not None:
-            where.append(f"column {column!r}")
+        self.row, self.column = row, column
+        parts = (("file", self.file), ("row", row), ("column", None if column is None else repr(column)))
+        where = [f"{name} {value}" for name, value in parts if value is not None]
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
 
 

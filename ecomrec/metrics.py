@@ -1,8 +1,4 @@
-"""Ranking metrics: the one implementation of recall, ndcg, mrr and hit rate in ecomrec.
-
-Used by the protocol (full-catalog top-k lists), fusion tuning, the bi-encoder's and the
-cross-encoder's early stopping, and index validation against exact search.
-"""
+"""Ranking metrics: the one implementation of recall, ndcg, mrr and hit rate in ecomrec."""
 
 from __future__ import annotations
 
@@ -24,11 +20,7 @@ def hits(item_ids: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:
 
 
 def ranking_metrics(
-    item_ids: np.ndarray,
-    targets: sp.csr_matrix,
-    ks: Sequence[int] = (10, 20, 50, 100, 200),
-    n_catalog: int | None = None,
-    *,
+    item_ids: np.ndarray, targets: sp.csr_matrix, ks: Sequence[int] = (10, 20, 50, 100, 200), n_catalog: int | None = None, *,
     per_user: bool = False,
 ) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray]]:
     """Mean recall@k (for each k), ndcg@10, mrr@10, hit@10 and catalog coverage@10.
@@ -70,14 +62,12 @@ def ranking_metrics(
     if (n_targets == 0).any():
         raise ValueError("every evaluated user needs at least one target")
     hit = hits(item_ids, targets)
-    values: dict[str, np.ndarray] = {}
-    for k in ks:
-        values[f"recall@{k}"] = recall(hit, n_targets, k)
+    values = {f"recall@{k}": recall(hit, n_targets, k) for k in ks}
     top = hit[:, :10]
-    values["ndcg@10"] = ndcg(hit, n_targets, 10)
     found = top.any(axis=1)
+    values["ndcg@10"] = ndcg(hit, n_targets, 10)
     values["mrr@10"] = np.where(found, 1.0 / (top.argmax(axis=1) + 1.0), 0.0)
-    values["hit@10"] = top.any(axis=1).astype(np.float64)
+    values["hit@10"] = found.astype(np.float64)
     means = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
     shown = item_ids[:, :10]
     means["coverage@10"] = len(np.unique(shown[shown >= 0])) / float(n_catalog or targets.shape[1])
@@ -147,10 +137,7 @@ def ndcg_rows(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray, k: int 
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> tuple[float, list[dict[str, float]]]:
-    """ECE over equal-width probability bins, and the reliability table (bin mean vs frequency).
-
-    The bins' predicted and observed means come from scikit-learn's ``calibration_curve``.
-    """
+    """ECE over equal-width probability bins, and the reliability table (bin mean vs frequency)."""
     from sklearn.calibration import calibration_curve
 
     p = np.asarray(probabilities, dtype=np.float64)
@@ -162,11 +149,8 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     counts = np.bincount(np.searchsorted(edges[1:-1], p), minlength=bins)  # sklearn's own binning
     filled = np.flatnonzero(counts)
     ece = float(np.sum(counts[filled] / len(p) * np.abs(predicted - observed)))
-    table = [
-        {"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(counts[b]), "predicted": float(mp), "observed": float(fo)}
-        for b, mp, fo in zip(filled, predicted, observed)
-    ]
-    return ece, table
+    return ece, [{"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(counts[b]), "predicted": float(mp),
+                  "observed": float(fo)} for b, mp, fo in zip(filled, predicted, observed)]
 
 
 def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int = 2000, seed: int = 0) -> dict[str, Any]:

@@ -103,11 +103,9 @@ class Results:
             for col in range(self.item_ids.shape[1]):
                 if self.item_ids[row, col] is None:
                     continue
-                record: dict[str, Any] = {
-                    "query": query, "rank": col + 1, "item_id": str(self.item_ids[row, col]),
-                    "title": str(self.titles[row, col]), "score": round(float(self.scores[row, col]), 6),
-                    "found_by": self.found_by(row, col),
-                }
+                record: dict[str, Any] = {"query": query, "rank": col + 1, "item_id": str(self.item_ids[row, col]),
+                                          "title": str(self.titles[row, col]), "score": round(float(self.scores[row, col]), 6),
+                                          "found_by": self.found_by(row, col)}
                 if p is not None and np.isfinite(p[row, col]):
                     record["p_purchase"] = round(float(p[row, col]), 4)
                     record["why"] = self.reasons(row, col)

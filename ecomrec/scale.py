@@ -1,14 +1,11 @@
 """Catalog rebuilds on a Ray cluster: titles encoded by a Ray Data actor pool.
 
-The local rebuild stays the reference. Here the titles a text retriever has no vector for are
-read into a Ray Dataset, encoded by an actor pool (each actor loads the retriever's float
-weights once, from the object store, and runs the same :func:`~ecomrec.encoders.encode_texts`
-as the local path); the ordinary rebuild that follows is given those vectors and encodes nothing. The vectors are the local
-ones to float rounding (a test holds them to 1e-6).
+The titles a text retriever has no vector for are encoded by an actor pool running the same
+:func:`~ecomrec.encoders.encode_texts` as the local path (the local rebuild stays the reference);
+the ordinary rebuild that follows is given those vectors and encodes nothing.
 
-Optional: ``pip install 'ecomrec[scale]'`` (Ray Data). Without an address a local Ray
-instance with ``workers`` CPUs is started for the call and stopped after it; ``address="auto"``
-joins a running cluster (``ray start --head``), which is left running.
+Optional: ``pip install 'ecomrec[scale]'``. Without an address a local Ray with ``workers`` CPUs
+is started for the call and stopped after it; ``address="auto"`` joins a running cluster.
 """
 
 from __future__ import annotations
@@ -31,8 +28,7 @@ from ecomrec.index.embedding_store import EmbeddingStore
 SCALE_EXTRA = "backend='ray' needs Ray Data: pip install 'ecomrec[scale]'"
 #: Rebuild backends of :meth:`~ecomrec.engine.Engine.rebuild_index`.
 BACKENDS = ("local", "ray")
-#: A worker that dies is restarted and its batch retried this many times; then the rebuild fails
-#: (and the engine keeps serving the old snapshot).
+#: A worker that dies is restarted and its batch retried this many times; then the rebuild fails.
 RETRIES = 2
 
 
@@ -49,16 +45,12 @@ def import_ray() -> Any:
 @contextlib.contextmanager
 def ray_session(address: str | None, workers: int) -> Iterator[Any]:
     """Ray connected to ``address`` (``auto``: a running cluster) or, without one, a local Ray
-    with ``workers`` CPUs started here; stops only what it started (a session already open in
-    this process is used as it is)."""
+    with ``workers`` CPUs started here; stops only what it started."""
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=workers, **options)
+        where: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
+        ray.init(**where, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray
     finally:
@@ -67,9 +59,8 @@ def ray_session(address: str | None, workers: int) -> Iterator[Any]:
 
 
 def ray_shard_builder(ray: Any) -> Any:
-    """A :data:`~ecomrec.index.sharded.ShardBuilder` that builds shards in parallel Ray tasks
-    (one CPU each), every one from the same trained template (shipped once through the object
-    store); a task lost with its worker is retried :data:`RETRIES` times."""
+    """A :data:`~ecomrec.index.sharded.ShardBuilder` that builds shards in parallel Ray tasks of
+    one CPU each, from one trained template shipped once through the object store."""
     task = ray.remote(num_cpus=1, max_retries=RETRIES)(_build_shard)
 
     def build(template: Any, parts: list[tuple[np.ndarray, np.ndarray]]) -> list[Any]:
@@ -91,10 +82,8 @@ def _build_shard(template: Any, vectors: np.ndarray, ids: np.ndarray) -> Any:
 
 @dataclasses.dataclass
 class ModelEncoder:
-    """What a worker needs to encode titles as a text retriever does: its model (shipped once
-    through the object store) run by :func:`encode_texts`. For CPU workers the model travels as a
-    :class:`~ecomrec.encoders.PortableEncoder` (one TorchScript trace and the tokenizer's JSON:
-    no sentence-transformers import in the worker); for GPU workers as the SentenceTransformer.
+    """What a worker needs to encode titles as a text retriever does: its model, run by
+    :func:`encode_texts` (for CPU workers as a :class:`~ecomrec.encoders.PortableEncoder`).
 
     The encoder protocol of :func:`encode_titles_on_ray`: a picklable object whose
     ``load(device)`` returns a function from a list of texts to float32 [n, d] vectors.
@@ -106,8 +95,7 @@ class ModelEncoder:
 
     @classmethod
     def of(cls, retriever: Any, device: str) -> ModelEncoder:
-        """The encoder of ``retriever`` (a :class:`~ecomrec.retrieval.BiEncoderRetriever`) for
-        workers on ``device``."""
+        """The encoder of ``retriever`` (a :class:`~ecomrec.retrieval.BiEncoderRetriever`) for workers on ``device``."""
         model = retriever.model_ if retriever.device_ == "cpu" else copy.deepcopy(retriever.model_).to("cpu")  # any worker can load it
         if device == "cpu":
             model = PortableEncoder(model)
@@ -163,12 +151,9 @@ def encode_titles_on_ray(
     :class:`ModelEncoder`); ``batch_size`` titles per Ray batch.
 
     Returns the key columns (rows in no particular order), float32 [n, d] vectors of those rows,
-    and counts and seconds (``titles_per_second`` over the encoding; per worker its peak memory
-    and busy seconds).
-    With ``store`` (and ``item_id``, ``text_hash`` among the key columns) the titles go to Ray
-    one store partition per batch and the workers write the vectors into that
-    :class:`~ecomrec.index.EmbeddingStore` themselves (one writer per partition file, no
-    shuffle); no vector comes back then (None)."""
+    and counts and seconds. With ``store`` (and ``item_id``, ``text_hash`` key columns) each batch
+    is one store partition, the workers write the vectors into that
+    :class:`~ecomrec.index.EmbeddingStore` themselves, and no vectors come back (None)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if store is not None and not {"item_id", "text_hash"} <= set(titles.columns):
@@ -182,8 +167,7 @@ def encode_titles_on_ray(
         blocks = [group for _, group in titles.groupby("partition", sort=True)]
     else:
         count = max(1, min(-(-len(titles) // batch_size), 4 * workers))  # enough blocks to keep every actor busy
-        # Titles by length, dealt round-robin: every block holds short and long ones alike (the
-        # workers finish together), and its batches hold titles of like length (little padding).
+        # Titles by length, dealt round-robin: blocks of like cost, batches of like length (little padding).
         order = np.argsort(titles["text"].str.len().to_numpy(), kind="stable")
         blocks = [titles.iloc[order[b::count]] for b in range(count)]
     with ray_session(address, workers) as ray:
@@ -191,8 +175,7 @@ def encode_titles_on_ray(
         dataset = ray.data.from_pandas(blocks)
         started = time.perf_counter()
         with warnings.catch_warnings():
-            # Ray Data has no named parameter yet for an actor's restarts (the RETRIES bound on a
-            # dying worker) and warns on the keyword form; pyproject keeps Ray below its removal.
+            # Ray Data warns on the keyword form of an actor's restarts, its only form yet.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             encoded = dataset.map_batches(
                 TitleEncoder, fn_constructor_kwargs={"encoder_ref": [ray.put(encoder)], "device": "cuda" if gpus else "cpu", "store": store},
@@ -218,11 +201,9 @@ def encode_titles_on_ray(
 def encode_on_ray(
     retriever: Any, texts: Sequence[str], *, workers: int = 2, address: str | None = None, batch_size: int = 512
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Encode on Ray the titles among ``texts`` that ``retriever`` (a
-    :class:`~ecomrec.retrieval.BiEncoderRetriever`) holds no vector for, each distinct title
-    once (:func:`encode_titles_on_ray` with its :class:`ModelEncoder`). Returns title → vector
-    (what ``retriever.with_catalog(..., encoded=)`` takes; the retriever is not changed) and
-    counts and seconds."""
+    """Encode on Ray, each once, the distinct titles among ``texts`` that ``retriever`` (a
+    :class:`~ecomrec.retrieval.BiEncoderRetriever`) holds no vector for. Returns title → vector
+    (what ``retriever.with_catalog(..., encoded=)`` takes) and counts and seconds."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     missing = retriever.titles_missing(texts)

@@ -129,7 +129,7 @@ def test_a_lexical_index_of_other_titles_is_refused(saved, shop, monkeypatch) ->
 def test_every_rebuild_reports_what_its_check_covered(saved, shop) -> None:
     engine = Engine.load(saved)
     report = engine.rebuild_index(new_catalog(shop))
-    # three parts (ALS, the bi-encoder, search): 173 titles changed, 1 % of them (at least 2) checked per part, and 8 others
+    # three parts (ALS, the bi-encoder, search): 173 titles changed, 1 % of them checked per part (2), and 8 others
     assert report["verified"]["items"] == 3 * (2 + 8) and report["verified"]["seconds"] > 0
     again = engine.rebuild_index(new_catalog(shop))  # nothing changed: only unchanged items are checked
     assert again["verified"]["items"] == 3 * 8

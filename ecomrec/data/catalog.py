@@ -27,8 +27,8 @@ class Catalog:
     categories
         Each item's category name, or None to keep the ones known.
     encoded
-        Title vectors encoded already, by model fingerprint (``BiEncoderRetriever.model_hash_``)
-        and title, e.g. by Ray workers: a retriever of that model takes them instead of encoding.
+        Title vectors encoded already (e.g. by Ray workers), by model fingerprint
+        (``BiEncoderRetriever.model_hash_``) and title: a retriever of that model takes them.
 
     Examples
     --------

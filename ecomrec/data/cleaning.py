@@ -29,11 +29,8 @@ Rule = tuple[str, Callable[[pd.DataFrame], "pd.Series[bool]"]]
 
 @dataclasses.dataclass
 class CleaningReport:
-    """What loading and cleaning did: rows read, rows dropped per rule, rows kept.
-
-    ``dropped`` keeps the order the rules ran in; a row dropped by one rule is not counted by
-    the later ones, so ``raw_rows == kept_rows + sum(dropped.values())`` always holds.
-    """
+    """What loading and cleaning did: rows read, rows dropped per rule (in the order the rules ran,
+    each row counted once), rows kept."""
 
     raw_rows: int
     dropped: dict[str, int]

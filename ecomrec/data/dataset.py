@@ -20,12 +20,8 @@ CATALOG_COLUMNS = ("item_id", "text", "price", "category", "first_seen")
 
 
 def confidence(counts: sp.spmatrix, weighting: str) -> sp.csr_matrix:
-    """Confidence weights from per-cell purchase counts (float32 CSR).
-
-    ``binary`` → 1, ``counts`` → as is, ``log`` → ``log1p``; ``quantity`` also maps to
-    ``log1p``: from counts alone the quantities are unknown, and the log of the count is the
-    closest stand-in.
-    """
+    """Confidence weights (float32 CSR) from per-cell purchase counts: ``binary`` → 1, ``counts``
+    → as is, ``log`` and ``quantity`` (unknown from counts: the closest stand-in) → ``log1p``."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     matrix = sp.csr_matrix(counts, dtype=np.float32, copy=True)
@@ -59,20 +55,13 @@ class Dataset:
 
     Notes
     -----
-    The catalog is every item known up to the end of the log, also in a time slice made by
-    :meth:`split_by_time` or :meth:`between`: a shop lists products before anyone buys them.
+    A time slice (:meth:`split_by_time`, :meth:`between`) keeps the whole catalog: a shop lists
+    products before anyone buys them.
     """
 
     def __init__(
-        self,
-        interactions: pd.DataFrame,
-        catalog: pd.DataFrame,
-        users: IdMap,
-        items: IdMap,
-        report: CleaningReport | None = None,
-        name: str = "dataset",
-        *,
-        catalog_from_log: bool = False,
+        self, interactions: pd.DataFrame, catalog: pd.DataFrame, users: IdMap, items: IdMap, report: CleaningReport | None = None,
+        name: str = "dataset", *, catalog_from_log: bool = False,
     ) -> None:
         missing = [c for c in INTERACTION_COLUMNS if c not in interactions.columns]
         if missing:
@@ -87,29 +76,19 @@ class Dataset:
             frame = frame.sort_values("timestamp", kind="stable")
         self.interactions = frame.reset_index(drop=True)
         self.catalog = catalog.reset_index(drop=True)
-        self.users = users
-        self.items = items
-        self.report = report
-        self.name = name
+        self.users, self.items, self.report, self.name = users, items, report, name
         self.catalog_from_log = catalog_from_log
         self._check_ranges()
 
     @classmethod
     def from_user_items(
-        cls,
-        user_items: sp.spmatrix,
-        item_texts: Sequence[str] | None = None,
-        *,
-        user_ids: Sequence[object] | None = None,
-        item_ids: Sequence[object] | None = None,
-        name: str = "user_items",
+        cls, user_items: sp.spmatrix, item_texts: Sequence[str] | None = None, *, user_ids: Sequence[object] | None = None,
+        item_ids: Sequence[object] | None = None, name: str = "user_items",
     ) -> Dataset:
         """A dataset from a users × items matrix of purchase counts (as ``implicit`` takes).
 
-        A matrix has no time: every purchase is dated the same instant, so recency and
-        popularity windows see all of them, and nothing that needs a time split (fine-tuning's
-        validation window, fusion tuning, the reranker's cutoffs) can be fitted on it.
-        ``item_texts`` default to the item ids; ids default to ``u0, u1, …`` and ``i0, i1, …``.
+        Every purchase is dated the same instant, so nothing that needs a time split can be
+        fitted on it. ``item_texts`` default to the item ids; ids to ``u0, u1, …`` and ``i0, i1, …``.
         """
         matrix = sp.csr_matrix(user_items, dtype=np.float32)
         matrix.eliminate_zeros()
@@ -170,10 +149,8 @@ class Dataset:
 
     def listed_at(self, cutoff: str | pd.Timestamp | None = None) -> np.ndarray | None:
         """int64 indices of the items a shop could list at ``cutoff`` (default: after the last
-        purchase), or None for every item. A product table lists items before anyone buys them;
-        a catalog derived from the log knows an item only from its first sale, so an item first
-        sold at or after ``cutoff`` was unknowable then (docs/evaluation.md: no leak through
-        the catalog)."""
+        purchase), or None for every item (a product table). A catalog derived from the log
+        knows an item only from its first sale, so no leak goes through the catalog."""
         if not self.catalog_from_log:
             return None
         frame = self.interactions if cutoff is None else self.interactions.loc[self.interactions["timestamp"] < pd.Timestamp(cutoff)]
@@ -181,21 +158,23 @@ class Dataset:
 
     def new_arrivals(self, days: int) -> np.ndarray:
         """int64 indices of the listed items first sold within ``days`` before the end of the
-        data, or never sold (listed by an independent catalog): what collaborative signals
-        cannot know yet."""
-        first = np.full(self.n_items, np.datetime64("NaT"), dtype="datetime64[ns]")
-        frame = self.interactions
-        if len(frame):
-            earliest = frame.groupby("item")["timestamp"].min()
-            first[earliest.index.to_numpy()] = earliest.to_numpy()
+        data, or never sold: what collaborative signals cannot know yet."""
+        first = self.first_sold()
         recent = np.isnat(first)
-        if len(frame):
+        if len(self):
             recent |= first > np.datetime64(self.end - pd.Timedelta(days=days))
         return np.flatnonzero(recent & self.listed_mask()).astype(np.int64)
 
+    def first_sold(self) -> np.ndarray:
+        """datetime64[ns] [n_items]: each item's first purchase in this data, NaT if none."""
+        first = np.full(self.n_items, np.datetime64("NaT"), dtype="datetime64[ns]")
+        if len(self):
+            earliest = self.interactions.groupby("item")["timestamp"].min()
+            first[earliest.index.to_numpy()] = earliest.to_numpy()
+        return first
+
     def listed_mask(self) -> np.ndarray:
-        """bool [n_items]: the items :meth:`listed_at` the end of the data (what a model fitted
-        on it may serve)."""
+        """bool [n_items]: the items :meth:`listed_at` the end of the data (what a model fitted on it may serve)."""
         listed = self.listed_at()
         if listed is None:
             return np.ones(self.n_items, dtype=bool)
@@ -213,9 +192,7 @@ class Dataset:
             mask &= (ts < pd.Timestamp(end)).to_numpy()
         return self._with(self.interactions.loc[mask], f"{self.name}[{start}:{end}]")
 
-    def split_by_time(
-        self, test_from: str | pd.Timestamp, test_to: str | pd.Timestamp | None = None
-    ) -> tuple[Dataset, Dataset]:
+    def split_by_time(self, test_from: str | pd.Timestamp, test_to: str | pd.Timestamp | None = None) -> tuple[Dataset, Dataset]:
         """History before ``test_from``; targets from ``test_from`` through the day ``test_to`` (inclusive).
 
         Both halves share the id maps and the full catalog.
@@ -238,18 +215,14 @@ class Dataset:
         """Users × items CSR (float32) of confidence weights.
 
         ``weighting``: ``binary`` (1 per bought item), ``counts`` (purchase events),
-        ``log`` (``log1p(counts)``), ``quantity`` (``log1p(total quantity)``: raw quantities span
-        1 to tens of thousands, the log keeps one wholesale order from dominating).
+        ``log`` (``log1p(counts)``), ``quantity`` (``log1p(total quantity)``).
         """
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         frame = self.interactions
         values = frame["quantity"].to_numpy(np.float32) if weighting == "quantity" else np.ones(len(frame), np.float32)
-        matrix = sp.csr_matrix(
-            (values, (frame["user"].to_numpy(), frame["item"].to_numpy())),
-            shape=(self.n_users, self.n_items),
-            dtype=np.float32,
-        )
+        matrix = sp.csr_matrix((values, (frame["user"].to_numpy(), frame["item"].to_numpy())),
+                               shape=(self.n_users, self.n_items), dtype=np.float32)
         matrix.sum_duplicates()
         return confidence(matrix, "log" if weighting == "quantity" else weighting)
 
@@ -262,9 +235,8 @@ class Dataset:
         users, items, days = frame["user"].to_numpy()[order], frame["item"].to_numpy()[order], days[order]
         first = np.ones(len(users), dtype=bool)
         first[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
-        return sp.csr_matrix(
-            (1.0 + days[first], (users[first], items[first])), shape=(self.n_users, self.n_items), dtype=np.float32
-        )
+        shape = (self.n_users, self.n_items)
+        return sp.csr_matrix((1.0 + days[first], (users[first], items[first])), shape=shape, dtype=np.float32)
 
     def item_popularity(self, window_days: int | None = None) -> np.ndarray:
         """Distinct buyers per item (float64, [n_items]) over the last ``window_days`` of the log."""
@@ -283,8 +255,7 @@ class Dataset:
     def user_histories(self, max_items: int | None = None) -> list[np.ndarray]:
         """Each user's distinct items, most recent purchase first (int32 arrays, by dense user)."""
         frame = self.interactions
-        users = frame["user"].to_numpy()
-        items = frame["item"].to_numpy()
+        users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
         order = np.lexsort((-frame["timestamp"].to_numpy().astype(np.int64), users))
         users, items = users[order], items[order]
         first = ~pd.DataFrame({"u": users, "i": items}).duplicated().to_numpy()
@@ -295,11 +266,8 @@ class Dataset:
     def history_texts(
         self, user_ids: Sequence[int] | np.ndarray | None = None, *, max_items: int = 20, max_chars: int = 512
     ) -> list[str]:
-        """Behaviour as text: each user's most recent distinct item titles, newest first.
-
-        Bounded to ``max_items`` titles and ``max_chars`` characters (whole titles). Users with
-        no history get ``""``.
-        """
+        """Behaviour as text: each user's most recent distinct item titles, newest first, at most
+        ``max_items`` titles and ``max_chars`` characters (whole titles); ``""`` without history."""
         histories = self.user_histories(max_items)
         titles = self.catalog["text"].to_numpy()
         users = range(self.n_users) if user_ids is None else np.asarray(user_ids)
@@ -315,15 +283,3 @@ class Dataset:
         for column in INTERACTION_COLUMNS:
             digest.update(np.ascontiguousarray(self.interactions[column].to_numpy()).view(np.uint8))
         return digest.hexdigest()[:16]
-
-    def summary(self) -> dict[str, object]:
-        """Counts for reports."""
-        return {
-            "name": self.name,
-            "rows": len(self),
-            "users": self.n_users,
-            "items": self.n_items,
-            "start": None if not len(self) else str(self.start),
-            "end": None if not len(self) else str(self.end),
-            "fingerprint": self.fingerprint,
-        }

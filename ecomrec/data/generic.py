@@ -28,8 +28,7 @@ class InteractionColumns:
     quantity
         Optional amount per event (rows with quantity <= 0 are dropped and counted).
     weight
-        Optional explicit weight per event, used wherever quantity would be (at most one of
-        ``quantity`` and ``weight``).
+        Optional weight per event, used wherever quantity would be (not with ``quantity``).
     event
         Optional event type column, filtered with ``events=``.
     """
@@ -83,10 +82,9 @@ def from_files(
     interactions
         A file, a list of files, or a folder of ``.csv`` / ``.parquet`` files.
     catalog
-        Optional catalog file. Catalog items never bought are kept (cold items); bought items
-        missing from it, or listed without text, get their category as text, else their id
-        (counted in ``report.items_without_text``); catalog rows without an id or listing an
-        item again are dropped and counted in ``report.catalog_dropped``.
+        Optional catalog file; its items never bought are kept. Items without text there get their
+        category, else their id (``report.items_without_text``); rows without an id or listing an
+        item again are dropped (``report.catalog_dropped``).
     columns, catalog_columns
         Column mappings.
     events
@@ -119,10 +117,7 @@ def from_files(
         timed[amount] = parse_numbers(timed, amount, files)
     for column in (columns.user, columns.item):
         timed[column] = timed[column].fillna("").astype(str).str.strip()  # a missing cell is a blank id
-    rules = [
-        ("missing_user", lambda f: f[columns.user] == ""),
-        ("missing_item", lambda f: f[columns.item] == ""),
-    ]
+    rules = [("missing_user", lambda f: f[columns.user] == ""), ("missing_item", lambda f: f[columns.item] == "")]
     if amount is not None:
         rules.append(("non_positive_quantity", lambda f: f[amount] <= 0))
     if events is not None:
@@ -137,14 +132,11 @@ def from_files(
         known += catalog_frame["item_id"].tolist()
     users = IdMap.from_values(kept[columns.user].unique())
     items = IdMap.from_values(known)
-    frame = pd.DataFrame(
-        {
-            "user": users.index(kept[columns.user]),
-            "item": items.index(kept[columns.item]),
-            "timestamp": kept[columns.timestamp].to_numpy(),
-            "quantity": kept[amount].to_numpy(np.float32) if amount else np.ones(len(kept), np.float32),
-        }
-    )
+    frame = pd.DataFrame({
+        "user": users.index(kept[columns.user]), "item": items.index(kept[columns.item]),
+        "timestamp": kept[columns.timestamp].to_numpy(),
+        "quantity": kept[amount].to_numpy(np.float32) if amount else np.ones(len(kept), np.float32),
+    })
     first_seen = kept.groupby(columns.item)[columns.timestamp].min()
     catalog_table, no_text = _catalog(items, catalog_frame, first_seen)
     report = CleaningReport(len(raw), dropped, len(kept), files=len(files), items_without_text=no_text, catalog_dropped=catalog_dropped)
@@ -173,14 +165,11 @@ def _read_catalog(path: Path, cols: CatalogColumns) -> tuple[pd.DataFrame, dict[
     raw = read_tables([path], wanted)
     texts = [raw[c].map(clean_text) for c in cols.text]
     joined = pd.Series([" - ".join(t for t in parts if t) for parts in zip(*texts)], index=raw.index)
-    frame = pd.DataFrame(
-        {
-            "item_id": raw[cols.item].astype(str).str.strip(),
-            "text": joined,
-            "price": parse_numbers(raw, cols.price, [path]) if cols.price else np.nan,
-            "category": raw[cols.category].map(clean_text) if cols.category else "",
-        }
-    )
+    frame = pd.DataFrame({
+        "item_id": raw[cols.item].astype(str).str.strip(), "text": joined,
+        "price": parse_numbers(raw, cols.price, [path]) if cols.price else np.nan,
+        "category": raw[cols.category].map(clean_text) if cols.category else "",
+    })
     return apply_rules(frame, [
         ("missing_item", lambda f: f["item_id"] == ""),
         ("duplicate", lambda f: f.duplicated("item_id", keep="last")),  # the latest listing of an item wins
@@ -203,10 +192,8 @@ def _catalog(items: IdMap, listed: pd.DataFrame | None, first_seen: pd.Series) -
 
 
 def dunnhumby_sample(folder: str | Path) -> Dataset:
-    """The shared dunnhumby grocery sample (``interactions.csv`` and its ``catalog.csv``, see
-    the folder's README) through :func:`from_files`: quantities kept, items described by the
-    catalog's ``text``, categories from its ``category``; every listed product is in the catalog,
-    bought or not."""
+    """The shared dunnhumby grocery sample (``interactions.csv``, ``catalog.csv``) through
+    :func:`from_files`: quantities kept, text and categories from the catalog."""
     folder = Path(folder)
     return from_files(
         folder / "interactions.csv", folder / "catalog.csv", columns=InteractionColumns(quantity="quantity"),

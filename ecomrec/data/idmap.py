@@ -36,8 +36,7 @@ class IdMap:
 
     def __init__(self, ids: Iterable[object]) -> None:
         values = np.asarray([str(i) for i in ids], dtype=object)
-        # A plain dict, complete from here on: lookups read it and write nothing (a pandas Index
-        # builds its hash table and caches on first use, inside a read).
+        # A plain dict: lookups write nothing (a pandas Index caches its hash table inside a read).
         self._position = {key: position for position, key in enumerate(values.tolist())}
         if len(self._position) != len(values):
             dupes = pd.Index(values)[pd.Index(values).duplicated()].unique()[:5].tolist()
@@ -100,12 +99,11 @@ class IdMap:
     def ids_of(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
         """External ids of dense ``indices``; -1 (padding) becomes ``None``."""
         idx = np.asarray(indices, dtype=np.int64)
-        out = np.empty(idx.shape, dtype=object)
+        out = np.full(idx.shape, None, dtype=object)
         valid = idx >= 0
         if (idx >= len(self)).any():
             raise IndexError(f"dense index out of range for {self!r}: {int(idx.max())}")
         out[valid] = self._ids[idx[valid]]
-        out[~valid] = None
         return out
 
     def save(self, path: str | Path) -> None:

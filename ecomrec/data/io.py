@@ -1,8 +1,7 @@
 """Reading tables with errors that name the file, the row and the column.
 
-Every frame returned here carries two bookkeeping columns: ``_file`` (position in the list of
-files read) and ``_line`` (1-based line in that file, the header being line 1; for Parquet and
-Excel, the 1-based record number plus one, so it matches a spreadsheet's row number).
+Every frame returned here carries ``_file`` (position in the list of files read) and ``_line``
+(1-based line in that file, the header being line 1; for Parquet and Excel the record number plus one).
 """
 
 from __future__ import annotations
@@ -35,13 +34,10 @@ def read_table(path: Path, columns: Sequence[str], *, file_index: int = 0) -> pd
     suffix = path.suffix.lower()
     if suffix == ".csv":
         frame = _read_csv(path)
-        first_line = 2
     elif suffix in (".parquet", ".pq"):
         frame = _read_other(path, pd.read_parquet)
-        first_line = 2
     elif suffix == ".xlsx":
         frame = _read_other(path, lambda p: pd.read_excel(p, dtype=str, keep_default_na=False))
-        first_line = 2
     else:
         raise DataError(f"unsupported file type {suffix!r}; expected one of {TABLE_SUFFIXES}", file=path)
     missing = [c for c in columns if c not in frame.columns]
@@ -49,7 +45,7 @@ def read_table(path: Path, columns: Sequence[str], *, file_index: int = 0) -> pd
         raise DataError(f"missing column(s) {missing}; the file has {list(frame.columns)}", file=path, column=missing[0])
     frame = frame.loc[:, list(columns)]
     frame["_file"] = np.int32(file_index)
-    frame["_line"] = np.arange(first_line, first_line + len(frame), dtype=np.int64)
+    frame["_line"] = np.arange(2, 2 + len(frame), dtype=np.int64)  # the header is line 1
     return frame
 
 
@@ -104,9 +100,8 @@ def fail_at(frame: pd.DataFrame, bad: np.ndarray, files: Sequence[Path], column:
     if len(where) == 0:
         return
     row = frame.iloc[where[0]]
-    value = row[column]
     more = f" ({len(where) - 1} more such rows)" if len(where) > 1 else ""
-    raise DataError(f"{message}: {value!r}{more}", file=files[int(row['_file'])], row=int(row["_line"]), column=column)
+    raise DataError(f"{message}: {row[column]!r}{more}", file=files[int(row['_file'])], row=int(row["_line"]), column=column)
 
 
 def parse_numbers(frame: pd.DataFrame, column: str, files: Sequence[Path]) -> pd.Series:

@@ -33,24 +33,16 @@ COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "
 
 UCI_URL = "https://archive.ics.uci.edu/static/public/352/online+retail.zip"
 UCI_XLSX_NAME = "Online Retail.xlsx"
-#: SHA-256 of UCI's ``Online Retail.xlsx`` as published alongside public code using it; this
-#: sandbox is offline, so it is checked on every download and a mismatch names both digests.
+#: SHA-256 of UCI's ``Online Retail.xlsx``, checked on every download.
 UCI_XLSX_SHA256 = "43465a06f2ccf7c8b5bd2892bc7defb52f97487934fe93b16ae4c3936424676d"
 
 #: StockCodes that are not products: postage, carriage, fees, discounts, samples, manual entries.
-NON_PRODUCT_CODES = frozenset(
-    {"POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS"}
-)
+NON_PRODUCT_CODES = frozenset({"POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS"})
 #: StockCode prefixes that are not products (gift vouchers).
 NON_PRODUCT_PREFIXES = ("gift_",)
 
 
-def online_retail(
-    path: str | Path | None = None,
-    *,
-    download: bool = True,
-    show_progress: bool | None = None,
-) -> Dataset:
+def online_retail(path: str | Path | None = None, *, download: bool = True, show_progress: bool | None = None) -> Dataset:
     """Load and clean UCI Online Retail.
 
     Parameters
@@ -67,18 +59,15 @@ def online_retail(
     Returns
     -------
     Dataset
-        Purchases with a customer id; ``dataset.report`` counts what each cleaning rule dropped
-        (no customer, cancellations, quantity <= 0, non-product codes, exact duplicates).
+        Purchases with a customer id; ``dataset.report`` counts what each cleaning rule dropped.
 
     Raises
     ------
     DataError
-        A missing column, unparseable date or number, empty file, bad encoding, or a folder
-        without data; the message names the file, row and column.
+        Unreadable or malformed data; the message names the file, row and column.
     """
     files = _resolve_files(path, download=download, show_progress=show_progress)
-    raw = read_tables(files, COLUMNS)
-    return _clean(raw, files)
+    return _clean(read_tables(files, COLUMNS), files)
 
 
 def _resolve_files(path: str | Path | None, *, download: bool, show_progress: bool | None) -> list[Path]:
@@ -92,9 +81,7 @@ def _resolve_files(path: str | Path | None, *, download: bool, show_progress: bo
         elif download:
             path = download_online_retail(show_progress=show_progress)
         else:
-            raise DataError(
-                "no Online Retail data: pass a path, set ECOMREC_ONLINE_RETAIL, or allow download=True"
-            )
+            raise DataError("no Online Retail data: pass a path, set ECOMREC_ONLINE_RETAIL, or allow download=True")
     path = Path(path)
     if path.is_file():
         return [path]
@@ -115,27 +102,18 @@ def _clean(raw: pd.DataFrame, files: list[Path]) -> Dataset:
     code = raw["StockCode"].str.strip()
     customer = raw["CustomerID"].str.strip().str.replace(r"\.0+$", "", regex=True)
     raw["StockCode"], raw["CustomerID"] = code, customer
-    kept, dropped = apply_rules(
-        raw,
-        [
-            ("missing_user", lambda f: f["CustomerID"] == ""),
-            ("missing_item", lambda f: f["StockCode"] == ""),
-            ("cancelled", lambda f: f["InvoiceNo"].str.strip().str.upper().str.startswith("C")),
-            ("non_positive_quantity", lambda f: f["Quantity"] <= 0),
-            ("non_product", _non_product),
-            ("duplicate", lambda f: f.duplicated(subset=list(COLUMNS))),
-        ],
-    )
+    kept, dropped = apply_rules(raw, [
+        ("missing_user", lambda f: f["CustomerID"] == ""),
+        ("missing_item", lambda f: f["StockCode"] == ""),
+        ("cancelled", lambda f: f["InvoiceNo"].str.strip().str.upper().str.startswith("C")),
+        ("non_positive_quantity", lambda f: f["Quantity"] <= 0),
+        ("non_product", _non_product),
+        ("duplicate", lambda f: f.duplicated(subset=list(COLUMNS))),
+    ])
     users = IdMap.from_values(kept["CustomerID"].unique())
     items = IdMap.from_values(kept["StockCode"].unique())
-    interactions = pd.DataFrame(
-        {
-            "user": users.index(kept["CustomerID"]),
-            "item": items.index(kept["StockCode"]),
-            "timestamp": kept["InvoiceDate"].to_numpy(),
-            "quantity": kept["Quantity"].to_numpy(np.float32),
-        }
-    )
+    interactions = pd.DataFrame({"user": users.index(kept["CustomerID"]), "item": items.index(kept["StockCode"]),
+                                 "timestamp": kept["InvoiceDate"].to_numpy(), "quantity": kept["Quantity"].to_numpy(np.float32)})
     catalog, no_text = _catalog(kept, raw, items)
     report = CleaningReport(raw_rows, dropped, len(kept), files=len(files), items_without_text=no_text)
     logger.info("Online Retail: %s", report)
@@ -156,15 +134,11 @@ def _catalog(kept: pd.DataFrame, raw: pd.DataFrame, items: IdMap) -> tuple[pd.Da
     no_text = int(titles.isna().sum())
     titles = titles.fillna(pd.Series(items.ids, index=items.ids))
     grouped = kept.groupby("StockCode")
-    catalog = pd.DataFrame(
-        {
-            "item_id": items.ids,
-            "text": titles.to_numpy(),
-            "price": grouped["UnitPrice"].median().reindex(items.ids).to_numpy(np.float64),
-            "category": "",
-            "first_seen": grouped["InvoiceDate"].min().reindex(items.ids).to_numpy(),
-        }
-    )
+    catalog = pd.DataFrame({
+        "item_id": items.ids, "text": titles.to_numpy(),
+        "price": grouped["UnitPrice"].median().reindex(items.ids).to_numpy(np.float64),
+        "category": "", "first_seen": grouped["InvoiceDate"].min().reindex(items.ids).to_numpy(),
+    })
     return catalog, no_text
 
 
@@ -186,13 +160,8 @@ def cache_dir() -> Path:
 
 
 def download_online_retail(
-    *,
-    url: str | None = None,
-    sha256: str | None = None,
-    verify: bool = True,
-    cache: str | Path | None = None,
-    show_progress: bool | None = None,
-    timeout: float = 60.0,
+    *, url: str | None = None, sha256: str | None = None, verify: bool = True, cache: str | Path | None = None,
+    show_progress: bool | None = None, timeout: float = 60.0,
 ) -> Path:
     """Download UCI's archive, check the workbook's SHA-256, and place it in the cache.
 
@@ -200,10 +169,8 @@ def download_online_retail(
     the cache when the download, the archive or the checksum is bad. ``url`` and ``sha256``
     default to UCI's archive and :data:`UCI_XLSX_SHA256`; ``verify=False`` skips the check.
     """
-    url = url or UCI_URL
-    sha256 = sha256 or UCI_XLSX_SHA256
-    target_dir = Path(cache) if cache is not None else cache_dir()
-    target = target_dir / "online-retail" / UCI_XLSX_NAME
+    url, sha256 = url or UCI_URL, sha256 or UCI_XLSX_SHA256
+    target = (Path(cache) if cache is not None else cache_dir()) / "online-retail" / UCI_XLSX_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         archive = Path(tmp) / "archive.zip"
@@ -212,10 +179,8 @@ def download_online_retail(
         if verify:
             digest = file_sha256(workbook)
             if digest != sha256:
-                raise DataError(
-                    f"checksum mismatch for {UCI_XLSX_NAME} from {url}: got sha256 {digest}, expected {sha256}; "
-                    "the download is corrupt or UCI changed the file (verify=False accepts it)"
-                )
+                raise DataError(f"checksum mismatch for {UCI_XLSX_NAME} from {url}: got sha256 {digest}, expected {sha256}; "
+                                "the download is corrupt or UCI changed the file (verify=False accepts it)")
         os.replace(workbook, target)
     logger.info("Online Retail downloaded to %s", target)
     return target
@@ -231,9 +196,7 @@ def _fetch(url: str, dest: Path, *, show_progress: bool | None, timeout: float) 
                     out.write(chunk)
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError) as exc:
-        raise DataError(
-            f"cannot download {url} ({exc}); offline machines must pass a path or set ECOMREC_ONLINE_RETAIL"
-        ) from exc
+        raise DataError(f"cannot download {url} ({exc}); offline machines must pass a path or set ECOMREC_ONLINE_RETAIL") from exc
 
 
 def _extract_workbook(archive: Path, folder: Path) -> Path:
@@ -248,4 +211,3 @@ def _extract_workbook(archive: Path, folder: Path) -> Path:
     except zipfile.BadZipFile as exc:
         raise DataError(f"the download is not a zip archive ({exc})", file=archive.name) from exc
     return out
-

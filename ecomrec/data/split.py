@@ -1,8 +1,4 @@
-"""Temporal splits: history before a cutoff, targets in a window after it (the protocol of docs/evaluation.md).
-
-The data layer owns splitting by time: evaluation scores methods on these splits, and fusion
-and the reranker tune on validation splits inside the training data.
-"""
+"""Temporal splits: history before a cutoff, targets in a window after it (the protocol of docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -33,8 +29,7 @@ class EvalSplit:
         Rows of ``users`` with at least one ``new`` target (the users the ``new`` set averages).
     listed
         int64 indices of the items methods may list (``Dataset.listed_at(test_from)``), or None
-        for all: where the catalog comes from the log, items first sold in the target window
-        are left out, and their purchases count as misses for every method.
+        for all; purchases of items left out count as misses for every method.
     test_from
         The cutoff.
     """
@@ -66,9 +61,8 @@ def make_split(data: Dataset, test_from: str | pd.Timestamp, test_to: str | pd.T
     """Apply the protocol's split and target definitions to ``data``."""
     history, target = data.split_by_time(test_from, test_to)
     if not len(history) or not len(target):
-        raise ValueError(
-            f"split at {test_from} leaves {len(history)} history and {len(target)} target rows; both must be non-empty"
-        )
+        raise ValueError(f"split at {test_from} leaves {len(history)} history and {len(target)} target rows; "
+                         "both must be non-empty")
     past = history.user_items("binary")
     future = target.user_items("binary")
     users = np.flatnonzero((past.getnnz(axis=1) > 0) & (future.getnnz(axis=1) > 0)).astype(np.int64)
@@ -80,10 +74,7 @@ def make_split(data: Dataset, test_from: str | pd.Timestamp, test_to: str | pd.T
 
 
 def validation_split(data: Dataset, test_from: str | pd.Timestamp, valid_days: int) -> EvalSplit:
-    """The split used for tuning: history up to ``test_from - valid_days``, targets until ``test_from``.
-
-    Nothing at or after ``test_from`` is touched, so tuning never sees the test window.
-    """
+    """The split used for tuning: history up to ``test_from - valid_days``, targets until ``test_from`` (excluded)."""
     start = pd.Timestamp(test_from) - pd.Timedelta(days=valid_days)
     last_day = pd.Timestamp(test_from) - pd.Timedelta(days=1)
     return make_split(data.between(None, test_from), start, last_day)

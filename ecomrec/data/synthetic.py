@@ -10,30 +10,14 @@ from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
 
 #: One theme per cluster; every title of a cluster's items carries its theme words.
-THEMES = (
-    "red retrospot",
-    "blue polkadot",
-    "green garden",
-    "pink fairy",
-    "silver star",
-    "vintage paisley",
-    "wooden farm",
-    "black skull",
-)
+THEMES = ("red retrospot", "blue polkadot", "green garden", "pink fairy", "silver star", "vintage paisley", "wooden farm",
+          "black skull")
 NOUNS = ("lunch bag", "mug", "cake tin", "tea towel", "notebook", "candle", "doormat", "apron", "tote", "clock")
 
 
 def synthetic(
-    n_users: int = 200,
-    n_items: int = 120,
-    n_clusters: int = 4,
-    purchases_per_user: int = 16,
-    *,
-    n_cold_items: int = 0,
-    noise: float = 0.05,
-    start: str = "2024-01-01",
-    days: int = 90,
-    seed: int = 0,
+    n_users: int = 200, n_items: int = 120, n_clusters: int = 4, purchases_per_user: int = 16, *, n_cold_items: int = 0,
+    noise: float = 0.05, start: str = "2024-01-01", days: int = 90, seed: int = 0,
 ) -> Dataset:
     """A shop where users buy (almost only) items of their own cluster.
 
@@ -64,30 +48,17 @@ def synthetic(
         items[rows] = rng.choice(by_cluster[c], size=len(rows))
     items[~own] = rng.choice(sold, size=int((~own).sum()))
     seconds = rng.integers(0, days * 86400, size=len(users))
-    interactions = pd.DataFrame(
-        {
-            "user": users.astype(np.int32),
-            "item": items.astype(np.int32),
-            "timestamp": pd.Timestamp(start) + pd.to_timedelta(seconds, unit="s"),
-            "quantity": rng.integers(1, 13, size=len(users)).astype(np.float32),
-        }
-    )
+    interactions = pd.DataFrame({
+        "user": users.astype(np.int32), "item": items.astype(np.int32),
+        "timestamp": pd.Timestamp(start) + pd.to_timedelta(seconds, unit="s"),
+        "quantity": rng.integers(1, 13, size=len(users)).astype(np.float32),
+    })
     clusters = np.arange(n_items) % n_clusters
-    catalog = pd.DataFrame(
-        {
-            "item_id": [f"i{n:05d}" for n in range(n_items)],
-            "text": [f"{THEMES[c]} {NOUNS[n // n_clusters % len(NOUNS)]} {n}" for n, c in enumerate(clusters)],
-            "price": np.round(rng.uniform(0.5, 20.0, n_items), 2),
-            "category": [THEMES[c] for c in clusters],
-            "first_seen": pd.NaT,
-        }
-    )
+    catalog = pd.DataFrame({
+        "item_id": [f"i{n:05d}" for n in range(n_items)],
+        "text": [f"{THEMES[c]} {NOUNS[n // n_clusters % len(NOUNS)]} {n}" for n, c in enumerate(clusters)],
+        "price": np.round(rng.uniform(0.5, 20.0, n_items), 2), "category": [THEMES[c] for c in clusters], "first_seen": pd.NaT,
+    })
     report = CleaningReport(len(interactions), {}, len(interactions))
-    return Dataset(
-        interactions,
-        catalog,
-        IdMap(f"u{n:05d}" for n in range(n_users)),
-        IdMap(catalog["item_id"]),
-        report,
-        name=f"synthetic-{seed}",
-    )
+    users_map = IdMap(f"u{n:05d}" for n in range(n_users))
+    return Dataset(interactions, catalog, users_map, IdMap(catalog["item_id"]), report, name=f"synthetic-{seed}")

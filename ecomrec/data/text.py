@@ -19,9 +19,7 @@ def clean_text(text: object) -> str:
     >>> clean_text("  WHITE  HANGING HEART\\tT-LIGHT HOLDER ")
     'WHITE HANGING HEART T-LIGHT HOLDER'
     """
-    if not isinstance(text, str):
-        return ""
-    return _SPACES.sub(" ", text).strip()
+    return _SPACES.sub(" ", text).strip() if isinstance(text, str) else ""
 
 
 def history_text(titles: Sequence[str], max_chars: int = 512) -> str:
@@ -67,10 +65,8 @@ STOPWORDS = frozenset(
 
 
 def search_terms(text: str) -> list[str]:
-    """The terms lexical search matches on: lower case, sizes folded to one token per quantity
-    and unit (``15 OZ``, ``15oz`` and ``15 ounces`` all read ``15oz``), English stems (plurals
-    and inflections meet their singular), stopwords dropped. Items and queries go through the
-    same function.
+    """The terms lexical search matches on, for items and queries alike: lower case, sizes folded
+    to one token (``15 OZ``, ``15oz`` and ``15 ounces`` all read ``15oz``), English stems, no stopwords.
 
     >>> search_terms("Hamburger BUNS - 15 OZ")
     ['hamburg', 'bun', '15oz']

@@ -6,16 +6,5 @@ from ecomrec.data.split import EvalSplit, make_split, validation_split
 from ecomrec.evaluation.protocol import METHOD_ORDER, benchmark, benchmark_origins
 from ecomrec.evaluation.report import BenchmarkReport, origins_markdown
 
-__all__ = [
-    "BenchmarkReport",
-    "EvalSplit",
-    "LatencyStats",
-    "METHOD_ORDER",
-    "benchmark",
-    "benchmark_origins",
-    "make_split",
-    "origins_markdown",
-    "ranking_metrics",
-    "time_calls",
-    "validation_split",
-]
+__all__ = ["BenchmarkReport", "EvalSplit", "LatencyStats", "METHOD_ORDER", "benchmark", "benchmark_origins", "make_split",
+           "origins_markdown", "ranking_metrics", "time_calls", "validation_split"]

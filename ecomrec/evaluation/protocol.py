@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-
 import resource
 import sys
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,12 +37,11 @@ from ecomrec.retrieval.base import ScoringRetriever
 logger = logging.getLogger(__name__)
 
 #: Methods in report order; a method is listed once it exists, never faked.
-METHOD_ORDER = (
-    "popularity", "repurchase", "itemknn", "als", "bi_encoder_zero_shot", "bi_encoder", "hybrid", "feature_rerank", "hybrid_rerank",
-)
-#: Paired comparisons reported with a bootstrap interval: (method, baseline).
+METHOD_ORDER = ("popularity", "repurchase", "itemknn", "als", "bi_encoder_zero_shot", "bi_encoder", "hybrid", "feature_rerank",
+                "hybrid_rerank")
 #: Methods whose differences the report breaks down by history length and target kind.
 BREAKDOWN_METHODS = ("repurchase", "hybrid", "feature_rerank", "hybrid_rerank")
+#: Paired comparisons reported with a bootstrap interval: (method, baseline).
 COMPARISONS = (("hybrid_rerank", "feature_rerank"), ("feature_rerank", "hybrid"), ("hybrid_rerank", "hybrid"))
 
 
@@ -61,11 +59,10 @@ class BenchmarkRun:
 
 
 def build_method(run: BenchmarkRun, name: str) -> Retriever:
-    """A fresh, unfitted retriever for a report method, with its own config from ``run.configs``.
+    """A fresh, unfitted retriever for a report method, with its config from ``run.configs``.
 
-    ``bi_encoder_zero_shot`` is the base model untrained (all layers); ``hybrid`` reuses the
-    sources already fitted in this run (same data) instead of fitting them again; the rerank
-    methods rerank this run's hybrid.
+    ``bi_encoder_zero_shot`` is the untrained base model; ``hybrid`` reuses the sources this run
+    fitted already; the rerank methods rerank this run's hybrid.
     """
     config = run.configs.get(name)
     if name in ("feature_rerank", "hybrid_rerank"):
@@ -104,10 +101,8 @@ def examples_key(config: Any) -> str:
 def evaluate_candidates(
     split: EvalSplit, ranked_all: Candidates, ranked_new: Candidates, ks: Sequence[int], *, per_user: bool = False
 ) -> Any:
-    """Metrics for both target sets; ``ranked_new`` has one row per ``split.new_rows``.
-
-    With ``per_user``, also the per-user values of each metric (for paired comparisons).
-    """
+    """Metrics for both target sets (``ranked_new``: one row per ``split.new_rows``); with
+    ``per_user``, also each metric's per-user values."""
     all_means, all_users = ranking_metrics(ranked_all.item_ids, split.targets_all, ks, split.n_items, per_user=True)
     new_means, new_users = ranking_metrics(ranked_new.item_ids, split.targets_new[split.new_rows], ks, split.n_items, per_user=True)
     means = {"all": all_means, "new": new_means}
@@ -121,11 +116,8 @@ HISTORY_BUCKETS = ((1, 5), (6, 20), (21, 60), (61, None))
 def breakdown(
     split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]], values: list[Any], seed: int = 0
 ) -> dict[str, Any]:
-    """Where methods differ: ndcg@10 by history length, and the slice table of ``values``
-    (:mod:`ecomrec.evaluation.slices`: kinds of target item and of user).
-
-    ``methods``: name → (its ``all`` ranking, its ``new`` ranking, its per-user metrics).
-    """
+    """Where methods differ: ndcg@10 by history length, and the slice table of ``values``.
+    ``methods``: name → (its ``all`` ranking, its ``new`` ranking, its per-user metrics)."""
     distinct = split.seen.getnnz(axis=1)
     by_history: dict[str, list[dict[str, Any]]] = {"all": [], "new": []}
     for target in ("all", "new"):
@@ -149,8 +141,8 @@ def calibration(ranked: Candidates, targets: sp.csr_matrix) -> dict[str, Any]:
 
 
 def score_retriever(retriever: Retriever, split: EvalSplit, k: int, batch_size: int) -> tuple[Candidates, Candidates, float]:
-    """Top-k for ``all`` (nothing excluded) and ``new`` (past purchases excluded), of the items
-    listed at the split (``split.listed``); users/s of the first."""
+    """Top-k of the items ``split.listed`` for ``all`` (nothing excluded) and ``new`` (past
+    purchases excluded), and users/s of the first."""
     with Stopwatch() as watch:
         ranked_all = retriever.candidates(split.users, k, allow=split.listed, batch_size=batch_size)
     users_new = split.users[split.new_rows]
@@ -159,15 +151,9 @@ def score_retriever(retriever: Retriever, split: EvalSplit, k: int, batch_size: 
 
 
 def benchmark(
-    data: Dataset | str | Path,
-    test_from: str | pd.Timestamp,
-    test_to: str | pd.Timestamp | None = None,
-    *,
-    methods: Sequence[str] | None = None,
-    configs: dict[str, ConfigBase] | None = None,
-    protocol: ProtocolConfig = ProtocolConfig(),
-    show_progress: bool | None = None,
-    fitted: dict[str, Retriever] | None = None,
+    data: Dataset | str | Path, test_from: str | pd.Timestamp, test_to: str | pd.Timestamp | None = None, *,
+    methods: Sequence[str] | None = None, configs: dict[str, ConfigBase] | None = None,
+    protocol: ProtocolConfig = ProtocolConfig(), show_progress: bool | None = None, fitted: dict[str, Retriever] | None = None,
 ) -> BenchmarkReport:
     """Run every method on one split and time it: the numbers every claim in ecomrec cites.
 
@@ -213,8 +199,7 @@ def _benchmark(
     split = make_split(data, test_from, test_to)
     enabled = show_progress if show_progress is not None else logger.isEnabledFor(logging.INFO)
     report = _new_report(data, dataset_info, split, test_from, test_to, protocol)
-    given = dict(fitted or {})
-    run = BenchmarkRun(split, dict(configs or {}), enabled, fitted=dict(given))
+    run = BenchmarkRun(split, dict(configs or {}), enabled, fitted=dict(fitted or {}))
     timed = _timed_users(split, protocol)
     per_user: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     compared: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]] = {}
@@ -242,17 +227,11 @@ def _benchmark(
 
 
 def benchmark_origins(
-    data: Dataset | str | Path,
-    origins: Sequence[str | pd.Timestamp],
-    *,
-    methods: Sequence[str] | None = None,
-    configs: dict[str, ConfigBase] | None = None,
-    protocol: ProtocolConfig = ProtocolConfig(),
-    show_progress: bool | None = None,
+    data: Dataset | str | Path, origins: Sequence[str | pd.Timestamp], *, methods: Sequence[str] | None = None,
+    configs: dict[str, ConfigBase] | None = None, protocol: ProtocolConfig = ProtocolConfig(), show_progress: bool | None = None,
 ) -> dict[str, Any]:
-    """:func:`benchmark` at several rolling origins — one fit per origin, scored on the month
-    after it — and the slice table pooled over user-origin pairs (a user active after two
-    origins counts twice, once per origin).
+    """:func:`benchmark` at several rolling origins (one fit per origin, scored on the month
+    after it) and the slice table pooled over user-origin pairs.
 
     Returns ``{"origins": {origin: report dict}, "pooled": {"origins", "slices"}}``;
     :func:`origins_markdown` renders it.
@@ -273,8 +252,8 @@ def benchmark_origins(
 
 
 def fit_stage(run: BenchmarkRun, name: str) -> tuple[Retriever, float | None]:
-    """The method fitted on the split's history (a retriever given already fitted is used as it
-    is: fit seconds None), and recorded in ``run`` for the methods that reuse it."""
+    """The method fitted on the split's history and its fit seconds (None for one given fitted),
+    recorded in ``run`` for the methods that reuse it."""
     if name in run.fitted:
         return run.fitted[name], None
     run.setup_seconds = 0.0
@@ -310,34 +289,19 @@ def _new_report(
     data: Dataset, dataset_info: dict[str, object], split: EvalSplit, test_from: Any, test_to: Any, protocol: ProtocolConfig
 ) -> BenchmarkReport:
     return BenchmarkReport(
-        dataset={
-            **dataset_info,
-            "name": data.name,
-            "fingerprint": data.fingerprint,
-            "rows": len(data),
-            "users": data.n_users,
-            "items": data.n_items,
-            "evaluated_users": len(split.users),
-            "evaluated_users_new": len(split.new_rows),
-            "cold_target_share": split.cold_target_share("all"),
-            "cold_target_share_new": split.cold_target_share("new"),
-        },
-        protocol={
-            "test_from": str(pd.Timestamp(test_from).date()),
-            "test_to": str((split.target.end if test_to is None else pd.Timestamp(test_to)).date()),
-            **protocol.to_dict(),
-        },
+        dataset={**dataset_info, "name": data.name, "fingerprint": data.fingerprint, "rows": len(data), "users": data.n_users,
+                 "items": data.n_items, "evaluated_users": len(split.users), "evaluated_users_new": len(split.new_rows),
+                 "cold_target_share": split.cold_target_share("all"), "cold_target_share_new": split.cold_target_share("new")},
+        protocol={"test_from": str(pd.Timestamp(test_from).date()),
+                  "test_to": str((split.target.end if test_to is None else pd.Timestamp(test_to)).date()), **protocol.to_dict()},
         environment=environment(),
     )
 
 
 def top_k_agreement(found: Candidates, reference: Candidates, k: int) -> dict[str, float]:
-    """How far ``found``'s top ``k`` matches ``reference``'s, row by row.
-
-    ``same_top_k_share``: rows whose top-k sets are equal, ties aside (an item only in ``found``
-    counts as equal when its score ties the reference's k-th score). ``mean_overlap``: mean
-    |found ∩ reference| / k.
-    """
+    """How far ``found``'s top ``k`` matches ``reference``'s: ``same_top_k_share``, rows whose top-k
+    sets are equal (an item only in ``found`` tying the reference's k-th score counts as equal), and
+    ``mean_overlap``, mean |found ∩ reference| / k."""
     same, overlap = 0, []
     for ids_f, scores_f, ids_r, scores_r in zip(found.item_ids, found.scores, reference.item_ids, reference.scores):
         top_f, top_r = ids_f[:k], set(ids_r[:k].tolist())
@@ -379,12 +343,7 @@ def _load(data: Dataset | str | Path) -> tuple[Dataset, dict[str, object]]:
         rss_before = _peak_rss_mb()
         with Stopwatch() as watch:
             data = online_retail(data)
-        info = {
-            "name": data.name,
-            "load_seconds": watch.seconds,
-            "peak_rss_mb": _peak_rss_mb(),
-            "rss_before_load_mb": rss_before,
-        }
+        info = {"name": data.name, "load_seconds": watch.seconds, "peak_rss_mb": _peak_rss_mb(), "rss_before_load_mb": rss_before}
     if data.report is not None:
         info["raw_rows"] = data.report.raw_rows
         info["cleaning"] = data.report.to_dict()
@@ -397,16 +356,5 @@ def _peak_rss_mb() -> float:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-__all__ = [
-    "BenchmarkRun",
-    "METHOD_ORDER",
-    "benchmark",
-    "build_method",
-    "compare_stage",
-    "examples_key",
-    "fit_stage",
-    "index_check",
-    "evaluate_candidates",
-    "score_retriever",
-    "top_k_agreement",
-]
+__all__ = ["BenchmarkRun", "METHOD_ORDER", "benchmark", "build_method", "compare_stage", "examples_key", "fit_stage",
+           "index_check", "evaluate_candidates", "score_retriever", "top_k_agreement"]

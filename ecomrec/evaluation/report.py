@@ -75,63 +75,50 @@ class BenchmarkReport:
     def to_markdown(self) -> str:
         """Tables: quality per target set, then latency and throughput."""
         d, p = self.dataset, self.protocol
-        lines = [
-            f"Dataset `{d.get('name')}` (fingerprint `{d.get('fingerprint')}`): {d.get('rows', 0):,} clean "
-            f"interactions, {d.get('users', 0):,} users, {d.get('items', 0):,} items; test "
-            f"{p.get('test_from')} .. {p.get('test_to')}; {d.get('evaluated_users', 0):,} evaluated users "
-            f"({d.get('evaluated_users_new', 0):,} with new items); cold target share "
-            f"{_fmt(d.get('cold_target_share'))} (all) / {_fmt(d.get('cold_target_share_new'))} (new).",
-            "",
-        ]
+        lines = [f"Dataset `{d.get('name')}` (fingerprint `{d.get('fingerprint')}`): {d.get('rows', 0):,} clean "
+                 f"interactions, {d.get('users', 0):,} users, {d.get('items', 0):,} items; test "
+                 f"{p.get('test_from')} .. {p.get('test_to')}; {d.get('evaluated_users', 0):,} evaluated users "
+                 f"({d.get('evaluated_users_new', 0):,} with new items); cold target share "
+                 f"{_fmt(d.get('cold_target_share'))} (all) / {_fmt(d.get('cold_target_share_new'))} (new).", ""]
         for target in ("all", "new"):
-            lines += [f"**{target}** targets", "", "| method | " + " | ".join(METRIC_COLUMNS) + " |"]
-            lines.append("|---" * (len(METRIC_COLUMNS) + 1) + "|")
+            lines += [f"**{target}** targets", "", "| method | " + " | ".join(METRIC_COLUMNS) + " |",
+                      "|---" * (len(METRIC_COLUMNS) + 1) + "|"]
             for method, result in self.results.items():
                 row = result.get(target, {})
                 lines.append(f"| {method} | " + " | ".join(_fmt(row.get(c)) for c in METRIC_COLUMNS) + " |")
             lines.append("")
         if self.latency_ms:
-            lines += ["**latency** (ms per single-user call, after warm-up) and batch throughput", ""]
-            lines += ["| stage | p50 | p95 | p99 | users/s (batch) |", "|---|---|---|---|---|"]
+            lines += ["**latency** (ms per single-user call, after warm-up) and batch throughput", "",
+                      "| stage | p50 | p95 | p99 | users/s (batch) |", "|---|---|---|---|---|"]
             for stage, stats in self.latency_ms.items():
                 rate = self.throughput.get(stage, {}).get("users_per_s")
-                lines.append(
-                    f"| {stage} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['p99']:.2f} | "
-                    f"{'' if rate is None else f'{rate:,.0f}'} |"
-                )
+                lines.append(f"| {stage} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['p99']:.2f} | "
+                             f"{'' if rate is None else f'{rate:,.0f}'} |")
             lines.append("")
         for method, check in self.checks.items():
-            lines.append(
-                f"Check: `{method}` through its {check['index']} index vs scoring every item directly: identical "
-                f"top-{check['k']} for {check['same_top_k_share']:.1%} of users (ties aside), mean overlap "
-                f"{check['mean_overlap']:.4f}."
-            )
+            lines.append(f"Check: `{method}` through its {check['index']} index vs scoring every item directly: identical "
+                         f"top-{check['k']} for {check['same_top_k_share']:.1%} of users (ties aside), mean overlap "
+                         f"{check['mean_overlap']:.4f}.")
         if self.checks:
             lines.append("")
         if self.comparisons:
-            lines += ["**paired comparisons** (ndcg@10, mean per-user difference, 95 % bootstrap interval over users)", ""]
-            lines += ["| comparison | target | difference | 95 % interval | excludes 0 |", "|---|---|---|---|---|"]
+            lines += ["**paired comparisons** (ndcg@10, mean per-user difference, 95 % bootstrap interval over users)", "",
+                      "| comparison | target | difference | 95 % interval | excludes 0 |", "|---|---|---|---|---|"]
             for name, by_target in self.comparisons.items():
                 for target, c in by_target.items():
-                    lines.append(
-                        f"| {name} | {target} | {c['mean_diff']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | "
-                        f"{'yes' if c['excludes_zero'] else 'no'} |"
-                    )
+                    lines.append(f"| {name} | {target} | {c['mean_diff']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | "
+                                 f"{'yes' if c['excludes_zero'] else 'no'} |")
             lines.append("")
         lines += self._breakdown_markdown()
         lines += self._choices_markdown()
         for method, cal in self.calibration.items():
-            lines.append(
-                f"Calibration of `{method}` on the test window: ECE {cal['ece']:.4f} over {cal['pairs']:,} reranked "
-                f"pairs (mean predicted {cal['mean_predicted']:.4f}, observed {cal['observed']:.4f})."
-            )
+            lines.append(f"Calibration of `{method}` on the test window: ECE {cal['ece']:.4f} over {cal['pairs']:,} reranked "
+                         f"pairs (mean predicted {cal['mean_predicted']:.4f}, observed {cal['observed']:.4f}).")
         if self.calibration:
             lines.append("")
         env = self.environment
-        lines.append(
-            f"Environment: {env.get('device')} · {env.get('cpu_count')} CPUs · python {env.get('python')} · "
-            f"ecomrec {env.get('ecomrec')} @ {env.get('git_sha')}"
-        )
+        lines.append(f"Environment: {env.get('device')} · {env.get('cpu_count')} CPUs · python {env.get('python')} · "
+                     f"ecomrec {env.get('ecomrec')} @ {env.get('git_sha')}")
         return "\n".join(lines) + "\n"
 
     def _choices_markdown(self) -> list[str]:
@@ -167,16 +154,13 @@ class BenchmarkReport:
             return []
         by_history = self.breakdown["ndcg@10_by_history_length"]
         methods = [m for m in by_history["all"][0] if m not in ("items", "users")]
-        lines = ["**ndcg@10 by the user's history length** (distinct items bought before the split)", ""]
-        lines += ["| target | items | users | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+        lines = ["**ndcg@10 by the user's history length** (distinct items bought before the split)", "",
+                 "| target | items | users | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
         for target, rows in by_history.items():
             for row in rows:
                 lines.append(f"| {target} | {row['items']} | {row['users']} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
         lines.append("")
-        return lines + self._slices_markdown(methods)
-
-    def _slices_markdown(self, methods: list[str]) -> list[str]:
-        return slices_markdown(self.breakdown.get("slices") or [], methods)
+        return lines + slices_markdown(self.breakdown.get("slices") or [], methods)
 
     def plot_recall(self, path: Path) -> None:
         """recall@k curves, one line per method, one panel per target set."""
@@ -287,16 +271,9 @@ def environment() -> dict[str, Any]:
     from threadpoolctl import threadpool_info
 
     blas = [f"{p['internal_api']}:{p['num_threads']}" for p in threadpool_info() if p.get("user_api") == "blas"]
-    return {
-        "device": resolve_device(),
-        "cpu_count": os.cpu_count(),
-        "blas_threads": blas,
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "ecomrec": __version__,
-        "git_sha": _git_sha(),
-        "versions": library_versions(),
-    }
+    return {"device": resolve_device(), "cpu_count": os.cpu_count(), "blas_threads": blas,
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "ecomrec": __version__, "git_sha": _git_sha(), "versions": library_versions()}
 
 
 def _git_sha() -> str | None:

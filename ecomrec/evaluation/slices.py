@@ -1,12 +1,10 @@
 """The slice table: where methods differ, by kind of target item and by kind of user.
 
-Target kinds, pooled per user: ``repurchase`` (bought by the user before; scored on the ``all``
-ranking), and among items new to the user (scored on the ``new`` ranking): ``new_warm`` (sold
-before the cutoff, first more than NEW_ARRIVAL_DAYS before it), ``new_arrival`` (first sold
-within NEW_ARRIVAL_DAYS before the cutoff) and ``cold`` (never sold before it; where the catalog
-comes from the log such an item was unknowable, listed for no method, and the slice is called
-``unlisted``). User slice: ``few_baskets``, users with at most FEW_BASKETS distinct purchase
-times (baskets, invoices) before the cutoff, on both rankings.
+Target kinds, pooled per user: ``repurchase`` (bought by the user before; on the ``all`` ranking),
+and among items new to the user (on the ``new`` ranking): ``new_warm`` (first sold more than
+NEW_ARRIVAL_DAYS before the cutoff), ``new_arrival`` (first sold within them) and ``cold`` (never
+sold before it; ``unlisted`` where the catalog comes from the log). User slice: ``few_baskets``,
+users with at most FEW_BASKETS distinct purchase times before the cutoff, on both rankings.
 """
 
 from __future__ import annotations
@@ -33,10 +31,7 @@ def target_kinds(split: EvalSplit) -> dict[str, sp.csr_matrix]:
     """The evaluated users' targets by kind (rows as ``split.users``; see the module docstring)."""
     repurchase = sp.csr_matrix(split.targets_all.multiply(split.seen))
     new = sp.csr_matrix(split.targets_all - repurchase)
-    history = split.history.interactions
-    first = np.full(split.n_items, np.datetime64("NaT"), dtype="datetime64[ns]")
-    earliest = history.groupby("item")["timestamp"].min()
-    first[earliest.index.to_numpy()] = earliest.to_numpy()
+    first = split.history.first_sold()
     sold = ~np.isnat(first)
     cutoff = split.test_from if split.test_from is not None else split.target.start
     arrival = sold & (first >= np.datetime64(cutoff - pd.Timedelta(days=NEW_ARRIVAL_DAYS)))
@@ -78,9 +73,8 @@ class SliceValues:
 
 
 def slice_values(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]]) -> list[SliceValues]:
-    """Per-user recall@10 and ndcg@10 of each method on each slice (module docstring; the
-    metric of a slice: recall@10 for target kinds, ndcg@10 else). ``methods``: name → (``all``
-    ranking, ``new`` ranking, …)."""
+    """Per-user recall@10 and ndcg@10 of each method on each slice (a slice's metric: recall@10
+    for target kinds, ndcg@10 else). ``methods``: name → (``all`` ranking, ``new`` ranking, …)."""
     few = few_basket_users(split)
     new_rows = split.new_rows
     slices: list[tuple[str, str, np.ndarray, sp.csr_matrix, str]] = [
@@ -109,14 +103,11 @@ def slice_values(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]]) -> 
 
 
 def pooled(origins: list[list[SliceValues]]) -> list[SliceValues]:
-    """The slices of several origins as one: users (user-origin pairs) and targets added up, per-user
-    values concatenated; a slice or method missing from an origin contributes nothing."""
+    """The slices of several origins as one: users (user-origin pairs) and targets added up, per-user values concatenated."""
     out: dict[tuple[str, str], SliceValues] = {}
     for values in origins:
         for v in values:
-            if v.key not in out:
-                out[v.key] = SliceValues(v.slice, v.ranking, v.metric, 0, 0, {})
-            merged = out[v.key]
+            merged = out.setdefault(v.key, SliceValues(v.slice, v.ranking, v.metric, 0, 0, {}))
             merged.users += v.users
             merged.targets += v.targets
             for method, metrics in v.per_user.items():
@@ -142,7 +133,3 @@ def summarise(values: list[SliceValues], seed: int = 0) -> list[dict[str, Any]]:
         table.append(row)
     return table
 
-
-def slice_table(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]], seed: int = 0) -> list[dict[str, Any]]:
-    """:func:`summarise` of one split's :func:`slice_values`."""
-    return summarise(slice_values(split, methods), seed)

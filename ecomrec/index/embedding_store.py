@@ -1,15 +1,11 @@
 """Item embeddings on disk as Parquet: the contract between encoding and index building.
 
-A store is a folder of ``part-NNNNN.parquet`` files, one per partition (``shard_of(item_id)``
-over the item ids' hash), each with the columns ``item_id`` (string), ``text_hash`` (string:
-``encoders.text_hashes`` of the title that was encoded) and ``vector`` (fixed-size list of float32), and the
-model fingerprint and dimension in the file's schema metadata. Any Parquet reader (pyarrow,
-DuckDB, polars) reads it without ecomrec.
-
-A rebuild asks :meth:`EmbeddingStore.missing` which (item, title) pairs have no vector for this
-model, encodes only those, and :meth:`EmbeddingStore.put` rewrites the touched partitions
-(each written to a temporary file, then renamed over the old one: a reader sees the old or the
-new partition, never half of one). Partitions no item of a change falls in are not touched.
+A store is a folder of ``part-NNNNN.parquet`` files, one per partition (a hash of the item id),
+with the columns ``item_id`` (string), ``text_hash`` (string: ``encoders.text_hashes`` of the
+encoded title) and ``vector`` (fixed-size list of float32), and the model fingerprint, dimension
+and partition count in the schema metadata. A rebuild encodes only what :meth:`EmbeddingStore.missing`
+names; :meth:`EmbeddingStore.put` rewrites just the touched partitions, each atomically (temporary
+file, then rename).
 """
 
 from __future__ import annotations
@@ -55,7 +51,6 @@ class EmbeddingStore:
                            for i in item_ids], dtype=np.int64)
         return shard_of(keys, self.partitions).astype(np.int64)
 
-    # ------------------------------------------------------------------ reading
     def read_partition(self, partition: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item ids, title digests, float32 [n, dim] vectors) of one partition (empty if absent)."""
         import pyarrow.parquet as pq
@@ -66,10 +61,9 @@ class EmbeddingStore:
         table = pq.read_table(path)
         meta = table.schema.metadata or {}
         if meta.get(MODEL_KEY, b"").decode() != self.model or int(meta.get(DIM_KEY, b"0")) != self.dim:
-            raise ArtifactError(
-                f"{path} holds vectors of model {meta.get(MODEL_KEY, b'?').decode()} (dim {meta.get(DIM_KEY, b'?').decode()}), "
-                f"not {self.model} (dim {self.dim}): give each model its own store folder"
-            )
+            raise ArtifactError(f"{path} holds vectors of model {meta.get(MODEL_KEY, b'?').decode()} "
+                                f"(dim {meta.get(DIM_KEY, b'?').decode()}), not {self.model} (dim {self.dim}): "
+                                "give each model its own store folder")
         if int(meta.get(PARTITIONS_KEY, b"0")) != self.partitions:
             raise ArtifactError(f"{path} was written with {meta.get(PARTITIONS_KEY, b'?').decode()} partitions, not {self.partitions}")
         flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
@@ -79,8 +73,7 @@ class EmbeddingStore:
     def read_all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every stored (item id, title digest, vector), partition by partition."""
         parts = [self.read_partition(p) for p in range(self.partitions)]
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                np.vstack([p[2] for p in parts]))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), np.vstack([p[2] for p in parts])
 
     def get(self, item_ids: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(float32 [n, dim] vectors, bool [n] found): the stored vector of each (item, title);
@@ -101,7 +94,6 @@ class EmbeddingStore:
         """Positions of the (item, title) pairs without a vector for this model: what to encode."""
         return np.flatnonzero(~self.get(item_ids, texts)[1])
 
-    # ------------------------------------------------------------------ writing
     def put(self, item_ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> list[int]:
         """Store vectors (replacing an item's earlier one); returns the partitions rewritten."""
         ids, digests = [str(i) for i in item_ids], text_hashes(list(texts)).astype(object)
@@ -119,9 +111,8 @@ class EmbeddingStore:
         return written
 
     def put_partition(self, partition: int, item_ids: Sequence[str], text_hashes: Sequence[str], vectors: np.ndarray) -> None:
-        """Store the vectors of items that all fall in ``partition``, keyed by the digests of
-        their titles (``encoders.text_hashes``): what a worker that owns one partition writes
-        (``ecomrec.scale``: one Ray task per partition, so no two writers share a file)."""
+        """Store the vectors of items that all fall in ``partition``, keyed by their titles'
+        digests (``encoders.text_hashes``): what a worker that owns one partition writes."""
         ids = np.asarray([str(i) for i in item_ids], dtype=object)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
         if vectors.shape[1] != self.dim or len(text_hashes) != len(ids):

@@ -1,20 +1,11 @@
 """Items partitioned over several FAISS indexes that share one trained structure.
 
-FAISS's recipe for catalogs beyond one index: train once (IVF centroids, PQ codebooks) on a sample,
-give every shard a copy of that trained, empty index, add each shard's items, search every shard
-with the same query and filters and merge. With a shared quantizer a query probes the same lists
-in every shard as in one index over all items, so the merged top k is the single index's (faiss's
-own tests/test_meta_index.py asserts the same of its ``IndexShards``). Shards trained apart
-cluster differently and return other items.
-
-With ``IndexConfig.refine`` each shard re-scores its own shortlist of ``refine × k``, so the
-merged list re-scores a superset of what one index would: at least as close to exact search.
-
-Items go to shard ``shard_of(item_id, S)`` (a fixed hash of the id), so a catalog change touches
-only the shards of the items that changed: a rebuild (``build(..., previous=)``) keeps the
-trained structure and reuses, as they are, the shards whose items and vectors are unchanged
-(their saved files come out byte-identical), and builds only the others — one after another
-here, or in parallel wherever :func:`shard_builds` says (Ray tasks: ``ecomrec.scale``).
+Trained once (IVF centroids, PQ codebooks), every shard starts from a copy of that empty index, so
+a query probes the same lists in every shard as in one index over all items and the merged top k
+is the single index's. Items go to shard ``shard_of(item_id, S)`` (a fixed hash of the id), so a
+rebuild (``build(..., previous=)``) keeps the trained structure, reuses the shards whose items and
+vectors are unchanged (their saved files come out byte-identical) and builds only the others, here
+or wherever :func:`shard_builds` says (Ray tasks: ``ecomrec.scale``).
 """
 
 from __future__ import annotations
@@ -35,7 +26,7 @@ from ecomrec.candidates import Candidates
 from ecomrec.config import IndexConfig
 from ecomrec.data.idmap import ON_UNKNOWN, IdMap
 from ecomrec.exceptions import ArtifactError, NotFittedError, UnknownIdError
-from ecomrec.index.vector_index import Exclude, VectorIndex, split_exclude
+from ecomrec.index.vector_index import Exclude, VectorIndex, check_facts, split_exclude
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: ids spread evenly whatever their pattern
 #: Subfolder of a saved sharded index with its trained, empty structure (what rebuilds reuse).
@@ -70,9 +61,8 @@ def shard_of(item_ids: np.ndarray | list[int], shards: int) -> np.ndarray:
 
 
 class ShardedIndex:
-    """:class:`VectorIndex` shards behind the same interface: ``build``, ``search`` (with the same
-    ``exclude`` / ``allow`` filters, exactly ``k`` merged results by score then id), ``add``,
-    ``remove``, ``save`` / ``load``.
+    """:class:`VectorIndex` shards behind the same interface (``search`` merges exactly ``k``
+    results by score then id).
 
     Examples
     --------
@@ -145,16 +135,12 @@ class ShardedIndex:
         self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None, *,
         previous: ShardedIndex | None = None, trained: VectorIndex | None = None,
     ) -> ShardedIndex:
-        """Train one structure on ``vectors`` (a sample of them, as :class:`VectorIndex` does),
-        then build every shard from a copy of it with its share of the items.
+        """Train one structure on ``vectors``, then build every shard from a copy of it.
 
         ``trained``: an empty index from :meth:`VectorIndex.train` to share instead of training one.
-
-        ``previous``: the index this one replaces. When it has the same config and shard count
-        and its trained structure fits ``vectors`` (same dimension and kind), that structure is
-        kept, and every shard whose item ids and vectors are unchanged is taken over as it is
-        (``reused_``); ``previous`` itself is left untouched (reused shards are shallow copies
-        that share its FAISS data, which nothing here changes).
+        ``previous``: the index this one replaces. With the same config and shard count and a
+        trained structure that fits ``vectors``, that structure is kept and every shard whose ids
+        and vectors are unchanged is taken over (``reused_``: shallow copies; ``previous`` is untouched).
         """
         vectors = VectorIndex._check_vectors(vectors, dim=None)
         ids = VectorIndex._check_new_ids(np.arange(len(vectors)) if item_ids is None else item_ids, len(vectors), existing=None)
@@ -185,9 +171,8 @@ class ShardedIndex:
 
     @classmethod
     def from_shards(cls, shards: list[VectorIndex]) -> ShardedIndex:
-        """Wrap indexes built elsewhere (e.g. by parallel workers), each holding the items
-        :func:`shard_of` assigns to its position. Only shards built from one trained template
-        (``VectorIndex.build(..., trained=)``) search like one index."""
+        """Wrap indexes built elsewhere, each holding the items :func:`shard_of` assigns to its
+        position (they search like one index only if built from one ``trained=`` template)."""
         if not shards or not all(shard.is_built for shard in shards):
             raise ValueError("from_shards needs built VectorIndex shards")
         if len({(shard.kind_, shard.dim_) for shard in shards}) != 1:
@@ -202,18 +187,10 @@ class ShardedIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        exclude: Exclude = None,
-        allow: np.ndarray | list[int] | None = None,
+        self, queries: np.ndarray, k: int, *, exclude: Exclude = None, allow: np.ndarray | list[int] | None = None
     ) -> Candidates:
-        """Top ``k`` items by inner product over every shard (see :meth:`VectorIndex.search`).
-
-        Like one index, a row the approximate search leaves short of ``k`` qualifying items is
-        searched again over every item; that is decided on the merged row (a shard alone is
-        short more often than the whole), so the results are the single index's."""
+        """Top ``k`` items by inner product over every shard (see :meth:`VectorIndex.search`); a
+        merged row left short of ``k`` qualifying items is searched again over every item."""
         self._check_built()
         queries = VectorIndex._check_vectors(queries, dim=self.dim_)
         merged = merge([shard.search(queries, k, exclude=exclude, allow=allow, exhaustive="never") for shard in self.shards_], k)
@@ -268,8 +245,7 @@ class ShardedIndex:
         return sum(self._changing(s).remove(ids[part == s], on_unknown=on_unknown) for s in range(self.n_shards) if (part == s).any())
 
     def _changing(self, position: int) -> VectorIndex:
-        """Shard ``position``, about to change: its digest no longer says what it holds, and a
-        shard shared with the index it was reused from gets FAISS data of its own first."""
+        """Shard ``position``, about to change: its digest is dropped, and a reused shard gets its own FAISS data."""
         if position < len(self.digests_):
             self.digests_[position] = None
         shard = self.shards_[position]
@@ -281,8 +257,7 @@ class ShardedIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, items: IdMap | None = None, facts: dict[str, Any] | None = None) -> Path:
         """One artifact: a ``shard-NNN/`` folder per shard (each a saved :class:`VectorIndex`),
-        the trained ``template/``, optionally ``items.json``; the manifest's checksums cover every
-        shard's files. A shard reused by a rebuild writes the same bytes as before."""
+        the trained ``template/`` and optionally ``items.json``."""
         self._check_built()
 
         def write(folder: Path) -> None:
@@ -302,13 +277,11 @@ class ShardedIndex:
     def load(cls, path: str | Path, *, expect: dict[str, Any] | None = None, device: str | None = None) -> ShardedIndex:
         with open_artifact(path, "ShardedIndex") as (folder, manifest):
             facts = manifest["facts"]
-            for key, value in (expect or {}).items():
-                if facts.get(key) != value:
-                    raise ArtifactError(f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}")
+            check_facts(facts, expect, path)
             config = manifest_config(manifest, IndexConfig, folder)
             out = cls(config, shards=int(facts["shards"]))
             out.shards_ = [VectorIndex.load(folder / _shard_folder(s), device=device) for s in range(out.n_shards)]
-            if (folder / TEMPLATE).is_dir() and facts.get("shard_digests") is not None:
+            if (folder / TEMPLATE).is_dir() and facts["shard_digests"] is not None:
                 out.template_ = VectorIndex.load(folder / TEMPLATE, device="cpu")
                 out.digests_ = list(facts["shard_digests"])
         if [shard.n_items for shard in out.shards_] != facts["shard_items"]:
@@ -326,14 +299,12 @@ def reused_shards(index: VectorIndex | ShardedIndex) -> list[int]:
 
 
 def new_index(config: IndexConfig) -> VectorIndex | ShardedIndex:
-    """An unbuilt index for ``config``: one :class:`VectorIndex`, or with ``config.shards`` > 1
-    a :class:`ShardedIndex` of that many shards."""
+    """An unbuilt index for ``config``: a :class:`ShardedIndex` when ``config.shards`` > 1, else a :class:`VectorIndex`."""
     return ShardedIndex(config, shards=config.shards) if config.shards > 1 else VectorIndex(config)
 
 
 def load_index(path: str | Path, *, expect: dict[str, Any] | None = None, device: str | None = None) -> VectorIndex | ShardedIndex:
-    """Read a saved :class:`VectorIndex` or :class:`ShardedIndex`, whichever ``path`` holds
-    (checked in full by its own ``load``)."""
+    """Read a saved :class:`VectorIndex` or :class:`ShardedIndex`, whichever ``path`` holds."""
     try:
         kind = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")).get("kind")
     except (OSError, ValueError, AttributeError):
@@ -361,8 +332,7 @@ def _shard_digest(base: str, ids: np.ndarray, vectors: np.ndarray) -> str:
 
 
 def _reused(shard: VectorIndex, template: VectorIndex) -> VectorIndex:
-    """A shard taken over by a rebuild: a shallow copy (FAISS data shared, never changed here)
-    searching at the template's operating point, with a GPU clone of its own where there is one."""
+    """A shard taken over by a rebuild: a shallow copy (FAISS data shared) at the template's operating point."""
     out = copy.copy(shard)
     out.nprobe_, out.ef_search_, out.validated_recall_ = template.nprobe_, template.ef_search_, None
     out._shared = True
@@ -372,8 +342,7 @@ def _reused(shard: VectorIndex, template: VectorIndex) -> VectorIndex:
 
 
 def merge(parts: list[Candidates], k: int) -> Candidates:
-    """The top ``k`` of several result sets for the same queries: by score, ties by lower id
-    (as exact top-k orders them); padding (-1) last."""
+    """The top ``k`` of several result sets for the same queries: by score, ties by lower id, padding (-1) last."""
     ids = np.concatenate([p.item_ids for p in parts], axis=1)
     scores = np.concatenate([p.scores for p in parts], axis=1)
     padding = ids < 0

@@ -18,11 +18,8 @@ from ecomrec.metrics import hits, recall
 MIN_APPROX_RECALL = 0.8
 #: A flat index is exact: it must find (up to float rounding and ties) every true neighbour.
 MIN_EXACT_RECALL = 0.999
-
-
 #: How far below 1 an item's score for a fresh encoding of its own (unit) vector may be, by what
-#: the index keeps: exact vectors (float rounding), float16 refine copies, 8-bit and PQ codes
-#: (PQ keeps ~0.9 of a 384-d vector's direction: its check only catches gross misalignment).
+#: the index keeps: exact vectors, float16 refine copies, 8-bit or PQ codes (PQ: gross misalignment only).
 SERVED_SCORE_SLACK = {"exact": 1e-4, "refined": 1e-3, "ivf_sq8": 5e-3, "ivf_pq": 0.2}
 
 
@@ -31,15 +28,11 @@ def served_score_floor(index: VectorIndex | ShardedIndex) -> float:
     encoding of what it should hold (see :data:`SERVED_SCORE_SLACK`)."""
     if index.kind_ not in COMPRESSED_KINDS:
         return 1.0 - SERVED_SCORE_SLACK["exact"]
-    refined = bool(index.config.refine)
-    return 1.0 - SERVED_SCORE_SLACK["refined" if refined else str(index.kind_)]
+    return 1.0 - SERVED_SCORE_SLACK["refined" if index.config.refine else str(index.kind_)]
 
 
 def recall_against_exact(index: VectorIndex | ShardedIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int) -> float:
-    """Share of the index's top-``k`` whose exact score reaches the exact ``k``-th best score.
-
-    Ties aside this is recall@k against brute force; an item tied with the true k-th counts as found.
-    """
+    """Recall@k against brute force, an item tied with the true ``k``-th best score counting as found."""
     ids = np.asarray(item_ids, dtype=np.int64)
     exact = np.asarray(queries, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64).T
     kth = np.partition(exact, -k, axis=1)[:, -k]
@@ -50,11 +43,8 @@ def recall_against_exact(index: VectorIndex | ShardedIndex, vectors: np.ndarray,
 
 
 def check_index(index: VectorIndex | ShardedIndex, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
-    """Raise :class:`ArtifactError` unless ``index`` holds exactly ``item_ids`` and finds their
-    top-``k`` for ``queries`` (``MIN_EXACT_RECALL`` for flat, ``MIN_APPROX_RECALL`` otherwise).
-
-    Returns the measured recall@k against exact search.
-    """
+    """The recall@k against exact search of ``index`` for ``queries``; raises :class:`ArtifactError`
+    unless it holds exactly ``item_ids`` and reaches ``MIN_EXACT_RECALL`` (flat) or ``MIN_APPROX_RECALL``."""
     expected = np.sort(np.asarray(item_ids, dtype=np.int64))
     if index.n_items != len(expected) or not np.array_equal(index.item_ids, expected):
         raise ArtifactError(f"new index holds {index.n_items} items, expected {len(expected)}: not swapped in")
@@ -72,14 +62,12 @@ def build_checked(
     config: IndexConfig, vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int = 10, *,
     previous: VectorIndex | ShardedIndex | None = None,
 ) -> VectorIndex | ShardedIndex:
-    """An index over ``vectors`` that passed :func:`check_index` for ``queries``: one
-    :class:`VectorIndex`, or with ``config.shards`` > 1 a :class:`ShardedIndex`, which keeps what
-    it can of ``previous`` (the index being replaced: its trained structure, unchanged shards).
+    """An index over ``vectors`` (see :func:`new_index`) that passed :func:`check_index` for
+    ``queries``; a sharded one keeps what it can of ``previous`` (the index being replaced).
 
-    An approximate index that falls short is not an error: an IVF index probes four times as
-    many lists until it passes or probes them all, then any approximate kind gives way to exact
-    search, each step with an :class:`IndexRecallWarning` naming the recall it reached. A fit
-    never fails for an index's recall; only a wrong item set raises.
+    An approximate index that falls short is not an error: an IVF index probes four times as many
+    lists until it passes or probes them all, then gives way to exact search, each step with an
+    :class:`IndexRecallWarning`. Only a wrong item set raises.
     """
     index = _build(config, vectors, item_ids, previous)
     while True:

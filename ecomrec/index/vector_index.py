@@ -1,14 +1,10 @@
-"""A FAISS inner-product index over item vectors.
+"""A FAISS inner-product index over item vectors, keyed by int64 ids (dense item indices).
 
-Items are identified by int64 ids (the dataset's dense item indices). FAISS's ``(D, I)`` results
-become :class:`~ecomrec.retrieval.Candidates` here and nowhere else. Filtering happens inside
-the search — a global allow/exclude set through FAISS ID selectors, per-query exclusions by
-over-fetching, then an exact per-row re-search for any row still short — so exactly ``k`` items
-come back whenever ``k`` qualify.
-
-On a machine where FAISS sees GPUs (``faiss-gpu-cu12``), flat and IVF indexes are cloned to the
-GPU for unfiltered and per-query-excluded searches; searches with a global allow/exclude set use
-the CPU copy (GPU indexes take no ID selectors), and files are always written from the CPU copy.
+Filtering happens inside the search (ID selectors for a global allow/exclude set, over-fetching for
+per-query exclusions, an exact re-search of rows still short), so exactly ``k`` items come back
+whenever ``k`` qualify. Where FAISS sees GPUs, flat and IVF indexes are cloned to the GPU for
+searches without a global allow/exclude set (GPU indexes take no ID selectors); files are always
+written from the CPU copy.
 """
 
 from __future__ import annotations
@@ -74,9 +70,7 @@ class VectorIndex:
         self._live = np.zeros(0, bool)
         self._tombstones = np.zeros(0, np.int64)
         self.kind_: str | None = None
-        self.dim_: int = 0
-        self.nlist_: int = 0
-        self.nprobe_: int = 0
+        self.dim_ = self.nlist_ = self.nprobe_ = 0
         self.ef_search_: int = self.config.ef_search
         self.build_seconds_: float = 0.0
         #: recall@10 against exact search measured when the index was validated, if it was
@@ -112,10 +106,9 @@ class VectorIndex:
     ) -> VectorIndex:
         """Index ``vectors`` (float [n, d]) under ``item_ids`` (int [n], default 0..n-1).
 
-        ``trained``: an empty index from :meth:`train` whose trained structure (IVF centroids,
-        PQ codebooks) this one copies instead of training its own, so that shards built from one
-        template probe the same lists as a single index would (:class:`ShardedIndex`); with it
-        ``vectors`` may be empty.
+        ``trained``: an empty index from :meth:`train` whose structure (IVF centroids, PQ
+        codebooks) is copied instead of trained, so shards probe the same lists as one index
+        would; with it ``vectors`` may be empty.
         """
         vectors = self._check_vectors(vectors, dim=None if trained is None else trained.dim_)
         if len(vectors) == 0 and trained is None:
@@ -137,9 +130,8 @@ class VectorIndex:
         return self
 
     def train(self, vectors: np.ndarray) -> VectorIndex:
-        """Fit the index's structure (IVF centroids, PQ codebooks) on ``vectors`` without adding
-        any: an empty index that :meth:`build` can share (``trained=``). The kind ``auto``
-        resolves on the size of ``vectors``: pass the whole catalog (or a sample of it)."""
+        """Fit the structure (IVF centroids, PQ codebooks) on ``vectors`` without adding any: an
+        empty index for :meth:`build`'s ``trained=``. ``auto`` resolves on the size of ``vectors``."""
         vectors = self._check_vectors(vectors, dim=None)
         if len(vectors) == 0:
             raise ValueError("cannot train an index on 0 vectors")
@@ -233,8 +225,7 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ transport
     def __getstate__(self) -> dict[str, Any]:
-        """For sending an index between processes (Ray tasks build shards): FAISS's own
-        serialization of the CPU copies, not a storage format (:meth:`save` is that)."""
+        """FAISS's serialization of the CPU copies, for sending between processes (not storage)."""
         faiss = _faiss()
         state = {k: v for k, v in self.__dict__.items() if k not in ("_cpu", "_gpu", "_refine")}
         state["config"] = self.config.to_dict()
@@ -263,8 +254,7 @@ class VectorIndex:
             self.nprobe_ = int(nprobe)
             if self._gpu is not None:  # unfiltered GPU searches read the clone's own setting
                 self._gpu.nprobe = self.nprobe_
-            # The CPU copy is left as it is: CPU searches pass nprobe with each call, so a shard a
-            # rebuild reuses (shared with the index it came from) is never changed under it.
+            # CPU searches pass nprobe per call: a reused shard's shared FAISS data is never changed.
         if ef_search is not None:
             if self.kind_ != "hnsw" or ef_search <= 0:
                 raise ValueError(f"ef_search applies to HNSW indexes and must be > 0; this is {self.kind_}")
@@ -272,12 +262,7 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        exclude: Exclude = None,
-        allow: np.ndarray | list[int] | None = None,
+        self, queries: np.ndarray, k: int, *, exclude: Exclude = None, allow: np.ndarray | list[int] | None = None,
         exhaustive: str = "short",
     ) -> Candidates:
         """Top ``k`` items by inner product for each query.
@@ -333,12 +318,8 @@ class VectorIndex:
         return out
 
     def item_scores(self, queries: np.ndarray, item_ids: np.ndarray | list[int]) -> np.ndarray:
-        """float32 [n]: the score a search gives item ``item_ids[i]`` for query ``i`` (from the
-        vector this index holds for it); NaN where the index does not hold the item.
-
-        What a swap check compares with a fresh encoding: for exact kinds the inner product with
-        the stored vector, for compressed kinds with what their codes (or refine copies) keep.
-        """
+        """float32 [n]: the score a search gives item ``item_ids[i]`` for query ``i`` (from what the
+        index stores for it: the vector, codes or refine copy); NaN where the index does not hold it."""
         self._check_built()
         queries = self._check_vectors(queries, dim=self.dim_)
         ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
@@ -359,10 +340,7 @@ class VectorIndex:
             out[row] = found.scores[0, 0] if found.item_ids[0, 0] == ids[row] else np.nan
         return out
 
-    def qualifying(
-        self, n_queries: int, *, exclude: Exclude = None,
-        allow: np.ndarray | list[int] | None = None,
-    ) -> np.ndarray:
+    def qualifying(self, n_queries: int, *, exclude: Exclude = None, allow: np.ndarray | list[int] | None = None) -> np.ndarray:
         """int64 [n_queries]: items each query may get back under these filters."""
         self._check_built()
         _, _, qualifies, row_excl = self._filters(n_queries, exclude, allow)
@@ -432,15 +410,11 @@ class VectorIndex:
         filtered = len(exclude) > 0 or allow is not None
         if self._gpu is not None and not filtered:
             return self._gpu.search(queries, k)
-        selector = None
-        if allow is not None:
-            selector = faiss.IDSelectorBatch(allow)
+        selector = None if allow is None else faiss.IDSelectorBatch(allow)
         if len(exclude):
             not_excluded = faiss.IDSelectorNot(faiss.IDSelectorBatch(exclude))
             selector = not_excluded if selector is None else faiss.IDSelectorAnd(selector, not_excluded)
-        params = self._params(selector, k, exact_fallback)
-        scores, ids = self._cpu.search(queries, k, params=params)
-        return scores, ids
+        return self._cpu.search(queries, k, params=self._params(selector, k, exact_fallback))
 
     def _rescore(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The shortlist ``ids`` [n, m] re-scored from the float16 copies: the top ``k`` per row."""
@@ -457,11 +431,9 @@ class VectorIndex:
     def _params(self, selector: Any, k: int, wide: bool) -> Any:
         faiss = _faiss()
         if self.kind_ == "hnsw":
-            ef = max(self.ef_search_, k) * (4 if wide else 1)
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search_, k) * (4 if wide else 1))
         if self.kind_ in IVF_KINDS:
-            nprobe = self.nlist_ if wide else self.nprobe_
-            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.nlist_ if wide else self.nprobe_)
         return faiss.SearchParameters(sel=selector) if selector is not None else None
 
     # ------------------------------------------------------------------ updates
@@ -522,8 +494,7 @@ class VectorIndex:
     def save(self, path: str | Path, *, items: IdMap | None = None, facts: dict[str, Any] | None = None) -> Path:
         """Write ``index.faiss`` (from the CPU copy), ``ids.npz``, optionally ``items.json``, and the manifest.
 
-        ``facts`` are recorded in the manifest (e.g. the model the vectors came from) and can be
-        required at load time with ``expect=``.
+        ``facts`` go into the manifest (e.g. the model the vectors came from); ``load(expect=)`` checks them.
         """
         self._check_built()
         faiss = _faiss()
@@ -536,18 +507,9 @@ class VectorIndex:
             if items is not None:
                 items.save(folder / "items.json")
 
-        info = {
-            "kind": self.kind_,
-            "dim": self.dim_,
-            "metric": "inner_product",
-            "n_items": self.n_items,
-            "nlist": self.nlist_,
-            "nprobe": self.nprobe_,
-            "ef_search": self.ef_search_,
-            "built_on": self.device,
-            "build_seconds": round(self.build_seconds_, 3),
-            **(facts or {}),
-        }
+        info = {"kind": self.kind_, "dim": self.dim_, "metric": "inner_product", "n_items": self.n_items,
+                "nlist": self.nlist_, "nprobe": self.nprobe_, "ef_search": self.ef_search_, "built_on": self.device,
+                "build_seconds": round(self.build_seconds_, 3), **(facts or {})}
         return write_artifact(path, "VectorIndex", self.config.to_dict(), info, write)
 
     @classmethod
@@ -559,11 +521,7 @@ class VectorIndex:
         """
         with open_artifact(path, "VectorIndex") as (folder, manifest):  # one version, even if swapped meanwhile
             facts = manifest["facts"]
-            for key, value in (expect or {}).items():
-                if facts.get(key) != value:
-                    raise ArtifactError(
-                        f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}: an index from another model or data"
-                    )
+            check_facts(facts, expect, path)
             config = manifest_config(manifest, IndexConfig, folder)
             if device is not None:
                 config = config.replace(device=device)
@@ -579,17 +537,11 @@ class VectorIndex:
             index._set_ids(arrays["ids"])
             index.kind_, index.dim_ = facts["kind"], int(facts["dim"])
             index.nlist_, index.nprobe_ = int(facts["nlist"]), int(facts["nprobe"])
-            index.ef_search_ = int(facts.get("ef_search", config.ef_search))
+            index.ef_search_ = int(facts["ef_search"])
             if index._cpu.d != index.dim_ or index._cpu.ntotal != index.n_items + len(index._tombstones):
                 raise ArtifactError(f"{folder}: index file and manifest disagree (dimension or item count)")
         index._to_device()
         return index
-
-    @staticmethod
-    def load_items(path: str | Path) -> IdMap | None:
-        """The id map saved beside the index, if any."""
-        file = Path(path) / "items.json"
-        return IdMap.load(file) if file.is_file() else None
 
     def _set_ids(self, ids: np.ndarray) -> None:
         self._ids = ids
@@ -629,6 +581,15 @@ class VectorIndex:
         if existing is not None and len(np.intersect1d(ids, existing)):
             raise ValueError(f"item ids already in the index: {np.intersect1d(ids, existing)[:5].tolist()}; remove them first")
         return ids
+
+
+def check_facts(facts: dict[str, Any], expect: dict[str, Any] | None, path: str | Path) -> None:
+    """Raise :class:`ArtifactError` unless the manifest ``facts`` hold every value of ``expect``."""
+    for key, value in (expect or {}).items():
+        if facts.get(key) != value:
+            raise ArtifactError(
+                f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}: an index from another model or data"
+            )
 
 
 def _check_k(k: object) -> None:

@@ -304,25 +304,6 @@ class BiEncoderRetriever(ScoringRetriever):
             batch_size=batch_size,
         )
 
-    def candidates_for_items(
-        self, item_lists: Sequence[Sequence[int]], k: int, *, exclude: Any = "seen", allow: Any = None
-    ) -> Candidates:
-        """Top ``k`` items for users known only by what they bought (dense item indices, newest
-        first); by default their own items are excluded."""
-        self._check_fitted()
-        cfg = self.config
-        lists = [np.asarray(items, dtype=np.int64).reshape(-1) for items in item_lists]
-        for items in lists:
-            item_indices(items, self.n_items, "item_lists")
-        texts = [history_text([self.item_texts_[i] for i in _distinct(items)[: cfg.history_items]], cfg.history_chars) for items in lists]
-        rows = np.repeat(np.arange(len(lists)), [len(items) for items in lists])
-        bought = sp.csr_matrix(
-            (np.ones(len(rows), np.float32), (rows, np.concatenate(lists) if lists else np.zeros(0, np.int64))),
-            shape=(len(lists), self.n_items),
-        )
-        allowed = None if allow is None else item_indices(allow, self.n_items, "allow")
-        return self.candidates_for_texts(texts, k, exclude=exclusions(exclude, bought, self.n_items), allow=allowed)
-
     def candidates_for_texts(
         self, texts: Sequence[str], k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
     ) -> Candidates:
@@ -612,12 +593,6 @@ def _stored_vectors(
         raise ArtifactError(f"{folder}: the embedding store has no vector for item {item!r} with its title {texts[bad[0]]!r} "
                             f"({len(bad)} items): the folder is damaged or mixed; re-save it")
     return vectors[rows]
-
-
-def _distinct(items: np.ndarray) -> list[int]:
-    """Items in order of first appearance (a user's newest purchase of each)."""
-    seen: set[int] = set()
-    return [int(i) for i in items if not (int(i) in seen or seen.add(int(i)))]
 
 
 def _short_hash(text: str) -> str:

@@ -51,6 +51,9 @@ class LexicalIndex:
         import bm25s
 
         self.terms_ = tuple(tuple(search_terms(t)) for t in texts)  # what each item is indexed by
+        self._same_terms: dict[tuple[str, ...], list[int]] = {}  # the items of each set of terms
+        for item, terms in enumerate(self.terms_):
+            self._same_terms.setdefault(terms, []).append(item)
         documents = Counter(term for terms in self.terms_ for term in set(terms))
         n = len(self.terms_)
         self.idf_ = {term: float(np.log(1.0 + (n - df + 0.5) / (df + 0.5))) for term, df in documents.items()}  # BM25's idf
@@ -89,7 +92,7 @@ class LexicalIndex:
         if not terms:
             return None
         scores = self.scores(text)
-        twins = np.fromiter((t == terms for t in self.terms_), dtype=bool, count=self.n_items)
+        twins = self._same_terms[terms]
         if scores[item] <= 0 or not np.allclose(scores[twins], scores[item], rtol=1e-5):
             return f"scored {scores[item]:.4f} for its own words, items of the same words {np.unique(scores[twins]).round(4).tolist()}"
         return None

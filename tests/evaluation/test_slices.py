@@ -9,7 +9,7 @@ import pytest
 from ecomrec.candidates import Candidates
 from ecomrec.data.generic import from_files
 from ecomrec.data.split import make_split
-from ecomrec.evaluation.slices import few_basket_users, slice_table, target_kinds
+from ecomrec.evaluation.slices import few_basket_users, slice_values, summarise, target_kinds
 
 
 @pytest.fixture()
@@ -46,7 +46,7 @@ def test_the_slice_table_scores_each_kind_on_its_own_targets(split) -> None:
     order = [[o0, a0, o1, c0], [o1, o0, a0, c0]] if u0_row == 0 else [[o1, o0, a0, c0], [o0, a0, o1, c0]]
     new_order = [[a0, c0], [o1, a0]] if u0_row == 0 else [[o1, a0], [a0, c0]]
     methods = {"hybrid": (ranking(order), ranking(new_order), None), "hybrid_rerank": (ranking(order), ranking(new_order), None)}
-    table = {(row["slice"], row["ranking"]): row for row in slice_table(split, methods)}
+    table = {(row["slice"], row["ranking"]): row for row in summarise(slice_values(split, methods))}
     assert table["repurchase", "all"]["users"] == 1 and table["repurchase", "all"]["methods"]["hybrid"]["recall@10"] == 1.0
     assert table["new_arrival", "new"]["targets"] == 1 and table["new_arrival", "new"]["methods"]["hybrid"]["ndcg@10"] == 1.0
     assert table["cold", "new"]["methods"]["hybrid"]["recall@10"] == 1.0  # c0 second in u0's new list

@@ -102,7 +102,7 @@ def test_cli_rebuild_with_catalog(model: ALSRetriever, tmp_path: Path, capsys) -
     printed = capsys.readouterr().out
     assert "flat over 40 items" in printed and "11 catalog items without factors" in printed  # 190..199 cold + 1 unknown
     index = VectorIndex.load(out, expect={"model": model.model_hash})
-    assert index.n_items == 40 and VectorIndex.load_items(out) == model.items_
+    assert index.n_items == 40 and IdMap.load(out / "items.json") == model.items_
     code = main(["-q", "index", "rebuild", "--model", str(tmp_path / "nowhere"), "--output", str(out)])
     assert code == 3 and "not an ecomrec artifact" in capsys.readouterr().err  # exit 3: artifact problem
 

@@ -351,3 +351,21 @@ def test_the_kept_calibration_is_recorded_and_reported(fitted) -> None:
     markdown = BenchmarkReport(methods={"feature_rerank": reranked.describe()}).to_markdown()
     row = next(line for line in markdown.splitlines() if line.startswith("| feature_rerank | calibration, cutoff"))
     assert check["kept"] in row and f"{check['one_fit']['within_kinds']:.4f}" in row
+
+
+def test_appended_purchases_reach_the_reranked_lists_without_training(fitted) -> None:
+    """``with_interactions``: the window's purchases count as seen and as the users' history
+    (collaborative statistics, history texts); the models are the same objects; the original
+    serves as before."""
+    split, _, reranked = fitted
+    later = synthetic(n_users=300, n_items=120, n_clusters=4, purchases_per_user=30, noise=0.05, days=120, seed=5).between(None, "2024-04-25")
+    users = split.users[:20]
+    before = reranked.candidates(users, 20, exclude="seen")
+    updated = reranked.with_interactions(later)
+    assert updated.reranker.models_ is reranked.reranker.models_ and updated.hybrid.models_["als"] is not reranked.hybrid.models_["als"]
+    bought = later.user_items("binary")
+    after = updated.candidates(users, 20, exclude="seen")
+    for row, user in enumerate(users):
+        assert not set(after.item_ids[row][after.item_ids[row] >= 0]) & set(bought[user].indices)
+    assert ((after.sources["p_purchase"] > 0) & (after.sources["p_purchase"] < 1)).all()
+    np.testing.assert_array_equal(reranked.candidates(users, 20, exclude="seen").item_ids, before.item_ids)

@@ -45,17 +45,6 @@ def test_personalised_search_leans_to_the_users_cluster(zero_shot, shop) -> None
         assert (row % 4 == user % 4).mean() >= (plain % 4 == user % 4).mean()
 
 
-def test_unseen_user_by_items_matches_known_user(zero_shot, shop) -> None:
-    everything = shop.user_histories()[7]  # all the user's items, newest first
-    known = zero_shot.candidates([7], k=10, exclude="seen")
-    stranger = zero_shot.candidates_for_items([everything], k=10)  # own items excluded by default
-    np.testing.assert_array_equal(stranger.item_ids, known.item_ids)
-    with_own = zero_shot.candidates_for_items([everything], k=10, exclude=None)
-    assert set(with_own.item_ids[0]) & set(everything.tolist())
-    with pytest.raises(ValueError, match="outside"):
-        zero_shot.candidates_for_items([[10_000]], k=3)
-
-
 def test_catalog_change_reembeds_only_changes_and_leaves_the_original_as_it_was(zero_shot, shop) -> None:
     ids = list(shop.items.ids)
     texts = list(shop.catalog["text"])
