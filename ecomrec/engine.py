@@ -1,10 +1,9 @@
 """One entry point: fit the whole pipeline, ask it for candidates, recommendations and search.
 
-The engine is where external ids (customer ids, SKUs) become dense indices and back. Everything a
-read uses is one immutable :class:`Snapshot`: a read takes it once, takes no lock and writes
-nothing into it; ``fit``, ``rebuild_index`` and ``load`` build a new snapshot aside (unchanged
-parts shared, never changed), check what it will serve (:meth:`Snapshot.verify`) and publish it
-with one reference assignment. Writers run one at a time, in call order.
+External ids (customer ids, SKUs) become dense indices here and back. A read takes one immutable
+:class:`Snapshot` once, with no lock; ``fit``, ``rebuild_index`` and ``load`` build a new one aside
+(sharing unchanged parts), check it (:meth:`Snapshot.verify`) and publish it with one reference
+assignment. Writers run one at a time, in call order.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 from ecomrec.retrieval.fusion import HybridRetriever
 from ecomrec.retrieval.search import TextSearch
 from ecomrec.scale import BACKENDS, encode_on_ray, ray_session, ray_shard_builder
-from ecomrec.timing import Stopwatch
+from ecomrec.timing import timed
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +45,8 @@ logger = logging.getLogger(__name__)
 class Engine:
     """Candidates → purchase-probability reranking → recommendations, and text search.
 
-    Parameters
-    ----------
-    config
-        :class:`~ecomrec.config.EngineConfig` (defaults: the tuned Online Retail settings).
-    show_progress
-        Progress bars for long work; ``None``: on when logging is at INFO.
+    ``config``: :class:`~ecomrec.config.EngineConfig` (defaults: the tuned Online Retail settings);
+    ``show_progress``: progress bars for long work (``None``: on when logging is at INFO).
 
     Examples
     --------
@@ -74,15 +69,13 @@ class Engine:
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Dataset, *, sources: dict[str, Retriever] | None = None) -> Engine:
-        """Fit candidate generation (ALS, item-kNN, bi-encoder, fusion), the reranker and search
-        on ``data``, whose catalog is served from then on.
+        """Fit candidate generation (ALS, item-kNN, bi-encoder, fusion), the reranker and search on
+        ``data``, whose catalog is served from then on; reads use the old models until the new ones
+        are complete and checked.
 
         ``sources``: retrievers already fitted on ``data`` to use as they are (keys ``als``,
-        ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``). A serving engine answers
-        from its old models until the new ones are complete and checked; a
-        :meth:`rebuild_index` called meanwhile waits and applies to the fitted engine. With
-        ``config.fine_tune_once`` the bi-encoder behind the reranker's training examples (fitted
-        before its first cutoff) is the one the served bi-encoder continues training from.
+        ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``). With ``config.fine_tune_once``
+        the served bi-encoder continues training from the one behind the reranker's examples.
         """
         if not isinstance(data, Dataset):
             raise TypeError(f"fit takes a Dataset (see ecomrec.datasets), got {type(data).__name__}")
@@ -95,27 +88,23 @@ class Engine:
         early = None
         if (cfg.fine_tune_once and cfg.use_reranker and cfg.hybrid.fusion.uses_text and "bi_encoder" not in given
                 and cfg.hybrid.bi_encoder.fine_tune):
-            with Stopwatch() as watch:
+            with timed(stages, "bi_encoder_examples"):
                 early = example_bi_encoder(data, cfg.hybrid.bi_encoder, cfg.rerank, show_progress=self.show_progress)
-            stages["bi_encoder_examples"] = watch.seconds
             served = cfg.hybrid.bi_encoder  # max_pairs in all: the examples' fine-tune's pairs, then the rest
             served = served.replace(max_pairs=max(served.max_pairs - early.config.max_pairs, served.batch_size))
-            with Stopwatch() as watch:
+            with timed(stages, "bi_encoder"):
                 given["bi_encoder"] = BiEncoderRetriever(served, show_progress=self.show_progress).fit(data, start_from=early)
-            stages["bi_encoder"] = watch.seconds
         hybrid = HybridRetriever(cfg.hybrid, retrievers=given, show_progress=self.show_progress).fit(data)
         model: HybridRetriever | RerankedRetriever = hybrid
         if cfg.use_reranker:
-            with Stopwatch() as watch:
+            with timed(stages, "rerank_examples"):
                 examples = training_examples(data, hybrid, cfg.rerank, bi=early, show_progress=self.show_progress)
-            stages["rerank_examples"] = watch.seconds
             reranker = PurchaseReranker(cfg.rerank, show_progress=self.show_progress)
             model = RerankedRetriever(hybrid, reranker, examples=examples).fit(data)
         search = None
         if cfg.search.enabled:
-            with Stopwatch() as watch:
+            with timed(stages, "search"):
                 search = TextSearch(cfg.search, show_progress=self.show_progress).fit(data)
-            stages["search"] = watch.seconds
         self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search))
         self.fit_seconds_ = time.perf_counter() - start
         self.fit_stages_ = {**model.fit_stages(), **stages}
@@ -124,9 +113,8 @@ class Engine:
         return self
 
     def _publish(self, snapshot: Snapshot, changed: set[str] | frozenset[str] = frozenset()) -> dict[str, float]:
-        """Check what ``snapshot`` serves (``changed``: external ids of items whose title the
-        change set; :meth:`Snapshot.verify`), then make it the one every later read uses: a
-        single reference assignment. Returns what the check covered and took."""
+        """Check ``snapshot`` (:meth:`Snapshot.verify`; ``changed``: external ids whose title the change
+        set), then make it the one every later read uses; returns what the check covered and took."""
         checked = snapshot.verify(changed, previous=self._snapshot, seed=self.config.hybrid.bi_encoder.seed)
         self._snapshot = snapshot
         return checked
@@ -149,14 +137,8 @@ class Engine:
 
     # ------------------------------------------------------------------ reads
     def candidates(
-        self,
-        user_ids: Sequence[object] | None = None,
-        k: int = 200,
-        *,
-        histories: Sequence[Sequence[object]] | None = None,
-        exclude: str | Sequence[object] | None = None,
-        allow: Sequence[object] | None = None,
-        on_unknown: str | None = None,
+        self, user_ids: Sequence[object] | None = None, k: int = 200, *, histories: Sequence[Sequence[object]] | None = None,
+        exclude: str | Sequence[object] | None = None, allow: Sequence[object] | None = None, on_unknown: str | None = None,
     ) -> Results:
         """The fused candidates (no reranking) for known users or for purchase histories.
 
@@ -173,7 +155,7 @@ class Engine:
         allow
             External item ids; when given, only these can be returned.
         on_unknown
-            ``raise`` | ``warn`` | ``drop`` for unknown user or item ids (default: the config's).
+            ``raise`` | ``warn`` | ``drop`` for unknown user or item ids (default: the config's):
             ``warn`` keeps an unknown user's row, served from popularity; ``drop`` removes it.
 
         A query without any known purchase (an unknown user kept by ``warn``, an empty history,
@@ -183,71 +165,45 @@ class Engine:
         return self._read(user_ids, k, histories, exclude, allow, on_unknown, explain=False)
 
     def recommend(
-        self,
-        user_ids: Sequence[object] | None = None,
-        k: int = 10,
-        *,
-        histories: Sequence[Sequence[object]] | None = None,
-        exclude: str | Sequence[object] | None = None,
-        allow: Sequence[object] | None = None,
-        on_unknown: str | None = None,
+        self, user_ids: Sequence[object] | None = None, k: int = 10, *, histories: Sequence[Sequence[object]] | None = None,
+        exclude: str | Sequence[object] | None = None, allow: Sequence[object] | None = None, on_unknown: str | None = None,
     ) -> Results:
         """Top ``k`` by purchase probability, with why (arguments as for :meth:`candidates`).
 
-        ``scores`` are calibrated P(purchase in the next 30 days); each row's
-        :meth:`Results.found_by` and :meth:`Results.reasons` say which sources found the item
-        and which signals raised its probability. Without a reranker this equals
-        :meth:`candidates`. Queries without any known purchase get the popularity ranking
-        (scores: recent buyers per item; no probability).
+        ``scores`` are calibrated P(purchase in the next 30 days); :meth:`Results.found_by` and
+        :meth:`Results.reasons` say which sources found each item and which signals raised its
+        probability. Without a reranker this equals :meth:`candidates`. Queries without any known
+        purchase get the popularity ranking (scores: recent buyers per item; no probability).
         """
         return self._read(user_ids, k, histories, exclude, allow, on_unknown, explain=self.config.use_reranker)
 
     def search(
-        self,
-        query: str | Sequence[str],
-        *,
-        user_id: object | None = None,
-        k: int = 10,
-        allow: Sequence[object] | None = None,
-        category: str | Sequence[str] | None = None,
-        on_unknown: str | None = None,
+        self, query: str | Sequence[str], *, user_id: object | None = None, k: int = 10, allow: Sequence[object] | None = None,
+        category: str | Sequence[str] | None = None, on_unknown: str | None = None,
     ) -> Results:
-        """Items matching free text (one query or a batch): BM25 and the base model's dense
-        retrieval fused (:meth:`TextSearch.search`), optionally personalised by a known user.
-
-        ``allow``: external item ids the results must come from; ``category``: one or several
-        category names (case-insensitive). Only listed items are returned. ``scores`` are fusion
-        scores (comparable within one query); ``sources`` hold each list's rank and score.
-        """
+        """Items matching free text (one query or a batch): BM25 and the base model's dense retrieval
+        fused (:meth:`TextSearch.search`), optionally personalised by a known user. ``allow``: external
+        item ids the results must come from; ``category``: one or several category names
+        (case-insensitive). Only listed items are returned. ``scores`` are fusion scores (comparable
+        within one query); ``sources`` hold each list's rank and score."""
         snap = self.snapshot  # the one snapshot this read uses, whatever is published meanwhile
         if snap.search is None:
             raise ValueError("this engine has no search index (fitted with search.enabled = false): fit it again to search")
         texts = [query] if isinstance(query, str) else list(query)
         policy = on_unknown or self.config.on_unknown
-        users = None
-        if user_id is not None:
-            users = snap.users.index([user_id] * len(texts), on_unknown=policy)
-            if not len(users):  # dropped: search without personalisation
-                users = None
-            else:  # the search's dense retriever numbers users as the fitted data did
-                users = np.asarray(users, dtype=np.int64)
+        users = None if user_id is None else snap.users.index([user_id] * len(texts), on_unknown=policy)
+        if users is not None:  # the dense retriever numbers users as the fitted data did; dropped: no personalisation
+            users = np.asarray(users, dtype=np.int64) if len(users) else None
         allowed = None
         if allow is not None:
-            found = snap.search.items_.index(_as_list(allow, "allow"), on_unknown="drop" if policy == "drop" else policy)
+            found = snap.search.items_.index(_as_list(allow, "allow"), on_unknown=policy)
             allowed = found[found >= 0]
         hits = snap.search.search(texts, k, user_ids=users, allow=allowed, category=category)
         return Results.of(texts, hits, snap.search.items_.ids, snap.search.item_texts_)
 
     def _read(
-        self,
-        user_ids: Sequence[object] | None,
-        k: int,
-        histories: Sequence[Sequence[object]] | None,
-        exclude: str | Sequence[object] | None,
-        allow: Sequence[object] | None,
-        on_unknown: str | None,
-        *,
-        explain: bool,
+        self, user_ids: Sequence[object] | None, k: int, histories: Sequence[Sequence[object]] | None,
+        exclude: str | Sequence[object] | None, allow: Sequence[object] | None, on_unknown: str | None, *, explain: bool,
     ) -> Results:
         snap = self.snapshot  # the one snapshot this read uses, whatever is published meanwhile
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
@@ -284,17 +240,16 @@ class Engine:
         """Serve ``catalog`` (a DataFrame with ``item_id``, ``text`` and optionally ``category``;
         None: re-index the current one) from a new snapshot, built and checked while reads go on.
 
-        Only new or changed titles are encoded; items not listed are no longer returned; new
-        items are searchable at once and join recommendations at the next :meth:`fit`.
-        ``shards`` splits every index over that many FAISS shards from now on (unchanged shards
-        are kept). ``backend="ray"`` encodes the titles on a Ray cluster (``workers`` actors;
-        ``address``: a running cluster, ``"auto"`` to find it; none: a local Ray for the call;
-        the ``scale`` extra) and builds changed shards in parallel Ray tasks. A rebuild that
-        fails (its check, a worker lost for good) raises and changes nothing.
+        Only new or changed titles are encoded; unlisted items are no longer returned; new items are
+        searchable at once and join recommendations at the next :meth:`fit`. ``shards`` splits every
+        index over that many FAISS shards from now on (unchanged shards are kept). ``backend="ray"``
+        (the ``scale`` extra) encodes titles on ``workers`` Ray actors (``address``: a running cluster,
+        ``"auto"`` to find it; none: a local Ray for the call) and builds changed shards in Ray tasks.
+        A rebuild that fails raises and changes nothing.
 
-        Returns a report: ``sources`` and ``search`` (what each part's change did: new, changed
-        and encoded titles, ``reused_shards``, seconds), ``listed`` (the catalog's items),
-        ``recommendable`` (those the recommenders know), ``verified`` (the check), ``seconds``.
+        Returns a report: ``sources`` and ``search`` (each part's change: new, changed and encoded
+        titles, ``reused_shards``, seconds), ``listed`` (the catalog's items), ``recommendable``
+        (those the recommenders know), ``verified`` (the check), ``seconds``.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -305,9 +260,8 @@ class Engine:
                 return self._rebuild(catalog, backend, workers, address, shards)
         return self._rebuild(catalog, backend, workers, address, shards)
 
-    def _rebuild(
-        self, frame: pd.DataFrame | None, backend: str, workers: int, address: str | None, shards: int | None
-    ) -> dict[str, Any]:
+    def _rebuild(self, frame: pd.DataFrame | None, backend: str, workers: int, address: str | None,
+                 shards: int | None) -> dict[str, Any]:
         with self._write_lock:
             snap = self.snapshot
             start = time.perf_counter()
@@ -318,17 +272,15 @@ class Engine:
             changed = snap.with_catalog(catalog, shards=shards)
             report.update(changed.catalog_change())
             report["verified"] = self._publish(changed, snap.changed_titles(catalog))
-        # listed: the catalog's items; recommendable: those the recommenders know (new items join at the next fit)
         report.update({"listed": len(catalog), "recommendable": int(changed.listed.sum()), "seconds": time.perf_counter() - start})
         return report
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the fitted engine to the folder ``path`` (atomically; the old one serves until then).
+        """Write the fitted engine, every weight it needs included, to the folder ``path`` (atomically).
 
         ``path`` must be new, an empty folder, or an engine saved before: anything else is an
-        :class:`ArtifactError` and stays untouched. Every weight the engine needs (fine-tuned
-        models, tokenizers, indexes) is inside the folder.
+        :class:`ArtifactError` and stays untouched.
         """
         snap = self.snapshot
         facts = {"model": type(snap.model).__name__, "users": len(snap.users), "items": len(snap.items)}
@@ -344,11 +296,11 @@ class Engine:
 
     @classmethod
     def load(cls, path: str | Path) -> Engine:
-        """Read an engine written by :meth:`save`; needs no training data nor the base models.
+        """Read an engine written by :meth:`save` (no training data nor base model needed).
 
-        Raises ArtifactError if any file is missing, truncated or corrupt, was written for
-        another config, or in another artifact format; warns (ArtifactVersionWarning) when the
-        libraries' major.minor versions differ from those it was written with.
+        Raises ArtifactError if any file is missing, corrupt, written for another config or in
+        another artifact format; warns (ArtifactVersionWarning) when the libraries' major.minor
+        versions differ from those it was written with.
         """
         with open_artifact(path, "Engine") as (folder, manifest):
             engine = cls(manifest_config(manifest, EngineConfig, folder))
@@ -377,27 +329,13 @@ class Engine:
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """Everything one read uses, published together and never changed afterwards.
+    """Everything one read uses, published together and never changed afterwards."""
 
-    Attributes
-    ----------
-    model
-        What ``recommend`` calls: the hybrid, or the hybrid with its reranker.
-    hybrid
-        The fused candidate generator (its sources, their indexes and id maps).
-    listed
-        bool [n_items], read-only: items the shop lists now.
-    item_texts
-        Title per dense item index.
-    search
-        The catalog search (:class:`~ecomrec.retrieval.search.TextSearch`), None if not built.
-    """
-
-    model: HybridRetriever | RerankedRetriever
-    hybrid: HybridRetriever
-    listed: np.ndarray
-    item_texts: tuple[str, ...]
-    search: TextSearch | None = None
+    model: HybridRetriever | RerankedRetriever  # what ``recommend`` calls: the hybrid, or the hybrid with its reranker
+    hybrid: HybridRetriever  # the fused candidate generator (its sources, their indexes and id maps)
+    listed: np.ndarray  # bool [n_items], read-only: items the shop lists now
+    item_texts: tuple[str, ...]  # title per dense item index
+    search: TextSearch | None = None  # the catalog search, None if not built
 
     @classmethod
     def of(cls, model: HybridRetriever | RerankedRetriever, listed: np.ndarray, item_texts: Sequence[str],
@@ -456,16 +394,14 @@ class Snapshot:
     def verify(self, changed: set[str] | frozenset[str] = frozenset(), *, previous: Snapshot | None = None,
                seed: int = 0) -> dict[str, float]:
         """Check what this snapshot serves before it is published; raise :class:`ArtifactError`
-        naming the first item served wrong.
+        naming the first item served wrong. Returns how many items were checked and the seconds.
 
-        Per part, for a sample of listed items — of ``changed`` (external ids whose title a
-        catalog change set) 1 % of them, at least :data:`VERIFY_CHANGED_MIN` and at most
-        :data:`VERIFY_CHANGED`, and :data:`VERIFY_UNCHANGED` others — the ALS index holds the
-        item's factors; the bi-encoder's and search's dense index hold the vector of the item's
-        current title: a fresh encoding for changed titles, and for unchanged ones the vector
-        ``previous`` (the snapshot in service, checked when it was published) served (fresh
-        where there is none); and its exact title finds it through search's lexical side.
-        Returns how many items were checked and the seconds it took."""
+        Per part, for a sample of listed items (of ``changed``, external ids whose title a catalog
+        change set, 1 % within :data:`VERIFY_CHANGED_MIN` .. :data:`VERIFY_CHANGED`; and
+        :data:`VERIFY_UNCHANGED` others): the ALS index holds the item's factors; the bi-encoder's
+        and search's dense index hold its current title's vector (for an unchanged title the one
+        ``previous``, the snapshot in service, served; else a fresh encoding); search's lexical side
+        finds it by its exact title."""
         start = time.perf_counter()
         rng = np.random.default_rng(seed)
         size = min(VERIFY_CHANGED, max(VERIFY_CHANGED_MIN, int(np.ceil(0.01 * len(changed)))))
@@ -555,9 +491,8 @@ VERIFY_CHANGED = 16
 VERIFY_UNCHANGED = 8
 
 
-def _verification_sample(
-    ids: Sequence[object], listed: np.ndarray, changed: set[str] | frozenset[str], size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def _verification_sample(ids: Sequence[object], listed: np.ndarray, changed: set[str] | frozenset[str], size: int,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(up to ``size`` listed items whose external id is in ``changed``, up to
     :data:`VERIFY_UNCHANGED` other listed items), dense indices, sorted."""
     is_changed = np.fromiter((str(ids[i]) in changed for i in listed), dtype=bool, count=len(listed)) if changed else np.zeros(len(listed), bool)

@@ -11,8 +11,7 @@ class Stopwatch:
     """``with Stopwatch() as w: ...``; then ``w.seconds``."""
 
     def __enter__(self) -> Stopwatch:
-        self._start = time.perf_counter()
-        self.seconds = 0.0
+        self._start, self.seconds = time.perf_counter(), 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:

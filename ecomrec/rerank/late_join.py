@@ -1,16 +1,10 @@
 """A BERT cross-encoder whose lower layers read the user and the item apart, joined at the top.
 
-In a plain cross-encoder every candidate re-reads the whole user context through every layer:
-100 candidates cost 100 full passes over ~80 tokens. Here (as in PreTTR, MacAvaney et al.
-2020) the lower layers run on the user context once per request and on each item once per
-catalog (cached), and only the top layer joins them: the item's tokens attend to the user's
-tokens and their own. Item tokens sit at fixed positions after a fixed user budget, so an
-item's lower-layer states do not depend on the user and can be computed ahead of time.
-
-Per candidate this costs one layer over ~16 item tokens instead of every layer over ~80.
-``joined_layers`` > 1 moves the join down (every joined layer reads the pair's user and item
-tokens together); ``joined_layers == layers`` is a plain full-attention cross-encoder over the
-same tokens, kept to measure what the late join costs in ranking quality.
+As in PreTTR (MacAvaney et al. 2020), the lower layers run on the user context once per request
+and on each item once per catalog (cached: item tokens sit at fixed positions after a fixed user
+budget, so their states do not depend on the user), and only the top layer joins them: the item's
+tokens attend to the user's tokens and their own. ``joined_layers`` > 1 moves the join down;
+``joined_layers == layers`` is a plain full-attention cross-encoder over the same tokens.
 """
 
 from __future__ import annotations
@@ -34,34 +28,21 @@ class Segments:
 
 
 class LateJoinCrossEncoder(nn.Module):
-    """P(purchase | user text, item text) logits, from a BERT-family model.
-
-    Parameters
-    ----------
-    base_model
-        Path or hub name of a BERT-family model (the bundled MiniLM by default).
-    layers
-        Layers kept: ``layers - 1`` read user and item apart, the last one joins them.
-    user_tokens, item_tokens
-        Token budgets (user context incl. [CLS]/[SEP]; item title incl. its [SEP]).
-    joined_layers
-        Top layers that read user and item together (1: the late join; ``layers``: full attention).
-    pretrained
-        Load the base model's weights (True) or only its architecture (False: the weights come
-        from a saved state dict next, as when loading a saved reranker).
+    """P(purchase | user text, item text) logits from a BERT-family ``base_model`` (path or hub name;
+    the bundled MiniLM by default) cut to ``layers``, the top ``joined_layers`` of which read user and
+    item together (1: the late join; ``layers``: full attention). ``user_tokens``, ``item_tokens``:
+    token budgets (user context incl. [CLS]/[SEP]; title incl. its [SEP]). ``pretrained``: load the
+    base model's weights, or only its architecture (False: the weights are loaded next).
     """
 
-    def __init__(
-        self, base_model: str | None, layers: int, user_tokens: int, item_tokens: int, *,
-        joined_layers: int = 1, pretrained: bool = True,
-    ) -> None:
+    def __init__(self, base_model: str | None, layers: int, user_tokens: int, item_tokens: int, *, joined_layers: int = 1,
+                 pretrained: bool = True) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         path = resolve_model_path(base_model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        # A fast tokenizer's call stores its truncation and padding in the tokenizer: users and
-        # items (other lengths) each get their own, so scoring users never changes the other's.
+        # A fast tokenizer's call stores its truncation and padding: users and items each get their own.
         self.item_tokenizer = copy.deepcopy(self.tokenizer)
         if pretrained:
             bert = AutoModel.from_pretrained(path, add_pooling_layer=False)
@@ -85,14 +66,13 @@ class LateJoinCrossEncoder(nn.Module):
         self.head = nn.Sequential(nn.Linear(bert.config.hidden_size, 64), nn.GELU(), nn.Linear(64, 1))
 
     def save_architecture(self, folder: str | Path) -> None:
-        """Write what rebuilding this model needs besides its weights: the BERT config (with
-        every kept layer) and the tokenizer files, so a saved model never needs its base model."""
+        """Write what rebuilding this model needs besides its weights (the BERT config with every
+        kept layer, the tokenizer files), so a saved model never needs its base model."""
         config = copy.deepcopy(self.lower.config)
         config.num_hidden_layers = len(self.lower.encoder.layer) + len(self.middle) + 1  # the joined layers too
         config.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
 
-    # ------------------------------------------------------------------ segments
     def tokenize_users(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.user_tokens, return_tensors="pt")
 
@@ -123,14 +103,7 @@ class LateJoinCrossEncoder(nn.Module):
         out = self.lower(input_ids=ids, attention_mask=mask, token_type_ids=types, position_ids=positions)
         return Segments(out.last_hidden_state, mask.bool())
 
-    # ------------------------------------------------------------------ join
-    def forward(
-        self,
-        users: Segments,
-        items: Segments,
-        user_index: torch.Tensor,
-        item_index: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward(self, users: Segments, items: Segments, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
         """Logits [pairs] for pairs (``users[user_index[p]]``, ``items[item_index[p]]``)."""
         attention, layer = self.top.attention, self.top
         item_h = items.hidden[item_index]  # [P, Li, H]

@@ -10,10 +10,8 @@ import numpy as np
 
 
 class PurchaseModel:
-    """LightGBM over candidate features: each user's candidates form one query group and trees
-    are added while validation ndcg@10 improves, which is what the reranker is judged by. Class
-    imbalance (about 11 bought among 100 candidates) needs no weights under a pairwise loss.
-    """
+    """LightGBM over candidate features: each user's candidates form one query group and trees are
+    added while validation ndcg@10 improves (a pairwise loss needs no class weights)."""
 
     def __init__(self, *, trees: int, leaves: int, learning_rate: float, min_child_samples: int, seed: int) -> None:
         self.params = {
@@ -21,13 +19,10 @@ class PurchaseModel:
             "min_child_samples": min_child_samples, "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1,
             "seed": seed, "num_threads": 0, "verbose": -1,
         }
-        self.trees = trees
-        self.booster = None
+        self.trees, self.booster = trees, None
 
-    def fit(
-        self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray, groups_valid: np.ndarray,
-        names: list[str],
-    ) -> PurchaseModel:
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray,
+            groups_valid: np.ndarray, names: list[str]) -> PurchaseModel:
         """``groups``: candidates per user, in row order."""
         import lightgbm as lgb
 

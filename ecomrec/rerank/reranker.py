@@ -36,9 +36,8 @@ MAX_WINDOW_DAYS = 365
 
 
 def window_days(data: Dataset, config: RerankConfig) -> int:
-    """``config.window_days``, doubled while the last window holds fewer than
-    ``config.min_window_users`` users who bought on both sides of its cutoff, up to
-    MAX_WINDOW_DAYS and while the first cutoff keeps a window of history before it."""
+    """``config.window_days``, doubled while the last window holds fewer than ``config.min_window_users``
+    users who bought on both sides of its cutoff (up to MAX_WINDOW_DAYS, and a window of history before the first cutoff)."""
     end = data.end.normalize() + pd.Timedelta(days=1)
     span = (end - data.start).days
     window = config.window_days
@@ -56,18 +55,16 @@ def _users_across(data: Dataset, cutoff: pd.Timestamp) -> int:
 
 
 def training_cutoffs(data: Dataset, config: RerankConfig) -> list[pd.Timestamp]:
-    """Cutoffs :func:`window_days` apart before the end of ``data``, oldest first; the last
-    window ends with the data."""
+    """Cutoffs :func:`window_days` apart before the end of ``data``, oldest first; the last window ends with the data."""
     end = data.end.normalize() + pd.Timedelta(days=1)
     window = window_days(data, config)
     return [end - pd.Timedelta(days=window * i) for i in range(config.cutoff_count, 0, -1)]
 
 
 def example_bi_encoder(data: Dataset, bi_config: Any, config: RerankConfig, *, show_progress: bool = False) -> Any:
-    """The bi-encoder behind the training examples' text candidates: ``bi_config`` fine-tuned
-    on at most ``config.example_bi_encoder_pairs`` pairs of the data before the first training
-    cutoff, so no cutoff's candidates come from a model that saw its labels. The engine's
-    served bi-encoder continues training from it (``BiEncoderRetriever.fit(start_from=...)``)."""
+    """The bi-encoder behind the training examples' text candidates: ``bi_config`` fine-tuned on at
+    most ``config.example_bi_encoder_pairs`` pairs of the data before the first training cutoff, so
+    no cutoff's candidates come from a model that saw its labels."""
     from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 
     early = bi_config.replace(max_pairs=min(bi_config.max_pairs, config.example_bi_encoder_pairs))
@@ -77,11 +74,8 @@ def example_bi_encoder(data: Dataset, bi_config: Any, config: RerankConfig, *, s
 def training_examples(
     data: Dataset, hybrid: Any, config: RerankConfig, *, bi: Any = None, show_progress: bool = False
 ) -> list[Examples]:
-    """Labelled candidates of ``hybrid`` as of each cutoff, oldest first.
-
-    Cheap sources are refitted per cutoff; the bi-encoder is ``bi`` (default: a new
-    :func:`example_bi_encoder`), fitted once on the data before the first cutoff.
-    """
+    """Labelled candidates of ``hybrid`` as of each cutoff, oldest first: cheap sources refitted per
+    cutoff, the bi-encoder ``bi`` (default: a new :func:`example_bi_encoder`) fitted before the first."""
     cutoffs, window = training_cutoffs(data, config), window_days(data, config)
     if any(s in TEXT_SOURCES for s in hybrid.quotas_) and bi is None:
         bi = example_bi_encoder(data, hybrid.config.bi_encoder, config, show_progress=show_progress)
@@ -109,14 +103,11 @@ CALIBRATIONS = ("one_fit", "per_list_kind")
 class PurchaseReranker:
     """Reorders candidates by calibrated P(purchase | user, item).
 
-    The purchase model (LightGBM ``lambdarank`` over the collaborative features) learns from
-    the second-to-last training cutoff; the last stops its training early, calibrates it and
-    judges it. With ``config.text`` a BERT cross-encoder learns from the cutoffs before, and a
-    second purchase model reads its score as one more feature. For each kind of list (full
-    lists, and lists without the user's purchases), validation keeps the order that ranks best
-    on the last cutoff: a purchase model's, the fused order, or one source's own; the text model
-    only where it beats the model without it. Where no kind keeps it, the cross-encoder is
-    dropped: serving never runs it.
+    The purchase model (LightGBM ``lambdarank``) learns from the second-to-last training cutoff; the
+    last stops its training early, calibrates and judges it. With ``config.text`` a BERT cross-encoder
+    learns from the cutoffs before, and a second purchase model reads its score too. Per kind of list
+    (full, new-item) validation keeps the order that ranks best (:meth:`_validation_check`); where no
+    kind keeps the text model, the cross-encoder is dropped.
     """
 
     def __init__(self, config: RerankConfig | None = None, *, show_progress: bool | None = None) -> None:
@@ -157,15 +148,11 @@ class PurchaseReranker:
         self.history_items_, self.history_chars_ = bi.history_items, bi.history_chars
         self.training_ = {
             "cutoffs": [str(e.cutoff.date()) for e in examples],
-            "window_days": int((examples[-1].cutoff - examples[-2].cutoff).days),
-            "users_per_cutoff": [len(e) for e in examples],
+            "window_days": int((examples[-1].cutoff - examples[-2].cutoff).days), "users_per_cutoff": [len(e) for e in examples],
             "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
-            "validation": validation,
-            "calibration": calibration[MODEL_ORDER],
-            "calibration_by_model": calibration,
+            "validation": validation, "calibration": calibration[MODEL_ORDER], "calibration_by_model": calibration,
             "trees": {name: int(model.booster.best_iteration) for name, model in self.models_.items()},
-            "importance": {name: model.importance() for name, model in self.models_.items()},
-            "text_log": text_log,
+            "importance": {name: model.importance() for name, model in self.models_.items()}, "text_log": text_log,
             "fit_seconds_by_stage": {"examples": examples_seconds, "models": time.perf_counter() - start - examples_seconds},
         }
         return self
@@ -186,16 +173,14 @@ class PurchaseReranker:
         return dict(self.training_.get("fit_seconds_by_stage", {}))
 
     def _features(self, name: str, features: np.ndarray, text: np.ndarray | None) -> np.ndarray:
-        """float [n, k, f] what model ``name`` reads: the collaborative features, and for the
-        text model the text score last."""
+        """float [n, k, f] what model ``name`` reads: the collaborative features (the text model: text score last)."""
         if name != TEXT_ORDER:
             return features
         assert text is not None
         return np.concatenate([features, text[..., None]], axis=-1)
 
     def _train(self, fit_on: Examples, valid: Examples, text: np.ndarray | None = None, text_valid: np.ndarray | None = None) -> PurchaseModel:
-        """A purchase model on ``fit_on``'s candidates (with the text score as one more feature
-        when given), early-stopped on ``valid``'s ndcg@10."""
+        """A purchase model on ``fit_on``'s candidates (and text score, when given), early-stopped on ``valid``'s ndcg@10."""
         name = MODEL_ORDER if text is None else TEXT_ORDER
 
         def rows(examples: Examples, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -217,14 +202,9 @@ class PurchaseReranker:
         return out
 
     def _validation_check(self, valid: Examples, p: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Which order each kind of list keeps, by ndcg@10 on the last cutoff's lists (full
-        lists and new-item lists apart: a model can win on one and lose on the other): the fused
-        order, replaced by the purchase model's if it gains, by the text model's if that gains
-        over both, and by one source's own order (e.g. popularity, on a shop where nothing
-        personal beats it for items new to the user) if it beats them all. The same cutoff
-        stopped the models' training early, which favours keeping them: a model that loses here
-        loses for sure.
-        """
+        """Which order each kind of list (full, new-item) keeps, by ndcg@10 on the last cutoff's lists
+        (:func:`_best_order`). The same cutoff stopped the models' training early, which favours
+        keeping them: a model that loses here loses for sure."""
         from ecomrec.metrics import ndcg_from_labels
 
         shown = valid.candidates.item_ids >= 0
@@ -249,30 +229,22 @@ class PurchaseReranker:
 
     @property
     def bypassed(self) -> bool:
-        """Whether validation kept another order than a purchase model's for every kind of list
-        (candidates then keep it, with probabilities)."""
+        """Whether validation kept another order than a purchase model's for every kind of list."""
         return not self.training_["validation"]["kept"]
 
     def _kind_models(self, new_lists: np.ndarray | None, n: int) -> np.ndarray:
-        """object [n]: the purchase model each list's probabilities come from (the text model
-        where validation kept its order for that kind of list)."""
+        """object [n]: the purchase model each list's probabilities come from (the text model where
+        validation kept its order for that kind of list)."""
         new = np.zeros(n, bool) if new_lists is None else np.asarray(new_lists, bool)
         pick = {kind: TEXT_ORDER if order == TEXT_ORDER else MODEL_ORDER for kind, order in self.orders.items()}
         return np.where(new, pick["new"], pick["all"])
 
-    def example_probabilities(self, examples: Examples) -> np.ndarray:
-        """float64 [n, k] calibrated P(purchase) of labelled candidates, from their own features
-        (as of their cutoff; NaN for padding): how a cutoff's lists are scored offline."""
-        return self._probabilities(examples.users, examples.texts, examples.candidates, examples.features, examples.new_lists, {})[0]
-
     def _fit_calibration(self, name: str, valid: Examples, margin: np.ndarray) -> dict[str, Any]:
-        """Platt scaling of model ``name`` on the last cutoff: one fit for both kinds of list, or
-        one per kind (full lists hold the user's repurchases, new-item lists do not: their
-        purchase rates and scores differ). Each way is fitted on half the cutoff's users and
-        judged on the other half, both ways round, by ECE within each kind of list (weighted by
-        candidates). Per kind is kept only if it cuts that ECE by a fifth (two more parameters
-        must earn their keep), then refitted on all users. Sets ``platt_[name]`` (``all`` /
-        ``new`` → slope, intercept) and returns the check."""
+        """Platt scaling of model ``name`` on the last cutoff: one fit for both kinds of list, or one
+        per kind. Each way is fitted on half the cutoff's users and judged on the other half, both
+        ways round, by ECE within each kind (weighted by candidates); per kind is kept only if it cuts
+        that ECE by a fifth, then refitted on all users. Sets ``platt_[name]`` (``all`` / ``new`` →
+        slope, intercept) and returns the check."""
         from ecomrec.metrics import expected_calibration_error
 
         if not hasattr(self, "platt_"):
@@ -309,10 +281,8 @@ class PurchaseReranker:
         a, b = self._platt_rows(name, new_lists, len(margin))
         return 1.0 / (1.0 + np.exp(-(a * margin + b)))
 
-    def probabilities(
-        self, users: np.ndarray, texts: list[str], candidates: Candidates, *, new_lists: np.ndarray | None = None,
-        explain: bool = False,
-    ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
+    def probabilities(self, users: np.ndarray, texts: list[str], candidates: Candidates, *, new_lists: np.ndarray | None = None,
+                      explain: bool = False) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
         """float64 [n, k] calibrated P(purchase) (NaN for padding; ``new_lists`` as in
         :meth:`rerank` picks each list's model and calibration), the seconds per step, and with
         ``explain`` each feature's additive share of the calibrated log-odds (``why:<feature>``,
@@ -351,9 +321,8 @@ class PurchaseReranker:
                     why[feature][rows] = share
         return out, timings, why
 
-    def _explain(
-        self, name: str, candidates: Candidates, features: np.ndarray, text: np.ndarray | None, slope: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def _explain(self, name: str, candidates: Candidates, features: np.ndarray, text: np.ndarray | None,
+                 slope: np.ndarray) -> dict[str, np.ndarray]:
         """Each feature's share of model ``name``'s calibrated log-odds; ``slope``: each list's
         Platt slope, float [n, 1]."""
         shown = candidates.item_ids >= 0
@@ -364,18 +333,14 @@ class PurchaseReranker:
             shares[shown] = np.broadcast_to(slope[..., None], shares.shape)[shown] * self.models_[name].contributions(x)[:, :-1]
         return {f"why:{feature}": shares[..., i] for i, feature in enumerate(names)}
 
-    def rerank(
-        self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int, *,
-        new_lists: np.ndarray | None = None, explain: bool = False,
-    ) -> tuple[Candidates, dict[str, float]]:
-        """The top ``config.candidates`` reordered by P(purchase), or by the order validation kept
-        for the kind of list (:attr:`orders`; ``new_lists``: bool [n], the rows that exclude the
-        user's past purchases); the rest keep their order after them.
-
-        ``scores`` of the reordered part are probabilities (the fused scores in the fused order,
-        ``1 / position`` in a source's order); ``sources`` gains ``p_purchase`` and ``fused_rank``
-        (the candidate's place before reranking) and, with ``explain``, the ``why:<feature>``
-        shares of :meth:`probabilities` (NaN beyond the reranked part).
+    def rerank(self, users: np.ndarray, texts: list[str], candidates: Candidates, k: int, *, new_lists: np.ndarray | None = None,
+               explain: bool = False) -> tuple[Candidates, dict[str, float]]:
+        """The top ``config.candidates`` reordered by P(purchase), or by the order validation kept for
+        the kind of list (:attr:`orders`; ``new_lists``: bool [n], the rows that exclude the user's past
+        purchases); the rest keep their order after them. ``scores`` of the reordered part are
+        probabilities (the fused scores in the fused order, ``1 / position`` in a source's order);
+        ``sources`` gains ``p_purchase``, ``fused_rank`` (the place before reranking) and, with
+        ``explain``, the ``why:<feature>`` shares of :meth:`probabilities` (NaN beyond the reranked part).
         """
         head = min(self.config.candidates, candidates.k)
         top = Candidates(candidates.item_ids[:, :head], candidates.scores[:, :head],
@@ -404,17 +369,14 @@ class PurchaseReranker:
         out = Candidates(item_ids[:, :k], scores[:, :k], {n: v[:, :k] for n, v in sources.items()})
         return out, timings
 
-    # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the fitted reranker (purchase models, the cross-encoder where kept, user texts) to ``path``."""
         if not hasattr(self, "models_"):
             raise NotFittedError(type(self).__name__)
-        meta = {
-            "names": self.names_, "sources": self.sources_, "training": self.training_,
-            "history_items": self.history_items_, "history_chars": self.history_chars_,
-            "item_texts": self.item_texts_, "history_texts": self.history_texts_,
-            "platt": {name: {kind: list(params) for kind, params in by_kind.items()} for name, by_kind in self.platt_.items()},
-        }
+        platt = {name: {kind: list(params) for kind, params in by_kind.items()} for name, by_kind in self.platt_.items()}
+        meta = {"names": self.names_, "sources": self.sources_, "training": self.training_, "history_items": self.history_items_,
+                "history_chars": self.history_chars_, "item_texts": self.item_texts_, "history_texts": self.history_texts_,
+                "platt": platt}
 
         def write(folder: Path) -> None:
             for name, model in self.models_.items():
@@ -464,10 +426,8 @@ class PurchaseReranker:
 
 class RerankedRetriever(Retriever):
     """The hybrid's candidates reordered by a :class:`PurchaseReranker`: ``recommend`` in one call.
-
     Each result's ``timings`` has the seconds of every stage of its call (``candidates``,
-    ``rerank:features``, ``rerank:text``, ``rerank:model``, ``rerank``, ``end_to_end``).
-    """
+    ``rerank:features``, ``rerank:text``, ``rerank:model``, ``rerank``, ``end_to_end``)."""
 
     name = "reranked"
     config_class = RerankConfig
@@ -480,8 +440,7 @@ class RerankedRetriever(Retriever):
     def fit(self, data: Dataset) -> RerankedRetriever:
         """Fit the reranker on ``data`` (the data the hybrid was fitted on; the hybrid stays as is)."""
         self.reranker.fit(data, self.hybrid, self._examples)
-        self.user_items_ = self.hybrid.user_items_
-        self.users_, self.items_ = self.hybrid.users_, self.hybrid.items_
+        self.user_items_, self.users_, self.items_ = self.hybrid.user_items_, self.hybrid.users_, self.hybrid.items_
         return self
 
     def describe(self) -> dict[str, Any]:
@@ -504,13 +463,8 @@ class RerankedRetriever(Retriever):
                              users_=hybrid.users_, items_=hybrid.items_, catalog_change_={})
 
     def recommend(
-        self,
-        user_ids: np.ndarray | list[int],
-        k: int,
-        *,
-        user_items: sp.spmatrix | None = None,
-        exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None,
-        allow: np.ndarray | list[int] | None = None,
+        self, user_ids: np.ndarray | list[int], k: int, *, user_items: sp.spmatrix | None = None,
+        exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None, allow: np.ndarray | list[int] | None = None,
         batch_size: int = 1024,
     ) -> Candidates:
         """:meth:`candidates` plus why: ``sources`` gains ``why:<feature>``, each feature's share
@@ -526,7 +480,8 @@ class RerankedRetriever(Retriever):
         texts = self.reranker.texts_for(query.users, query.history, query.fresh)
         out, timings = self.reranker.rerank(query.users, texts, candidates, query.k, new_lists=excludes_history(query), explain=explain)
         done = time.perf_counter()
-        out.timings = {**{f"candidates:{k}": v for k, v in candidates.timings.items() if k != "end_to_end"}, "candidates": got - start, **{f"rerank:{k}": v for k, v in timings.items()},
+        out.timings = {**{f"candidates:{k}": v for k, v in candidates.timings.items() if k != "end_to_end"},
+                       "candidates": got - start, **{f"rerank:{k}": v for k, v in timings.items()},
                        "rerank": done - got, "end_to_end": done - start}
         return out
 
@@ -542,8 +497,7 @@ class RerankedRetriever(Retriever):
 
         with open_artifact(path, cls.__name__) as (folder, _):
             out = cls(HybridRetriever.load(folder / "hybrid"), PurchaseReranker.load(folder / "reranker"))
-        out.user_items_ = out.hybrid.user_items_
-        out.users_, out.items_ = out.hybrid.users_, out.hybrid.items_
+        out.user_items_, out.users_, out.items_ = out.hybrid.user_items_, out.hybrid.users_, out.hybrid.items_
         return out
 
 
@@ -560,9 +514,8 @@ def order_keys(candidates: Candidates, p: dict[str, np.ndarray], sources: Sequen
     return keys
 
 
-def _fit_platt_by_list(
-    margin: np.ndarray, labels: np.ndarray, shown: np.ndarray, new_lists: np.ndarray, way: str
-) -> dict[str, tuple[float, float]]:
+def _fit_platt_by_list(margin: np.ndarray, labels: np.ndarray, shown: np.ndarray, new_lists: np.ndarray,
+                       way: str) -> dict[str, tuple[float, float]]:
     """Platt parameters for full (``all``) and new-item (``new``) lists: fitted on both kinds
     together, or per kind when ``way`` is ``per_list_kind`` and the kind has both labels."""
     both = fit_platt(margin[shown], labels[shown])
@@ -604,15 +557,9 @@ def excludes_history(query: Query) -> np.ndarray:
 
 
 def _concat(parts: list[Examples]) -> Examples:
-    return Examples(
-        parts[-1].cutoff,
-        np.concatenate([p.users for p in parts]),
-        [t for p in parts for t in p.texts],
-        Candidates.concat([p.candidates for p in parts]),
-        np.concatenate([p.labels for p in parts]),
-        np.concatenate([p.features for p in parts]),
-        np.concatenate([p.new_lists for p in parts]),
-    )
+    return Examples(parts[-1].cutoff, np.concatenate([p.users for p in parts]), [t for p in parts for t in p.texts],
+                    Candidates.concat([p.candidates for p in parts]), np.concatenate([p.labels for p in parts]),
+                    np.concatenate([p.features for p in parts]), np.concatenate([p.new_lists for p in parts]))
 
 
 def _stat_fields() -> tuple[dataclasses.Field, ...]:

@@ -6,7 +6,6 @@ import copy
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,21 +26,14 @@ ARCHITECTURE = "cross_encoder"
 class TextScorer:
     """A :class:`LateJoinCrossEncoder` fitted on labelled candidates; scores pairs fast.
 
-    Item lower-layer states are computed once per catalog (after training) and reused for
-    every request; a request's user context runs through the lower layers once.
-
-    Why a custom training loop here, where the bi-encoder uses sentence-transformers' trainer:
-    the late-join model is no ``CrossEncoder`` (its forward takes pre-encoded user and item
-    segments and joins them in its top layer), and its batches are per-user candidate lists
-    whose user context is encoded once and shared by all of that user's pairs, with the
-    early-stopping metric being ndcg@10 over those lists. The pieces that are generic come from
-    libraries: AdamW from torch, the schedule from transformers, the metric from ecomrec.metrics.
+    Item lower-layer states are computed once per catalog and reused for every request; a
+    request's user context runs through the lower layers once. The training loop is its own (the
+    late-join model is no sentence-transformers ``CrossEncoder``): per-user batches whose user
+    context is encoded once, early stopping on ndcg@10 over those lists.
     """
 
     def __init__(self, config: CrossEncoderConfig, item_texts: list[str], *, show_progress: bool = False) -> None:
-        self.config = config
-        self.item_texts = list(item_texts)
-        self.show_progress = show_progress
+        self.config, self.item_texts, self.show_progress = config, list(item_texts), show_progress
         self.log: list[dict[str, float]] = []
         self._items = None
 
@@ -54,7 +46,6 @@ class TextScorer:
         return LateJoinCrossEncoder(base, cfg.layers, cfg.user_tokens, cfg.item_tokens, joined_layers=cfg.joined_layers,
                                     pretrained=saved is None)
 
-    # ------------------------------------------------------------------ training
     def fit(self, train: Examples, valid: Examples) -> TextScorer:
         """Train on ``train``'s labelled candidates (pointwise, binary cross-entropy),
         early-stopping on ``valid``'s ndcg@10."""
@@ -67,10 +58,9 @@ class TextScorer:
         groups = self._training_groups(train)
         steps = _batches(groups, cfg.users_per_batch, cfg.epochs, cfg.seed)
         body = [p for n, p in self.model.named_parameters() if not n.startswith("head.")]
-        optimizer = torch.optim.AdamW(
-            [{"params": body, "lr": cfg.learning_rate}, {"params": self.model.head.parameters(), "lr": cfg.head_learning_rate}],
-            weight_decay=cfg.weight_decay,
-        )
+        optimizer = torch.optim.AdamW([{"params": body, "lr": cfg.learning_rate},
+                                       {"params": self.model.head.parameters(), "lr": cfg.head_learning_rate}],
+                                      weight_decay=cfg.weight_decay)
         schedule = warmup_then_decay(optimizer, len(steps), cfg.warmup_ratio)
         valid = valid.rows(np.random.default_rng(cfg.seed).permutation(len(valid))[:150])
         best = self._valid_ndcg(valid)
@@ -105,8 +95,7 @@ class TextScorer:
                         break
         self.model.load_state_dict(best_state)
         self.train_seconds = time.perf_counter() - start
-        self.prepare()
-        return self
+        return self.prepare()
 
     def with_items(self, item_texts: list[str]) -> TextScorer:
         """A copy of this fitted scorer over another catalog's titles (their item states computed)."""
@@ -154,10 +143,8 @@ class TextScorer:
         self._items = None
         return ndcg_from_labels(scores, valid.labels, valid.candidates.item_ids >= 0)
 
-    # ------------------------------------------------------------------ scoring
     def item_states(self):  # type: ignore[no-untyped-def]
-        """Lower-layer states of every catalog item (padded to ``item_tokens``): computed by
-        :meth:`prepare` (while training, whenever the weights changed)."""
+        """Lower-layer states of every catalog item (padded to ``item_tokens``), computed once per weights."""
         import torch
 
         if self._items is None:
@@ -192,12 +179,9 @@ class TextScorer:
                 user_index = np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape)[valid]
                 logits = self.model(users, items, torch.as_tensor(user_index, device=self.device),
                                     torch.as_tensor(ids[valid], device=self.device))
-                block = out[rows]
-                block[valid] = logits.float().cpu().numpy()
-                out[rows] = block
+                out[rows][valid] = logits.float().cpu().numpy()  # out[rows] is a view
         return out
 
-    # ------------------------------------------------------------------ persistence
     def save(self, folder: Path) -> None:
         from safetensors.torch import save_file
 

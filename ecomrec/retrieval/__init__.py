@@ -9,20 +9,9 @@ from ecomrec.retrieval.fusion import HybridRetriever
 
 #: Retrievers by the method name reports and the CLI use.
 RETRIEVERS: dict[str, type[Retriever]] = {
-    cls.name: cls for cls in (
-        PopularityRetriever, RepurchaseRetriever, ItemKNNRetriever, ALSRetriever, BiEncoderRetriever, HybridRetriever
-    )
+    cls.name: cls
+    for cls in (PopularityRetriever, RepurchaseRetriever, ItemKNNRetriever, ALSRetriever, BiEncoderRetriever, HybridRetriever)
 }
 
-__all__ = [
-    "ALSRetriever",
-    "BiEncoderRetriever",
-    "HybridRetriever",
-    "Candidates",
-    "ItemKNNRetriever",
-    "PopularityRetriever",
-    "RETRIEVERS",
-    "RepurchaseRetriever",
-    "Retriever",
-    "top_k",
-]
+__all__ = ["ALSRetriever", "BiEncoderRetriever", "HybridRetriever", "Candidates", "ItemKNNRetriever", "PopularityRetriever",
+           "RETRIEVERS", "RepurchaseRetriever", "Retriever", "top_k"]

@@ -18,10 +18,9 @@ from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.io import read_table
 from ecomrec.exceptions import ArtifactError
-from ecomrec.index.validation import served_score_floor
 from ecomrec.device import implicit_gpu_available, resolve_device
 from ecomrec.index import ShardedIndex, VectorIndex, load_index, reused_shards
-from ecomrec.index.validation import build_checked
+from ecomrec.index.validation import build_checked, served_score_floor
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset
 from ecomrec.candidates import Candidates
 
@@ -32,11 +31,9 @@ class ALSRetriever(ScoringRetriever):
     """Matrix factorisation of the user × item confidence matrix (Hu, Koren & Volinsky 2008).
 
     A user's score for an item is the dot product of their factors; candidates come from a
-    :class:`~ecomrec.index.VectorIndex` over the item factors (exact below
-    ``IndexConfig.exact_max_floats`` items × factors, approximate above). Items without any purchase in the
-    training data have no factors worth the name and are not indexed (they are cold: the text
-    retrievers find them). Users passed with ``user_items=`` are folded in: their factors are
-    solved against the fixed item factors, exactly as an ALS user step does.
+    :class:`~ecomrec.index.VectorIndex` over the factors of items bought in the training data
+    (cold items are left to the text retrievers). Users passed with ``user_items=`` are folded in:
+    their factors are solved against the fixed item factors, as an ALS user step does.
 
     Examples
     --------
@@ -59,17 +56,10 @@ class ALSRetriever(ScoringRetriever):
         weighted = data.user_items(cfg.weighting)
         device = resolve_device(None if cfg.device == "auto" else cfg.device)
         use_gpu = device.startswith("cuda") and implicit_gpu_available()
-        progress = self._progress()
         with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, single-threaded BLAS
-            model = AlternatingLeastSquares(
-                factors=cfg.factors,
-                regularization=cfg.regularization,
-                alpha=cfg.alpha,
-                iterations=cfg.iterations,
-                random_state=cfg.seed,
-                use_gpu=use_gpu,
-            )
-            model.fit(weighted, show_progress=progress)
+            model = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha,
+                                            iterations=cfg.iterations, random_state=cfg.seed, use_gpu=use_gpu)
+            model.fit(weighted, show_progress=self._progress())
         if use_gpu:
             model = model.to_cpu()
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
@@ -84,37 +74,34 @@ class ALSRetriever(ScoringRetriever):
         self.index_ = self.build_index()
         return self
 
-    # ------------------------------------------------------------------ user vectors
     def user_vectors(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         """float32 [n, factors]: fitted factors, or folded-in ones for fresh histories."""
-        if not fresh:
-            return self.user_factors_[users]
-        return self.fold_in(history)
+        return self.fold_in(history) if fresh else self.user_factors_[users]
 
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
-        """Each history row's user factors solved against the fixed item factors: one ALS user
-        step, implicit's own (``recalculate_user``); an empty row gets the zero vector.
-
-        ``history`` holds the same confidence weights as fitting (``Dataset.user_items(weighting)``).
-        """
+        """Each history row's user factors solved against the fixed item factors (implicit's ALS user
+        step, ``recalculate_user``; an empty row gets zeros). ``history`` holds confidence weights as
+        fitting did (``Dataset.user_items(weighting)``)."""
         history = sp.csr_matrix(history, dtype=np.float32)
         return np.asarray(self._solver.recalculate_user(np.arange(history.shape[0]), history), dtype=np.float32)
 
     def _set_solver(self) -> None:
-        """implicit's ALS holding the item factors, for fold-ins; its item Gram matrix computed
-        now, so a fold-in reads it and writes nothing."""
+        """implicit's ALS holding the item factors, for fold-ins; its item Gram matrix computed now,
+        so a fold-in reads it and writes nothing."""
+        self._solver = self._cpu_solver(np.zeros((0, self.item_factors_.shape[1]), dtype=np.float32), self.item_factors_)
+        _ = self._solver.YtY
+
+    def _cpu_solver(self, user_factors: np.ndarray, item_factors: np.ndarray) -> Any:
+        """implicit's CPU ALS of this config holding the given factors (for its half-steps)."""
         from implicit.cpu.als import AlternatingLeastSquares
 
         cfg = self.config
         with threadpool_limits(1, "blas"):
             solver = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha,
                                              random_state=cfg.seed)
-        solver.item_factors = self.item_factors_
-        solver.user_factors = np.zeros((0, self.item_factors_.shape[1]), dtype=np.float32)
-        _ = solver.YtY
-        self._solver = solver
+        solver.user_factors, solver.item_factors = user_factors, item_factors
+        return solver
 
-    # ------------------------------------------------------------------ retrieval
     def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
         index = self.index_  # one reference per call: a concurrent rebuild never mixes into it
         parts = []
@@ -134,18 +121,14 @@ class ALSRetriever(ScoringRetriever):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "index": self.index_.kind_, "device": self.device_}
 
-    # ------------------------------------------------------------------ index
     @property
     def model_hash(self) -> str:
         """Identity of the item factors: an index built from other factors is refused at load."""
         return hashlib.sha256(np.ascontiguousarray(self.item_factors_).view(np.uint8)).hexdigest()[:16]
 
     def build_index(self, items: np.ndarray | None = None, config: IndexConfig | None = None) -> VectorIndex | ShardedIndex:
-        """A new index over the warm items' factors (only ``items`` of them when given).
-
-        Validated against exact search before it is returned; nothing is swapped in. A sharded
-        index keeps what it can of the one in service (trained structure, unchanged shards).
-        """
+        """A new index over the warm items' factors (only ``items`` of them when given), validated
+        against exact search; a sharded one keeps the trained structure and unchanged shards of the one in service."""
         warm = np.flatnonzero(self.item_known_)
         if items is not None:
             warm = np.intersect1d(warm, np.asarray(items, dtype=np.int64))
@@ -177,8 +160,6 @@ class ALSRetriever(ScoringRetriever):
         item factors, then each item with new purchases gets factors solved against the users'
         (implicit's ``recalculate_user`` / ``recalculate_item``: one ALS half-step each); the
         index gains the items that became warm."""
-        from implicit.cpu.als import AlternatingLeastSquares
-
         self._check_extends(data)
         weighted = data.user_items(self.config.weighting).astype(np.float32)
         old = sp.csr_matrix(self.user_items_, dtype=np.float32)
@@ -187,10 +168,7 @@ class ALSRetriever(ScoringRetriever):
         users, items = np.unique(changed.row), np.unique(changed.col)
         user_factors = _grown(self.user_factors_, weighted.shape[0])
         item_factors = _grown(self.item_factors_, weighted.shape[1])  # new items: zeros until their step
-        cfg = self.config
-        with threadpool_limits(1, "blas"):
-            solver = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha, random_state=cfg.seed)
-        solver.user_factors, solver.item_factors = user_factors, item_factors
+        solver = self._cpu_solver(user_factors, item_factors)
         if len(users):
             user_factors[users] = solver.recalculate_user(users, weighted[users])
             solver.user_factors = user_factors  # the item step reads the users' new factors
@@ -204,9 +182,8 @@ class ALSRetriever(ScoringRetriever):
         return out
 
     def verify_items(self, items: np.ndarray | Sequence[int], expected: np.ndarray | None = None) -> None:
-        """Check that the index holds each of ``items`` (dense indices of listed items with
-        factors) under its own factors (``expected`` is not read: the factors are the reference);
-        :class:`ArtifactError` names the first that fails."""
+        """Check that the index holds each of ``items`` (dense indices of listed items with factors)
+        under its own factors (``expected`` is not read); :class:`ArtifactError` names the first that fails."""
         items = np.asarray(items, dtype=np.int64).reshape(-1)
         if not len(items):
             return
@@ -220,7 +197,6 @@ class ALSRetriever(ScoringRetriever):
             raise ArtifactError(f"item {self.items_.ids[items[bad[0]]]!r}: the ALS index holds a vector of cosine "
                                 f"{held[bad[0]]:.4f} to its factors (expected >= {floor:.4f}); {len(bad)} of {len(items)} items checked fail")
 
-    # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_, "item_known": self.item_known_}
 
@@ -229,8 +205,7 @@ class ALSRetriever(ScoringRetriever):
         self.index_.save(folder / "index", items=self.items_, facts={"model": self.model_hash})
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
-        self.user_factors_ = arrays["user_factors"]
-        self.item_factors_ = arrays["item_factors"]
+        self.user_factors_, self.item_factors_ = arrays["user_factors"], arrays["item_factors"]
         self.item_known_ = arrays["item_known"]
         self._set_solver()
         self.device_ = "cpu"
@@ -244,28 +219,19 @@ def _grown(values: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
-def rebuild_model_index(
-    model_path: str | Path,
-    output: str | Path,
-    *,
-    catalog: str | Path | None = None,
-    item_column: str = "item_id",
-    kind: str | None = None,
-) -> dict[str, Any]:
+def rebuild_model_index(model_path: str | Path, output: str | Path, *, catalog: str | Path | None = None,
+                        item_column: str = "item_id", kind: str | None = None) -> dict[str, Any]:
     """Index a saved ALS model's item factors for the current catalog and swap it in at ``output``.
 
-    The new index is checked against exact search before anything is written; the write goes to
-    a new version folder and ``output`` is re-pointed in one atomic rename, so a crash at any
-    point leaves the previous index in place and loadable.
-
-    Returns facts about the new index (kind, item count, recall against exact search, ...).
+    The new index is checked against exact search before anything is written, then written to a
+    new version folder that ``output`` is re-pointed to in one atomic rename (a crash leaves the
+    previous index loadable). Returns facts about the new index (kind, items, recall vs exact).
     """
     start = time.perf_counter()
     model = ALSRetriever.load(model_path)
     if model.items_ is None:
         raise ArtifactError(f"{model_path} has no item id map (items.json); refit and save the model")
-    items = None
-    cold = 0
+    items, cold = None, 0
     if catalog is not None:
         listed = read_table(Path(catalog), [item_column])[item_column].astype(str).str.strip()
         items = model.items_.index(listed, on_unknown="drop")
@@ -275,11 +241,5 @@ def rebuild_model_index(
     config = model.config.index if kind is None else model.config.index.replace(kind=kind)
     index = model.build_index(items, config)  # validated, or raises before anything is written
     index.save(output, items=model.items_, facts={"model": model.model_hash})
-    return {
-        "output": str(output),
-        "kind": index.kind_,
-        "n_items": index.n_items,
-        "cold_items": cold,
-        "recall_at_10": index.validated_recall_,
-        "seconds": time.perf_counter() - start,
-    }
+    return {"output": str(output), "kind": index.kind_, "n_items": index.n_items, "cold_items": cold,
+            "recall_at_10": index.validated_recall_, "seconds": time.perf_counter() - start}

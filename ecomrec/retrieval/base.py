@@ -25,12 +25,10 @@ R = TypeVar("R", bound="Retriever")
 
 
 class Retriever(abc.ABC):
-    """Finds the top-k items for a batch of users.
+    """Finds the top-k items for a batch of users (dense indices of the data it was fitted on).
 
-    Users are dense indices of the dataset the retriever was fitted on. A query's history is
-    that user's row of the fitted ``user_items``, unless ``user_items`` is passed to
-    :meth:`candidates` (one row per query): that is how unseen users (index -1) and fresher
-    histories are served.
+    A query's history is that user's row of the fitted ``user_items``, unless ``user_items`` is
+    passed to :meth:`candidates` (one row per query): how unseen users (-1) and fresher histories are served.
     """
 
     #: Method name used in reports and the CLI.
@@ -39,10 +37,8 @@ class Retriever(abc.ABC):
     config_class: ClassVar[type[ConfigBase]]
 
     def __init__(self, config: ConfigBase | None = None, *, show_progress: bool | None = None, **kwargs: Any) -> None:
-        """Build from a config or from its fields as keywords (not both).
-
-        ``show_progress``: progress bars for long work; ``None`` means on when logging is at INFO.
-        """
+        """Build from a config or from its fields as keywords (not both). ``show_progress``:
+        progress bars for long work; ``None`` means on when logging is at INFO."""
         if config is not None and kwargs:
             raise TypeError(f"{type(self).__name__}: pass a config or keywords ({sorted(kwargs)}), not both")
         self.config = config if config is not None else self.config_class(**kwargs)
@@ -58,20 +54,12 @@ class Retriever(abc.ABC):
     # ------------------------------------------------------------------ protocol
     @abc.abstractmethod
     def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> Retriever:
-        """Learn from ``data``'s interactions; returns ``self``.
-
-        ``data`` is a :class:`Dataset`, or a users × items CSR of purchase counts (as
-        ``implicit`` takes) with optional ``item_texts`` (see :meth:`Dataset.from_user_items`).
-        """
+        """Learn from ``data``'s interactions; returns ``self``. ``data`` is a :class:`Dataset`, or a
+        users × items CSR of purchase counts with optional ``item_texts`` (:meth:`Dataset.from_user_items`)."""
 
     def candidates(
-        self,
-        user_ids: np.ndarray | list[int],
-        k: int,
-        *,
-        user_items: sp.spmatrix | None = None,
-        exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None,
-        allow: np.ndarray | list[int] | None = None,
+        self, user_ids: np.ndarray | list[int], k: int, *, user_items: sp.spmatrix | None = None,
+        exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None, allow: np.ndarray | list[int] | None = None,
         batch_size: int = 1024,
     ) -> Candidates:
         """Top ``k`` items for each user, best first.
@@ -79,17 +67,14 @@ class Retriever(abc.ABC):
         Parameters
         ----------
         user_ids
-            int [n] dense user indices; -1 for a user unknown at fit time (then ``user_items``
-            must give the history).
+            int [n] dense user indices; -1 for a user unknown at fit time (then ``user_items`` gives the history).
         k
             Items per user; rows with fewer qualifying items are padded (id -1, score -inf).
         user_items
-            Optional CSR [n, n_items] of purchase counts (as ``Dataset.user_items("counts")``):
-            the queries' histories, overriding the fitted ones. Each retriever applies its own
-            confidence weighting to them.
+            Optional CSR [n, n_items] of purchase counts (as ``Dataset.user_items("counts")``): the queries'
+            histories, overriding the fitted ones (each retriever applies its own confidence weighting).
         exclude
-            ``"seen"`` (each query's history), a CSR [n, n_items] of per-query items, or item
-            indices excluded for every query.
+            ``"seen"`` (each query's history), a CSR [n, n_items] of per-query items, or item indices excluded for every query.
         allow
             Item indices; when given, only these can be returned.
 
@@ -102,12 +87,8 @@ class Retriever(abc.ABC):
         return self.retrieve(self._query(user_ids, k, user_items, exclude, allow), batch_size)
 
     def _query(
-        self,
-        user_ids: np.ndarray | list[int],
-        k: int,
-        user_items: sp.spmatrix | None,
-        exclude: str | sp.spmatrix | np.ndarray | list[int] | None,
-        allow: np.ndarray | list[int] | None,
+        self, user_ids: np.ndarray | list[int], k: int, user_items: sp.spmatrix | None,
+        exclude: str | sp.spmatrix | np.ndarray | list[int] | None, allow: np.ndarray | list[int] | None,
     ) -> Query:
         """Validate a call's arguments once, into the form every retrieval path uses."""
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1)
@@ -119,30 +100,25 @@ class Retriever(abc.ABC):
 
     @abc.abstractmethod
     def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
-        """Top ``query.k`` items for an already validated :class:`Query` (what :meth:`candidates`
-        builds from its arguments): each retriever's own ranked list, raw scores kept. Fusion
-        calls this on every source."""
+        """Top ``query.k`` items for a :class:`Query` validated by :meth:`candidates`: the
+        retriever's own ranked list, raw scores kept (what fusion calls on every source)."""
 
     def with_catalog(self: R, catalog: Catalog, *, shards: int | None = None) -> R:
         """This retriever serving ``catalog`` (the listed items and their titles), as a new
-        instance whose ``catalog_change_`` says what changed; this one is left as it was, so a
-        snapshot in service keeps serving it. ``shards``: split its index over this many FAISS
-        shards from now on (retrievers with an index).
+        instance whose ``catalog_change_`` says what changed; this one is left as it was.
+        ``shards``: split its index over this many FAISS shards from now on (retrievers with an index).
 
-        The default: itself — nothing it holds depends on titles or on the listing (what is
-        listed filters every read in the engine).
+        The default: itself, for retrievers holding nothing that depends on titles or on the listing.
         """
         self._check_fitted()
         return self
 
     def with_interactions(self: R, data: Dataset) -> R:
-        """This retriever after purchases were appended to its log, as a new instance; this one
-        is left as it was. ``data`` is the whole log: its id maps extend the fitted ones (old
-        users and items keep their dense indices; new ones follow).
+        """This retriever after purchases were appended to its log, as a new instance; this one is
+        left as it was. ``data`` is the whole log: its id maps extend the fitted ones.
 
-        Nothing is trained: the default fits the same config on ``data`` again, for retrievers
-        that only count purchases; a retriever with learned weights recomputes what the new
-        purchases touch instead.
+        Nothing is trained: the default refits the config on ``data`` (retrievers that only count
+        purchases); one with learned weights recomputes what the new purchases touch instead.
         """
         self._check_extends(data)
         return type(self)(self.config, show_progress=self.show_progress).fit(data)
@@ -156,16 +132,12 @@ class Retriever(abc.ABC):
                 raise ValueError(f"the appended log's {what} ids must extend the fitted ones (old ids first, in their order)")
 
     def describe(self) -> dict[str, Any]:
-        """What this retriever is, JSON-ready, for reports: its config and hash, and what fitting
-        chose (subclasses add theirs: the index kind, tuned weights, training cutoffs, ...)."""
+        """What this retriever is, JSON-ready, for reports: its config and hash (subclasses add what fitting chose)."""
         return {"method": self.name, "config": self.config.to_dict(), "config_hash": self.config.config_hash()}
 
     def replaced(self: R, **fitted: Any) -> R:
-        """A shallow copy with some fitted attributes replaced; ``self`` is left as it was.
-
-        Copy-on-write for serving snapshots: a rebuild makes new retrievers that share every
-        unchanged part (models, factors, id maps) with the ones reads are using.
-        """
+        """A shallow copy with some fitted attributes replaced (copy-on-write for serving
+        snapshots: unchanged parts are shared); ``self`` is left as it was."""
         unknown = sorted(name for name in fitted if not hasattr(self, name))
         if unknown:
             raise AttributeError(f"{type(self).__name__} has no attribute(s) {unknown} to replace")
@@ -239,19 +211,15 @@ class Retriever(abc.ABC):
             return confidence(user_items, getattr(self.config, "weighting", "counts"))
         bad = (users < 0) | (users >= fitted.shape[0])
         if bad.any():
-            raise ValueError(
-                f"user index {int(users[bad][0])} is not a fitted user (0..{fitted.shape[0] - 1}); "
-                "map external ids with IdMap.index(...), and pass user_items= for unseen users"
-            )
+            raise ValueError(f"user index {int(users[bad][0])} is not a fitted user (0..{fitted.shape[0] - 1}); "
+                             "map external ids with IdMap.index(...), and pass user_items= for unseen users")
         return fitted[users]
 
 
 class ScoringRetriever(Retriever):
-    """A retriever that can score every item for a user: retrieval is exact (score, mask, top k).
-
-    Subclasses implement :meth:`_score`; those that search an index instead (ALS, the
-    bi-encoder) override :meth:`retrieve` and keep this exact path as their reference.
-    """
+    """A retriever that can score every item for a user (:meth:`_score`): retrieval is exact
+    (score, mask, top k). Those that search an index (ALS, the bi-encoder) override
+    :meth:`retrieve` and keep this exact path as their reference."""
 
     def candidates_exact(self, user_ids: np.ndarray | list[int], k: int, **kwargs: Any) -> Candidates:
         """As :meth:`candidates`, always scoring every item (no index): the reference an indexed
@@ -275,19 +243,14 @@ class ScoringRetriever(Retriever):
 
     @abc.abstractmethod
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
-        """float [len(users), n_items] scores (higher is better; -inf = cannot be returned).
-
-        ``fresh`` is true when ``history`` came from the caller rather than from fitting.
-        """
+        """float [len(users), n_items] scores (higher is better; -inf = cannot be returned);
+        ``fresh``: ``history`` came from the caller rather than from fitting."""
 
 
 @dataclasses.dataclass
 class Query:
-    """A validated :meth:`Retriever.candidates` call.
-
-    ``exclude`` is None, a CSR [n, n_items] of per-query exclusions, or int64 item indices
-    excluded for every query; ``allow`` is None or int64 item indices.
-    """
+    """A validated :meth:`Retriever.candidates` call: ``exclude`` is None, a CSR [n, n_items] of per-query
+    exclusions, or int64 item indices excluded for every query; ``allow`` is None or int64 item indices."""
 
     users: np.ndarray
     history: sp.csr_matrix

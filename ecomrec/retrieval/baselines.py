@@ -53,11 +53,9 @@ class PopularityRetriever(ScoringRetriever):
 
 
 class RepurchaseRetriever(ScoringRetriever):
-    """The user's own items by purchase count (ties: most recent first), then popularity.
-
-    Scores: an owned item scores ``count + 0.999 * recency`` (recency in [0, 1), 1 = end of
-    history), always >= 1; any other item scores its popularity scaled into [0, 1).
-    """
+    """The user's own items by purchase count (ties: most recent first), then popularity. An owned item
+    scores ``count + 0.999 * recency`` (recency in [0, 1), 1 = end of history), always >= 1; any other
+    item its popularity scaled into [0, 1)."""
 
     name = "repurchase"
     config_class = RepurchaseConfig
@@ -91,8 +89,7 @@ class RepurchaseRetriever(ScoringRetriever):
         return {"popularity": self.popularity_, **csr_to_arrays("recency", self.recency_)}
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
-        self.popularity_ = arrays["popularity"]
-        self.recency_ = csr_from_arrays("recency", arrays)
+        self.popularity_, self.recency_ = arrays["popularity"], csr_from_arrays("recency", arrays)
 
 
 def _last_purchase_recency(data: Dataset, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -113,11 +110,9 @@ def _last_purchase_recency(data: Dataset, shape: tuple[int, int]) -> sp.csr_matr
 
 
 class ItemKNNRetriever(ScoringRetriever):
-    """Item-item kNN over BM25-weighted co-purchases (as ``implicit``'s ``BM25Recommender``).
-
-    A user's score for an item is the sum of its similarities to the user's items (weighted by
-    the user's confidence). Items no neighbour reaches follow, ordered by popularity.
-    """
+    """Item-item kNN over BM25-weighted co-purchases (as ``implicit``'s ``BM25Recommender``): a user's
+    score for an item is the sum of its similarities to the user's items (weighted by the user's
+    confidence); items no neighbour reaches follow, ordered by popularity."""
 
     name = "itemknn"
     config_class = ItemKNNConfig
@@ -150,5 +145,4 @@ class ItemKNNRetriever(ScoringRetriever):
         return {"popularity": self.popularity_, **csr_to_arrays("similarity", self.similarity_)}
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
-        self.popularity_ = arrays["popularity"]
-        self.similarity_ = csr_from_arrays("similarity", arrays)
+        self.popularity_, self.similarity_ = arrays["popularity"], csr_from_arrays("similarity", arrays)

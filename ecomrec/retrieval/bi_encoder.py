@@ -1,9 +1,8 @@
 """Text retrieval: a fine-tuned sentence-transformers bi-encoder over item titles.
 
-A user is their history as text (recent distinct titles, newest first); an item is its title;
-both are embedded by the same model and matched by cosine similarity through a VectorIndex.
-Cold items — listed, never bought — are as findable as any other, and free-text search queries
-use the same path.
+A user is their history as text (recent distinct titles, newest first), an item its title; both
+are embedded by one model and matched by cosine through a VectorIndex, so cold items (listed,
+never bought) and free-text search queries take the same path.
 """
 
 from __future__ import annotations
@@ -87,11 +86,8 @@ class BiEncoderRetriever(ScoringRetriever):
         self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None, *, start_from: BiEncoderRetriever | None = None
     ) -> BiEncoderRetriever:
         """Fine-tune on ``data`` (unless ``fine_tune=False``), embed its catalog and index it.
-
-        ``start_from``: a bi-encoder of the same base model and layers, fine-tuned earlier (e.g.
-        on the data before a cutoff), whose weights training continues from instead of the base
-        model's; it is left unchanged.
-        """
+        ``start_from``: a bi-encoder of the same base model and layers, fine-tuned earlier, whose
+        weights (left unchanged) training continues from instead of the base model's."""
         data = as_dataset(data, item_texts)
         if self.config.fine_tune and len(data) and data.start == data.end:
             raise ValueError("fine-tuning validates on the last days of the data, and these purchases carry no times "
@@ -130,22 +126,19 @@ class BiEncoderRetriever(ScoringRetriever):
 
     # ------------------------------------------------------------------ fine-tuning
     def _fine_tune(self, data: Dataset, texts: list[str]) -> list[dict[str, float]]:
-        """Fine-tune on "history → an item bought next" pairs with sentence-transformers' trainer:
-        MultipleNegativesRankingLoss (in-batch negatives), the
-        no-duplicates batch sampler, validation recall@100 every ``eval_every`` steps with early
-        stopping and the best checkpoint kept. Precision (bf16 / fp16) and several GPUs come from
-        the trainer's arguments on a GPU machine. Returns the validation log (step 0: zero-shot)."""
+        """Fine-tune on "history → an item bought next" pairs with sentence-transformers' trainer
+        (MultipleNegativesRankingLoss, no-duplicates batches, validation recall@100 every ``eval_every``
+        steps, early stopping, best checkpoint kept). Returns the validation log (step 0: zero-shot)."""
         import tempfile
 
+        import torch
         from transformers import EarlyStoppingCallback, PrinterCallback
 
         trainer_cls, arguments_cls, loss_cls = _sentence_transformers_training()
         cfg = self.config
         valid = self.validation_ = self._validation(data, texts)
-        pairs = next_item_pairs(
-            data, history_items=cfg.history_items, max_pairs=cfg.max_pairs, seed=cfg.seed,
-            holdout_users=valid.users, holdout_from=valid.start, per_basket=cfg.pairs_per_basket,
-        )
+        pairs = next_item_pairs(data, history_items=cfg.history_items, max_pairs=cfg.max_pairs, seed=cfg.seed,
+                                holdout_users=valid.users, holdout_from=valid.start, per_basket=cfg.pairs_per_basket)
         if len(pairs) < cfg.batch_size:
             raise ValueError(f"only {len(pairs)} training pairs in the data; need at least batch_size={cfg.batch_size}")
         zero_shot = self._valid_recall(valid)
@@ -153,7 +146,7 @@ class BiEncoderRetriever(ScoringRetriever):
         logger.info("bi-encoder: %d pairs; zero-shot validation recall@100 %.4f", len(pairs), zero_shot)
         evaluator = _validation_evaluator(self, valid)
         self.model_.max_seq_length = cfg.query_max_tokens  # anchors; titles are cut to item_max_tokens
-        _word_embeddings(self.model_).weight.requires_grad_(not cfg.freeze_embeddings)
+        self.model_[0].auto_model.get_input_embeddings().weight.requires_grad_(not cfg.freeze_embeddings)
         on_gpu = self.device_.startswith("cuda")
         with tempfile.TemporaryDirectory(prefix="ecomrec-bi-encoder-") as checkpoints:
             args = arguments_cls(
@@ -164,12 +157,11 @@ class BiEncoderRetriever(ScoringRetriever):
                 save_total_limit=2, save_only_model=True, load_best_model_at_end=True,
                 metric_for_best_model=f"eval_{evaluator.primary_metric}", greater_is_better=True,
                 logging_steps=cfg.eval_every, report_to="none", disable_tqdm=not self._progress(),
-                use_cpu=not on_gpu, bf16=on_gpu and _bf16_supported(),
+                use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
             )
-            trainer = trainer_cls(
-                model=self.model_, args=args, train_dataset=self._pair_dataset(pairs, texts), loss=loss_cls(self.model_, scale=cfg.scale),
-                evaluator=evaluator, callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
-            )
+            trainer = trainer_cls(model=self.model_, args=args, train_dataset=self._pair_dataset(pairs, texts),
+                                  loss=loss_cls(self.model_, scale=cfg.scale), evaluator=evaluator,
+                                  callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)])
             trainer.remove_callback(PrinterCallback)  # the library logs through logging, never print()
             trainer.train()
         log = [{"step": 0, "loss": float("nan"), "valid_recall@100": zero_shot}]
@@ -184,20 +176,15 @@ class BiEncoderRetriever(ScoringRetriever):
         return log
 
     def _pair_dataset(self, pairs: NextItemPairs, titles: list[str]) -> Any:
-        """The training pairs as a ``datasets.Dataset``: (anchor, positive[, negative]) texts."""
+        """The training pairs as a ``datasets.Dataset``: (anchor, positive) texts."""
         from datasets import Dataset as PairDataset
 
-        cfg = self.config
-        # The trainer truncates every column at one length; cut titles to the item budget the
-        # serving encoder uses, so the model trains on what it will see.
-        tokenizer = self.model_.tokenizer
+        cfg, tokenizer = self.config, self.model_.tokenizer
+        # The trainer truncates every column at one length: titles are cut to the serving item budget here.
         cut = tokenizer(list(titles), add_special_tokens=False, truncation=True, max_length=cfg.item_max_tokens - 2)["input_ids"]
         items = tokenizer.batch_decode(cut)
-        columns = {
-            "anchor": [history_text([titles[i] for i in history], cfg.history_chars) for history in pairs.histories],
-            "positive": [items[i] for i in pairs.positives],
-        }
-        return PairDataset.from_dict(columns)
+        anchors = [history_text([titles[i] for i in history], cfg.history_chars) for history in pairs.histories]
+        return PairDataset.from_dict({"anchor": anchors, "positive": [items[i] for i in pairs.positives]})
 
     def _validation(self, data: Dataset, texts: list[str]) -> _Validation:
         cfg = self.config
@@ -212,9 +199,7 @@ class BiEncoderRetriever(ScoringRetriever):
         rng = np.random.default_rng(cfg.seed)
         users = np.sort(rng.choice(eligible, size=min(cfg.valid_users, len(eligible)), replace=False))
         queries = before.history_texts(users, max_items=cfg.history_items, max_chars=cfg.history_chars)
-        # A big catalog of items nobody bought (dunnhumby: 92k listed, 20k sold) would be encoded
-        # at every evaluation; ranking the items sold in the data keeps the comparison between
-        # checkpoints at a fraction of the cost. Where every listed item sold (Online Retail) it is all of them.
+        # Only the items sold in the data are ranked: a big unsold catalog is not encoded at every evaluation.
         ranked = np.flatnonzero((past + future).getnnz(axis=0) > 0)
         return _Validation(users, queries, past[users], new[users], start, ranked, [texts[i] for i in ranked])
 
@@ -237,11 +222,10 @@ class BiEncoderRetriever(ScoringRetriever):
         self.model_.eval()
         cfg = self.config
         shape = json.dumps({"layers": cfg.layers, "item": cfg.item_max_tokens, "quantize": cfg.quantize})
-        self.model_hash_ = model_fingerprint(self.model_) + "-" + _short_hash(shape)
+        self.model_hash_ = model_fingerprint(self.model_) + "-" + hashlib.sha256(shape.encode()).hexdigest()[:8]
         floats = queries = traced_for_inference(self.model_, self.device_)
         if cfg.quantize == "int8" and self.device_ == "cpu":
-            # Queries only: dynamic int8 scales activations by the whole batch, so a title's
-            # vector would depend on its batch-mates; titles keep the float model.
+            # Queries only: dynamic int8 scales by the whole batch, so a title's vector would depend on its batch-mates.
             quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8)
             queries = traced_for_inference(quantized, self.device_)
         self._item_serving = RoleEncoder(floats, cfg.item_max_tokens, self.device_, cfg.encode_batch_size)
@@ -299,10 +283,8 @@ class BiEncoderRetriever(ScoringRetriever):
         return self.encode_queries(self.user_texts(query.users, query.history, query.fresh))
 
     def retrieve(self, query: Query, batch_size: int = 1024) -> Candidates:
-        return self.candidates_for_texts(
-            self.user_texts(query.users, query.history, query.fresh), query.k, exclude=query.exclude, allow=query.allow,
-            batch_size=batch_size,
-        )
+        texts = self.user_texts(query.users, query.history, query.fresh)
+        return self.candidates_for_texts(texts, query.k, exclude=query.exclude, allow=query.allow, batch_size=batch_size)
 
     def candidates_for_texts(
         self, texts: Sequence[str], k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
@@ -330,12 +312,9 @@ class BiEncoderRetriever(ScoringRetriever):
         """Top ``k`` items for query vectors already encoded (by :meth:`encode_queries`);
         ``exclude``/``allow`` as in :meth:`candidates_for_texts`."""
         index = self.index_
-        parts = [
-            index.search(vectors[start : start + batch_size], k, allow=allow,
-                         exclude=exclude[start : start + batch_size] if sp.issparse(exclude) else exclude)
-            for start in range(0, max(len(vectors), 1), batch_size)
-        ]
-        return Candidates.concat(parts)
+        return Candidates.concat([index.search(vectors[s : s + batch_size], k, allow=allow,
+                                               exclude=exclude[s : s + batch_size] if sp.issparse(exclude) else exclude)
+                                  for s in range(0, max(len(vectors), 1), batch_size)])
 
     def _score(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         vectors = self.encode_queries(self.user_texts(users, history, fresh))
@@ -352,19 +331,11 @@ class BiEncoderRetriever(ScoringRetriever):
         return self.titles_.vectors
 
     def search(
-        self,
-        queries: str | Sequence[str],
-        k: int = 10,
-        *,
-        user_ids: Sequence[int] | np.ndarray | None = None,
-        exclude: Any = None,
-        allow: Any = None,
+        self, queries: str | Sequence[str], k: int = 10, *, user_ids: Sequence[int] | np.ndarray | None = None,
+        exclude: Any = None, allow: Any = None,
     ) -> Candidates:
-        """Items matching free-text ``queries``, optionally personalised by users' histories.
-
-        With ``user_ids`` (one dense user per query, -1 for none) the query vector moves towards
-        the user's history vector by ``config.personalise`` before searching.
-        """
+        """Items matching free-text ``queries``; with ``user_ids`` (a dense user per query, -1 for none)
+        each query vector moves towards the user's history vector by ``config.personalise``."""
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         vectors, history = self.search_vectors(queries, user_ids)
@@ -403,15 +374,10 @@ class BiEncoderRetriever(ScoringRetriever):
         return build_checked(config or self.config.index, vectors, item_ids, vectors[sample], previous=previous)
 
     def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> BiEncoderRetriever:
-        """A copy serving ``catalog``; this retriever is left as it was. ``catalog_change_`` has
-        counts and seconds.
-
-        Items not listed stop being returned; new ids are appended to the item map (their dense
-        indices follow the existing ones); new and changed titles are encoded, unless the
-        catalog carries their vectors for this model (``Catalog.encoded``, e.g. from Ray
-        workers); titles this retriever holds a vector for keep it. The new index is validated
-        before it is returned.
-        """
+        """A copy serving ``catalog`` (``catalog_change_``: counts and seconds); this one is left as it was.
+        Unlisted items stop being returned; new ids are appended to the item map; new and changed titles
+        are encoded unless the catalog carries their vectors for this model (``Catalog.encoded``, e.g.
+        from Ray workers); titles this retriever holds a vector for keep it. The new index is validated."""
         self._check_fitted()
         assert self.items_ is not None
         start = time.perf_counter()
@@ -463,11 +429,9 @@ class BiEncoderRetriever(ScoringRetriever):
         return TitleVectors(texts, vectors, previous=self.titles_), len({texts[i] for i in todo})
 
     def verify_items(self, items: np.ndarray | Sequence[int], expected: np.ndarray | None = None) -> None:
-        """Check what this retriever serves for ``items`` (dense indices of listed items): the
-        vector it holds and the one its index holds must both be the vector of the item's current
-        title — ``expected`` (float [n, d], e.g. what a published snapshot served for titles that
-        did not change), else a fresh encoding. Raises :class:`ArtifactError` naming the first
-        item that fails."""
+        """Check that for ``items`` (dense indices of listed items) the vector held and the one indexed
+        are both the vector of the item's title: ``expected`` (float [n, d], e.g. what the published
+        snapshot served), else a fresh encoding. Raises :class:`ArtifactError` naming the first failure."""
         items = np.asarray(items, dtype=np.int64).reshape(-1)
         if not len(items):
             return
@@ -481,11 +445,9 @@ class BiEncoderRetriever(ScoringRetriever):
             row = int(bad[0])
             assert self.items_ is not None
             what = "a fresh encoding of its title" if expected is None else "the vector its title was served with before"
-            raise ArtifactError(
-                f"item {self.items_.ids[items[row]]!r} ({texts[row]!r}): the {self.name} retriever holds a vector of cosine "
-                f"{held[row]:.4f} to {what} and its index one of score {indexed[row]:.4f} (expected >= 0.9999 and >= "
-                f"{floor:.4f}); {len(bad)} of {len(items)} items checked fail"
-            )
+            raise ArtifactError(f"item {self.items_.ids[items[row]]!r} ({texts[row]!r}): the {self.name} retriever holds a "
+                                f"vector of cosine {held[row]:.4f} to {what} and its index one of score {indexed[row]:.4f} "
+                                f"(expected >= 0.9999 and >= {floor:.4f}); {len(bad)} of {len(items)} items checked fail")
 
     def served_vectors(self, item_ids: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(float32 [n, d] the vector this retriever holds for each external id, bool [n] found):
@@ -500,10 +462,7 @@ class BiEncoderRetriever(ScoringRetriever):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        return {
-            "history_indptr": self.history_indptr_,
-            "history_items": self.history_items_,
-        }
+        return {"history_indptr": self.history_indptr_, "history_items": self.history_items_}
 
     def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
         super()._write(folder, arrays)
@@ -521,8 +480,7 @@ class BiEncoderRetriever(ScoringRetriever):
 
     def _restore(self, arrays: dict[str, np.ndarray], folder: Path) -> None:
         self.device_ = resolve_device(None if self.config.device == "auto" else self.config.device)
-        self.history_indptr_ = arrays["history_indptr"]
-        self.history_items_ = arrays["history_items"]
+        self.history_indptr_, self.history_items_ = arrays["history_indptr"], arrays["history_items"]
         texts = json.loads((folder / "item_texts.json").read_text(encoding="utf-8"))
         self.training_log_ = json.loads((folder / "training_log.json").read_text(encoding="utf-8"))
         if not (folder / "model").is_dir():
@@ -540,14 +498,11 @@ class BiEncoderRetriever(ScoringRetriever):
 
 
 class TitleVectors:
-    """Each item's title and the vector of that title, by dense item index.
-
-    Never changed once built: a catalog change makes a new one (:meth:`BiEncoderRetriever.with_catalog`),
-    so a snapshot in service keeps serving its own. ``lookup`` finds a title's vector wherever
-    an item holds that title, so an unchanged or repeated title is never encoded again; with
-    ``previous``, also the titles that the previous catalog held and this one does not (kept for
-    one change, so a catalog that changes back re-encodes nothing).
-    """
+    """Each item's title and that title's vector, by dense item index; never changed once built (a
+    catalog change makes a new one, so a snapshot in service keeps its own). :meth:`lookup` finds a
+    title's vector wherever an item holds that title, and with ``previous`` also among the titles the
+    previous catalog held and this one does not (kept for one change): an unchanged, repeated or
+    restored title is never encoded again."""
 
     def __init__(self, texts: Sequence[str], vectors: np.ndarray, *, previous: TitleVectors | None = None) -> None:
         vectors = np.array(vectors, dtype=np.float32)  # a copy of its own
@@ -578,9 +533,8 @@ class TitleVectors:
         return out, found
 
 
-def _stored_vectors(
-    items: IdMap, texts: list[str], ids: np.ndarray, hashes: np.ndarray, vectors: np.ndarray, folder: Path
-) -> np.ndarray:
+def _stored_vectors(items: IdMap, texts: list[str], ids: np.ndarray, hashes: np.ndarray, vectors: np.ndarray,
+                    folder: Path) -> np.ndarray:
     """float32 [n_items, d]: each item's vector from a saved embedding store, by dense index;
     ArtifactError when the store lacks an item or holds it for another title."""
     row_of = {str(i): r for r, i in enumerate(ids)}
@@ -593,10 +547,6 @@ def _stored_vectors(
         raise ArtifactError(f"{folder}: the embedding store has no vector for item {item!r} with its title {texts[bad[0]]!r} "
                             f"({len(bad)} items): the folder is damaged or mixed; re-save it")
     return vectors[rows]
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _validation_evaluator(retriever: BiEncoderRetriever, valid: _Validation) -> Any:
@@ -620,11 +570,6 @@ def _validation_evaluator(retriever: BiEncoderRetriever, valid: _Validation) -> 
     return ValidationRecall()
 
 
-def _word_embeddings(model: Any) -> Any:
-    """The token-embedding table of a sentence-transformers model's transformer."""
-    return model[0].auto_model.get_input_embeddings()
-
-
 def _sentence_transformers_training() -> tuple[Any, Any, Any]:
     """Trainer, training arguments and MultipleNegativesRankingLoss (sentence-transformers >= 6
     moved them; earlier versions keep the old paths)."""
@@ -635,9 +580,3 @@ def _sentence_transformers_training() -> tuple[Any, Any, Any]:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
     return SentenceTransformerTrainer, SentenceTransformerTrainingArguments, MultipleNegativesRankingLoss
-
-
-def _bf16_supported() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -1,11 +1,6 @@
-"""Hybrid candidate generation: several retrievers fused into one list built for recall.
-
-The reranker can only reorder what this stage finds, so the sources complement each other: the
-user's own purchases (repurchase is the strongest single signal in a shop like Online Retail),
-ALS with and without bought items, BM25 item-kNN and the text bi-encoder for new items, and
-popularity for users with little history. Every candidate keeps each source's rank and score
-(NaN where a source did not find it) and the user's purchase count for it: the features the
-reranker and the report need.
+"""Hybrid candidate generation: several retrievers fused into one list built for recall. Every
+candidate keeps each source's rank and score (NaN where a source did not find it) and the user's
+purchase count for it: what the reranker and the report read.
 """
 
 from __future__ import annotations
@@ -14,9 +9,8 @@ import functools
 import itertools
 import logging
 import time
-from typing import Any
-
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,28 +43,17 @@ SOURCE_MODEL = {"own": "repurchase", "als": "als", "als_new": "als", "itemknn": 
 class HybridRetriever(Retriever):
     """Fused candidates from own history, ALS, item-kNN, the bi-encoder and popularity.
 
-    Parameters
-    ----------
-    config
-        Source configs and the fusion (:class:`~ecomrec.config.HybridConfig`).
-    retrievers
-        Already fitted models to reuse instead of fitting them again (keys ``als``,
-        ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``); they must have been
-        fitted on the same data as :meth:`fit` is given.
+    ``config``: the sources' configs and the fusion (:class:`~ecomrec.config.HybridConfig`).
+    ``retrievers``: models fitted on the data :meth:`fit` is given, to reuse instead of fitting them
+    again (keys ``als``, ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``).
     """
 
     name = "hybrid"
     config_class = HybridConfig
     config: HybridConfig
 
-    def __init__(
-        self,
-        config: HybridConfig | None = None,
-        *,
-        retrievers: dict[str, Retriever] | None = None,
-        show_progress: bool | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, config: HybridConfig | None = None, *, retrievers: dict[str, Retriever] | None = None,
+                 show_progress: bool | None = None, **kwargs: Any) -> None:
         super().__init__(config, show_progress=show_progress, **kwargs)
         self._given = dict(retrievers or {})
         self.tuning_: dict[str, Any] = {}
@@ -115,23 +98,23 @@ class HybridRetriever(Retriever):
         seconds: dict[str, float] = {}
         if "bi_encoder" in needed:
             with timed(seconds, "bi_encoder"):
-                models["bi_encoder"] = self._given.get("bi_encoder") or BiEncoderRetriever(
-                    self.config.bi_encoder, show_progress=self.show_progress
-                ).fit(data)
-        self.weights_ = dict(self.fusion.weights)
-        self.quotas_ = dict(self.fusion.quotas)
+                models["bi_encoder"] = self._given.get("bi_encoder") or self._new_model("bi_encoder").fit(data)
+        self.weights_, self.quotas_ = dict(self.fusion.weights), dict(self.fusion.quotas)
         if self.fusion.tune:
             with timed(seconds, "fusion_tuning"):
                 self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
         for name in sorted(needed - set(models)):
             with timed(seconds, name):
                 models[name] = self._given.get(name) or self._new_model(name).fit(data)
-        self.models_ = models
-        self.fit_seconds_ = seconds
+        self.models_, self.fit_seconds_ = models, seconds
+        self._read_log(data)
+        return self
+
+    def _read_log(self, data: Dataset) -> None:
+        """Keep ``data``'s purchase counts, recency and new arrivals (what fusion reads besides its sources)."""
         self._remember(data, data.user_items("counts"))
         self.days_since_ = data.days_since_purchase()
         self.new_arrivals_ = data.new_arrivals(self.config.new_arrival_days)
-        return self
 
     def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> HybridRetriever:
         """A copy whose sources serve ``catalog`` (each its own way; ``catalog_change_`` holds
@@ -141,21 +124,20 @@ class HybridRetriever(Retriever):
         return self.replaced(models_=models, catalog_change_={name: m.catalog_change_ for name, m in models.items() if m.catalog_change_})
 
     def with_interactions(self, data: Dataset) -> HybridRetriever:
-        """A copy whose sources know the appended purchases (each its own way: nothing is
-        trained), with the users' purchase counts and recency and the new-arrival window as of
-        ``data``; the fusion stays as tuned."""
+        """A copy whose sources know the appended purchases (each its own way: nothing is trained), with
+        :meth:`_read_log` of ``data``; the fusion stays as tuned."""
         self._check_extends(data)
         out = self.replaced(models_={name: model.with_interactions(data) for name, model in self.models_.items()},
                             catalog_change_={})
-        out._remember(data, data.user_items("counts"))
-        out.days_since_ = data.days_since_purchase()
-        out.new_arrivals_ = data.new_arrivals(self.config.new_arrival_days)
+        out._read_log(data)
         return out
 
     def _new_model(self, name: str) -> Retriever:
         cfg = self.config
         if name == "als":
             return ALSRetriever(cfg.als, show_progress=self.show_progress)
+        if name == "bi_encoder":
+            return BiEncoderRetriever(cfg.bi_encoder, show_progress=self.show_progress)
         if name == "itemknn":
             return ItemKNNRetriever(cfg.itemknn)
         if name == "repurchase":
@@ -218,15 +200,11 @@ class HybridRetriever(Retriever):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        names = sorted(self.weights_)
-        return {
-            "weight_names": np.asarray(names, dtype="U32"),
-            "weights": np.asarray([self.weights_[n] for n in names]),
-            "quota_names": np.asarray(sorted(self.quotas_), dtype="U32"),
-            "quotas": np.asarray([self.quotas_[n] for n in sorted(self.quotas_)], dtype=np.int64),
-            **csr_to_arrays("days_since", self.days_since_),
-            "new_arrivals": self.new_arrivals_,
-        }
+        weights, quotas = sorted(self.weights_), sorted(self.quotas_)
+        return {"weight_names": np.asarray(weights, dtype="U32"), "weights": np.asarray([self.weights_[n] for n in weights]),
+                "quota_names": np.asarray(quotas, dtype="U32"),
+                "quotas": np.asarray([self.quotas_[n] for n in quotas], dtype=np.int64),
+                **csr_to_arrays("days_since", self.days_since_), "new_arrivals": self.new_arrivals_}
 
     def _write(self, folder: Any, arrays: dict[str, np.ndarray]) -> None:
         super()._write(folder, arrays)
@@ -242,18 +220,12 @@ class HybridRetriever(Retriever):
                    "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever}
         self.models_ = {name: classes[name].load(folder / "sources" / name) for name in self._needed(self.fusion.quotas)}
 
-    def as_of(
-        self,
-        before: Dataset,
-        bi: BiEncoderRetriever | None,
-        *,
-        weights: dict[str, float] | None = None,
-        quotas: dict[str, int] | None = None,
-    ) -> HybridRetriever:
-        """This hybrid as it would have answered at the end of ``before``: the cheap sources
-        refitted on ``before``, and ``bi`` (fitted earlier, or on data whose later part it held
-        out) reading each user's history as it was then. Weights and depths default to this
-        hybrid's tuned ones. Used for tuning and for the reranker's training cutoffs."""
+    def as_of(self, before: Dataset, bi: BiEncoderRetriever | None, *, weights: dict[str, float] | None = None,
+              quotas: dict[str, int] | None = None) -> HybridRetriever:
+        """This hybrid as it would have answered at the end of ``before`` (for tuning and the
+        reranker's cutoffs): the cheap sources refitted on ``before``, ``bi`` (fitted on earlier
+        data, or holding the later part out) reading each user's history as it was then. Weights
+        and depths default to this hybrid's tuned ones."""
         probe = HybridRetriever(self.config.replace(fusion=self.fusion.replace(tune=False)), show_progress=False)
         probe.weights_ = dict(weights if weights is not None else self.weights_)
         probe.quotas_ = dict(quotas if quotas is not None else self.quotas_)
@@ -263,16 +235,14 @@ class HybridRetriever(Retriever):
             if bi is None:
                 raise ValueError("the hybrid uses the bi-encoder: pass one fitted on data before this cutoff")
             probe.models_["bi_encoder"] = _FrozenTextSource(bi, before)
-        probe._remember(before, before.user_items("counts"))
-        probe.days_since_ = before.days_since_purchase()
-        probe.new_arrivals_ = before.new_arrivals(self.config.new_arrival_days)
+        probe._read_log(before)
         return probe
 
     # ------------------------------------------------------------------ tuning
     def _validation(self, data: Dataset, bi: BiEncoderRetriever | None) -> tuple[Any, np.ndarray, Any]:
         """The validation split tuning scores on, its rows to use and its start: the bi-encoder's own
-        validation window and users when it has one (it never saw their window purchases),
-        else the last ``fusion.valid_days`` days and every user active on both sides."""
+        window and users when it has them (it never saw their window purchases), else the last
+        ``fusion.valid_days`` days and every user active on both sides."""
         from ecomrec.data.split import make_split
 
         own = bi is not None and getattr(bi, "validation_", None)
@@ -281,16 +251,10 @@ class HybridRetriever(Retriever):
         users = np.intersect1d(split.users, bi.validation_.users) if own else split.users
         return split, np.flatnonzero(np.isin(split.users, users)), start
 
-    def _tune(
-        self, data: Dataset, bi: BiEncoderRetriever | None
-    ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
-        """Weights and list depth that maximise mean recall@{50,100,200} (all and new) on the
-        validation window: coordinate ascent over WEIGHT_GRID for each depth in DEPTH_GRID, and
-        every source alone (fusion is bypassed when one source beats any weighting).
-
-        Sources are fitted on the data before the window; the bi-encoder (fitted on all of
-        ``data``) is used only for its own validation users, whose window purchases it never saw.
-        """
+    def _tune(self, data: Dataset, bi: BiEncoderRetriever | None) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+        """Weights and list depth that maximise mean recall at TUNING_KS (all and new targets) on the
+        validation window (:meth:`_validation`; sources fitted before it): coordinate ascent over
+        WEIGHT_GRID for each depth in DEPTH_GRID, and every source alone (kept if it beats any weighting)."""
         from ecomrec.metrics import ranking_metrics
 
         split, rows, start = self._validation(data, bi)
@@ -357,8 +321,7 @@ class _FrozenTextSource:
     """The bi-encoder answering from histories as they were before the validation window."""
 
     def __init__(self, bi: BiEncoderRetriever, before: Dataset) -> None:
-        self.bi = bi
-        self.before = before
+        self.bi, self.before = bi, before
         self._encoded: tuple[np.ndarray, np.ndarray] | None = None  # the last users asked and their vectors
 
     def query_vectors(self, query: Query) -> np.ndarray:
@@ -410,10 +373,8 @@ def lookup(matrix: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, item_ids: np.ndarray, n_items: int) -> np.ndarray:
-    """float32 [n, k]: the value stored under key ``row * n_items + item`` for each ranked item.
-
-    Plain numpy (sort + binary search): a single-user read spends little time holding the GIL.
-    """
+    """float32 [n, k]: the value stored under key ``row * n_items + item`` for each ranked item
+    (sort and binary search: a single-user read holds the GIL briefly)."""
     out = np.zeros(item_ids.shape, dtype=np.float32)
     if not len(keys):
         return out
@@ -426,25 +387,20 @@ def _lookup(keys: np.ndarray, values: np.ndarray, item_ids: np.ndarray, n_items:
     return out
 
 
-def fuse(
-    lists: dict[str, Candidates], weights: dict[str, float], fusion: FusionConfig, k: int, n_items: int, *, shared_ranks: bool = False
-) -> Candidates:
-    """One ranking from per-source lists; ``sources`` gets ``<source>_rank`` / ``<source>_score``.
-
-    Weighted reciprocal rank: ``sum_s w_s / (rrf_k + rank_s)`` (rank from 1). Items no source
-    found are never returned.
-    ``shared_ranks``: items a source scores equally share its best rank among them (RRF), so the
-    other sources order them instead of the list's arbitrary order.
-    """
+def fuse(lists: dict[str, Candidates], weights: dict[str, float], fusion: FusionConfig, k: int, n_items: int, *,
+         shared_ranks: bool = False) -> Candidates:
+    """One ranking from per-source lists by weighted reciprocal rank ``sum_s w_s / (rrf_k + rank_s)``
+    (rank from 1; items no source found are never returned); ``sources`` gets ``<source>_rank`` /
+    ``<source>_score``. ``shared_ranks``: items a source scores equally share its best rank among
+    them, so the other sources order them instead of the list's arbitrary order."""
     union = ListUnion.of(lists, n_items)
     picked = union.best(union.totals(weights, fusion, union.contributions(fusion, shared_ranks=shared_ranks)), k)
     return union.annotated(picked)
 
 
 class ListUnion:
-    """Every (query, item) pair that any source listed, once, sorted by query then item: what
-    fusion ranks. Built once per set of lists, it ranks them under any weights (tuning tries
-    hundreds) with a bincount and a per-row partial sort, no global sort per try."""
+    """Every (query, item) pair that any source listed, once, sorted by query then item: what fusion
+    ranks. Built once per set of lists, it ranks them under any weights (tuning tries hundreds)."""
 
     def __init__(self, lists: dict[str, Candidates], n_items: int, keys: np.ndarray, inverse: dict[str, np.ndarray]) -> None:
         self.lists, self.n_items, self.n = lists, n_items, next(iter(lists.values())).n_queries
@@ -478,11 +434,8 @@ class ListUnion:
         active = [s for s in self.lists if weights.get(s, 0.0) > 0 and len(self.inverse[s])]
         if not active:
             return np.zeros(len(self.rows))
-        return np.bincount(
-            np.concatenate([self.inverse[s] for s in active]),
-            weights=np.concatenate([weights[s] * contributions[s] for s in active]),
-            minlength=len(self.rows),
-        )
+        return np.bincount(np.concatenate([self.inverse[s] for s in active]), minlength=len(self.rows),
+                           weights=np.concatenate([weights[s] * contributions[s] for s in active]))
 
     def best(self, totals: np.ndarray, k: int) -> Candidates:
         """The ``k`` entries of largest total per query (ties: lower item id first), as

@@ -12,51 +12,28 @@ from ecomrec.data.dataset import Dataset
 
 @dataclasses.dataclass
 class NextItemPairs:
-    """One example per sampled basket.
+    """One example per sampled basket."""
 
-    Attributes
-    ----------
-    users
-        int64 [n] dense user of each example.
-    times
-        datetime64 [n] time of the basket.
-    histories
-        Per example, int64 item indices bought before the basket, newest first (distinct).
-    positives
-        int64 [n] an item of the basket the user had not bought before.
-    """
-
-    users: np.ndarray
-    times: np.ndarray
-    histories: list[np.ndarray]
-    positives: np.ndarray
+    users: np.ndarray  # int64 [n] dense user of each example
+    times: np.ndarray  # datetime64 [n] time of the basket
+    histories: list[np.ndarray]  # per example, int64 distinct items bought before the basket, newest first
+    positives: np.ndarray  # int64 [n] an item of the basket the user had not bought before
 
     def __len__(self) -> int:
         return len(self.users)
 
 
 def next_item_pairs(
-    data: Dataset,
-    *,
-    history_items: int,
-    max_pairs: int,
-    seed: int,
-    holdout_users: np.ndarray | None = None,
-    holdout_from: pd.Timestamp | None = None,
-    per_basket: int = 1,
+    data: Dataset, *, history_items: int, max_pairs: int, seed: int, holdout_users: np.ndarray | None = None,
+    holdout_from: pd.Timestamp | None = None, per_basket: int = 1,
 ) -> NextItemPairs:
-    """Sample up to ``max_pairs`` examples, up to ``per_basket`` per basket (purchases sharing
-    user and time).
-
-    A basket yields examples when the user had bought something before and the basket holds
-    items new to the user (drawn at random, without replacement). Baskets of ``holdout_users``
-    at or after ``holdout_from`` are skipped (they are the validation targets).
+    """Sample up to ``max_pairs`` examples, up to ``per_basket`` per basket (purchases sharing user
+    and time) that follows earlier purchases and holds items new to the user (drawn without
+    replacement). Baskets of ``holdout_users`` at or after ``holdout_from`` (validation targets) are skipped.
     """
     rng = np.random.default_rng(seed)
     frame = data.interactions
-    users = frame["user"].to_numpy()
-    items = frame["item"].to_numpy()
-    times = frame["timestamp"].to_numpy()
+    users, items, times = frame["user"].to_numpy(), frame["item"].to_numpy(), frame["timestamp"].to_numpy()
     order = np.lexsort((items, times, users))
     users, items, times = users[order], items[order], times[order]
     held = np.zeros(data.n_users, dtype=bool)
@@ -93,9 +70,6 @@ def next_item_pairs(
         del recent[history_items:]
     n = len(out_users)
     keep = np.sort(rng.choice(n, size=min(n, max_pairs), replace=False)) if n else np.zeros(0, dtype=np.int64)
-    return NextItemPairs(
-        users=np.asarray(out_users, dtype=np.int64)[keep],
-        times=np.asarray(out_times, dtype="datetime64[ns]")[keep] if n else np.zeros(0, "datetime64[ns]"),
-        histories=[out_hist[i] for i in keep],
-        positives=np.asarray(out_pos, dtype=np.int64)[keep],
-    )
+    times = np.asarray(out_times, dtype="datetime64[ns]")[keep] if n else np.zeros(0, "datetime64[ns]")
+    return NextItemPairs(users=np.asarray(out_users, dtype=np.int64)[keep], times=times, histories=[out_hist[i] for i in keep],
+                         positives=np.asarray(out_pos, dtype=np.int64)[keep])

@@ -1,11 +1,9 @@
 """Catalog search: BM25 over item text (bm25s) fused with a dense retriever.
 
-The dense side is a zero-shot :class:`BiEncoderRetriever` of the base model: the recommendation
-bi-encoder's "history → next item" fine-tune trades away general query → title matching, so
-search keeps its own copy of the model as it ships. Both sides cover the same items (dense item
-indices of the search's own id map, which grows with catalog changes like the bi-encoder's) and
-honour the same filters. Their lists are fused by a convex combination of scores whose BM25
-weight follows how well BM25 matched the query's words (:meth:`TextSearch.search`).
+The dense side is a zero-shot :class:`BiEncoderRetriever` of the base model as it ships (the
+recommendation fine-tune trades away query → title matching). Both sides cover the same items
+(the search's own id map, which grows with catalog changes) and honour the same filters; their
+lists are fused by a convex combination of scores (:meth:`TextSearch.search`).
 """
 
 from __future__ import annotations
@@ -33,8 +31,7 @@ QUERY_BATCH = 64
 
 
 class LexicalIndex:
-    """BM25 over item texts; items and queries are matched on :func:`search_terms` (stems, sizes
-    folded), and bm25s does the scoring.
+    """BM25 (bm25s) over item texts; items and queries are matched on :func:`search_terms` (stems, sizes folded).
 
     Examples
     --------
@@ -70,9 +67,8 @@ class LexicalIndex:
         return np.asarray(self.bm25_.get_scores(terms), dtype=np.float32) if terms else np.zeros(self.n_items, np.float32)
 
     def coverage(self, query: str, items: np.ndarray) -> np.ndarray:
-        """float32 [len(items)]: the share of ``query``'s distinct terms each item holds, each
-        term weighted by its idf (1: the item has every word of the query; 0: none, or a query
-        of terms no item has)."""
+        """float32 [len(items)]: the idf-weighted share of ``query``'s distinct terms each item holds
+        (1: every word of the query; 0: none, or a query of terms no item has)."""
         terms = set(search_terms(query))
         weights = {t: self.idf_.get(t, 0.0) for t in terms}
         total = sum(weights.values())
@@ -82,10 +78,9 @@ class LexicalIndex:
                            dtype=np.float32, count=len(items))
 
     def mismatch(self, item: int, text: str) -> str | None:
-        """Why ``item`` is not found as ``text`` (its title) by its exact words, or None: it must
-        be indexed by ``text``'s terms, score above 0 for them, and score as every item indexed by
-        the same terms does. (Not "first": BM25 may rank a title that repeats a word above the
-        exact one.)"""
+        """Why ``item`` is not found by the exact words of ``text`` (its title), or None: it must be
+        indexed by ``text``'s terms, score above 0 for them, and score as every item of the same
+        terms does (not "first": BM25 may rank a title that repeats a word above the exact one)."""
         terms = tuple(search_terms(text))
         if self.terms_[item] != terms:
             return f"indexed by the terms {list(self.terms_[item])}, not {list(terms)}"
@@ -180,31 +175,23 @@ class TextSearch:
         return mask
 
     def search(
-        self,
-        queries: str | Sequence[str],
-        k: int = 10,
-        *,
-        user_ids: Sequence[int] | np.ndarray | None = None,
-        allow: np.ndarray | None = None,
-        category: str | Sequence[str] | None = None,
-        lexical_weight: float | None = None,
+        self, queries: str | Sequence[str], k: int = 10, *, user_ids: Sequence[int] | np.ndarray | None = None,
+        allow: np.ndarray | None = None, category: str | Sequence[str] | None = None, lexical_weight: float | None = None,
         feedback: bool = True,
     ) -> Candidates:
         """The ``k`` best items per query: BM25's and the dense retriever's lists fused.
 
-        Each query's candidates are both lists' first ``config.depth`` items; each is scored
-        ``w * bm25 / max bm25 + (1 - w) * (cos + 1) / (max cos + 1)`` over the query's candidates
-        (both scores exact for every candidate), with BM25's weight ``w`` following how well its
-        best items match the query's words (:meth:`lexical_weights`). ``lexical_weight``
-        overrides it for every query (1: BM25's list alone, 0: the dense list alone). When both
-        lists are fused, the dense list is searched again after pseudo-relevance feedback from
-        the first fusion (``SearchConfig.feedback_items``; ``feedback=False`` skips it).
+        A query's candidates (both lists' first ``config.depth`` items) are scored
+        ``w * bm25 / max bm25 + (1 - w) * (cos + 1) / (max cos + 1)``, both scores exact, with BM25's
+        weight ``w`` following how well its best items match the query's words (:meth:`lexical_weights`)
+        unless ``lexical_weight`` sets it (1: BM25's list alone, 0: the dense list alone). When both
+        lists are fused, the dense list is searched again after pseudo-relevance feedback from the
+        first fusion (``SearchConfig.feedback_items``; ``feedback=False`` skips it).
 
-        ``user_ids``: a dense user per query (-1 for none) whose history personalises the dense
-        query vector. ``allow`` (dense item indices) and ``category`` filter both lists.
-        ``sources`` of the result hold ``lexical_rank`` / ``dense_rank`` (the item's place in
-        each list, NaN where the list did not hold it) and ``lexical_score`` / ``dense_score``
-        (BM25 and cosine, exact for every item returned).
+        ``user_ids``: a dense user per query (-1 for none) whose history personalises the dense query
+        vector. ``allow`` (dense item indices) and ``category`` filter both lists. The result's
+        ``sources`` hold ``lexical_rank`` / ``dense_rank`` (NaN where the list did not hold the item)
+        and ``lexical_score`` / ``dense_score`` (BM25 and cosine).
         """
         self._check_fitted()
         texts = [queries] if isinstance(queries, str) else list(queries)
@@ -245,9 +232,9 @@ class TextSearch:
         return _fused(lexical, found, bm25, vectors, titles, weights, k)
 
     def lexical_weights(self, queries: Sequence[str], lexical: np.ndarray) -> np.ndarray:
-        """float64 [n]: BM25's weight in each query's fusion, from ``lexical_weight_unmatched``
-        to ``lexical_weight_matched`` by the largest idf-weighted share of the query's words
-        that one item of its BM25 list (dense indices [n, depth], -1 padding) holds."""
+        """float64 [n]: BM25's weight in each query's fusion, from ``lexical_weight_unmatched`` to
+        ``lexical_weight_matched`` by the largest :meth:`LexicalIndex.coverage` of the query by an
+        item of its BM25 list (dense indices [n, depth], -1 padding)."""
         cfg = self.config
         matched = np.array([self.lexical_.coverage(q, row[row >= 0]).max(initial=0.0) for q, row in zip(queries, lexical)])
         return cfg.lexical_weight_unmatched + (cfg.lexical_weight_matched - cfg.lexical_weight_unmatched) * matched
@@ -267,10 +254,8 @@ class TextSearch:
 
     # ------------------------------------------------------------------ catalog changes
     def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> TextSearch:
-        """A copy serving ``catalog``: only new or changed titles are encoded (none whose vector
-        the catalog carries), the lexical index is rebuilt (seconds for 100k titles); items left
-        out are no longer returned; categories are the catalog's where it has them. The copy's
-        ``catalog_change_`` has counts and seconds; this search is left as it was."""
+        """A copy serving ``catalog`` (:meth:`BiEncoderRetriever.with_catalog`), the lexical index
+        rebuilt and categories the catalog's where it has them; this search is left as it was."""
         dense = self._check_fitted().with_catalog(catalog, shards=shards)
         assert dense.items_ is not None
         listed = np.zeros(len(dense.items_), dtype=bool)
@@ -291,8 +276,7 @@ class TextSearch:
 
     def _with(self, dense: BiEncoderRetriever, listed: np.ndarray, categories: Sequence[str],
               catalog_change: dict[str, Any] | None = None) -> TextSearch:
-        """A new search over ``dense``'s items: ``listed`` and ``categories`` per item, the lexical
-        index built over their titles."""
+        """A new search over ``dense``'s items, ``listed`` and ``categories`` per item, lexical index built."""
         out = TextSearch(self.config, show_progress=self.show_progress)
         out.dense_ = dense
         start = time.perf_counter()
@@ -301,11 +285,9 @@ class TextSearch:
         return out
 
     def verify_items(self, items: np.ndarray | Sequence[int], expected: np.ndarray | None = None) -> None:
-        """Check what search serves for ``items`` (dense indices of listed items): the dense side
-        holds each title's vector (``expected``, else a fresh encoding:
-        :meth:`BiEncoderRetriever.verify_items`), and each
-        exact title finds its item through the lexical side (:meth:`LexicalIndex.mismatch`).
-        Raises :class:`ArtifactError` naming the first item that fails."""
+        """Check what search serves for ``items`` (dense indices of listed items): the dense side as
+        :meth:`BiEncoderRetriever.verify_items`, and each exact title finds its item through the
+        lexical side (:meth:`LexicalIndex.mismatch`). Raises :class:`ArtifactError` naming the first failure."""
         dense = self._check_fitted()
         items = np.asarray(items, dtype=np.int64).reshape(-1)
         try:
@@ -346,12 +328,11 @@ class TextSearch:
         return search
 
 
-def _fused(
-    lexical: Candidates, found: Candidates, bm25: np.ndarray, vectors: np.ndarray, titles: np.ndarray, weights: np.ndarray, k: int
-) -> Candidates:
-    """The top ``k`` of each query's candidates (both lists' items) by ``w * bm25 / max bm25 +
-    (1 - w) * (cos + 1) / (max cos + 1)`` (``bm25`` [n, n_items] exact scores, cosines from the
-    query ``vectors`` and the items' ``titles`` vectors; ties: lower index first)."""
+def _fused(lexical: Candidates, found: Candidates, bm25: np.ndarray, vectors: np.ndarray, titles: np.ndarray, weights: np.ndarray,
+           k: int) -> Candidates:
+    """The top ``k`` of each query's candidates (both lists' items) by the fused score of
+    :meth:`TextSearch.search` (``bm25`` [n, n_items] exact scores, cosines from the query
+    ``vectors`` and the items' ``titles`` vectors; ties: lower index first)."""
     n = len(weights)
     out = Candidates.empty(n, k)
     for name in ("lexical_rank", "lexical_score", "dense_rank", "dense_score"):
