@@ -77,9 +77,8 @@ def file_sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------- writing
-def write_artifact(
-    path: str | Path, kind: str, config: dict[str, Any], facts: dict[str, Any], write_files: Callable[[Path], None]
-) -> Path:
+def write_artifact(path: str | Path, kind: str, config: dict[str, Any], facts: dict[str, Any],
+                   write_files: Callable[[Path], None]) -> Path:
     """Write a new version with ``write_files(folder)`` plus a manifest, then point ``path`` at it.
 
     Returns ``path``. Called while another artifact is being written (a component saving itself
@@ -92,7 +91,10 @@ def write_artifact(
     """
     target = Path(path)
     if _writing.get():
-        return _write_part(target, kind, config, facts, write_files)
+        target.mkdir(parents=True, exist_ok=False)
+        write_files(target)
+        (target / MANIFEST).write_text(json.dumps(_manifest(kind, config, facts), indent=2, sort_keys=True), encoding="utf-8")
+        return target
     _check_replaceable(target)
     versions = _versions_dir(target)
     if versions.exists() and not versions.is_dir():
@@ -114,19 +116,13 @@ def write_artifact(
             version = versions / f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
             os.rename(tmp, version)
             _point_link(target, version)
-            _record_swap(versions, version.name)
+            with open(versions / _SWAPS, "a", encoding="utf-8") as log:
+                log.write(version.name + "\n")
             _prune(versions, current=version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _write_part(folder: Path, kind: str, config: dict[str, Any], facts: dict[str, Any], write_files: Callable[[Path], None]) -> Path:
-    folder.mkdir(parents=True, exist_ok=False)
-    write_files(folder)
-    (folder / MANIFEST).write_text(json.dumps(_manifest(kind, config, facts), indent=2, sort_keys=True), encoding="utf-8")
-    return folder
 
 
 def _manifest(kind: str, config: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
@@ -189,11 +185,6 @@ def _writer_lock(versions: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _record_swap(versions: Path, name: str) -> None:
-    with open(versions / _SWAPS, "a", encoding="utf-8") as log:
-        log.write(name + "\n")
 
 
 def _swap_order(versions: Path) -> list[str]:

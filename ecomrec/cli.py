@@ -49,11 +49,9 @@ def _fail(args: argparse.Namespace, exc: Exception, code: int) -> int:
 # ---------------------------------------------------------------------- parser
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ecomrec",
-        description="E-commerce recommendation and search: hybrid retrieval (ALS + fine-tuned bi-encoder, "
+        prog="ecomrec", description="E-commerce recommendation and search: hybrid retrieval (ALS + fine-tuned bi-encoder, "
         "FAISS) and a purchase-probability reranker.",
-        epilog="Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or input data, 3 missing/corrupt artifact, 4 unknown id.",
-    )
+        epilog="Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or input data, 3 missing/corrupt artifact, 4 unknown id.")
     parser.add_argument("--version", action="version", version=f"ecomrec {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -62,9 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(
-    commands: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int], help: str, description: str
-) -> argparse.ArgumentParser:
+def _command(commands: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int], help: str,
+             description: str) -> argparse.ArgumentParser:
     """A subcommand ``name`` that runs ``run(args)``."""
     sub = commands.add_parser(name, help=help, description=description)
     sub.set_defaults(run=run)
@@ -125,14 +122,12 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
 
 def _add_index(commands: argparse._SubParsersAction) -> None:
     index = commands.add_parser("index", help="vector index maintenance", description="Vector index maintenance.")
-    rebuild = _command(
-        index.add_subparsers(dest="index_command", metavar="INDEX_COMMAND"), "rebuild", _index_rebuild,
-        "re-index for a changed catalog, validate, swap in atomically",
-        "With --engine: re-embed the changed titles of --catalog (unchanged ones come from the "
-        "cache), rebuild and validate the indexes and save the engine in place (atomic). With --model: build a "
-        "saved ALSRetriever's index over the --catalog items and write it to --output. Readers of the old "
-        "version are unaffected; a killed rebuild leaves the old one in place.",
-    )
+    rebuild = _command(index.add_subparsers(dest="index_command", metavar="INDEX_COMMAND"), "rebuild", _index_rebuild,
+                       "re-index for a changed catalog, validate, swap in atomically",
+                       "With --engine: re-embed the changed titles of --catalog (unchanged ones come from the cache), rebuild "
+                       "and validate the indexes and save the engine in place (atomic). With --model: build a saved "
+                       "ALSRetriever's index over the --catalog items and write it to --output. Readers of the old version are "
+                       "unaffected; a killed rebuild leaves the old one in place.")
     target = rebuild.add_mutually_exclusive_group(required=True)
     target.add_argument("--engine", help="engine folder written by `ecomrec fit` (updated in place)")
     target.add_argument("--model", help="folder of a saved ALSRetriever (ALSRetriever.save)")
@@ -169,9 +164,9 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo = _command(commands, "demo", _demo,
                     "the whole pipeline on a shop's log (Online Retail by default): fit, recommend, search, benchmark",
-                    "Fit the engine on the purchases before --test-from, save it, print a few users' "
-                    "recommendations (purchase probabilities, why) and searches, then score it against the "
-                    "baselines on the weeks after --test-from. Online Retail (--data) or any shop's log (--interactions).")
+                    "Fit the engine on the purchases before --test-from, save it, print a few users' recommendations (purchase "
+                    "probabilities, why) and searches, then score it against the baselines on the weeks after --test-from. "
+                    "Online Retail (--data) or any shop's log (--interactions).")
     _add_data_arguments(demo, "Online Retail data (default: $ECOMREC_ONLINE_RETAIL, the cache, or a download)")
     demo.add_argument("--search", action="append", help="a search to show (repeat; default: a few for the shop)")
     demo.add_argument("--test-from", default="2011-10-01", help="split day (default 2011-10-01)")
@@ -192,8 +187,7 @@ def _load_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise ValueError("give --data (Online Retail) or --interactions (generic log), not both")
     names = {"user": "user", "item": "item", "time": "timestamp", "quantity": "quantity", "weight": "weight", "event": "event"}
     given = dict(part.split("=", 1) for part in _split(args.columns or "") if "=" in part)
-    malformed = [part for part in _split(args.columns or "") if "=" not in part] + sorted(set(given) - set(names))
-    if malformed:
+    if malformed := [part for part in _split(args.columns or "") if "=" not in part] + sorted(set(given) - set(names)):
         raise ValueError(f"--columns takes key=column pairs with keys {sorted(names)}; cannot read {malformed}")
     columns = datasets.InteractionColumns(**{names[key]: column for key, column in given.items()})
     catalog_columns = datasets.CatalogColumns(item=args.catalog_item, text=tuple(_split(args.catalog_text)), category=args.catalog_category)
@@ -223,20 +217,16 @@ def _recommend(args: argparse.Namespace) -> int:
     from ecomrec.engine import Engine
 
     engine = Engine.load(args.engine)
+    who = {"user_ids": _split(args.users)} if args.users else {"histories": [_split(args.history)]}
     exclude = "seen" if args.exclude_seen else None
-    if args.users:
-        results = engine.recommend(_split(args.users), k=args.k, exclude=exclude, on_unknown=args.on_unknown)
-    else:
-        results = engine.recommend(histories=[_split(args.history)], k=args.k, exclude=exclude, on_unknown=args.on_unknown)
-    _print(results, args.format)
+    _print(engine.recommend(**who, k=args.k, exclude=exclude, on_unknown=args.on_unknown), args.format)
     return EXIT_OK
 
 
 def _search(args: argparse.Namespace) -> int:
     from ecomrec.engine import Engine
 
-    engine = Engine.load(args.engine)
-    _print(engine.search(args.query, user_id=args.user, k=args.k, category=args.category), args.format)
+    _print(Engine.load(args.engine).search(args.query, user_id=args.user, k=args.k, category=args.category), args.format)
     return EXIT_OK
 
 
@@ -308,8 +298,7 @@ def _bench_origins(args: argparse.Namespace, data: Any, methods: list[str] | Non
 def _demo(args: argparse.Namespace) -> int:
     from ecomrec.demo import run_demo
 
-    data = _load_data(args)
-    return run_demo(data, args.test_from, _engine_config(args.config), args.output, args.report,
+    return run_demo(_load_data(args), args.test_from, _engine_config(args.config), args.output, args.report,
                     show_progress=not args.quiet, searches=args.search)
 
 

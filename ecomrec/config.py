@@ -231,8 +231,7 @@ class FusionConfig(ConfigBase):
 
     @model_validator(mode="after")
     def _sources(self) -> FusionConfig:
-        unknown = sorted(set(self.quotas) - set(FUSION_SOURCES))
-        if unknown:
+        if unknown := sorted(set(self.quotas) - set(FUSION_SOURCES)):
             raise ValueError(f"quotas: unknown source(s) {unknown}; known: {FUSION_SOURCES}")
         if not all(q > 0 for q in self.quotas.values()) or not all(w >= 0 for w in self.weights.values()):
             raise ValueError("quotas must be positive and weights >= 0")

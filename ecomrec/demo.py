@@ -16,10 +16,8 @@ from ecomrec.engine import Engine, describe
 SEARCHES = ("red retrospot lunch bag", "christmas tree decoration", "vintage doormat")
 
 
-def run_demo(
-    data: Dataset, test_from: str, config: EngineConfig, output: str | Path, report_path: str | Path, *,
-    show_progress: bool = True, users: int = 3, searches: Sequence[str] | None = None,
-) -> int:
+def run_demo(data: Dataset, test_from: str, config: EngineConfig, output: str | Path, report_path: str | Path, *,
+             show_progress: bool = True, users: int = 3, searches: Sequence[str] | None = None) -> int:
     """Fit on purchases before ``test_from``, save, show recommendations and searches, benchmark.
 
     Prints to stdout (this is the command's output, not library logging). Returns 0.
@@ -28,9 +26,8 @@ def run_demo(
     from ecomrec.data.split import make_split
 
     start = time.perf_counter()
-    report = data.report
-    if report is not None:
-        print(f"Loaded {report.raw_rows:,} rows, kept {report.kept_rows:,} purchases "
+    if data.report is not None:
+        print(f"Loaded {data.report.raw_rows:,} rows, kept {data.report.kept_rows:,} purchases "
               f"({data.n_users:,} customers, {data.n_items:,} products).")
     split = make_split(data, test_from)
     print(f"Fitting on the {len(split.history):,} purchases before {test_from} ...")

@@ -136,10 +136,9 @@ class Engine:
     item_texts_ = property(lambda self: list(self.snapshot.item_texts))
 
     # ------------------------------------------------------------------ reads
-    def candidates(
-        self, user_ids: Sequence[object] | None = None, k: int = 200, *, histories: Sequence[Sequence[object]] | None = None,
-        exclude: str | Sequence[object] | None = None, allow: Sequence[object] | None = None, on_unknown: str | None = None,
-    ) -> Results:
+    def candidates(self, user_ids: Sequence[object] | None = None, k: int = 200, *,
+                   histories: Sequence[Sequence[object]] | None = None, exclude: str | Sequence[object] | None = None,
+                   allow: Sequence[object] | None = None, on_unknown: str | None = None) -> Results:
         """The fused candidates (no reranking) for known users or for purchase histories.
 
         Parameters
@@ -164,10 +163,9 @@ class Engine:
         """
         return self._read(user_ids, k, histories, exclude, allow, on_unknown, explain=False)
 
-    def recommend(
-        self, user_ids: Sequence[object] | None = None, k: int = 10, *, histories: Sequence[Sequence[object]] | None = None,
-        exclude: str | Sequence[object] | None = None, allow: Sequence[object] | None = None, on_unknown: str | None = None,
-    ) -> Results:
+    def recommend(self, user_ids: Sequence[object] | None = None, k: int = 10, *,
+                  histories: Sequence[Sequence[object]] | None = None, exclude: str | Sequence[object] | None = None,
+                  allow: Sequence[object] | None = None, on_unknown: str | None = None) -> Results:
         """Top ``k`` by purchase probability, with why (arguments as for :meth:`candidates`).
 
         ``scores`` are calibrated P(purchase in the next 30 days); :meth:`Results.found_by` and
@@ -177,10 +175,9 @@ class Engine:
         """
         return self._read(user_ids, k, histories, exclude, allow, on_unknown, explain=self.config.use_reranker)
 
-    def search(
-        self, query: str | Sequence[str], *, user_id: object | None = None, k: int = 10, allow: Sequence[object] | None = None,
-        category: str | Sequence[str] | None = None, on_unknown: str | None = None,
-    ) -> Results:
+    def search(self, query: str | Sequence[str], *, user_id: object | None = None, k: int = 10,
+               allow: Sequence[object] | None = None, category: str | Sequence[str] | None = None,
+               on_unknown: str | None = None) -> Results:
         """Items matching free text (one query or a batch): BM25 and the base model's dense retrieval
         fused (:meth:`TextSearch.search`), optionally personalised by a known user. ``allow``: external
         item ids the results must come from; ``category``: one or several category names
@@ -201,10 +198,9 @@ class Engine:
         hits = snap.search.search(texts, k, user_ids=users, allow=allowed, category=category)
         return Results.of(texts, hits, snap.search.items_.ids, snap.search.item_texts_)
 
-    def _read(
-        self, user_ids: Sequence[object] | None, k: int, histories: Sequence[Sequence[object]] | None,
-        exclude: str | Sequence[object] | None, allow: Sequence[object] | None, on_unknown: str | None, *, explain: bool,
-    ) -> Results:
+    def _read(self, user_ids: Sequence[object] | None, k: int, histories: Sequence[Sequence[object]] | None,
+              exclude: str | Sequence[object] | None, allow: Sequence[object] | None, on_unknown: str | None, *,
+              explain: bool) -> Results:
         snap = self.snapshot  # the one snapshot this read uses, whatever is published meanwhile
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -233,10 +229,8 @@ class Engine:
         return Results.of(queries, found, snap.items.ids, snap.item_texts)
 
     # ------------------------------------------------------------------ catalog changes
-    def rebuild_index(
-        self, catalog: pd.DataFrame | None = None, *, backend: str = "local", workers: int = 2, address: str | None = None,
-        shards: int | None = None,
-    ) -> dict[str, Any]:
+    def rebuild_index(self, catalog: pd.DataFrame | None = None, *, backend: str = "local", workers: int = 2,
+                      address: str | None = None, shards: int | None = None) -> dict[str, Any]:
         """Serve ``catalog`` (a DataFrame with ``item_id``, ``text`` and optionally ``category``;
         None: re-index the current one) from a new snapshot, built and checked while reads go on.
 
@@ -407,8 +401,7 @@ class Snapshot:
         size = min(VERIFY_CHANGED, max(VERIFY_CHANGED_MIN, int(np.ceil(0.01 * len(changed)))))
         before = {} if previous is None else previous.text_retrievers()
         parts: list[tuple[str, Any, np.ndarray]] = []
-        als = self.hybrid.models_.get("als")
-        if als is not None:
+        if (als := self.hybrid.models_.get("als")) is not None:
             parts.append(("als", als, np.intersect1d(np.flatnonzero(self.listed), als.index_.item_ids)))
         for name, retriever in self.text_retrievers().items():
             holder = self.search if name == "search" else retriever
@@ -463,8 +456,7 @@ class Snapshot:
             dense = self.item_indices(items, policy)
             rows += [row] * len(dense)
             cols += dense.tolist()
-        data = np.ones(len(rows), dtype=np.float32)
-        return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.items)))
+        return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(histories), len(self.items)))
 
     def exclusions(self, exclude: str | Sequence[object] | None, policy: str) -> Any:
         if exclude is None or (isinstance(exclude, str) and exclude == "seen"):

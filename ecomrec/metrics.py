@@ -19,10 +19,9 @@ def hits(item_ids: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:
     return np.isin(ranked_keys, target_keys) & (item_ids >= 0)
 
 
-def ranking_metrics(
-    item_ids: np.ndarray, targets: sp.csr_matrix, ks: Sequence[int] = (10, 20, 50, 100, 200), n_catalog: int | None = None, *,
-    per_user: bool = False,
-) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray]]:
+def ranking_metrics(item_ids: np.ndarray, targets: sp.csr_matrix, ks: Sequence[int] = (10, 20, 50, 100, 200),
+                    n_catalog: int | None = None, *,
+                    per_user: bool = False) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray]]:
     """Mean recall@k (for each k), ndcg@10, mrr@10, hit@10 and catalog coverage@10.
 
     Parameters

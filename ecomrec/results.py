@@ -76,11 +76,9 @@ class Results:
 
     def found_by(self, row: int, col: int) -> dict[str, int]:
         """Sources that retrieved the item, with the rank each gave it."""
-        out = {}
-        for name, values in self.candidates.sources.items():
-            if name.endswith("_rank") and name != "fused_rank" and not np.isnan(values[row, col]):
-                out[name[: -len("_rank")]] = int(values[row, col])
-        return dict(sorted(out.items(), key=lambda kv: (kv[1], kv[0])))
+        found = {name[: -len("_rank")]: int(values[row, col]) for name, values in self.candidates.sources.items()
+                 if name.endswith("_rank") and name != "fused_rank" and not np.isnan(values[row, col])}
+        return dict(sorted(found.items(), key=lambda kv: (kv[1], kv[0])))
 
     def reasons(self, row: int, col: int, top: int = 3) -> list[str]:
         """The feature groups that raised this item's purchase probability most (empty before reranking)."""

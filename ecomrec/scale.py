@@ -142,10 +142,9 @@ class TitleEncoder:
         return out | {"worker": np.full(n, os.getpid()), "peak_mb": np.full(n, peak_mb), "busy_seconds": np.full(n, busy)}
 
 
-def encode_titles_on_ray(
-    titles: pd.DataFrame, encoder: Any, *, workers: int = 2, address: str | None = None, batch_size: int = 512,
-    store: EmbeddingStore | None = None,
-) -> tuple[pd.DataFrame, np.ndarray | None, dict[str, Any]]:
+def encode_titles_on_ray(titles: pd.DataFrame, encoder: Any, *, workers: int = 2, address: str | None = None,
+                         batch_size: int = 512,
+                         store: EmbeddingStore | None = None) -> tuple[pd.DataFrame, np.ndarray | None, dict[str, Any]]:
     """Encode ``titles`` (a ``text`` column and any key columns) on Ray: ``workers`` actors of one
     CPU each (one GPU each where the cluster has them), each loading ``encoder`` once (see
     :class:`ModelEncoder`); ``batch_size`` titles per Ray batch.
@@ -198,9 +197,8 @@ def encode_titles_on_ray(
     return pd.DataFrame(columns), vectors, report
 
 
-def encode_on_ray(
-    retriever: Any, texts: Sequence[str], *, workers: int = 2, address: str | None = None, batch_size: int = 512
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def encode_on_ray(retriever: Any, texts: Sequence[str], *, workers: int = 2, address: str | None = None,
+                  batch_size: int = 512) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Encode on Ray, each once, the distinct titles among ``texts`` that ``retriever`` (a
     :class:`~ecomrec.retrieval.BiEncoderRetriever`) holds no vector for. Returns title → vector
     (what ``retriever.with_catalog(..., encoded=)`` takes) and counts and seconds."""

@@ -55,8 +55,7 @@ class Catalog:
     @classmethod
     def from_frame(cls, frame: Any) -> Catalog:
         """From a DataFrame with columns ``item_id``, ``text`` and optionally ``category``."""
-        missing = sorted(set(CATALOG_COLUMNS) - set(frame.columns))
-        if missing:
+        if missing := sorted(set(CATALOG_COLUMNS) - set(frame.columns)):
             raise ValueError(f"catalog lacks column(s) {missing} (needs item_id, text)")
         categories = frame["category"].fillna("").astype(str).tolist() if "category" in frame.columns else None
         return cls.of(frame["item_id"].astype(str).tolist(), frame["text"].fillna("").astype(str).tolist(), categories)

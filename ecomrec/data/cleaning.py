@@ -19,10 +19,7 @@ RULES = {
 }
 
 #: What each catalog rule drops.
-CATALOG_RULES = {
-    "missing_item": "no item id",
-    "duplicate": "an item listed again further down (the last listing wins)",
-}
+CATALOG_RULES = {"missing_item": "no item id", "duplicate": "an item listed again further down (the last listing wins)"}
 
 Rule = tuple[str, Callable[[pd.DataFrame], "pd.Series[bool]"]]
 

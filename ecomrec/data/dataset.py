@@ -59,15 +59,11 @@ class Dataset:
     products before anyone buys them.
     """
 
-    def __init__(
-        self, interactions: pd.DataFrame, catalog: pd.DataFrame, users: IdMap, items: IdMap, report: CleaningReport | None = None,
-        name: str = "dataset", *, catalog_from_log: bool = False,
-    ) -> None:
-        missing = [c for c in INTERACTION_COLUMNS if c not in interactions.columns]
-        if missing:
+    def __init__(self, interactions: pd.DataFrame, catalog: pd.DataFrame, users: IdMap, items: IdMap,
+                 report: CleaningReport | None = None, name: str = "dataset", *, catalog_from_log: bool = False) -> None:
+        if missing := [c for c in INTERACTION_COLUMNS if c not in interactions.columns]:
             raise ValueError(f"interactions lack column(s) {missing}")
-        missing = [c for c in CATALOG_COLUMNS if c not in catalog.columns]
-        if missing:
+        if missing := [c for c in CATALOG_COLUMNS if c not in catalog.columns]:
             raise ValueError(f"catalog lacks column(s) {missing}")
         if len(catalog) != len(items):
             raise ValueError(f"catalog has {len(catalog)} rows but the item map {len(items)}")
@@ -78,13 +74,15 @@ class Dataset:
         self.catalog = catalog.reset_index(drop=True)
         self.users, self.items, self.report, self.name = users, items, report, name
         self.catalog_from_log = catalog_from_log
-        self._check_ranges()
+        for column, size in (("user", len(users)), ("item", len(items))):
+            values = self.interactions[column].to_numpy()
+            if len(values) and (values.min() < 0 or values.max() >= size):
+                raise ValueError(f"interactions.{column} holds indices outside 0..{size - 1}")
 
     @classmethod
-    def from_user_items(
-        cls, user_items: sp.spmatrix, item_texts: Sequence[str] | None = None, *, user_ids: Sequence[object] | None = None,
-        item_ids: Sequence[object] | None = None, name: str = "user_items",
-    ) -> Dataset:
+    def from_user_items(cls, user_items: sp.spmatrix, item_texts: Sequence[str] | None = None, *,
+                        user_ids: Sequence[object] | None = None, item_ids: Sequence[object] | None = None,
+                        name: str = "user_items") -> Dataset:
         """A dataset from a users × items matrix of purchase counts (as ``implicit`` takes).
 
         Every purchase is dated the same instant, so nothing that needs a time split can be
@@ -110,12 +108,6 @@ class Dataset:
         })
         catalog = pd.DataFrame({"item_id": list(items.ids), "text": texts, "price": np.nan, "category": "", "first_seen": pd.NaT})
         return cls(interactions, catalog, users, items, name=name)
-
-    def _check_ranges(self) -> None:
-        for column, size in (("user", len(self.users)), ("item", len(self.items))):
-            values = self.interactions[column].to_numpy()
-            if len(values) and (values.min() < 0 or values.max() >= size):
-                raise ValueError(f"interactions.{column} holds indices outside 0..{size - 1}")
 
     # ------------------------------------------------------------------ shape
     @property
@@ -263,9 +255,8 @@ class Dataset:
         bounds = np.searchsorted(users, np.arange(self.n_users + 1))
         return [items[bounds[u] : bounds[u + 1]][:max_items] for u in range(self.n_users)]
 
-    def history_texts(
-        self, user_ids: Sequence[int] | np.ndarray | None = None, *, max_items: int = 20, max_chars: int = 512
-    ) -> list[str]:
+    def history_texts(self, user_ids: Sequence[int] | np.ndarray | None = None, *, max_items: int = 20,
+                      max_chars: int = 512) -> list[str]:
         """Behaviour as text: each user's most recent distinct item titles, newest first, at most
         ``max_items`` titles and ``max_chars`` characters (whole titles); ``""`` without history."""
         histories = self.user_histories(max_items)

@@ -55,8 +55,6 @@ class CatalogColumns:
         Item id (matches the interactions' item column).
     text
         One or more text fields joined (" - ") into the item's text, e.g. ``("title", "brand")``.
-    price, category
-        Optional.
     """
 
     item: str = "item_id"
@@ -65,16 +63,9 @@ class CatalogColumns:
     category: str | None = None
 
 
-def from_files(
-    interactions: str | Path | Sequence[str | Path],
-    catalog: str | Path | None = None,
-    *,
-    columns: InteractionColumns = InteractionColumns(),
-    catalog_columns: CatalogColumns = CatalogColumns(),
-    events: Sequence[str] | None = None,
-    timestamp_format: str | None = None,
-    name: str | None = None,
-) -> Dataset:
+def from_files(interactions: str | Path | Sequence[str | Path], catalog: str | Path | None = None, *,
+               columns: InteractionColumns = InteractionColumns(), catalog_columns: CatalogColumns = CatalogColumns(),
+               events: Sequence[str] | None = None, timestamp_format: str | None = None, name: str | None = None) -> Dataset:
     """Load a generic interaction log (and optionally a catalog) from CSV or Parquet.
 
     Parameters
@@ -177,10 +168,9 @@ def _read_catalog(path: Path, cols: CatalogColumns) -> tuple[pd.DataFrame, dict[
 
 
 def _catalog(items: IdMap, listed: pd.DataFrame | None, first_seen: pd.Series) -> tuple[pd.DataFrame, int]:
-    table = pd.DataFrame({"item_id": items.ids})
     if listed is None:
         listed = pd.DataFrame({"item_id": [], "text": [], "price": [], "category": []}, dtype=object)
-    table = table.merge(listed, on="item_id", how="left")
+    table = pd.DataFrame({"item_id": items.ids}).merge(listed, on="item_id", how="left")
     text = table["text"].astype(object)
     no_text = text.isna() | (text == "")
     table["category"] = table["category"].fillna("")
@@ -195,7 +185,5 @@ def dunnhumby_sample(folder: str | Path) -> Dataset:
     """The shared dunnhumby grocery sample (``interactions.csv``, ``catalog.csv``) through
     :func:`from_files`: quantities kept, text and categories from the catalog."""
     folder = Path(folder)
-    return from_files(
-        folder / "interactions.csv", folder / "catalog.csv", columns=InteractionColumns(quantity="quantity"),
-        catalog_columns=CatalogColumns(text=("text",), category="category"), name="dunnhumby-sample",
-    )
+    return from_files(folder / "interactions.csv", folder / "catalog.csv", columns=InteractionColumns(quantity="quantity"),
+                      catalog_columns=CatalogColumns(text=("text",), category="category"), name="dunnhumby-sample")

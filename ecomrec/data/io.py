@@ -40,8 +40,7 @@ def read_table(path: Path, columns: Sequence[str], *, file_index: int = 0) -> pd
         frame = _read_other(path, lambda p: pd.read_excel(p, dtype=str, keep_default_na=False))
     else:
         raise DataError(f"unsupported file type {suffix!r}; expected one of {TABLE_SUFFIXES}", file=path)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
+    if missing := [c for c in columns if c not in frame.columns]:
         raise DataError(f"missing column(s) {missing}; the file has {list(frame.columns)}", file=path, column=missing[0])
     frame = frame.loc[:, list(columns)]
     frame["_file"] = np.int32(file_index)

@@ -99,15 +99,14 @@ def _clean(raw: pd.DataFrame, files: list[Path]) -> Dataset:
     raw["Quantity"] = parse_numbers(raw, "Quantity", files)
     raw["InvoiceDate"] = parse_timestamps(raw, "InvoiceDate", files)
     raw["UnitPrice"] = parse_numbers(raw, "UnitPrice", files)
-    code = raw["StockCode"].str.strip()
-    customer = raw["CustomerID"].str.strip().str.replace(r"\.0+$", "", regex=True)
-    raw["StockCode"], raw["CustomerID"] = code, customer
+    raw["StockCode"] = raw["StockCode"].str.strip()
+    raw["CustomerID"] = raw["CustomerID"].str.strip().str.replace(r"\.0+$", "", regex=True)
     kept, dropped = apply_rules(raw, [
         ("missing_user", lambda f: f["CustomerID"] == ""),
         ("missing_item", lambda f: f["StockCode"] == ""),
         ("cancelled", lambda f: f["InvoiceNo"].str.strip().str.upper().str.startswith("C")),
         ("non_positive_quantity", lambda f: f["Quantity"] <= 0),
-        ("non_product", _non_product),
+        ("non_product", lambda f: f["StockCode"].isin(NON_PRODUCT_CODES) | f["StockCode"].str.startswith(NON_PRODUCT_PREFIXES)),
         ("duplicate", lambda f: f.duplicated(subset=list(COLUMNS))),
     ])
     users = IdMap.from_values(kept["CustomerID"].unique())
@@ -121,25 +120,18 @@ def _clean(raw: pd.DataFrame, files: list[Path]) -> Dataset:
     return Dataset(interactions, catalog, users, items, report, name=f"online-retail:{name}", catalog_from_log=True)
 
 
-def _non_product(frame: pd.DataFrame) -> pd.Series:
-    code = frame["StockCode"]
-    return code.isin(NON_PRODUCT_CODES) | code.str.startswith(NON_PRODUCT_PREFIXES)
-
-
 def _catalog(kept: pd.DataFrame, raw: pd.DataFrame, items: IdMap) -> tuple[pd.DataFrame, int]:
     """Per item: most frequent description (kept rows first, then any row), median price, first sale."""
-    text = _most_frequent_text(kept)
     fallback = _most_frequent_text(raw.loc[raw["StockCode"].isin(items.ids)])
-    titles = text.reindex(items.ids).fillna(fallback.reindex(items.ids))
+    titles = _most_frequent_text(kept).reindex(items.ids).fillna(fallback.reindex(items.ids))
     no_text = int(titles.isna().sum())
     titles = titles.fillna(pd.Series(items.ids, index=items.ids))
     grouped = kept.groupby("StockCode")
-    catalog = pd.DataFrame({
+    return pd.DataFrame({
         "item_id": items.ids, "text": titles.to_numpy(),
         "price": grouped["UnitPrice"].median().reindex(items.ids).to_numpy(np.float64),
         "category": "", "first_seen": grouped["InvoiceDate"].min().reindex(items.ids).to_numpy(),
-    })
-    return catalog, no_text
+    }), no_text
 
 
 def _most_frequent_text(frame: pd.DataFrame) -> pd.Series:
@@ -159,10 +151,8 @@ def cache_dir() -> Path:
     return Path(base) / "ecomrec"
 
 
-def download_online_retail(
-    *, url: str | None = None, sha256: str | None = None, verify: bool = True, cache: str | Path | None = None,
-    show_progress: bool | None = None, timeout: float = 60.0,
-) -> Path:
+def download_online_retail(*, url: str | None = None, sha256: str | None = None, verify: bool = True,
+                           cache: str | Path | None = None, show_progress: bool | None = None, timeout: float = 60.0) -> Path:
     """Download UCI's archive, check the workbook's SHA-256, and place it in the cache.
 
     Returns the path of ``Online Retail.xlsx`` in ``<cache>/online-retail/``. Nothing is left in

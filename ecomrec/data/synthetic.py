@@ -15,10 +15,8 @@ THEMES = ("red retrospot", "blue polkadot", "green garden", "pink fairy", "silve
 NOUNS = ("lunch bag", "mug", "cake tin", "tea towel", "notebook", "candle", "doormat", "apron", "tote", "clock")
 
 
-def synthetic(
-    n_users: int = 200, n_items: int = 120, n_clusters: int = 4, purchases_per_user: int = 16, *, n_cold_items: int = 0,
-    noise: float = 0.05, start: str = "2024-01-01", days: int = 90, seed: int = 0,
-) -> Dataset:
+def synthetic(n_users: int = 200, n_items: int = 120, n_clusters: int = 4, purchases_per_user: int = 16, *, n_cold_items: int = 0,
+              noise: float = 0.05, start: str = "2024-01-01", days: int = 90, seed: int = 0) -> Dataset:
     """A shop where users buy (almost only) items of their own cluster.
 
     User ``u{n:05d}`` belongs to cluster ``n % n_clusters``; item ``i{n:05d}`` to cluster
@@ -48,11 +46,9 @@ def synthetic(
         items[rows] = rng.choice(by_cluster[c], size=len(rows))
     items[~own] = rng.choice(sold, size=int((~own).sum()))
     seconds = rng.integers(0, days * 86400, size=len(users))
-    interactions = pd.DataFrame({
-        "user": users.astype(np.int32), "item": items.astype(np.int32),
-        "timestamp": pd.Timestamp(start) + pd.to_timedelta(seconds, unit="s"),
-        "quantity": rng.integers(1, 13, size=len(users)).astype(np.float32),
-    })
+    interactions = pd.DataFrame({"user": users.astype(np.int32), "item": items.astype(np.int32),
+                                 "timestamp": pd.Timestamp(start) + pd.to_timedelta(seconds, unit="s"),
+                                 "quantity": rng.integers(1, 13, size=len(users)).astype(np.float32)})
     clusters = np.arange(n_items) % n_clusters
     catalog = pd.DataFrame({
         "item_id": [f"i{n:05d}" for n in range(n_items)],

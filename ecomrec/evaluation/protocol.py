@@ -98,9 +98,8 @@ def examples_key(config: Any) -> str:
     return json.dumps({f: getattr(config, f) for f in fields}, sort_keys=True)
 
 
-def evaluate_candidates(
-    split: EvalSplit, ranked_all: Candidates, ranked_new: Candidates, ks: Sequence[int], *, per_user: bool = False
-) -> Any:
+def evaluate_candidates(split: EvalSplit, ranked_all: Candidates, ranked_new: Candidates, ks: Sequence[int], *,
+                        per_user: bool = False) -> Any:
     """Metrics for both target sets (``ranked_new``: one row per ``split.new_rows``); with
     ``per_user``, also each metric's per-user values."""
     all_means, all_users = ranking_metrics(ranked_all.item_ids, split.targets_all, ks, split.n_items, per_user=True)
@@ -113,9 +112,8 @@ def evaluate_candidates(
 HISTORY_BUCKETS = ((1, 5), (6, 20), (21, 60), (61, None))
 
 
-def breakdown(
-    split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]], values: list[Any], seed: int = 0
-) -> dict[str, Any]:
+def breakdown(split: EvalSplit, methods: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]],
+              values: list[Any], seed: int = 0) -> dict[str, Any]:
     """Where methods differ: ndcg@10 by history length, and the slice table of ``values``.
     ``methods``: name → (its ``all`` ranking, its ``new`` ranking, its per-user metrics)."""
     distinct = split.seen.getnnz(axis=1)
@@ -150,11 +148,10 @@ def score_retriever(retriever: Retriever, split: EvalSplit, k: int, batch_size: 
     return ranked_all, ranked_new, len(split.users) / max(watch.seconds, 1e-9)
 
 
-def benchmark(
-    data: Dataset | str | Path, test_from: str | pd.Timestamp, test_to: str | pd.Timestamp | None = None, *,
-    methods: Sequence[str] | None = None, configs: dict[str, ConfigBase] | None = None,
-    protocol: ProtocolConfig = ProtocolConfig(), show_progress: bool | None = None, fitted: dict[str, Retriever] | None = None,
-) -> BenchmarkReport:
+def benchmark(data: Dataset | str | Path, test_from: str | pd.Timestamp, test_to: str | pd.Timestamp | None = None, *,
+              methods: Sequence[str] | None = None, configs: dict[str, ConfigBase] | None = None,
+              protocol: ProtocolConfig = ProtocolConfig(), show_progress: bool | None = None,
+              fitted: dict[str, Retriever] | None = None) -> BenchmarkReport:
     """Run every method on one split and time it: the numbers every claim in ecomrec cites.
 
     Parameters
@@ -186,21 +183,26 @@ def benchmark(
                       show_progress=show_progress, fitted=fitted)[0]
 
 
-def _benchmark(
-    data: Dataset | str | Path, test_from: Any, test_to: Any, *, methods: Sequence[str] | None, configs: dict[str, ConfigBase] | None,
-    protocol: ProtocolConfig, show_progress: bool | None, fitted: dict[str, Retriever] | None,
-) -> tuple[BenchmarkReport, list[Any]]:
+def _benchmark(data: Dataset | str | Path, test_from: Any, test_to: Any, *, methods: Sequence[str] | None,
+               configs: dict[str, ConfigBase] | None, protocol: ProtocolConfig, show_progress: bool | None,
+               fitted: dict[str, Retriever] | None) -> tuple[BenchmarkReport, list[Any]]:
     """:func:`benchmark`, and the per-user slice values of its breakdown methods (for pooling)."""
     data, dataset_info = _load(data)
     chosen = list(methods) if methods is not None else list(METHOD_ORDER)
-    unknown = [m for m in chosen if m not in METHOD_ORDER]
-    if unknown:
+    if unknown := [m for m in chosen if m not in METHOD_ORDER]:
         raise ValueError(f"unknown method(s) {unknown}; available: {list(METHOD_ORDER)}")
     split = make_split(data, test_from, test_to)
     enabled = show_progress if show_progress is not None else logger.isEnabledFor(logging.INFO)
-    report = _new_report(data, dataset_info, split, test_from, test_to, protocol)
+    report = BenchmarkReport(
+        dataset={**dataset_info, "name": data.name, "fingerprint": data.fingerprint, "rows": len(data), "users": data.n_users,
+                 "items": data.n_items, "evaluated_users": len(split.users), "evaluated_users_new": len(split.new_rows),
+                 "cold_target_share": split.cold_target_share("all"), "cold_target_share_new": split.cold_target_share("new")},
+        protocol={"test_from": str(pd.Timestamp(test_from).date()),
+                  "test_to": str((split.target.end if test_to is None else pd.Timestamp(test_to)).date()), **protocol.to_dict()},
+        environment=environment())
     run = BenchmarkRun(split, dict(configs or {}), enabled, fitted=dict(fitted or {}))
-    timed = _timed_users(split, protocol)
+    rng = np.random.default_rng(protocol.seed)
+    timed = [int(u) for u in rng.choice(split.users, size=min(protocol.latency_users, len(split.users)), replace=False)]
     per_user: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     compared: dict[str, tuple[Candidates, Candidates, dict[str, dict[str, np.ndarray]]]] = {}
     for name in tqdm(chosen, desc="methods", disable=not enabled):
@@ -211,8 +213,7 @@ def _benchmark(
         report.throughput[name] = {"users_per_s": users_per_s, "batch_size": protocol.batch_size}
         if "p_purchase" in ranked_all.sources:
             report.calibration[name] = calibration(ranked_all, split.targets_all)
-        check = index_check(retriever, split, ranked_all, protocol.batch_size)
-        if check is not None:
+        if (check := index_check(retriever, split, ranked_all, protocol.batch_size)) is not None:
             report.checks[name] = check
         if len(timed):
             report.latency_ms.update(_latency(name, retriever, timed, max(protocol.ks), protocol.warmup))
@@ -226,10 +227,9 @@ def _benchmark(
     return report, values
 
 
-def benchmark_origins(
-    data: Dataset | str | Path, origins: Sequence[str | pd.Timestamp], *, methods: Sequence[str] | None = None,
-    configs: dict[str, ConfigBase] | None = None, protocol: ProtocolConfig = ProtocolConfig(), show_progress: bool | None = None,
-) -> dict[str, Any]:
+def benchmark_origins(data: Dataset | str | Path, origins: Sequence[str | pd.Timestamp], *, methods: Sequence[str] | None = None,
+                      configs: dict[str, ConfigBase] | None = None, protocol: ProtocolConfig = ProtocolConfig(),
+                      show_progress: bool | None = None) -> dict[str, Any]:
     """:func:`benchmark` at several rolling origins (one fit per origin, scored on the month
     after it) and the slice table pooled over user-origin pairs.
 
@@ -275,27 +275,9 @@ def index_check(retriever: Retriever, split: EvalSplit, ranked_all: Candidates, 
 
 def compare_stage(per_user: dict[str, dict[str, dict[str, np.ndarray]]], seed: int) -> dict[str, Any]:
     """Paired-bootstrap intervals of ndcg@10 for each of :data:`COMPARISONS` both methods ran."""
-    return {
-        f"{method} - {baseline}": {
-            target: paired_bootstrap(per_user[method][target]["ndcg@10"], per_user[baseline][target]["ndcg@10"], seed=seed)
-            for target in ("all", "new")
-        }
-        for method, baseline in COMPARISONS
-        if method in per_user and baseline in per_user
-    }
-
-
-def _new_report(
-    data: Dataset, dataset_info: dict[str, object], split: EvalSplit, test_from: Any, test_to: Any, protocol: ProtocolConfig
-) -> BenchmarkReport:
-    return BenchmarkReport(
-        dataset={**dataset_info, "name": data.name, "fingerprint": data.fingerprint, "rows": len(data), "users": data.n_users,
-                 "items": data.n_items, "evaluated_users": len(split.users), "evaluated_users_new": len(split.new_rows),
-                 "cold_target_share": split.cold_target_share("all"), "cold_target_share_new": split.cold_target_share("new")},
-        protocol={"test_from": str(pd.Timestamp(test_from).date()),
-                  "test_to": str((split.target.end if test_to is None else pd.Timestamp(test_to)).date()), **protocol.to_dict()},
-        environment=environment(),
-    )
+    return {f"{m} - {b}": {t: paired_bootstrap(per_user[m][t]["ndcg@10"], per_user[b][t]["ndcg@10"], seed=seed)
+                           for t in ("all", "new")}
+            for m, b in COMPARISONS if m in per_user and b in per_user}
 
 
 def top_k_agreement(found: Candidates, reference: Candidates, k: int) -> dict[str, float]:
@@ -328,12 +310,6 @@ def _latency(name: str, retriever: Retriever, users: list[int], k: int, warmup: 
     return out
 
 
-def _timed_users(split: EvalSplit, protocol: ProtocolConfig) -> list[int]:
-    rng = np.random.default_rng(protocol.seed)
-    n = min(protocol.latency_users, len(split.users))
-    return [int(u) for u in rng.choice(split.users, size=n, replace=False)]
-
-
 def _load(data: Dataset | str | Path) -> tuple[Dataset, dict[str, object]]:
     if isinstance(data, Dataset):
         info: dict[str, object] = {"name": data.name}
@@ -345,8 +321,7 @@ def _load(data: Dataset | str | Path) -> tuple[Dataset, dict[str, object]]:
             data = online_retail(data)
         info = {"name": data.name, "load_seconds": watch.seconds, "peak_rss_mb": _peak_rss_mb(), "rss_before_load_mb": rss_before}
     if data.report is not None:
-        info["raw_rows"] = data.report.raw_rows
-        info["cleaning"] = data.report.to_dict()
+        info |= {"raw_rows": data.report.raw_rows, "cleaning": data.report.to_dict()}
     return data, info
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +61,15 @@ class BenchmarkReport:
 
     def plot_reliability(self, path: Path) -> None:
         """Predicted vs observed purchase rate per probability bin, one line per reranker."""
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect")
-        for method, cal in self.calibration.items():
-            bins = cal["bins"]
-            ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", label=f"{method} (ECE {cal['ece']:.3f})")
-        ax.set(xlabel="predicted P(purchase)", ylabel="observed purchase rate", title="reliability, test window")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        with _figure(path, figsize=(5, 5)) as (_, ax):
+            ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect")
+            for method, cal in self.calibration.items():
+                bins = cal["bins"]
+                ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o",
+                        label=f"{method} (ECE {cal['ece']:.3f})")
+            ax.set(xlabel="predicted P(purchase)", ylabel="observed purchase rate", title="reliability, test window")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
 
     def to_markdown(self) -> str:
         """Tables: quality per target set, then latency and throughput."""
@@ -125,21 +124,18 @@ class BenchmarkReport:
         """What each method chose on its own validation window, and which stages it kept."""
         lines = []
         for method, info in self.methods.items():
-            tuning = info.get("tuning")
-            if tuning:
+            if tuning := info.get("tuning"):
                 weights = ", ".join(f"{s} {w:g}" for s, w in info.get("weights", {}).items() if w > 0)
                 lines.append(f"| {method} | fusion, validation from {tuning['start'][:10]} ({tuning['users']:,} users) | "
                              f"{tuning['kept']}: {weights}; depth {tuning['depth']} | mean recall@50/100/200 {tuning['objective']:.4f} |")
-            check = info.get("training", {}).get("validation")
-            if check:
+            if check := info.get("training", {}).get("validation"):
                 for kind, by_list in check["by_list"].items():
                     kept = check["order"][kind]
                     text = f", with text score {_fmt(by_list['purchase_model_text_ndcg@10'])}" if "purchase_model_text_ndcg@10" in by_list else ""
                     lines.append(f"| {method} | reranker on {kind} lists, cutoff {check['cutoff']} ({by_list['lists']:,} lists) | "
                                  f"{kept} order | ndcg@10 model {_fmt(by_list.get('purchase_model_ndcg@10'))}{text}, fused "
                                  f"{_fmt(by_list.get('fused_ndcg@10'))}, kept {_fmt(by_list.get(f'{kept}_ndcg@10'))} |")
-            calibration = info.get("training", {}).get("calibration")
-            if calibration:
+            if calibration := info.get("training", {}).get("calibration"):
                 cells = ", ".join(f"{way} {calibration[way]['within_kinds']:.4f}" for way in ("one_fit", "per_list_kind"))
                 lines.append(f"| {method} | calibration, cutoff {calibration['cutoff']} (half the users fit, half judge) | "
                              f"{calibration['kept']} | ECE within list kinds: {cells} |")
@@ -159,41 +155,31 @@ class BenchmarkReport:
         for target, rows in by_history.items():
             for row in rows:
                 lines.append(f"| {target} | {row['items']} | {row['users']} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
-        lines.append("")
-        return lines + slices_markdown(self.breakdown.get("slices") or [], methods)
+        return lines + [""] + slices_markdown(self.breakdown.get("slices") or [], methods)
 
     def plot_recall(self, path: Path) -> None:
         """recall@k curves, one line per method, one panel per target set."""
-        plt = _pyplot()
         ks = sorted(int(key.split("@")[1]) for key in next(iter(self.results.values()), {}).get("all", {}) if key.startswith("recall@"))
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
-        for ax, target in zip(axes, ("all", "new")):
-            for method, result in self.results.items():
-                ax.plot(ks, [result[target][f"recall@{k}"] for k in ks], marker="o", label=method)
-            ax.set(xscale="log", xlabel="k", ylabel="recall@k", title=f"{target} targets")
-            ax.set_xticks(ks, [str(k) for k in ks])
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.suptitle(f"{self.dataset.get('name')} · test from {self.protocol.get('test_from')}")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        with _figure(path, 1, 2, figsize=(11, 4.2), sharey=False) as (fig, axes):
+            for ax, target in zip(axes, ("all", "new")):
+                for method, result in self.results.items():
+                    ax.plot(ks, [result[target][f"recall@{k}"] for k in ks], marker="o", label=method)
+                ax.set(xscale="log", xlabel="k", ylabel="recall@k", title=f"{target} targets")
+                ax.set_xticks(ks, [str(k) for k in ks])
+                ax.grid(alpha=0.3)
+            axes[0].legend(fontsize=8)
+            fig.suptitle(f"{self.dataset.get('name')} · test from {self.protocol.get('test_from')}")
 
     def plot_latency(self, path: Path) -> None:
         """p50 bars with p95/p99 markers per stage."""
-        plt = _pyplot()
         stages = list(self.latency_ms)
-        p50 = [self.latency_ms[s]["p50"] for s in stages]
-        fig, ax = plt.subplots(figsize=(1.2 * len(stages) + 3, 4))
-        ax.bar(stages, p50, color="tab:blue", label="p50")
-        ax.scatter(stages, [self.latency_ms[s]["p95"] for s in stages], color="tab:orange", zorder=3, label="p95")
-        ax.scatter(stages, [self.latency_ms[s]["p99"] for s in stages], color="tab:red", marker="x", zorder=3, label="p99")
-        ax.set(ylabel="ms per single-user call", title="latency per stage")
-        ax.legend()
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        with _figure(path, figsize=(1.2 * len(stages) + 3, 4)) as (_, ax):
+            ax.bar(stages, [self.latency_ms[s]["p50"] for s in stages], color="tab:blue", label="p50")
+            ax.scatter(stages, [self.latency_ms[s]["p95"] for s in stages], color="tab:orange", zorder=3, label="p95")
+            ax.scatter(stages, [self.latency_ms[s]["p99"] for s in stages], color="tab:red", marker="x", zorder=3, label="p99")
+            ax.set(ylabel="ms per single-user call", title="latency per stage")
+            ax.legend()
+            ax.grid(axis="y", alpha=0.3)
 
 
 def slices_markdown(slices: list[dict[str, Any]], methods: list[str]) -> list[str]:
@@ -228,7 +214,15 @@ def origins_markdown(result: dict[str, Any]) -> str:
     for origin, report in origins.items():
         cells = [f"{_fmt(report['results'][m]['all']['ndcg@10'])} / {_fmt(report['results'][m]['new']['ndcg@10'])}" for m in methods]
         lines.append(f"| {origin} | {report['dataset'].get('evaluated_users', 0):,} | " + " | ".join(cells) + " |")
-    lines += _calibration_per_origin(origins)
+    calibrated = list(dict.fromkeys(m for report in origins.values() for m in report.get("calibration") or {}))
+    if calibrated:  # ECE of each reranker's probabilities per origin
+        lines += ["", "**calibration per origin** (ECE on the `all` lists; mean predicted / observed purchase rate)", "",
+                  "| origin | " + " | ".join(calibrated) + " |", "|---|" + "---|" * len(calibrated)]
+        for origin, report in origins.items():
+            cal = report.get("calibration") or {}
+            cells = [f"{cal[m]['ece']:.4f} ({cal[m]['mean_predicted']:.3f} / {cal[m]['observed']:.3f})" if m in cal else ""
+                     for m in calibrated]
+            lines.append(f"| {origin} | " + " | ".join(cells) + " |")
     for origin, report in origins.items():
         choices = BenchmarkReport(**report)._choices_markdown() if report.get("methods") else []
         if choices:
@@ -239,31 +233,23 @@ def origins_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines + slices_markdown(slices, compared)) + "\n"
 
 
-def _calibration_per_origin(origins: dict[str, Any]) -> list[str]:
-    """ECE of each reranker's probabilities per origin (mean predicted / observed purchase rate)."""
-    methods = list(dict.fromkeys(m for report in origins.values() for m in report.get("calibration") or {}))
-    if not methods:
-        return []
-    lines = ["", "**calibration per origin** (ECE on the `all` lists; mean predicted / observed purchase rate)", "",
-             "| origin | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-    for origin, report in origins.items():
-        cal = report.get("calibration") or {}
-        cells = [f"{cal[m]['ece']:.4f} ({cal[m]['mean_predicted']:.3f} / {cal[m]['observed']:.3f})" if m in cal else "" for m in methods]
-        lines.append(f"| {origin} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def _fmt(value: object) -> str:
     return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _figure(path: Path, *args: Any, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+    """``plt.subplots(*args, **kwargs)`` for the block, then laid out, saved to ``path`` and closed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    fig, axes = plt.subplots(*args, **kwargs)
+    yield fig, axes
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def environment() -> dict[str, Any]:
@@ -287,6 +273,4 @@ def _git_sha() -> str | None:
         return out.stdout.strip() if out.returncode == 0 else None
 
     sha = git("rev-parse", "--short", "HEAD")
-    if not sha:
-        return None
-    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "") if sha else None

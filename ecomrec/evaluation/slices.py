@@ -76,14 +76,11 @@ def slice_values(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]]) -> 
     """Per-user recall@10 and ndcg@10 of each method on each slice (a slice's metric: recall@10
     for target kinds, ndcg@10 else). ``methods``: name → (``all`` ranking, ``new`` ranking, …)."""
     few = few_basket_users(split)
-    new_rows = split.new_rows
-    slices: list[tuple[str, str, np.ndarray, sp.csr_matrix, str]] = [
-        ("all", "all", np.arange(len(split.users)), split.targets_all, "ndcg@10"),
-        ("new", "new", new_rows, split.targets_new, "ndcg@10"),
-    ]
+    everyone, new_rows = np.arange(len(split.users)), split.new_rows
+    slices = [("all", "all", everyone, split.targets_all, "ndcg@10"), ("new", "new", new_rows, split.targets_new, "ndcg@10")]
     for kind, targets in target_kinds(split).items():
         ranking = "all" if kind == "repurchase" else "new"
-        rows = np.arange(len(split.users)) if ranking == "all" else new_rows
+        rows = everyone if ranking == "all" else new_rows
         slices.append((kind, ranking, rows[targets[rows].getnnz(axis=1) > 0], targets, "recall@10"))
     slices += [("few_baskets", "all", np.flatnonzero(few), split.targets_all, "ndcg@10"),
                ("few_baskets", "new", new_rows[few[new_rows]], split.targets_new, "ndcg@10")]
@@ -122,14 +119,10 @@ def summarise(values: list[SliceValues], seed: int = 0) -> list[dict[str, Any]]:
     paired-bootstrap intervals of :data:`SLICE_COMPARISONS` on the slice's metric."""
     table = []
     for v in values:
-        row: dict[str, Any] = {"slice": v.slice, "ranking": v.ranking, "metric": v.metric, "users": v.users,
-                               "targets": v.targets, "methods": {}, "comparisons": {}}
         measured = {m: per for m, per in v.per_user.items() if len(per[v.metric])}
-        for method, per in measured.items():
-            row["methods"][method] = {m: float(a.mean()) for m, a in per.items()}
-        for method, baseline in SLICE_COMPARISONS:
-            if method in measured and baseline in measured:
-                row["comparisons"][f"{method} - {baseline}"] = paired_bootstrap(measured[method][v.metric], measured[baseline][v.metric], seed=seed)
-        table.append(row)
+        table.append({"slice": v.slice, "ranking": v.ranking, "metric": v.metric, "users": v.users, "targets": v.targets,
+                      "methods": {method: {m: float(a.mean()) for m, a in per.items()} for method, per in measured.items()},
+                      "comparisons": {f"{m} - {b}": paired_bootstrap(measured[m][v.metric], measured[b][v.metric], seed=seed)
+                                      for m, b in SLICE_COMPARISONS if m in measured and b in measured}})
     return table
 

@@ -27,13 +27,8 @@ PARTITIONS_KEY = b"ecomrec.partitions"
 
 
 class EmbeddingStore:
-    """Vectors of one model, keyed by (item id, title digest), in ``partitions`` Parquet files.
-
-    Raises
-    ------
-    ArtifactError
-        A file in ``folder`` holds another model's vectors or another dimension.
-    """
+    """Vectors of one model, keyed by (item id, title digest), in ``partitions`` Parquet files; reading a
+    file of another model, dimension or partition count raises :class:`ArtifactError`."""
 
     def __init__(self, folder: str | Path, *, model: str, dim: int, partitions: int = 16) -> None:
         if dim <= 0 or partitions <= 0:
@@ -85,8 +80,7 @@ class EmbeddingStore:
             stored_ids, stored_digests, vectors = self.read_partition(int(partition))
             row_of = {(i, d): r for r, (i, d) in enumerate(zip(stored_ids, stored_digests))}
             for row in np.flatnonzero(parts == partition):
-                hit = row_of.get((ids[row], digests[row]))
-                if hit is not None:
+                if (hit := row_of.get((ids[row], digests[row]))) is not None:
                     out[row], found[row] = vectors[hit], True
         return out, found
 
@@ -103,11 +97,10 @@ class EmbeddingStore:
         if len(set(ids)) != len(ids):
             raise ValueError("item_ids must be distinct")
         parts = self.partition_of(ids)
-        written = []
-        for partition in np.unique(parts):
+        written = [int(p) for p in np.unique(parts)]
+        for partition in written:
             rows = np.flatnonzero(parts == partition)
-            self._merge(int(partition), np.asarray([ids[r] for r in rows], dtype=object), digests[rows], vectors[rows])
-            written.append(int(partition))
+            self._merge(partition, np.asarray([ids[r] for r in rows], dtype=object), digests[rows], vectors[rows])
         return written
 
     def put_partition(self, partition: int, item_ids: Sequence[str], text_hashes: Sequence[str], vectors: np.ndarray) -> None:
@@ -126,17 +119,15 @@ class EmbeddingStore:
 
     def _merge(self, partition: int, ids: np.ndarray, digests: np.ndarray, vectors: np.ndarray) -> None:
         """Rewrite ``partition`` with these rows replacing the same items' earlier ones."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         self.folder.mkdir(parents=True, exist_ok=True)
         old_ids, old_digests, old_vectors = self.read_partition(partition)
         incoming = set(ids.tolist())  # np.isin compares object arrays element by element: O(rows x changed)
         keep = np.fromiter((i not in incoming for i in old_ids.tolist()), dtype=bool, count=len(old_ids))
-        self._write(partition, np.concatenate([old_ids[keep], ids]), np.concatenate([old_digests[keep], digests]),
-                    np.vstack([old_vectors[keep], vectors]))
-
-    def _write(self, partition: int, ids: np.ndarray, digests: np.ndarray, vectors: np.ndarray) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        ids, digests = np.concatenate([old_ids[keep], ids]), np.concatenate([old_digests[keep], digests])
+        vectors = np.vstack([old_vectors[keep], vectors])
         order = np.argsort(ids.astype(str), kind="stable")  # the same content, the same bytes
         column = pa.FixedSizeListArray.from_arrays(pa.array(vectors[order].reshape(-1), pa.float32()), self.dim)
         table = pa.table({"item_id": pa.array(ids[order].tolist(), pa.string()),

@@ -131,10 +131,8 @@ class ShardedIndex:
         return f"ShardedIndex({self.kind_}, {self.n_shards} shards of {sizes} items x {self.dim_})"
 
     # ------------------------------------------------------------------ build
-    def build(
-        self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None, *,
-        previous: ShardedIndex | None = None, trained: VectorIndex | None = None,
-    ) -> ShardedIndex:
+    def build(self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None, *, previous: ShardedIndex | None = None,
+              trained: VectorIndex | None = None) -> ShardedIndex:
         """Train one structure on ``vectors``, then build every shard from a copy of it.
 
         ``trained``: an empty index from :meth:`VectorIndex.train` to share instead of training one.
@@ -186,9 +184,8 @@ class ShardedIndex:
         return out
 
     # ------------------------------------------------------------------ search
-    def search(
-        self, queries: np.ndarray, k: int, *, exclude: Exclude = None, allow: np.ndarray | list[int] | None = None
-    ) -> Candidates:
+    def search(self, queries: np.ndarray, k: int, *, exclude: Exclude = None,
+               allow: np.ndarray | list[int] | None = None) -> Candidates:
         """Top ``k`` items by inner product over every shard (see :meth:`VectorIndex.search`); a
         merged row left short of ``k`` qualifying items is searched again over every item."""
         self._check_built()
@@ -197,7 +194,8 @@ class ShardedIndex:
         qualifying = sum(shard.qualifying(len(queries), exclude=exclude, allow=allow) for shard in self.shards_)
         short = np.flatnonzero((merged.item_ids >= 0).sum(axis=1) < np.minimum(k, qualifying))
         if len(short):
-            rows_exclude = _rows(exclude, len(queries), short)
+            _, per_row = split_exclude(exclude, len(queries))
+            rows_exclude = exclude if per_row is None else [per_row[r] for r in short]  # per-query exclusions follow their rows
             again = merge([shard.search(queries[short], k, exclude=rows_exclude, allow=allow, exhaustive="always")
                            for shard in self.shards_], k)
             merged.item_ids[short], merged.scores[short] = again.item_ids, again.scores
@@ -348,12 +346,6 @@ def merge(parts: list[Candidates], k: int) -> Candidates:
     padding = ids < 0
     order = np.lexsort((np.where(padding, np.iinfo(np.int64).max, ids), np.where(padding, np.inf, -scores)), axis=-1)[:, :k]
     return Candidates(np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1))
-
-
-def _rows(exclude: Any, n: int, rows: np.ndarray) -> Any:
-    """``exclude`` for a subset of the ``n`` queries (per-query exclusions follow their rows)."""
-    _, per_row = split_exclude(exclude, n)
-    return exclude if per_row is None else [per_row[r] for r in rows]
 
 
 def _shard_folder(position: int) -> str:

@@ -101,9 +101,8 @@ class VectorIndex:
         return f"VectorIndex({self.kind_}, {self.n_items:,} items x {self.dim_}, {self.device})"
 
     # ------------------------------------------------------------------ build
-    def build(
-        self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None, *, trained: VectorIndex | None = None
-    ) -> VectorIndex:
+    def build(self, vectors: np.ndarray, item_ids: np.ndarray | list[int] | None = None, *,
+              trained: VectorIndex | None = None) -> VectorIndex:
         """Index ``vectors`` (float [n, d]) under ``item_ids`` (int [n], default 0..n-1).
 
         ``trained``: an empty index from :meth:`train` whose structure (IVF centroids, PQ
@@ -122,7 +121,6 @@ class VectorIndex:
         self._cpu.add_with_ids(vectors, ids)
         if self._refine is not None:
             self._refine.add_with_ids(vectors, ids)
-        self._tombstones = np.zeros(0, np.int64)
         self._set_ids(np.sort(ids))
         self._to_device()
         self.build_seconds_ = time.perf_counter() - start
@@ -157,10 +155,9 @@ class VectorIndex:
         self._tombstones = np.zeros(0, np.int64)
 
     def _resolve_kind(self, n: int, dim: int) -> str:
-        kind = self.config.kind
-        if kind == "auto":
-            kind = "flat" if n * dim < self.config.exact_max_floats else self.config.auto_kind
-        return kind
+        if self.config.kind != "auto":
+            return self.config.kind
+        return "flat" if n * dim < self.config.exact_max_floats else self.config.auto_kind
 
     def _make(self, kind: str, vectors: np.ndarray) -> Any:
         faiss = _faiss()
@@ -192,16 +189,11 @@ class VectorIndex:
             index = faiss.IndexIVFPQ(quantizer, d, nlist, m, cfg.pq_bits, ip)
         index.own_fields = True
         quantizer.this.disown()  # the IVF index owns and frees its quantizer
-        index.train(self._training_sample(vectors, nlist))
+        size = min(n, cfg.train_size or 64 * nlist)
+        sample = vectors[np.sort(np.random.default_rng(cfg.seed).choice(n, size=size, replace=False))] if size < n else vectors
+        index.train(sample)
         index.nprobe = self.nprobe_
         return index
-
-    def _training_sample(self, vectors: np.ndarray, nlist: int) -> np.ndarray:
-        size = min(len(vectors), self.config.train_size or 64 * nlist)
-        if size >= len(vectors):
-            return vectors
-        rows = np.random.default_rng(self.config.seed).choice(len(vectors), size=size, replace=False)
-        return vectors[np.sort(rows)]
 
     def _to_device(self) -> None:
         """Clone to the GPU when asked for (or ``auto``) and FAISS sees one; fall back to the CPU."""
@@ -261,10 +253,8 @@ class VectorIndex:
             self.ef_search_ = int(ef_search)
 
     # ------------------------------------------------------------------ search
-    def search(
-        self, queries: np.ndarray, k: int, *, exclude: Exclude = None, allow: np.ndarray | list[int] | None = None,
-        exhaustive: str = "short",
-    ) -> Candidates:
+    def search(self, queries: np.ndarray, k: int, *, exclude: Exclude = None, allow: np.ndarray | list[int] | None = None,
+               exhaustive: str = "short") -> Candidates:
         """Top ``k`` items by inner product for each query.
 
         Parameters
@@ -289,7 +279,8 @@ class VectorIndex:
             ``item_ids`` int64 [n, k] and ``scores`` float32 [n, k], best first.
         """
         self._check_built()
-        _check_k(k)
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
         if exhaustive not in ("short", "never", "always"):
             raise ValueError(f"exhaustive must be short, never or always, got {exhaustive!r}")
         queries = self._check_vectors(queries, dim=self.dim_)
@@ -332,8 +323,7 @@ class VectorIndex:
             return out
         stored = self._refine if self._refine is not None else self._cpu
         if hasattr(stored, "id_map"):  # IndexIDMap2 (flat, HNSW, refine copies): vectors by id
-            vectors = stored.reconstruct_batch(ids[held])
-            out[held] = np.einsum("ij,ij->i", queries[held], vectors)
+            out[held] = np.einsum("ij,ij->i", queries[held], stored.reconstruct_batch(ids[held]))
             return out
         for row in np.flatnonzero(held):  # IVF codes: the item's own score, searched for alone
             found = self.search(queries[row : row + 1], 1, allow=ids[row : row + 1], exhaustive="always")
@@ -368,9 +358,8 @@ class VectorIndex:
             return np.full(n, total, dtype=np.int64)
         return total - np.array([len(r) for r in row_excl], dtype=np.int64)
 
-    def _search_row_exhaustively(
-        self, query: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, qualifies: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _search_row_exhaustively(self, query: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None,
+                                 qualifies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One query over every qualifying item: all IVF lists, or exact scores for a graph index."""
         if self.kind_ == "hnsw" and self._qualifying_total(qualifies) <= EXHAUSTIVE_MAX:
             ids = np.flatnonzero(qualifies)
@@ -394,18 +383,16 @@ class VectorIndex:
         mask[exclude[(exclude >= 0) & (exclude < len(mask))]] = False
         return mask
 
-    def _search_raw(
-        self, queries: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, *, exact_fallback: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _search_raw(self, queries: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, *,
+                    exact_fallback: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search → (scores float32 [n, k], ids int64 [n, k], -1 where nothing was found)."""
         if self._refine is not None:
             scores, ids = self._search_base(queries, k * self.config.refine, exclude, allow, exact_fallback)
             return self._rescore(queries, ids, k)
         return self._search_base(queries, k, exclude, allow, exact_fallback)
 
-    def _search_base(
-        self, queries: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None, exact_fallback: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _search_base(self, queries: np.ndarray, k: int, exclude: np.ndarray, allow: np.ndarray | None,
+                     exact_fallback: bool) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
         filtered = len(exclude) > 0 or allow is not None
         if self._gpu is not None and not filtered:
@@ -535,9 +522,8 @@ class VectorIndex:
             arrays = load_npz(folder / "ids.npz")
             index._tombstones = arrays["tombstones"]
             index._set_ids(arrays["ids"])
-            index.kind_, index.dim_ = facts["kind"], int(facts["dim"])
-            index.nlist_, index.nprobe_ = int(facts["nlist"]), int(facts["nprobe"])
-            index.ef_search_ = int(facts["ef_search"])
+            index.kind_, index.dim_, index.nlist_ = facts["kind"], int(facts["dim"]), int(facts["nlist"])
+            index.nprobe_, index.ef_search_ = int(facts["nprobe"]), int(facts["ef_search"])
             if index._cpu.d != index.dim_ or index._cpu.ntotal != index.n_items + len(index._tombstones):
                 raise ArtifactError(f"{folder}: index file and manifest disagree (dimension or item count)")
         index._to_device()
@@ -587,14 +573,8 @@ def check_facts(facts: dict[str, Any], expect: dict[str, Any] | None, path: str 
     """Raise :class:`ArtifactError` unless the manifest ``facts`` hold every value of ``expect``."""
     for key, value in (expect or {}).items():
         if facts.get(key) != value:
-            raise ArtifactError(
-                f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}: an index from another model or data"
-            )
-
-
-def _check_k(k: object) -> None:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+            raise ArtifactError(f"{path} was built for {key}={facts.get(key)!r}, expected {value!r}: "
+                                "an index from another model or data")
 
 
 def split_exclude(exclude: object, n: int) -> tuple[np.ndarray, list[np.ndarray] | None]:

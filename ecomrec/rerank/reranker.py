@@ -71,9 +71,8 @@ def example_bi_encoder(data: Dataset, bi_config: Any, config: RerankConfig, *, s
     return BiEncoderRetriever(early, show_progress=show_progress).fit(data.between(None, training_cutoffs(data, config)[0]))
 
 
-def training_examples(
-    data: Dataset, hybrid: Any, config: RerankConfig, *, bi: Any = None, show_progress: bool = False
-) -> list[Examples]:
+def training_examples(data: Dataset, hybrid: Any, config: RerankConfig, *, bi: Any = None,
+                      show_progress: bool = False) -> list[Examples]:
     """Labelled candidates of ``hybrid`` as of each cutoff, oldest first: cheap sources refitted per
     cutoff, the bi-encoder ``bi`` (default: a new :func:`example_bi_encoder`) fitted before the first."""
     cutoffs, window = training_cutoffs(data, config), window_days(data, config)
@@ -293,10 +292,9 @@ class PurchaseReranker:
         timings["features"] = time.perf_counter() - start
         return self._probabilities(users, texts, candidates, features, new_lists, timings, explain)
 
-    def _probabilities(
-        self, users: np.ndarray, texts: list[str], candidates: Candidates, features: np.ndarray, new_lists: np.ndarray | None,
-        timings: dict[str, float], explain: bool = False,
-    ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
+    def _probabilities(self, users: np.ndarray, texts: list[str], candidates: Candidates, features: np.ndarray,
+                       new_lists: np.ndarray | None, timings: dict[str, float],
+                       explain: bool = False) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
         models = self._kind_models(new_lists, len(users))
         out = np.full(candidates.item_ids.shape, np.nan)
         names = self.names_ + (["text_score"] if TEXT_ORDER in self.models_ else [])  # zero where a list's model does not read it
@@ -402,8 +400,7 @@ class PurchaseReranker:
             except (KeyError, ValueError) as exc:
                 raise ArtifactError(f"{folder}/reranker.json is not a reranker description: {exc}") from exc
             stats = load_npz(folder / "stats.npz")
-            missing = [f.name for f in _stat_fields() if f.name not in stats]
-            if missing:
+            if missing := [f.name for f in _stat_fields() if f.name not in stats]:
                 raise ArtifactError(f"{folder}/stats.npz lacks {missing}: saved by an older ecomrec; refit the reranker")
             reranker.stats_ = CollaborativeStats(**{f.name: stats[f.name] for f in _stat_fields()})
             reranker.platt_ = {name: {kind: tuple(v) for kind, v in by_kind.items()} for name, by_kind in meta["platt"].items()}
@@ -462,11 +459,9 @@ class RerankedRetriever(Retriever):
         return self.replaced(hybrid=hybrid, reranker=self.reranker.with_interactions(data), user_items_=hybrid.user_items_,
                              users_=hybrid.users_, items_=hybrid.items_, catalog_change_={})
 
-    def recommend(
-        self, user_ids: np.ndarray | list[int], k: int, *, user_items: sp.spmatrix | None = None,
-        exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None, allow: np.ndarray | list[int] | None = None,
-        batch_size: int = 1024,
-    ) -> Candidates:
+    def recommend(self, user_ids: np.ndarray | list[int], k: int, *, user_items: sp.spmatrix | None = None,
+                  exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None, allow: np.ndarray | list[int] | None = None,
+                  batch_size: int = 1024) -> Candidates:
         """:meth:`candidates` plus why: ``sources`` gains ``why:<feature>``, each feature's share
         of the candidate's calibrated log-odds (arguments as for :meth:`candidates`)."""
         self._check_fitted()
@@ -508,8 +503,7 @@ def order_keys(candidates: Candidates, p: dict[str, np.ndarray], sources: Sequen
     position = np.broadcast_to(np.arange(candidates.k, dtype=np.float64), candidates.item_ids.shape)
     keys = {**{name: np.asarray(v, dtype=np.float64) for name, v in p.items()}, "fused": -position}
     for source in sources:
-        rank = candidates.sources.get(f"{source}_rank")
-        if rank is not None:
+        if (rank := candidates.sources.get(f"{source}_rank")) is not None:
             keys[f"source:{source}"] = np.where(np.isnan(rank), -1e9 - position, -np.nan_to_num(rank))
     return keys
 

@@ -57,11 +57,9 @@ class Retriever(abc.ABC):
         """Learn from ``data``'s interactions; returns ``self``. ``data`` is a :class:`Dataset`, or a
         users × items CSR of purchase counts with optional ``item_texts`` (:meth:`Dataset.from_user_items`)."""
 
-    def candidates(
-        self, user_ids: np.ndarray | list[int], k: int, *, user_items: sp.spmatrix | None = None,
-        exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None, allow: np.ndarray | list[int] | None = None,
-        batch_size: int = 1024,
-    ) -> Candidates:
+    def candidates(self, user_ids: np.ndarray | list[int], k: int, *, user_items: sp.spmatrix | None = None,
+                   exclude: str | sp.spmatrix | np.ndarray | list[int] | None = None, allow: np.ndarray | list[int] | None = None,
+                   batch_size: int = 1024) -> Candidates:
         """Top ``k`` items for each user, best first.
 
         Parameters
@@ -86,10 +84,8 @@ class Retriever(abc.ABC):
         self._check_fitted()
         return self.retrieve(self._query(user_ids, k, user_items, exclude, allow), batch_size)
 
-    def _query(
-        self, user_ids: np.ndarray | list[int], k: int, user_items: sp.spmatrix | None,
-        exclude: str | sp.spmatrix | np.ndarray | list[int] | None, allow: np.ndarray | list[int] | None,
-    ) -> Query:
+    def _query(self, user_ids: np.ndarray | list[int], k: int, user_items: sp.spmatrix | None,
+               exclude: str | sp.spmatrix | np.ndarray | list[int] | None, allow: np.ndarray | list[int] | None) -> Query:
         """Validate a call's arguments once, into the form every retrieval path uses."""
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
@@ -138,8 +134,7 @@ class Retriever(abc.ABC):
     def replaced(self: R, **fitted: Any) -> R:
         """A shallow copy with some fitted attributes replaced (copy-on-write for serving
         snapshots: unchanged parts are shared); ``self`` is left as it was."""
-        unknown = sorted(name for name in fitted if not hasattr(self, name))
-        if unknown:
+        if unknown := sorted(name for name in fitted if not hasattr(self, name)):
             raise AttributeError(f"{type(self).__name__} has no attribute(s) {unknown} to replace")
         out = copy.copy(self)
         out.__dict__.update(fitted)
@@ -260,9 +255,8 @@ class Query:
     allow: np.ndarray | None
 
 
-def exclusions(
-    exclude: str | sp.spmatrix | np.ndarray | list[int] | None, history: sp.csr_matrix, n_items: int
-) -> sp.csr_matrix | np.ndarray | None:
+def exclusions(exclude: str | sp.spmatrix | np.ndarray | list[int] | None, history: sp.csr_matrix,
+               n_items: int) -> sp.csr_matrix | np.ndarray | None:
     if exclude is None:
         return None
     if isinstance(exclude, str):

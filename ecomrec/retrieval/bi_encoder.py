@@ -82,9 +82,8 @@ class BiEncoderRetriever(ScoringRetriever):
         self.trained_until_: pd.Timestamp | None = None  # the last purchase fine-tuning read (this process only)
 
     # ------------------------------------------------------------------ fit
-    def fit(
-        self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None, *, start_from: BiEncoderRetriever | None = None
-    ) -> BiEncoderRetriever:
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None, *,
+            start_from: BiEncoderRetriever | None = None) -> BiEncoderRetriever:
         """Fine-tune on ``data`` (unless ``fine_tune=False``), embed its catalog and index it.
         ``start_from``: a bi-encoder of the same base model and layers, fine-tuned earlier, whose
         weights (left unchanged) training continues from instead of the base model's."""
@@ -286,9 +285,8 @@ class BiEncoderRetriever(ScoringRetriever):
         texts = self.user_texts(query.users, query.history, query.fresh)
         return self.candidates_for_texts(texts, query.k, exclude=query.exclude, allow=query.allow, batch_size=batch_size)
 
-    def candidates_for_texts(
-        self, texts: Sequence[str], k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
-    ) -> Candidates:
+    def candidates_for_texts(self, texts: Sequence[str], k: int, *, exclude: Any = None, allow: Any = None,
+                             batch_size: int = 1024) -> Candidates:
         """Top ``k`` items for each behaviour-as-text query (``exclude``/``allow`` as in :meth:`candidates`,
         already in index form: per-query CSR or item indices). The result's ``timings`` has the
         seconds spent encoding and searching."""
@@ -306,9 +304,8 @@ class BiEncoderRetriever(ScoringRetriever):
         found.timings.update(user_encoding=encoding, search=searching)
         return found
 
-    def candidates_for_vectors(
-        self, vectors: np.ndarray, k: int, *, exclude: Any = None, allow: Any = None, batch_size: int = 1024
-    ) -> Candidates:
+    def candidates_for_vectors(self, vectors: np.ndarray, k: int, *, exclude: Any = None, allow: Any = None,
+                               batch_size: int = 1024) -> Candidates:
         """Top ``k`` items for query vectors already encoded (by :meth:`encode_queries`);
         ``exclude``/``allow`` as in :meth:`candidates_for_texts`."""
         index = self.index_
@@ -330,10 +327,8 @@ class BiEncoderRetriever(ScoringRetriever):
         """float32 [n_items, d] (read-only): the vector of every item's title, by dense index."""
         return self.titles_.vectors
 
-    def search(
-        self, queries: str | Sequence[str], k: int = 10, *, user_ids: Sequence[int] | np.ndarray | None = None,
-        exclude: Any = None, allow: Any = None,
-    ) -> Candidates:
+    def search(self, queries: str | Sequence[str], k: int = 10, *, user_ids: Sequence[int] | np.ndarray | None = None,
+               exclude: Any = None, allow: Any = None) -> Candidates:
         """Items matching free-text ``queries``; with ``user_ids`` (a dense user per query, -1 for none)
         each query vector moves towards the user's history vector by ``config.personalise``."""
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
@@ -342,9 +337,8 @@ class BiEncoderRetriever(ScoringRetriever):
         allowed = None if allow is None else item_indices(allow, self.n_items, "allow")
         return self.index_.search(vectors, int(k), exclude=exclusions(exclude, history, self.n_items), allow=allowed)
 
-    def search_vectors(
-        self, queries: str | Sequence[str], user_ids: Sequence[int] | np.ndarray | None = None
-    ) -> tuple[np.ndarray, sp.csr_matrix]:
+    def search_vectors(self, queries: str | Sequence[str],
+                       user_ids: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, sp.csr_matrix]:
         """The query vectors :meth:`search` searches with (unit length, personalised for known
         users) and each query's user history (CSR [queries, n_items]; empty rows for no user)."""
         self._check_fitted()

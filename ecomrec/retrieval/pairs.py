@@ -23,10 +23,8 @@ class NextItemPairs:
         return len(self.users)
 
 
-def next_item_pairs(
-    data: Dataset, *, history_items: int, max_pairs: int, seed: int, holdout_users: np.ndarray | None = None,
-    holdout_from: pd.Timestamp | None = None, per_basket: int = 1,
-) -> NextItemPairs:
+def next_item_pairs(data: Dataset, *, history_items: int, max_pairs: int, seed: int, holdout_users: np.ndarray | None = None,
+                    holdout_from: pd.Timestamp | None = None, per_basket: int = 1) -> NextItemPairs:
     """Sample up to ``max_pairs`` examples, up to ``per_basket`` per basket (purchases sharing user
     and time) that follows earlier purchases and holds items new to the user (drawn without
     replacement). Baskets of ``holdout_users`` at or after ``holdout_from`` (validation targets) are skipped.

@@ -174,11 +174,9 @@ class TextSearch:
             mask &= np.fromiter((c in names for c in self.categories_), dtype=bool, count=len(mask))
         return mask
 
-    def search(
-        self, queries: str | Sequence[str], k: int = 10, *, user_ids: Sequence[int] | np.ndarray | None = None,
-        allow: np.ndarray | None = None, category: str | Sequence[str] | None = None, lexical_weight: float | None = None,
-        feedback: bool = True,
-    ) -> Candidates:
+    def search(self, queries: str | Sequence[str], k: int = 10, *, user_ids: Sequence[int] | np.ndarray | None = None,
+               allow: np.ndarray | None = None, category: str | Sequence[str] | None = None, lexical_weight: float | None = None,
+               feedback: bool = True) -> Candidates:
         """The ``k`` best items per query: BM25's and the dense retriever's lists fused.
 
         A query's candidates (both lists' first ``config.depth`` items) are scored
@@ -296,8 +294,7 @@ class TextSearch:
             raise ArtifactError(f"search's dense side: {error}") from None
         for item in items:
             title = dense.item_texts_[item]
-            problem = self.lexical_.mismatch(int(item), title)
-            if problem is not None:
+            if (problem := self.lexical_.mismatch(int(item), title)) is not None:
                 raise ArtifactError(f"item {self.items_.ids[item]!r} ({title!r}): search's lexical side does not find it by "
                                     f"its own title: {problem}")
 
