@@ -7,6 +7,7 @@ mismatched artifact (engine or index folder); 4 an unknown user or item id.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -257,8 +258,9 @@ def _engine_rebuild(args: argparse.Namespace) -> int:
     if args.catalog:
         wanted = {args.item_column: "item_id", args.text_column: "text", **({args.category_column: "category"} if args.category_column else {})}
         catalog = read_table(Path(args.catalog), list(wanted)).rename(columns=wanted)[list(wanted.values())]
-    report = engine.rebuild_index(catalog, backend=args.backend, workers=args.workers, address=args.address, shards=args.shards)
-    engine.save(args.engine)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON report only (Ray prints worker events)
+        report = engine.rebuild_index(catalog, backend=args.backend, workers=args.workers, address=args.address, shards=args.shards)
+        engine.save(args.engine)
     print(json.dumps(report, indent=2, default=float))
     return EXIT_OK
 

@@ -30,7 +30,9 @@ def _number(value: Any) -> Any:
 
 #: A float field: ints pass, bools and strings do not.
 Real = Annotated[float, BeforeValidator(_number)]
-FUSION_SOURCES = ("own", "als", "als_new", "itemknn", "bi_encoder", "new_arrivals", "popularity")
+FUSION_SOURCES = ("own", "als", "als_new", "itemknn", "bi_encoder", "new_arrivals", "sequence", "popularity")
+#: The sources the default fusion uses (``sequence`` is there to be judged: benchmarks/bench_sequence.py).
+DEFAULT_SOURCES = ("own", "als", "als_new", "itemknn", "bi_encoder", "new_arrivals", "popularity")
 #: The fusion sources served by the bi-encoder.
 TEXT_SOURCES = ("bi_encoder", "new_arrivals")
 
@@ -203,6 +205,52 @@ class BiEncoderConfig(ConfigBase):
     index: IndexConfig = Field(default_factory=IndexConfig)
 
 
+class SequenceConfig(ConfigBase):
+    """A causal transformer over each customer's purchase sequence (SASRec-style,
+    :class:`~ecomrec.retrieval.sequence.SequenceRetriever`).
+
+    Attributes
+    ----------
+    dim, layers, heads, max_len, dropout
+        Width, transformer layers, attention heads, purchases read per customer (the latest), dropout.
+    horizon_days
+        What the state after a purchase learns to find: an item bought within this many days after it
+        (the protocol's target window), not only the next one.
+    learning_rate, weight_decay, epochs, batch_size, negatives
+        AdamW; passes at most; customers per step; the items a step's softmax runs over (all sold
+        items when there are no more than this, else this many drawn uniformly among them).
+    patience, valid_days, valid_users
+        Early stopping: after ``patience`` epochs without a better ndcg@50 of ``valid_users``
+        customers' purchases in the last ``valid_days`` (held out of their training sequences).
+    index
+        How item embeddings are searched.
+    """
+
+    dim: StrictInt = Field(64, gt=0)
+    layers: StrictInt = Field(2, gt=0)
+    heads: StrictInt = Field(2, gt=0)
+    max_len: StrictInt = Field(50, ge=2)
+    dropout: Real = Field(0.2, ge=0, lt=1)
+    horizon_days: Real = Field(30.0, ge=0)
+    learning_rate: Real = Field(1e-3, gt=0)
+    weight_decay: Real = Field(0.01, ge=0)
+    epochs: StrictInt = Field(12, gt=0)
+    batch_size: StrictInt = Field(128, gt=0)
+    negatives: StrictInt = Field(8192, gt=0)
+    patience: StrictInt = Field(3, gt=0)
+    valid_days: StrictInt = Field(30, gt=0)
+    valid_users: StrictInt = Field(500, gt=0)
+    device: Device = "auto"
+    seed: StrictInt = 0
+    index: IndexConfig = Field(default_factory=IndexConfig)
+
+    @model_validator(mode="after")
+    def _heads(self) -> SequenceConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
+
+
 class FusionConfig(ConfigBase):
     """How the hybrid fuses its sources into one list: weighted reciprocal rank, ``sum over sources of
     weight / (rrf_k + rank)``.
@@ -210,7 +258,9 @@ class FusionConfig(ConfigBase):
     Sources: ``own`` (the user's purchases by count, then recency), ``als`` (ALS over every item),
     ``als_new`` (ALS without the user's purchases), ``itemknn`` (BM25 item-kNN without them),
     ``bi_encoder`` (text, without them), ``new_arrivals`` (the bi-encoder among items first sold in the
-    last ``HybridConfig.new_arrival_days`` or never sold), ``popularity`` (last 30 days; the fallback).
+    last ``HybridConfig.new_arrival_days`` or never sold), ``sequence`` (the transformer over purchase
+    sequences, :class:`~ecomrec.retrieval.sequence.SequenceRetriever`; not in the default quotas),
+    ``popularity`` (last 30 days; the fallback).
 
     ``quotas``: candidates taken from each source (absent: not used; with ``tune`` every source gets
     the tuned depth). ``weights``: each source's weight. ``tune``: fit the weights and the depth on the
@@ -218,9 +268,10 @@ class FusionConfig(ConfigBase):
     """
 
     rrf_k: Real = Field(60.0, gt=0)
-    quotas: dict[str, StrictInt] = Field(default_factory=lambda: {s: 500 for s in FUSION_SOURCES})
+    quotas: dict[str, StrictInt] = Field(default_factory=lambda: {s: 500 for s in DEFAULT_SOURCES})
     weights: dict[str, Real] = Field(default_factory=lambda: {
-        "own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "new_arrivals": 1.0, "popularity": 1.0})
+        "own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "new_arrivals": 1.0, "sequence": 1.0,
+        "popularity": 1.0})
     tune: StrictBool = True
     valid_days: StrictInt = Field(30, gt=0)
 
@@ -248,6 +299,7 @@ class HybridConfig(ConfigBase):
     als: ALSConfig = Field(default_factory=ALSConfig)
     itemknn: ItemKNNConfig = Field(default_factory=ItemKNNConfig)
     bi_encoder: BiEncoderConfig = Field(default_factory=BiEncoderConfig)
+    sequence: SequenceConfig = Field(default_factory=SequenceConfig)
     repurchase: RepurchaseConfig = Field(default_factory=RepurchaseConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     new_arrival_days: StrictInt = Field(30, gt=0)
@@ -323,6 +375,10 @@ class RerankConfig(ConfigBase):
         who bought on both sides of its cutoff.
     candidates
         How many of the hybrid's candidates are reranked (the rest keep their order after them).
+    repeat_timing
+        Also read repeat-purchase timing (TIFU-KNN-style time-decayed purchase counts, and the days
+        since the user last bought the item over its median re-buy interval): judged by
+        ``benchmarks/bench_sequence.py``.
     example_bi_encoder_pairs
         Fine-tuning pairs (at most) of the bi-encoder behind the training examples' candidates.
     trees, leaves, learning_rate, min_child_samples
@@ -336,6 +392,7 @@ class RerankConfig(ConfigBase):
     window_days: StrictInt = Field(30, gt=0)
     min_window_users: StrictInt = Field(200, gt=0)
     candidates: StrictInt = Field(100, gt=0)
+    repeat_timing: StrictBool = False
     example_bi_encoder_pairs: StrictInt = Field(4_800, gt=0)
     trees: StrictInt = Field(600, gt=0)
     leaves: StrictInt = Field(31, gt=0)

@@ -86,7 +86,8 @@ def training_examples(data: Dataset, hybrid: Any, config: RerankConfig, *, bi: A
     for cutoff in cutoffs:
         probe = hybrid.as_of(data.between(None, cutoff), bi)
         out.append(_concat([examples_at(probe, data, cutoff, window, config.candidates, cfg.history_items, cfg.history_chars,
-                                        new_items_only=new) for new in (False, True)]))  # full lists, and without past purchases
+                                        new_items_only=new, repeat_timing=config.repeat_timing)
+                            for new in (False, True)]))  # full lists, and without past purchases
         logger.info("rerank examples at %s: %d users, %.2f positives per user in the top %d",
                     cutoff.date(), len(out[-1]), out[-1].labels.sum(axis=1).mean(), config.candidates)
     return out
@@ -124,7 +125,7 @@ class PurchaseReranker:
         examples = examples or training_examples(data, hybrid, cfg, show_progress=self.show_progress)
         examples_seconds = time.perf_counter() - start
         self.sources_ = sorted(hybrid.quotas_)
-        self.names_ = feature_names(self.sources_)
+        self.names_ = feature_names(self.sources_, cfg.repeat_timing)
         fit_on, valid = examples[-2], examples[-1]
         self.item_texts_ = [str(t) for t in data.item_texts]
         text: dict[int, np.ndarray] = {}
@@ -288,7 +289,7 @@ class PurchaseReranker:
         TreeSHAP scaled by the Platt slope; zero for padding)."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        features = candidate_features(candidates, users, self.stats_, self.sources_)
+        features = candidate_features(candidates, users, self.stats_, self.sources_, self.config.repeat_timing)
         timings["features"] = time.perf_counter() - start
         return self._probabilities(users, texts, candidates, features, new_lists, timings, explain)
 

@@ -23,6 +23,7 @@ from ecomrec.artifacts import csr_from_arrays, csr_to_arrays
 from ecomrec.retrieval.base import Query, Retriever, as_dataset
 from ecomrec.retrieval.baselines import ItemKNNRetriever, PopularityRetriever, RepurchaseRetriever
 from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
+from ecomrec.retrieval.sequence import SequenceRetriever
 from ecomrec.candidates import Candidates
 from ecomrec.timing import timed
 
@@ -35,9 +36,11 @@ WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 TUNING_KS = (50, 100, 200)
 #: List depths tried per source when tuning (every source gets the same depth).
 DEPTH_GRID = (100, 200, 300, 500)
+#: Half-life (days) of the time-decayed purchase counts the hybrid hands the reranker.
+DECAY_HALF_LIFE_DAYS = 30.0
 #: Which fitted model serves each fusion source.
 SOURCE_MODEL = {"own": "repurchase", "als": "als", "als_new": "als", "itemknn": "itemknn", "bi_encoder": "bi_encoder",
-                "new_arrivals": "bi_encoder", "popularity": "popularity"}
+                "new_arrivals": "bi_encoder", "sequence": "sequence", "popularity": "popularity"}
 
 
 class HybridRetriever(Retriever):
@@ -105,7 +108,7 @@ class HybridRetriever(Retriever):
                 self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
         for name in sorted(needed - set(models)):
             with timed(seconds, name):
-                models[name] = self._given.get(name) or self._new_model(name).fit(data)
+                models[name] = self._given.get(name) or self._fit_model(name, data, models.get("bi_encoder"))
         self.models_, self.fit_seconds_ = models, seconds
         self._read_log(data)
         return self
@@ -114,13 +117,19 @@ class HybridRetriever(Retriever):
         """Keep ``data``'s purchase counts, recency and new arrivals (what fusion reads besides its sources)."""
         self._remember(data, data.user_items("counts"))
         self.days_since_ = data.days_since_purchase()
+        self.decayed_ = data.decayed_counts(DECAY_HALF_LIFE_DAYS)
+        self.rebuy_days_ = data.rebuy_days()
         self.new_arrivals_ = data.new_arrivals(self.config.new_arrival_days)
 
     def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> HybridRetriever:
         """A copy whose sources serve ``catalog`` (each its own way; ``catalog_change_`` holds
         theirs by name); the fusion stays as tuned."""
         self._check_fitted()
-        models = {name: model.with_catalog(catalog, shards=shards) for name, model in self.models_.items()}
+        models = {name: model.with_catalog(catalog, shards=shards) for name, model in self.models_.items() if name != "sequence"}
+        if "sequence" in self.models_:  # new and changed titles read through the bi-encoder's new vectors
+            bi = models.get("bi_encoder")
+            titles = {} if bi is None else {"items": bi.items_, "title_vectors": bi.index_vectors_()}
+            models["sequence"] = self.models_["sequence"].with_catalog(catalog, shards=shards, **titles)
         return self.replaced(models_=models, catalog_change_={name: m.catalog_change_ for name, m in models.items() if m.catalog_change_})
 
     def with_interactions(self, data: Dataset) -> HybridRetriever:
@@ -132,6 +141,12 @@ class HybridRetriever(Retriever):
         out._read_log(data)
         return out
 
+    def _fit_model(self, name: str, data: Dataset, bi: BiEncoderRetriever | None) -> Retriever:
+        """A new ``name`` model fitted on ``data`` (the sequence model joins ``bi``'s title vectors when given)."""
+        if name == "sequence" and bi is not None:
+            return SequenceRetriever(self.config.sequence, show_progress=self.show_progress).fit(data, title_vectors=bi.index_vectors_())
+        return self._new_model(name).fit(data)
+
     def _new_model(self, name: str) -> Retriever:
         cfg = self.config
         if name == "als":
@@ -140,6 +155,8 @@ class HybridRetriever(Retriever):
             return BiEncoderRetriever(cfg.bi_encoder, show_progress=self.show_progress)
         if name == "itemknn":
             return ItemKNNRetriever(cfg.itemknn)
+        if name == "sequence":
+            return SequenceRetriever(cfg.sequence, show_progress=self.show_progress)
         if name == "repurchase":
             return RepurchaseRetriever(cfg.repurchase)
         if name == "popularity":
@@ -188,15 +205,20 @@ class HybridRetriever(Retriever):
         return lists
 
     def _own_features(self, query: Query, fused: Candidates) -> dict[str, np.ndarray]:
-        """The user's purchase count of each candidate, and days since they last bought it (NaN:
-        never, or unknown for a fresh history)."""
+        """The user's purchase count of each candidate, its time-decayed count, days since they last
+        bought it and those days over the item's median re-buy interval (``own_due``: 1 when a re-buy
+        is due); NaN where never bought, or unknown (a fresh history carries no times)."""
         counts = query.history if query.fresh else self.user_items_[query.users]
+        unknown = np.full(fused.item_ids.shape, np.nan, dtype=np.float32)
         if query.fresh:
-            days = np.full(fused.item_ids.shape, np.nan, dtype=np.float32)
+            days, decayed = unknown, unknown
         else:
             days = lookup(self.days_since_[query.users], fused.item_ids)
             days = np.where(days > 0, days - 1.0, np.nan).astype(np.float32)
-        return {"own_count": lookup(counts, fused.item_ids), "own_days_since": days}
+            decayed = lookup(self.decayed_[query.users], fused.item_ids)
+        interval = self.rebuy_days_[np.maximum(fused.item_ids, 0)]
+        due = (days / np.where(interval > 0, interval, np.nan)).astype(np.float32)
+        return {"own_count": lookup(counts, fused.item_ids), "own_days_since": days, "own_decayed": decayed, "own_due": due}
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
@@ -204,7 +226,8 @@ class HybridRetriever(Retriever):
         return {"weight_names": np.asarray(weights, dtype="U32"), "weights": np.asarray([self.weights_[n] for n in weights]),
                 "quota_names": np.asarray(quotas, dtype="U32"),
                 "quotas": np.asarray([self.quotas_[n] for n in quotas], dtype=np.int64),
-                **csr_to_arrays("days_since", self.days_since_), "new_arrivals": self.new_arrivals_}
+                **csr_to_arrays("days_since", self.days_since_), **csr_to_arrays("decayed", self.decayed_),
+                "rebuy_days": self.rebuy_days_, "new_arrivals": self.new_arrivals_}
 
     def _write(self, folder: Any, arrays: dict[str, np.ndarray]) -> None:
         super()._write(folder, arrays)
@@ -215,9 +238,10 @@ class HybridRetriever(Retriever):
         self.weights_ = {str(n): float(w) for n, w in zip(arrays["weight_names"], arrays["weights"])}
         self.quotas_ = {str(n): int(q) for n, q in zip(arrays["quota_names"], arrays["quotas"])}
         self.days_since_ = csr_from_arrays("days_since", arrays)
+        self.decayed_, self.rebuy_days_ = csr_from_arrays("decayed", arrays), arrays["rebuy_days"]
         self.new_arrivals_ = arrays.get("new_arrivals", np.zeros(0, dtype=np.int64))  # saved before the source existed
         classes = {"als": ALSRetriever, "itemknn": ItemKNNRetriever, "bi_encoder": BiEncoderRetriever,
-                   "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever}
+                   "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever, "sequence": SequenceRetriever}
         self.models_ = {name: classes[name].load(folder / "sources" / name) for name in self._needed(self.fusion.quotas)}
 
     def as_of(self, before: Dataset, bi: BiEncoderRetriever | None, *, weights: dict[str, float] | None = None,
@@ -230,7 +254,7 @@ class HybridRetriever(Retriever):
         probe.weights_ = dict(weights if weights is not None else self.weights_)
         probe.quotas_ = dict(quotas if quotas is not None else self.quotas_)
         needed = self._needed(probe.quotas_)
-        probe.models_ = {m: self._new_model(m).fit(before) for m in needed - {"bi_encoder"}}
+        probe.models_ = {m: self._fit_model(m, before, bi) for m in needed - {"bi_encoder"}}
         if "bi_encoder" in needed:
             if bi is None:
                 raise ValueError("the hybrid uses the bi-encoder: pass one fitted on data before this cutoff")

@@ -84,6 +84,20 @@ def test_candidate_features_by_hand() -> None:
     assert (f[0, 2] == 0).all()  # padding
 
 
+def test_repeat_timing_features_by_hand() -> None:
+    candidates = Candidates(np.array([[2, 0]]), np.array([[0.5, 0.25]], dtype=np.float32),
+                            {"own_count": np.array([[3.0, 0.0]]), "own_days_since": np.array([[6.0, np.nan]]),
+                             "own_decayed": np.array([[1.5, np.nan]]), "own_due": np.array([[2.0, np.nan]])})
+    stats = CollaborativeStats(item_buyers=np.ones(3), item_buyers_30d=np.ones(3), user_purchases=np.ones(1),
+                               user_items=np.ones(1), item_age_days=np.ones(3))
+    names = feature_names([], repeat_timing=True)
+    f = candidate_features(candidates, np.array([0]), stats, [], repeat_timing=True)
+    bought, never = dict(zip(names, f[0, 0])), dict(zip(names, f[0, 1]))
+    assert bought["own_decayed_log"] == pytest.approx(np.log1p(1.5)) and bought["own_due_log"] == pytest.approx(np.log(2.0))
+    assert bought["own_due_known"] == 1 and never["own_due_known"] == 0 and never["own_decayed_log"] == 0
+    assert f.shape[-1] == len(names) == len(feature_names([])) + 3
+
+
 def test_item_age_counts_days_from_the_first_sale_to_the_end_of_the_data(tmp_path) -> None:
     import pandas as pd
 

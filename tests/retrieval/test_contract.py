@@ -19,7 +19,7 @@ from ecomrec.config import ALSConfig, BiEncoderConfig, FusionConfig, HybridConfi
 from ecomrec.data import Dataset, IdMap
 from ecomrec.data.synthetic import synthetic
 from ecomrec.exceptions import ArtifactError, NotFittedError
-from ecomrec.retrieval import RETRIEVERS, ALSRetriever, BiEncoderRetriever, HybridRetriever, Retriever
+from ecomrec.retrieval import RETRIEVERS, ALSRetriever, BiEncoderRetriever, HybridRetriever, Retriever, SequenceRetriever
 
 N_USERS, N_ITEMS = 20, 12
 TITLES = ("red retrospot lunch bag", "blue polkadot tea towel")
@@ -55,6 +55,8 @@ FACTORIES = {
     "als": (lambda: ALSRetriever(ALSConfig(factors=4, regularization=0.1, iterations=20, alpha=4.0, weighting="counts"), show_progress=False), True),
     # the bundled MiniLM cut to one layer, zero-shot: enough to tell red retrospot from blue polkadot
     "bi_encoder": (lambda: BiEncoderRetriever(fine_tune=False, layers=1, show_progress=False), True),
+    "sequence": (lambda: SequenceRetriever(dim=16, heads=2, layers=1, dropout=0.0, learning_rate=0.01, epochs=40, patience=40,
+                                           show_progress=False), True),
     "hybrid": (
         lambda: HybridRetriever(
             HybridConfig(

@@ -1,0 +1,208 @@
+"""Does the sequence source (issue 29) earn a place in the default hybrid? Judged on validation
+origins before a shop's fixed test window, over several seeds, never on the test window.
+
+At each origin (scored on the month after it) and seed, the sources every variant shares are
+fitted once with that seed (bi-encoder, ALS, item-kNN, repurchase, popularity); then each variant
+is a hybrid over them, its fusion tuned on its own validation window:
+
+* ``default`` — the default sources;
+* ``sequence`` — the same plus the transformer over purchase sequences
+  (:class:`~ecomrec.retrieval.sequence.SequenceRetriever`, seeded too), and the sequence model
+  alone for reference.
+
+With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``), with
+and without repeat-purchase timing (``RerankConfig.repeat_timing``), its training examples built
+from that hybrid (the examples' bi-encoder shared by all).
+
+Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
+the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
+spread of each method's mean (max - min over seeds); the slice table pooled over origins and
+seeds (each variant against the default, and each reranker against the fused order it reorders).
+
+    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2
+    python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-09-03,2017-10-01 --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecomrec.config import ALSConfig, BiEncoderConfig, FusionConfig, HybridConfig, RerankConfig, SequenceConfig
+from ecomrec.data.split import make_split
+from ecomrec.evaluation.protocol import evaluate_candidates, score_retriever
+from ecomrec.evaluation.report import environment
+from ecomrec.evaluation.slices import pooled, slice_values
+from ecomrec.metrics import paired_bootstrap
+
+logger = logging.getLogger("bench_sequence")
+KS = (10, 50, 100, 200)
+
+
+def configs(seed: int) -> dict[str, HybridConfig]:
+    base = HybridConfig(als=ALSConfig(seed=seed), bi_encoder=BiEncoderConfig(seed=seed), sequence=SequenceConfig(seed=seed))
+    fusion = base.fusion
+    with_sequence = fusion.replace(quotas={**fusion.quotas, "sequence": 500})
+    return {"default": base, "sequence": base.replace(fusion=with_sequence)}
+
+
+def shared_sources(history: Any, seed: int) -> dict[str, Any]:
+    from ecomrec.retrieval import RETRIEVERS
+
+    cfg = configs(seed)["default"]
+    own = {"als": cfg.als, "bi_encoder": cfg.bi_encoder, "itemknn": cfg.itemknn, "repurchase": cfg.repurchase}
+    out = {name: RETRIEVERS[name](config, show_progress=False).fit(history) for name, config in own.items()}
+    out["popularity"] = RETRIEVERS["popularity"](show_progress=False).fit(history)
+    return out
+
+
+def run_origin(data: Any, origin: pd.Timestamp, seed: int, rerank: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics of every variant at one origin and seed, and their per-user values (for pooling)."""
+    from ecomrec.retrieval import HybridRetriever
+
+    split = make_split(data, origin, origin + pd.DateOffset(months=1) - pd.Timedelta(days=1))
+    start = time.perf_counter()
+    sources = shared_sources(split.history, seed)
+    out: dict[str, Any] = {"users": int(len(split.users)), "seconds": {"shared_sources": time.perf_counter() - start}}
+    methods: dict[str, Any] = {}
+    for variant, config in configs(seed).items():
+        start = time.perf_counter()
+        hybrid = HybridRetriever(config, retrievers=sources, show_progress=False).fit(split.history)
+        out["seconds"][f"hybrid:{variant}"] = time.perf_counter() - start
+        out.setdefault("fusion", {})[variant] = {"weights": hybrid.weights_, "depth": next(iter(hybrid.quotas_.values()))}
+        methods[f"hybrid:{variant}"] = hybrid
+    sequence = methods["hybrid:sequence"].models_["sequence"]
+    methods["sequence_alone"] = sequence
+    out["sequence"] = {**sequence.describe()["training"], "fit_seconds": methods["hybrid:sequence"].fit_seconds_.get("sequence")}
+    if rerank:
+        methods.update(rerankers(split.history, methods, seed, out["seconds"]))
+    ranked: dict[str, Any] = {}
+    for name, method in methods.items():
+        ranked_all, ranked_new, _ = score_retriever(method, split, max(KS), 1024)
+        means, per_user = evaluate_candidates(split, ranked_all, ranked_new, KS, per_user=True)
+        out.setdefault("metrics", {})[name] = {t: {m: means[t][m] for m in ("ndcg@10", "recall@200")} for t in means}
+        ranked[name] = (ranked_all, ranked_new, per_user)
+    logger.info("%s seed %d: %s", origin.date(), seed, json.dumps(out["metrics"]))
+    return out, {"split": split, "ranked": ranked}
+
+
+def rerankers(history: Any, hybrids: dict[str, Any], seed: int, seconds: dict[str, float]) -> dict[str, Any]:
+    """The default reranker on each hybrid, with and without repeat-purchase timing. The examples
+    are built once per hybrid with the timing features; the variant without them drops those
+    columns (the same candidates and labels), and both share the examples' bi-encoder."""
+    from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
+    from ecomrec.rerank.features import feature_names
+    from ecomrec.rerank.reranker import example_bi_encoder
+
+    timing = RerankConfig(seed=seed, repeat_timing=True)
+    example_bi = example_bi_encoder(history, hybrids["hybrid:default"].config.bi_encoder, timing)
+    out = {}
+    for variant in ("default", "sequence"):
+        hybrid = hybrids[f"hybrid:{variant}"]
+        start = time.perf_counter()
+        examples = training_examples(history, hybrid, timing, bi=example_bi)
+        names = feature_names(sorted(hybrid.quotas_), repeat_timing=True)
+        drop = [names.index(n) for n in names if n not in feature_names(sorted(hybrid.quotas_))]
+        plain = [dataclasses.replace(e, features=np.delete(e.features, drop, axis=-1)) for e in examples]
+        out[f"rerank:{variant}"] = RerankedRetriever(hybrid, PurchaseReranker(timing.replace(repeat_timing=False)), examples=plain).fit(history)
+        out[f"rerank:{variant}+timing"] = RerankedRetriever(hybrid, PurchaseReranker(timing), examples=examples).fit(history)
+        seconds[f"rerank:{variant}"] = time.perf_counter() - start
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="Online Retail folder")
+    parser.add_argument("--dunnhumby", help="the dunnhumby sample folder (instead of --data)")
+    parser.add_argument("--origins", required=True, help="comma-separated YYYY-MM-DD, all before the shop's test window")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("sentence_transformers", "transformers", "faiss", "ecomrec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if args.dunnhumby:
+        from ecomrec.data.generic import dunnhumby_sample
+
+        data, shop = dunnhumby_sample(args.dunnhumby), "dunnhumby"
+    else:
+        from ecomrec.datasets import online_retail
+
+        data, shop = online_retail(args.data), "online-retail"
+    origins = [pd.Timestamp(o) for o in args.origins.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
+                              "seeds": seeds, "rerank": args.rerank, "runs": {}}
+    output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
+    per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}
+    slices = []
+    for seed in seeds:
+        for origin in origins:
+            result, kept = run_origin(data, origin, seed, args.rerank)
+            report["runs"][f"{origin.date()}/seed{seed}"] = result
+            for name, (_, _, users) in kept["ranked"].items():
+                for target in ("all", "new"):
+                    per_user.setdefault(seed, {}).setdefault(name, {}).setdefault(target, []).append(users[target]["ndcg@10"])
+            slices.append(slice_values(kept["split"], {n: r for n, r in kept["ranked"].items() if not n.startswith("sequence")}))
+            # written after every run: a long sweep cut short keeps what it measured
+            report["summary"] = summary(per_user, args.rerank)
+            report["slices"] = slice_table(pooled(slices), args.rerank)
+            output.write_text(json.dumps(report, indent=2, default=float))
+    print(json.dumps(report["summary"], indent=2, default=float))
+    print(f"wrote {output}")
+
+
+def summary(per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]], rerank: bool) -> dict[str, Any]:
+    """Per seed: each method's pooled mean ndcg@10 and the :func:`comparisons` with their intervals;
+    over seeds: each method's spread (max - min of its means)."""
+    out: dict[str, Any] = {"by_seed": {}, "spread": {}}
+    for seed, methods in per_user.items():
+        pooled_users = {name: {t: np.concatenate(v) for t, v in targets.items()} for name, targets in methods.items()}
+        row = {name: {t: float(v.mean()) for t, v in targets.items()} for name, targets in pooled_users.items()}
+        for method, baseline in comparisons(rerank):
+            row[f"{method} - {baseline}"] = {t: paired_bootstrap(pooled_users[method][t], pooled_users[baseline][t], seed=seed)
+                                             for t in ("all", "new")}
+        out["by_seed"][seed] = row
+    for name in next(iter(per_user.values())):
+        means = {t: [out["by_seed"][seed][name][t] for seed in per_user] for t in ("all", "new")}
+        out["spread"][name] = {t: float(max(v) - min(v)) for t, v in means.items()}
+    for method, baseline in comparisons(rerank):  # the difference's mean and spread over seeds
+        diffs = {t: [out["by_seed"][seed][f"{method} - {baseline}"][t]["mean_diff"] for seed in per_user] for t in ("all", "new")}
+        out["over_seeds"] = {**out.get("over_seeds", {}), f"{method} - {baseline}": {
+            t: {"mean": float(np.mean(v)), "min": float(min(v)), "max": float(max(v))} for t, v in diffs.items()}}
+    return out
+
+
+def comparisons(rerank: bool) -> list[tuple[str, str]]:
+    """(method, baseline) pairs: each variant against the default, each reranker against its fused order."""
+    if not rerank:
+        return [("hybrid:sequence", "hybrid:default")]
+    variants = ("rerank:sequence", "rerank:default+timing", "rerank:sequence+timing")
+    return ([("hybrid:sequence", "hybrid:default")] + [(v, "rerank:default") for v in variants]
+            + [(f"rerank:{h}{t}", f"hybrid:{h}") for h in ("default", "sequence") for t in ("", "+timing")])
+
+
+def slice_table(values: list[Any], rerank: bool) -> list[dict[str, Any]]:
+    """Per slice: each method's mean on the slice metric and the :func:`comparisons`."""
+    pairs = comparisons(rerank)
+    table = []
+    for v in values:
+        per = {m: u[v.metric] for m, u in v.per_user.items() if len(u[v.metric])}
+        table.append({"slice": v.slice, "ranking": v.ranking, "metric": v.metric, "users": v.users,
+                      "methods": {m: float(a.mean()) for m, a in per.items()},
+                      "comparisons": {f"{a} - {b}": paired_bootstrap(per[a], per[b]) for a, b in pairs if a in per and b in per}})
+    return table
+
+
+if __name__ == "__main__":
+    main()
