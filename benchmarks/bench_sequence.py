@@ -1,26 +1,33 @@
-"""Does the sequence source (issue 29) earn a place in the default hybrid? Judged on validation
-origins before a shop's fixed test window, over several seeds, never on the test window.
+"""Issue 29's variants — the sequence source, repeat timing, stabler tuning and training — judged
+on validation origins before a shop's fixed test window, over several seeds, never on the test window.
 
 At each origin (scored on the month after it) and seed, the sources every variant shares are
-fitted once with that seed (bi-encoder, ALS, item-kNN, repurchase, popularity); then each variant
-is a hybrid over them, its fusion tuned on its own validation window:
+fitted once with that seed (bi-encoder, ALS, item-kNN, repurchase, popularity); then each hybrid
+variant (``--hybrids``) is a hybrid over them, its fusion tuned on its own validation window:
 
-* ``default`` — the default sources;
+* ``default`` — the default sources and fusion tuning;
 * ``sequence`` — the same plus the transformer over purchase sequences
   (:class:`~ecomrec.retrieval.sequence.SequenceRetriever`, seeded too), and the sequence model
-  alone for reference.
+  alone for reference;
+* ``bagged`` — the default sources, the fusion weights averaged over ``--resamples`` bootstrap
+  resamples of the validation users (``FusionConfig.tune_resamples``).
 
-With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``), with
-and without repeat-purchase timing (``RerankConfig.repeat_timing``), its training examples built
-from that hybrid (the examples' bi-encoder shared by all).
+With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``) and
+each reranker variant of ``--rerankers``: ``timing`` (``RerankConfig.repeat_timing``) and
+``ensemble`` (``RerankConfig.models = --models``: LightGBM models with their own bagging seeds,
+margins averaged). The training examples are built once per hybrid (with the timing features,
+dropped for the others), the examples' bi-encoder shared by all.
 
 Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
-spread of each method's mean (max - min over seeds); the slice table pooled over origins and
-seeds (each variant against the default, and each reranker against the fused order it reorders).
+spread of each method's mean (max - min over seeds, and the standard deviation); the slice table
+pooled over origins and seeds (each variant against the default, and each reranker against the
+fused order it reorders).
 
-    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2
-    python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-09-03,2017-10-01 --seeds 0,1,2
+    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
+    python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-09-03,2017-10-01 --seeds 0,1,2 --rerank
+    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank \
+        --hybrids default,bagged --rerankers timing,ensemble      # stable training, without the costly sequence source
 """
 
 from __future__ import annotations
@@ -47,24 +54,25 @@ logger = logging.getLogger("bench_sequence")
 KS = (10, 50, 100, 200)
 
 
-def configs(seed: int) -> dict[str, HybridConfig]:
+def configs(seed: int, hybrids: list[str], resamples: int) -> dict[str, HybridConfig]:
     base = HybridConfig(als=ALSConfig(seed=seed), bi_encoder=BiEncoderConfig(seed=seed), sequence=SequenceConfig(seed=seed))
     fusion = base.fusion
-    with_sequence = fusion.replace(quotas={**fusion.quotas, "sequence": 500})
-    return {"default": base, "sequence": base.replace(fusion=with_sequence)}
+    variants = {"default": base, "sequence": base.replace(fusion=fusion.replace(quotas={**fusion.quotas, "sequence": 500})),
+                "bagged": base.replace(fusion=fusion.replace(tune_resamples=resamples))}
+    return {name: variants[name] for name in hybrids}
 
 
 def shared_sources(history: Any, seed: int) -> dict[str, Any]:
     from ecomrec.retrieval import RETRIEVERS
 
-    cfg = configs(seed)["default"]
+    cfg = configs(seed, ["default"], 1)["default"]
     own = {"als": cfg.als, "bi_encoder": cfg.bi_encoder, "itemknn": cfg.itemknn, "repurchase": cfg.repurchase}
     out = {name: RETRIEVERS[name](config, show_progress=False).fit(history) for name, config in own.items()}
     out["popularity"] = RETRIEVERS["popularity"](show_progress=False).fit(history)
     return out
 
 
-def run_origin(data: Any, origin: pd.Timestamp, seed: int, rerank: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of every variant at one origin and seed, and their per-user values (for pooling)."""
     from ecomrec.retrieval import HybridRetriever
 
@@ -73,17 +81,18 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, rerank: bool) -> tupl
     sources = shared_sources(split.history, seed)
     out: dict[str, Any] = {"users": int(len(split.users)), "seconds": {"shared_sources": time.perf_counter() - start}}
     methods: dict[str, Any] = {}
-    for variant, config in configs(seed).items():
+    for variant, config in configs(seed, args.hybrids, args.resamples).items():
         start = time.perf_counter()
         hybrid = HybridRetriever(config, retrievers=sources, show_progress=False).fit(split.history)
         out["seconds"][f"hybrid:{variant}"] = time.perf_counter() - start
         out.setdefault("fusion", {})[variant] = {"weights": hybrid.weights_, "depth": next(iter(hybrid.quotas_.values()))}
         methods[f"hybrid:{variant}"] = hybrid
-    sequence = methods["hybrid:sequence"].models_["sequence"]
-    methods["sequence_alone"] = sequence
-    out["sequence"] = {**sequence.describe()["training"], "fit_seconds": methods["hybrid:sequence"].fit_seconds_.get("sequence")}
-    if rerank:
-        methods.update(rerankers(split.history, methods, seed, out["seconds"]))
+    if "hybrid:sequence" in methods:
+        sequence = methods["hybrid:sequence"].models_["sequence"]
+        methods["sequence_alone"] = sequence
+        out["sequence"] = {**sequence.describe()["training"], "fit_seconds": methods["hybrid:sequence"].fit_seconds_.get("sequence")}
+    if args.rerank:
+        methods.update(rerankers(split.history, methods, seed, args, out["seconds"]))
     ranked: dict[str, Any] = {}
     for name, method in methods.items():
         ranked_all, ranked_new, _ = score_retriever(method, split, max(KS), 1024)
@@ -94,27 +103,34 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, rerank: bool) -> tupl
     return out, {"split": split, "ranked": ranked}
 
 
-def rerankers(history: Any, hybrids: dict[str, Any], seed: int, seconds: dict[str, float]) -> dict[str, Any]:
-    """The default reranker on each hybrid, with and without repeat-purchase timing. The examples
-    are built once per hybrid with the timing features; the variant without them drops those
-    columns (the same candidates and labels), and both share the examples' bi-encoder."""
+def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.Namespace, seconds: dict[str, float]) -> dict[str, Any]:
+    """The default reranker and each ``--rerankers`` variant on each hybrid. The examples are built
+    once per hybrid with the timing features; the variants without them drop those columns (the
+    same candidates and labels), and all share the examples' bi-encoder."""
     from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
     from ecomrec.rerank.features import feature_names
     from ecomrec.rerank.reranker import example_bi_encoder
 
     timing = RerankConfig(seed=seed, repeat_timing=True)
+    variants = {"": timing.replace(repeat_timing=False), "+timing": timing,
+                "+ensemble": timing.replace(repeat_timing=False, models=args.models)}
     example_bi = example_bi_encoder(history, hybrids["hybrid:default"].config.bi_encoder, timing)
     out = {}
-    for variant in ("default", "sequence"):
+    for variant in args.hybrids:
         hybrid = hybrids[f"hybrid:{variant}"]
         start = time.perf_counter()
         examples = training_examples(history, hybrid, timing, bi=example_bi)
         names = feature_names(sorted(hybrid.quotas_), repeat_timing=True)
         drop = [names.index(n) for n in names if n not in feature_names(sorted(hybrid.quotas_))]
         plain = [dataclasses.replace(e, features=np.delete(e.features, drop, axis=-1)) for e in examples]
-        out[f"rerank:{variant}"] = RerankedRetriever(hybrid, PurchaseReranker(timing.replace(repeat_timing=False)), examples=plain).fit(history)
-        out[f"rerank:{variant}+timing"] = RerankedRetriever(hybrid, PurchaseReranker(timing), examples=examples).fit(history)
-        seconds[f"rerank:{variant}"] = time.perf_counter() - start
+        seconds[f"examples:{variant}"] = time.perf_counter() - start
+        for suffix, config in variants.items():
+            if suffix and suffix[1:] not in args.rerankers:
+                continue
+            start = time.perf_counter()
+            reranker = PurchaseReranker(config)
+            out[f"rerank:{variant}{suffix}"] = RerankedRetriever(hybrid, reranker, examples=examples if config.repeat_timing else plain).fit(history)
+            seconds[f"rerank:{variant}{suffix}"] = time.perf_counter() - start
     return out
 
 
@@ -125,8 +141,14 @@ def main() -> None:
     parser.add_argument("--origins", required=True, help="comma-separated YYYY-MM-DD, all before the shop's test window")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
+    parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence, bagged")
+    parser.add_argument("--rerankers", default="timing", help="reranker variants besides the default: timing, ensemble")
+    parser.add_argument("--resamples", type=int, default=16, help="bootstrap resamples of the bagged fusion tuning")
+    parser.add_argument("--models", type=int, default=5, help="LightGBM models of the ensemble reranker")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    args.hybrids = ["default"] + [h for h in args.hybrids.split(",") if h != "default"]
+    args.rerankers = [r for r in args.rerankers.split(",") if r]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("sentence_transformers", "transformers", "faiss", "ecomrec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -142,59 +164,64 @@ def main() -> None:
     origins = [pd.Timestamp(o) for o in args.origins.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
-                              "seeds": seeds, "rerank": args.rerank, "runs": {}}
+                              "seeds": seeds, "rerank": args.rerank,
+                              "hybrids": args.hybrids, "rerankers": args.rerankers, "resamples": args.resamples, "models": args.models,
+                              "runs": {}}
     output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
     per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}
     slices = []
     for seed in seeds:
         for origin in origins:
-            result, kept = run_origin(data, origin, seed, args.rerank)
+            result, kept = run_origin(data, origin, seed, args)
             report["runs"][f"{origin.date()}/seed{seed}"] = result
             for name, (_, _, users) in kept["ranked"].items():
                 for target in ("all", "new"):
                     per_user.setdefault(seed, {}).setdefault(name, {}).setdefault(target, []).append(users[target]["ndcg@10"])
             slices.append(slice_values(kept["split"], {n: r for n, r in kept["ranked"].items() if not n.startswith("sequence")}))
             # written after every run: a long sweep cut short keeps what it measured
-            report["summary"] = summary(per_user, args.rerank)
-            report["slices"] = slice_table(pooled(slices), args.rerank)
+            pairs = comparisons(args)
+            report["summary"] = summary(per_user, pairs)
+            report["slices"] = slice_table(pooled(slices), pairs)
             output.write_text(json.dumps(report, indent=2, default=float))
     print(json.dumps(report["summary"], indent=2, default=float))
     print(f"wrote {output}")
 
 
-def summary(per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]], rerank: bool) -> dict[str, Any]:
-    """Per seed: each method's pooled mean ndcg@10 and the :func:`comparisons` with their intervals;
-    over seeds: each method's spread (max - min of its means)."""
-    out: dict[str, Any] = {"by_seed": {}, "spread": {}}
+def summary(per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Per seed: each method's pooled mean ndcg@10 and the ``pairs`` compared, with their intervals;
+    over seeds: each method's spread (max - min of its means, and their standard deviation)."""
+    out: dict[str, Any] = {"by_seed": {}, "spread": {}, "seed_std": {}, "over_seeds": {}}
     for seed, methods in per_user.items():
         pooled_users = {name: {t: np.concatenate(v) for t, v in targets.items()} for name, targets in methods.items()}
         row = {name: {t: float(v.mean()) for t, v in targets.items()} for name, targets in pooled_users.items()}
-        for method, baseline in comparisons(rerank):
+        for method, baseline in pairs:
             row[f"{method} - {baseline}"] = {t: paired_bootstrap(pooled_users[method][t], pooled_users[baseline][t], seed=seed)
                                              for t in ("all", "new")}
         out["by_seed"][seed] = row
     for name in next(iter(per_user.values())):
         means = {t: [out["by_seed"][seed][name][t] for seed in per_user] for t in ("all", "new")}
         out["spread"][name] = {t: float(max(v) - min(v)) for t, v in means.items()}
-    for method, baseline in comparisons(rerank):  # the difference's mean and spread over seeds
+        out["seed_std"][name] = {t: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for t, v in means.items()}
+    for method, baseline in pairs:  # the difference's mean and spread over seeds
         diffs = {t: [out["by_seed"][seed][f"{method} - {baseline}"][t]["mean_diff"] for seed in per_user] for t in ("all", "new")}
-        out["over_seeds"] = {**out.get("over_seeds", {}), f"{method} - {baseline}": {
-            t: {"mean": float(np.mean(v)), "min": float(min(v)), "max": float(max(v))} for t, v in diffs.items()}}
+        out["over_seeds"][f"{method} - {baseline}"] = {t: {"mean": float(np.mean(v)), "min": float(min(v)), "max": float(max(v))}
+                                                      for t, v in diffs.items()}
     return out
 
 
-def comparisons(rerank: bool) -> list[tuple[str, str]]:
+def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(method, baseline) pairs: each variant against the default, each reranker against its fused order."""
-    if not rerank:
-        return [("hybrid:sequence", "hybrid:default")]
-    variants = ("rerank:sequence", "rerank:default+timing", "rerank:sequence+timing")
-    return ([("hybrid:sequence", "hybrid:default")] + [(v, "rerank:default") for v in variants]
-            + [(f"rerank:{h}{t}", f"hybrid:{h}") for h in ("default", "sequence") for t in ("", "+timing")])
+    hybrids = [f"hybrid:{h}" for h in args.hybrids]
+    pairs = [(h, "hybrid:default") for h in hybrids[1:]]
+    if args.rerank:
+        rerankers = [f"rerank:{h}{r}" for h in args.hybrids for r in ["", *(f"+{v}" for v in args.rerankers)]]
+        pairs += [(r, "rerank:default") for r in rerankers[1:]]
+        pairs += [(r, "hybrid:" + r.split(":")[1].split("+")[0]) for r in rerankers]
+    return pairs
 
 
-def slice_table(values: list[Any], rerank: bool) -> list[dict[str, Any]]:
-    """Per slice: each method's mean on the slice metric and the :func:`comparisons`."""
-    pairs = comparisons(rerank)
+def slice_table(values: list[Any], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Per slice: each method's mean on the slice metric and the ``pairs`` compared."""
     table = []
     for v in values:
         per = {m: u[v.metric] for m, u in v.per_user.items() if len(u[v.metric])}

@@ -265,6 +265,8 @@ class FusionConfig(ConfigBase):
     ``quotas``: candidates taken from each source (absent: not used; with ``tune`` every source gets
     the tuned depth). ``weights``: each source's weight. ``tune``: fit the weights and the depth on the
     validation window (the last ``valid_days`` of the training data, or the bi-encoder's own).
+    ``tune_resamples``: bootstrap resamples of the validation users the tuning runs on, their
+    weights averaged (1: one search on all of them).
     """
 
     rrf_k: Real = Field(60.0, gt=0)
@@ -273,6 +275,7 @@ class FusionConfig(ConfigBase):
         "own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "new_arrivals": 1.0, "sequence": 1.0,
         "popularity": 1.0})
     tune: StrictBool = True
+    tune_resamples: StrictInt = Field(1, gt=0)
     valid_days: StrictInt = Field(30, gt=0)
 
     @property
@@ -383,6 +386,8 @@ class RerankConfig(ConfigBase):
         Fine-tuning pairs (at most) of the bi-encoder behind the training examples' candidates.
     trees, leaves, learning_rate, min_child_samples
         LightGBM ``lambdarank`` (one group per user list, early stopping on validation ndcg@10).
+    models
+        LightGBM models per purchase model, each with its own bagging seeds, their margins averaged.
     cross_encoder
         The text model.
     """
@@ -398,6 +403,7 @@ class RerankConfig(ConfigBase):
     leaves: StrictInt = Field(31, gt=0)
     learning_rate: Real = Field(0.05, gt=0)
     min_child_samples: StrictInt = Field(50, gt=0)
+    models: StrictInt = Field(1, gt=0)
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
 

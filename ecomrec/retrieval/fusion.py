@@ -9,7 +9,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -278,7 +278,11 @@ class HybridRetriever(Retriever):
     def _tune(self, data: Dataset, bi: BiEncoderRetriever | None) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         """Weights and list depth that maximise mean recall at TUNING_KS (all and new targets) on the
         validation window (:meth:`_validation`; sources fitted before it): coordinate ascent over
-        WEIGHT_GRID for each depth in DEPTH_GRID, and every source alone (kept if it beats any weighting)."""
+        WEIGHT_GRID for each depth in DEPTH_GRID, and every source alone (kept if it beats any
+        weighting). With ``fusion.tune_resamples`` > 1 the search runs on that many bootstrap
+        resamples of the validation users and the weights found (each scaled to sum 1) are averaged,
+        the depth their median: the argmax of one noisy sample moves with every refit, their mean
+        much less (benchmarks/README.md, "stable training")."""
         from ecomrec.metrics import ranking_metrics
 
         split, rows, start = self._validation(data, bi)
@@ -299,46 +303,78 @@ class HybridRetriever(Retriever):
                 out.append((union, union.contributions(self.fusion), targets))
             return out
 
-        def objective(weights: dict[str, float], depth: int) -> float:
-            recalls = []
+        @functools.cache
+        def per_user(weights: tuple[tuple[str, float], ...], depth: int) -> tuple[np.ndarray, ...]:
+            """Each user's mean recall at TUNING_KS, for the all and the new target sets."""
+            out = []
             for union, contributions, targets in unions(depth):
-                fused = union.best(union.totals(weights, self.fusion, contributions), max(TUNING_KS))
-                metrics = ranking_metrics(fused.item_ids, targets, TUNING_KS, data.n_items)
-                recalls += [metrics[f"recall@{k}"] for k in TUNING_KS]
-            return float(np.mean(recalls))
+                fused = union.best(union.totals(dict(weights), self.fusion, contributions), max(TUNING_KS))
+                _, values = ranking_metrics(fused.item_ids, targets, TUNING_KS, data.n_items, per_user=True)
+                out.append(np.mean([values[f"recall@{k}"] for k in TUNING_KS], axis=0))
+            return tuple(out)
 
-        def ascend(weights: dict[str, float], depth: int, passes: int) -> tuple[dict[str, float], float]:
-            score = objective(weights, depth)
-            for _, source in itertools.product(range(passes), sources):
-                for value in WEIGHT_GRID:
-                    trial = {**weights, source: value}
-                    if trial == weights or not any(trial[s] > 0 for s in sources):
-                        continue
-                    trial_score = objective(trial, depth)
-                    if trial_score > score + 1e-9:
-                        score, weights = trial_score, trial
-            return weights, score
+        def objective(counts: np.ndarray) -> Callable[[dict[str, float], int], float]:
+            """Mean of the all and new sets' recalls, each user counted ``counts`` times."""
+            weights_new = counts[has_new]
+            return lambda weights, depth: float(np.mean([
+                np.average(values, weights=w) for values, w in zip(per_user(tuple(weights.items()), depth), (counts, weights_new))]))
 
-        best, best_weights, best_depth, trace = -1.0, dict(self.fusion.weights), deepest, []
-        for depth in DEPTH_GRID:  # one pass per depth, a second at the best one
-            weights, score = ascend(dict(self.fusion.weights), depth, passes=1)
-            trace.append({"depth": depth, "weights": dict(weights), "objective": score})
-            if score > best + 1e-9:
-                best, best_weights, best_depth = score, weights, depth
-        best_weights, best = ascend(best_weights, best_depth, passes=1)
-        trace.append({"depth": best_depth, "weights": dict(best_weights), "objective": best, "second_pass": True})
-        for source, depth in itertools.product(sources, DEPTH_GRID):  # fusion must beat every source alone
-            alone = {s: float(s == source) for s in sources}
-            score = objective(alone, depth)
-            trace.append({"depth": depth, "weights": alone, "objective": score, "single_source": source})
-            if score > best + 1e-9:
-                best, best_weights, best_depth = score, alone, depth
+        users = len(rows)
+        if self.fusion.tune_resamples == 1:
+            best_weights, best_depth, best, trace = _search(objective(np.ones(users)), sources, dict(self.fusion.weights))
+        else:
+            rng, found, trace = np.random.default_rng(0), [], []
+            for resample in range(self.fusion.tune_resamples):
+                counts = np.bincount(rng.integers(0, users, users), minlength=users).astype(np.float64)
+                if not counts[has_new].any():
+                    counts[has_new] += 1.0  # a resample without a new-item user would leave that half unjudged
+                weights, depth, score, _ = _search(objective(counts), sources, dict(self.fusion.weights))
+                found.append((weights, depth))
+                trace.append({"resample": resample, "depth": depth, "weights": weights, "objective": score})
+            best_weights = {s: float(np.mean([w[s] / sum(w[t] for t in sources) for w, _ in found])) for s in sources}
+            best_depth = int(np.sort([d for _, d in found])[len(found) // 2])
+            best = objective(np.ones(users))(best_weights, best_depth)
         quotas = {s: best_depth for s in sources}
-        logger.info("fusion tuned on %d validation users: depth %d, weights %s (mean recall %.4f)", len(rows), best_depth, best_weights, best)
+        logger.info("fusion tuned on %d validation users: depth %d, weights %s (mean recall %.4f)", users, best_depth, best_weights, best)
         alone = [s for s, w in best_weights.items() if w > 0]
         kept = f"{alone[0]} alone (no weighting of the sources beat it)" if len(alone) == 1 else "fusion"
-        return best_weights, quotas, {"users": int(len(rows)), "start": str(start), "objective": best, "depth": best_depth,
-                                      "kept": kept, "trace": trace}
+        return best_weights, quotas, {"users": int(users), "start": str(start), "objective": best, "depth": best_depth,
+                                      "kept": kept, "resamples": self.fusion.tune_resamples, "trace": trace}
+
+
+def _search(objective: Callable[[dict[str, float], int], float], sources: list[str],
+            start: dict[str, float]) -> tuple[dict[str, float], int, float, list[dict[str, Any]]]:
+    """The weights and depth maximising ``objective``: coordinate ascent over WEIGHT_GRID, one pass
+    per depth in DEPTH_GRID and a second at the best one, then every source alone (kept if it beats
+    every weighting). Returns them, their objective and the trace of what was tried."""
+
+    def ascend(weights: dict[str, float], depth: int) -> tuple[dict[str, float], float]:
+        score = objective(weights, depth)
+        for source in sources:
+            for value in WEIGHT_GRID:
+                trial = {**weights, source: value}
+                if trial == weights or not any(trial[s] > 0 for s in sources):
+                    continue
+                trial_score = objective(trial, depth)
+                if trial_score > score + 1e-9:
+                    score, weights = trial_score, trial
+        return weights, score
+
+    best, best_weights, best_depth, trace = -1.0, dict(start), max(DEPTH_GRID), []
+    for depth in DEPTH_GRID:
+        weights, score = ascend(dict(start), depth)
+        trace.append({"depth": depth, "weights": dict(weights), "objective": score})
+        if score > best + 1e-9:
+            best, best_weights, best_depth = score, weights, depth
+    best_weights, best = ascend(best_weights, best_depth)
+    trace.append({"depth": best_depth, "weights": dict(best_weights), "objective": best, "second_pass": True})
+    for source, depth in itertools.product(sources, DEPTH_GRID):
+        alone = {s: float(s == source) for s in sources}
+        score = objective(alone, depth)
+        trace.append({"depth": depth, "weights": alone, "objective": score, "single_source": source})
+        if score > best + 1e-9:
+            best, best_weights, best_depth = score, alone, depth
+    return best_weights, best_depth, best, trace
 
 
 class _FrozenTextSource:
