@@ -25,7 +25,7 @@ pooled over origins and seeds (each variant against the default, and each rerank
 fused order it reorders).
 
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
-    python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-09-03,2017-10-01 --seeds 0,1,2 --rerank
+    python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank \
         --hybrids default,bagged --rerankers timing,ensemble      # stable training, without the costly sequence source
 """
@@ -52,6 +52,13 @@ from ecomrec.metrics import paired_bootstrap
 
 logger = logging.getLogger("bench_sequence")
 KS = (10, 50, 100, 200)
+#: Each shop's fixed test window starts here (the Makefile's TEST_FROM, DUNNHUMBY_TEST_FROM): never scored here.
+TEST_FROM = {"online-retail": pd.Timestamp("2011-10-01"), "dunnhumby": pd.Timestamp("2017-10-29")}
+
+
+def window_end(origin: pd.Timestamp) -> pd.Timestamp:
+    """The last day scored for ``origin``: the month after it."""
+    return origin + pd.DateOffset(months=1) - pd.Timedelta(days=1)
 
 
 def configs(seed: int, hybrids: list[str], resamples: int) -> dict[str, HybridConfig]:
@@ -76,7 +83,7 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
     """Metrics of every variant at one origin and seed, and their per-user values (for pooling)."""
     from ecomrec.retrieval import HybridRetriever
 
-    split = make_split(data, origin, origin + pd.DateOffset(months=1) - pd.Timedelta(days=1))
+    split = make_split(data, origin, window_end(origin))
     start = time.perf_counter()
     sources = shared_sources(split.history, seed)
     out: dict[str, Any] = {"users": int(len(split.users)), "seconds": {"shared_sources": time.perf_counter() - start}}
@@ -162,6 +169,8 @@ def main() -> None:
 
         data, shop = online_retail(args.data), "online-retail"
     origins = [pd.Timestamp(o) for o in args.origins.split(",")]
+    if late := [str(o.date()) for o in origins if window_end(o) >= TEST_FROM[shop]]:
+        parser.error(f"origins {late}: their month reaches {shop}'s test window (from {TEST_FROM[shop].date()}); validation only")
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
                               "seeds": seeds, "rerank": args.rerank,
