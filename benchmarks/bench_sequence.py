@@ -13,10 +13,12 @@ variant (``--hybrids``) is a hybrid over them, its fusion tuned on its own valid
   resamples of the validation users (``FusionConfig.tune_resamples``).
 
 With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``) and
-each reranker variant of ``--rerankers``: ``timing`` (``RerankConfig.repeat_timing``) and
+each reranker variant of ``--rerankers``: ``timing`` (``RerankConfig.repeat_timing``),
 ``ensemble`` (``RerankConfig.models = --models``: LightGBM models with their own bagging seeds,
-margins averaged). The training examples are built once per hybrid (with the timing features,
-dropped for the others), the examples' bi-encoder shared by all.
+margins averaged) and ``cutoffs`` (``RerankConfig.cutoffs = --cutoffs``: the purchase model learns
+from every cutoff but the last instead of one). The training examples are built once per hybrid
+and number of cutoffs (with the timing features, dropped for the others), the examples'
+bi-encoder (fitted before the first cutoff) shared by the hybrids.
 
 Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
@@ -27,7 +29,7 @@ fused order it reorders).
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank \
-        --hybrids default,bagged --rerankers timing,ensemble      # stable training, without the costly sequence source
+        --hybrids default,bagged --rerankers timing,ensemble,cutoffs   # stable training, without the costly sequence source
 """
 
 from __future__ import annotations
@@ -120,23 +122,27 @@ def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.N
 
     timing = RerankConfig(seed=seed, repeat_timing=True)
     variants = {"": timing.replace(repeat_timing=False), "+timing": timing,
-                "+ensemble": timing.replace(repeat_timing=False, models=args.models)}
-    example_bi = example_bi_encoder(history, hybrids["hybrid:default"].config.bi_encoder, timing)
+                "+ensemble": timing.replace(repeat_timing=False, models=args.models),
+                "+cutoffs": timing.replace(repeat_timing=False, cutoffs=args.cutoffs)}
+    variants = {suffix: config for suffix, config in variants.items() if not suffix or suffix[1:] in args.rerankers}
+    bi_config = hybrids["hybrid:default"].config.bi_encoder
+    example_bis = {n: example_bi_encoder(history, bi_config, timing.replace(cutoffs=n)) for n in {c.cutoff_count for c in variants.values()}}
     out = {}
     for variant in args.hybrids:
         hybrid = hybrids[f"hybrid:{variant}"]
-        start = time.perf_counter()
-        examples = training_examples(history, hybrid, timing, bi=example_bi)
         names = feature_names(sorted(hybrid.quotas_), repeat_timing=True)
         drop = [names.index(n) for n in names if n not in feature_names(sorted(hybrid.quotas_))]
-        plain = [dataclasses.replace(e, features=np.delete(e.features, drop, axis=-1)) for e in examples]
-        seconds[f"examples:{variant}"] = time.perf_counter() - start
-        for suffix, config in variants.items():
-            if suffix and suffix[1:] not in args.rerankers:
-                continue
+        built = {}
+        for n, bi in example_bis.items():
             start = time.perf_counter()
+            examples = training_examples(history, hybrid, timing.replace(cutoffs=n), bi=bi)
+            built[n] = examples, [dataclasses.replace(e, features=np.delete(e.features, drop, axis=-1)) for e in examples]
+            seconds[f"examples:{variant}:{n}_cutoffs"] = time.perf_counter() - start
+        for suffix, config in variants.items():
+            start = time.perf_counter()
+            with_timing, plain = built[config.cutoff_count]
             reranker = PurchaseReranker(config)
-            out[f"rerank:{variant}{suffix}"] = RerankedRetriever(hybrid, reranker, examples=examples if config.repeat_timing else plain).fit(history)
+            out[f"rerank:{variant}{suffix}"] = RerankedRetriever(hybrid, reranker, examples=with_timing if config.repeat_timing else plain).fit(history)
             seconds[f"rerank:{variant}{suffix}"] = time.perf_counter() - start
     return out
 
@@ -149,9 +155,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
     parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence, bagged")
-    parser.add_argument("--rerankers", default="timing", help="reranker variants besides the default: timing, ensemble")
+    parser.add_argument("--rerankers", default="timing", help="reranker variants besides the default: timing, ensemble, cutoffs")
     parser.add_argument("--resamples", type=int, default=16, help="bootstrap resamples of the bagged fusion tuning")
     parser.add_argument("--models", type=int, default=5, help="LightGBM models of the ensemble reranker")
+    parser.add_argument("--cutoffs", type=int, default=4, help="training cutoffs of the cutoffs reranker (the default: 2)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     args.hybrids = ["default"] + [h for h in args.hybrids.split(",") if h != "default"]
@@ -174,7 +181,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
                               "seeds": seeds, "rerank": args.rerank,
-                              "hybrids": args.hybrids, "rerankers": args.rerankers, "resamples": args.resamples, "models": args.models,
+                              "hybrids": args.hybrids, "rerankers": args.rerankers, "resamples": args.resamples, "models": args.models, "cutoffs": args.cutoffs,
                               "runs": {}}
     output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
     per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}

@@ -370,9 +370,9 @@ class RerankConfig(ConfigBase):
         list only where it wins (``hybrid_rerank``). False: no BERT (``feature_rerank``).
     cutoffs, window_days
         Monthly training cutoffs before the end of the training data (0: as few as the model needs,
-        3 with text, 2 without) and the purchase window after each that labels candidates. The
-        purchase model learns from the second-to-last; the last validates and calibrates it; the
-        cross-encoder learns from the ones before.
+        3 with text, 2 without) and the purchase window after each that labels candidates. The last
+        validates and calibrates the purchase model, which learns from all the others (with text:
+        from the second-to-last, the cross-encoder from the ones before).
     min_window_users
         On a thin log the window doubles (up to a year) until the last one holds this many users
         who bought on both sides of its cutoff.

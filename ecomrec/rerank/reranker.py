@@ -103,9 +103,10 @@ CALIBRATIONS = ("one_fit", "per_list_kind")
 class PurchaseReranker:
     """Reorders candidates by calibrated P(purchase | user, item).
 
-    The purchase model (LightGBM ``lambdarank``) learns from the second-to-last training cutoff; the
+    The purchase model (LightGBM ``lambdarank``) learns from every training cutoff but the last; the
     last stops its training early, calibrates and judges it. With ``config.text`` a BERT cross-encoder
-    learns from the cutoffs before, and a second purchase model reads its score too. Per kind of list
+    learns from the cutoffs before the second-to-last, and the purchase models from that one only (a
+    second reads the cross-encoder's score too, which must not have seen its labels). Per kind of list
     (full, new-item) validation keeps the order that ranks best (:meth:`_validation_check`); where no
     kind keeps the text model, the cross-encoder is dropped.
     """
@@ -126,7 +127,8 @@ class PurchaseReranker:
         examples_seconds = time.perf_counter() - start
         self.sources_ = sorted(hybrid.quotas_)
         self.names_ = feature_names(self.sources_, cfg.repeat_timing)
-        fit_on, valid = examples[-2], examples[-1]
+        # with text the cutoffs before the second-to-last are the cross-encoder's; without, the purchase model's too
+        fit_on, valid = (examples[-2] if cfg.text else _concat(examples[:-1])), examples[-1]
         self.item_texts_ = [str(t) for t in data.item_texts]
         text: dict[int, np.ndarray] = {}
         if cfg.text:

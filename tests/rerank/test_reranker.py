@@ -369,3 +369,18 @@ def test_appended_purchases_reach_the_reranked_lists_without_training(fitted) ->
         assert not set(after.item_ids[row][after.item_ids[row] >= 0]) & set(bought[user].indices)
     assert ((after.sources["p_purchase"] > 0) & (after.sources["p_purchase"] < 1)).all()
     np.testing.assert_array_equal(reranked.candidates(users, 20, exclude="seen").item_ids, before.item_ids)
+
+
+def test_without_text_the_purchase_model_learns_from_every_cutoff_but_the_last(fitted, monkeypatch) -> None:
+    from ecomrec.rerank import training_examples
+    from ecomrec.rerank.purchase import PurchaseModel
+
+    split, hybrid, _ = fitted
+    config = RerankConfig(text=False, cutoffs=3, window_days=15, candidates=40, trees=20, min_child_samples=10)
+    examples = training_examples(split.history, hybrid, config)
+    rows = [int((e.candidates.item_ids >= 0).sum()) for e in examples]
+    seen = []
+    real_fit = PurchaseModel.fit
+    monkeypatch.setattr(PurchaseModel, "fit", lambda self, x, *rest: seen.append((len(x), len(rest[3]))) or real_fit(self, x, *rest))
+    PurchaseReranker(config).fit(split.history, hybrid, examples=examples)
+    assert seen == [(rows[0] + rows[1], rows[2])]  # learnt on the first two cutoffs, stopped early on the third
