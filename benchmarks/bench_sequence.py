@@ -16,7 +16,9 @@ With ``--rerank`` each hybrid also gets the default purchase reranker (``feature
 each reranker variant of ``--rerankers``: ``timing`` (``RerankConfig.repeat_timing``),
 ``ensemble`` (``RerankConfig.models = --models``: LightGBM models with their own bagging seeds,
 margins averaged) and ``cutoffs`` (``RerankConfig.cutoffs = --cutoffs``: the purchase model learns
-from every cutoff but the last instead of one). The training examples are built once per hybrid
+from every cutoff but the last instead of one); ``reseed`` trains the default reranker again on
+the same examples with two other LightGBM seeds (the spread the purchase model alone causes, not
+a candidate default). The training examples are built once per hybrid
 and number of cutoffs (with the timing features, dropped for the others), the examples'
 bi-encoder (fitted before the first cutoff) shared by the hybrids.
 
@@ -123,8 +125,11 @@ def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.N
     timing = RerankConfig(seed=seed, repeat_timing=True)
     variants = {"": timing.replace(repeat_timing=False), "+timing": timing,
                 "+ensemble": timing.replace(repeat_timing=False, models=args.models),
-                "+cutoffs": timing.replace(repeat_timing=False, cutoffs=args.cutoffs)}
-    variants = {suffix: config for suffix, config in variants.items() if not suffix or suffix[1:] in args.rerankers}
+                "+cutoffs": timing.replace(repeat_timing=False, cutoffs=args.cutoffs),
+                # the same examples, other LightGBM seeds: the spread the purchase model alone causes
+                "+reseed1": timing.replace(repeat_timing=False, seed=seed + 1), "+reseed2": timing.replace(repeat_timing=False, seed=seed + 2)}
+    wanted = {f"+{v}" for v in args.rerankers} | ({"+reseed1", "+reseed2"} if "reseed" in args.rerankers else set())
+    variants = {suffix: config for suffix, config in variants.items() if not suffix or suffix in wanted}
     bi_config = hybrids["hybrid:default"].config.bi_encoder
     example_bis = {n: example_bi_encoder(history, bi_config, timing.replace(cutoffs=n)) for n in {c.cutoff_count for c in variants.values()}}
     out = {}
@@ -139,6 +144,8 @@ def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.N
             built[n] = examples, [dataclasses.replace(e, features=np.delete(e.features, drop, axis=-1)) for e in examples]
             seconds[f"examples:{variant}:{n}_cutoffs"] = time.perf_counter() - start
         for suffix, config in variants.items():
+            if suffix.startswith("+reseed") and variant != "default":
+                continue
             start = time.perf_counter()
             with_timing, plain = built[config.cutoff_count]
             reranker = PurchaseReranker(config)
@@ -155,7 +162,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
     parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence, bagged")
-    parser.add_argument("--rerankers", default="timing", help="reranker variants besides the default: timing, ensemble, cutoffs")
+    parser.add_argument("--rerankers", default="timing", help="reranker variants besides the default: timing, ensemble, cutoffs, reseed")
     parser.add_argument("--resamples", type=int, default=16, help="bootstrap resamples of the bagged fusion tuning")
     parser.add_argument("--models", type=int, default=5, help="LightGBM models of the ensemble reranker")
     parser.add_argument("--cutoffs", type=int, default=4, help="training cutoffs of the cutoffs reranker (the default: 2)")
@@ -230,7 +237,8 @@ def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
     hybrids = [f"hybrid:{h}" for h in args.hybrids]
     pairs = [(h, "hybrid:default") for h in hybrids[1:]]
     if args.rerank:
-        rerankers = [f"rerank:{h}{r}" for h in args.hybrids for r in ["", *(f"+{v}" for v in args.rerankers)]]
+        suffixes = [f"+{v}" for v in args.rerankers if v != "reseed"]
+        rerankers = [f"rerank:{h}{r}" for h in args.hybrids for r in ["", *suffixes]]
         pairs += [(r, "rerank:default") for r in rerankers[1:]]
         pairs += [(r, "hybrid:" + r.split(":")[1].split("+")[0]) for r in rerankers]
     return pairs
