@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ecomrec {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_fit, _add_recommend, _add_search, _add_index, _add_bench, _add_demo):
+    for add in (_add_fit, _add_update, _add_recommend, _add_search, _add_index, _add_bench, _add_demo):
         add(commands)
     return parser
 
@@ -95,6 +95,16 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--config", help="EngineConfig TOML file (default: the tuned defaults)")
     fit.add_argument("--until", help="fit only on purchases before this day, YYYY-MM-DD (e.g. to evaluate later)")
     fit.add_argument("--output", required=True, help="engine folder to write, e.g. indexes/online-retail")
+
+
+def _add_update(commands: argparse._SubParsersAction) -> None:
+    update = _command(commands, "update", _update, "serve new purchases from a saved engine, training nothing",
+                      "Append new purchases to a saved engine (histories, popularity, ALS rows of the customers and items "
+                      "they touch, new customers and items) and save it as a new version; prints a JSON report. Rows it "
+                      "holds already are skipped, so running the same update twice changes nothing; rows dated before its "
+                      "last purchase that it lacks are an error (they need a refit).")
+    update.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit` (a new version is saved there)")
+    _add_data_arguments(update, "new Online Retail purchases: folder of per-day CSVs or one CSV")
 
 
 def _add_recommend(commands: argparse._SubParsersAction) -> None:
@@ -211,6 +221,17 @@ def _fit(args: argparse.Namespace) -> int:
     engine.save(args.output)
     print(f"fitted on {len(data):,} purchases ({data.n_users:,} users, {data.n_items:,} items) "
           f"in {engine.fit_seconds_:.0f} s; saved to {args.output}")
+    return EXIT_OK
+
+
+def _update(args: argparse.Namespace) -> int:
+    from ecomrec.engine import Engine
+
+    engine = Engine.load(args.engine)
+    report = engine.update(_load_data(args))
+    if report["snapshot"] == "updated":
+        engine.save(args.engine)
+    print(json.dumps(report, indent=2, default=float))
     return EXIT_OK
 
 

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from ecomrec.artifacts import manifest_config, open_artifact, write_artifact
 from ecomrec.config import EngineConfig
 from ecomrec.candidates import Candidates
+from ecomrec.data.append import append_purchases
 from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
@@ -105,7 +106,7 @@ class Engine:
         if cfg.search.enabled:
             with timed(stages, "search"):
                 search = TextSearch(cfg.search, show_progress=self.show_progress).fit(data)
-        self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search))
+        self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search, data))
         self.fit_seconds_ = time.perf_counter() - start
         self.fit_stages_ = {**model.fit_stages(), **stages}
         logger.info("engine fitted on %d interactions in %.1f s (%s)", len(data), self.fit_seconds_,
@@ -269,6 +270,50 @@ class Engine:
         report.update({"listed": len(catalog), "recommendable": int(changed.listed.sum()), "seconds": time.perf_counter() - start})
         return report
 
+    # ------------------------------------------------------------------ update
+    def update(self, interactions: Dataset | pd.DataFrame, catalog: pd.DataFrame | None = None) -> dict[str, Any]:
+        """Serve new purchases at once, training nothing, from one new checked snapshot.
+
+        ``interactions``: the new purchases, a :class:`Dataset` (from any loader: its catalog titles
+        new items) or a DataFrame with ``user_id``, ``item_id``, ``timestamp`` and optionally
+        ``quantity``. ``catalog``: optionally the catalog now (as :meth:`rebuild_index` takes it),
+        applied in the same snapshot. The rules (:mod:`ecomrec.data.append`): rows the engine has
+        already are skipped (an update is idempotent), rows repeated inside the update count once,
+        rows dated before the engine's last purchase that it does not hold are an error (late
+        purchases need a refit), new customers are added, unknown items need a title.
+
+        What changes: every customer's history (exclude-seen, repurchase, the text and sequence
+        sources' reading of it), popularity and new-arrival windows, the reranker's item and user
+        statistics; ALS factors of the customers with new purchases, solved from their whole
+        history, then of the items with new purchases (implicit's ``recalculate_user`` /
+        ``recalculate_item``). Fusion weights and every network stay as fitted.
+
+        Returns a report: ``rows``, ``repeated_in_update``, ``already_applied``, ``applied``,
+        ``new_users``, ``new_items``, ``touched_users``, ``log_end_before`` / ``log_end_after``,
+        ``snapshot`` (``updated`` or ``unchanged``), ``verified`` (the swap check), ``seconds``.
+        """
+        with self._write_lock:
+            snap = self.snapshot
+            if snap.log is None:
+                raise ArtifactError("this engine holds no purchase log (saved before engines kept it): refit it to update it")
+            start = time.perf_counter()
+            listing = None if catalog is None else Catalog.from_frame(catalog)
+            appended = append_purchases(snap.log, interactions, items=snap.items, item_texts=snap.item_texts, catalog=listing)
+            report: dict[str, Any] = {**appended.report, "snapshot": "unchanged"}
+            if appended.report["applied"] or listing is not None:
+                data = appended.data
+                search = None if snap.search is None else snap.search.with_interactions(data)
+                listed = np.concatenate([snap.listed, np.ones(len(appended.new_items), dtype=bool)])
+                updated = Snapshot.of(snap.model.with_interactions(data), listed, [str(t) for t in data.item_texts], search, data)
+                changed = set() if listing is None else updated.changed_titles(listing)
+                if listing is not None:
+                    updated = updated.with_catalog(listing)
+                report.update(snapshot="updated", verified=self._publish(updated, changed))
+        report["seconds"] = time.perf_counter() - start
+        logger.info("update: %d purchases applied (%d already applied), %d new customers, %d new items in %.1f s",
+                    report["applied"], report["already_applied"], report["new_users"], report["new_items"], report["seconds"])
+        return report
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the fitted engine, every weight it needs included, to the folder ``path`` (atomically).
@@ -285,6 +330,8 @@ class Engine:
             (folder / "item_texts.json").write_text(json.dumps(list(snap.item_texts)), encoding="utf-8")
             if snap.search is not None:
                 snap.search.save(folder / "search")
+            if snap.log is not None:
+                snap.log.save(folder / "log")
 
         return write_artifact(path, "Engine", self.config.to_dict(), facts, write)
 
@@ -314,8 +361,9 @@ class Engine:
             search = None
             if (folder / "search").is_dir():
                 search = TextSearch.load(folder / "search", engine.config.search)
+            log = Dataset.load(folder / "log") if (folder / "log").is_dir() else None
         try:
-            engine._publish(Snapshot.of(model, listed, item_texts, search))
+            engine._publish(Snapshot.of(model, listed, item_texts, search, log))
         except ArtifactError as error:
             raise ArtifactError(f"{path}: {error}") from None
         return engine
@@ -330,14 +378,15 @@ class Snapshot:
     listed: np.ndarray  # bool [n_items], read-only: items the shop lists now
     item_texts: tuple[str, ...]  # title per dense item index
     search: TextSearch | None = None  # the catalog search, None if not built
+    log: Dataset | None = None  # the purchases the models know (what ``update`` appends to); None: saved without it
 
     @classmethod
     def of(cls, model: HybridRetriever | RerankedRetriever, listed: np.ndarray, item_texts: Sequence[str],
-           search: TextSearch | None = None) -> Snapshot:
+           search: TextSearch | None = None, log: Dataset | None = None) -> Snapshot:
         listed = np.array(listed, dtype=bool)
         listed.setflags(write=False)
         hybrid = model.hybrid if isinstance(model, RerankedRetriever) else model
-        return cls(model, hybrid, listed, tuple(item_texts), search)
+        return cls(model, hybrid, listed, tuple(item_texts), search, log)
 
     def catalog(self) -> Catalog:
         """What this snapshot lists now: search's items when it has a search (it holds the items
@@ -361,7 +410,7 @@ class Snapshot:
         for position, text in zip(known, catalog.texts):
             if position >= 0:
                 item_texts[position] = text
-        return Snapshot.of(model, listed, item_texts, search)
+        return Snapshot.of(model, listed, item_texts, search, self.log)
 
     def catalog_change(self) -> dict[str, Any]:
         """What the catalog change that made this snapshot did: per source, and in search."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ from ecomrec.config import WEIGHTINGS
 from ecomrec.data.cleaning import CleaningReport
 from ecomrec.data.idmap import IdMap
 from ecomrec.data.text import history_text
+from ecomrec.exceptions import ArtifactError
 
 INTERACTION_COLUMNS = ("user", "item", "timestamp", "quantity")
 CATALOG_COLUMNS = ("item_id", "text", "price", "category", "first_seen")
@@ -298,3 +301,28 @@ class Dataset:
         for column in INTERACTION_COLUMNS:
             digest.update(np.ascontiguousarray(self.interactions[column].to_numpy()).view(np.uint8))
         return digest.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> None:
+        """Write the log, its catalog and id maps to the new folder ``folder`` (Parquet and JSON, no pickle)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True)
+        self.interactions.to_parquet(folder / "interactions.parquet", index=False)
+        catalog = self.catalog.assign(category=self.catalog["category"].fillna("").astype(str))
+        catalog.to_parquet(folder / "catalog.parquet", index=False)
+        self.users.save(folder / "users.json")
+        self.items.save(folder / "items.json")
+        (folder / "dataset.json").write_text(json.dumps({"name": self.name, "catalog_from_log": self.catalog_from_log}), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Dataset:
+        """Read a log written by :meth:`save` (ArtifactError when a file is missing or unreadable)."""
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+            interactions = pd.read_parquet(folder / "interactions.parquet")
+            catalog = pd.read_parquet(folder / "catalog.parquet")
+            return cls(interactions, catalog, IdMap.load(folder / "users.json"), IdMap.load(folder / "items.json"),
+                       name=meta["name"], catalog_from_log=meta["catalog_from_log"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"cannot read the purchase log in {folder}: {exc}") from exc
