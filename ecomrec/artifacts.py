@@ -78,8 +78,9 @@ def file_sha256(path: Path) -> str:
 
 # ---------------------------------------------------------------------- writing
 def write_artifact(path: str | Path, kind: str, config: dict[str, Any], facts: dict[str, Any],
-                   write_files: Callable[[Path], None]) -> Path:
-    """Write a new version with ``write_files(folder)`` plus a manifest, then point ``path`` at it.
+                   write_files: Callable[[Path], None], *, keep: int = KEEP_VERSIONS) -> Path:
+    """Write a new version with ``write_files(folder)`` plus a manifest, then point ``path`` at it;
+    ``keep``: versions kept, the new one included (older ones a reader holds are kept too).
 
     Returns ``path``. Called while another artifact is being written (a component saving itself
     into its parent's folder), it writes a plain subfolder that the parent's manifest covers.
@@ -118,7 +119,7 @@ def write_artifact(path: str | Path, kind: str, config: dict[str, Any], facts: d
             _point_link(target, version)
             with open(versions / _SWAPS, "a", encoding="utf-8") as log:
                 log.write(version.name + "\n")
-            _prune(versions, current=version)
+            _prune(versions, current=version, keep=keep)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -197,14 +198,14 @@ def _swap_order(versions: Path) -> list[str]:
     return sorted(latest, key=latest.__getitem__)
 
 
-def _prune(versions: Path, current: Path) -> None:
-    """Drop versions beyond the current one and the newest before it (by swap order), skipping
-    leased ones, and the temporary folders of dead or stale writers. Holds the writer lock."""
+def _prune(versions: Path, current: Path, keep: int = KEEP_VERSIONS) -> None:
+    """Drop versions beyond the newest ``keep`` (by swap order; the current one always kept),
+    skipping leased ones, and the temporary folders of dead or stale writers. Holds the writer lock."""
     order = {name: i for i, name in enumerate(_swap_order(versions))}
     done = [p for p in versions.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()]
     done.sort(key=lambda p: order.get(p.name, -1), reverse=True)  # never swapped: oldest
-    kept = [p.name for p in done[:KEEP_VERSIONS]]
-    for old in done[KEEP_VERSIONS:]:
+    kept = [p.name for p in done[:keep]]
+    for old in done[keep:]:
         if old != current and not _remove_unless_leased(old):
             kept.append(old.name)
     (versions / _SWAPS).write_text("".join(f"{n}\n" for n in sorted(kept, key=lambda n: order.get(n, -1))), encoding="utf-8")
@@ -212,6 +213,14 @@ def _prune(versions: Path, current: Path) -> None:
     for tmp in versions.glob(".tmp-*"):
         if not _writer_alive(tmp) or now - tmp.stat().st_mtime > STALE_SECONDS:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def older_versions(path: str | Path) -> list[str]:
+    """The versions of the artifact at ``path`` other than the one it points to."""
+    target = Path(path)
+    versions = _versions_dir(target)
+    current = target.resolve().name
+    return sorted(p.name for p in versions.iterdir() if not p.name.startswith(".") and p.name != current) if versions.is_dir() else []
 
 
 def _remove_unless_leased(version: Path) -> bool:

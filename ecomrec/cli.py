@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ecomrec {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_fit, _add_update, _add_recommend, _add_search, _add_index, _add_bench, _add_demo):
+    for add in (_add_fit, _add_update, _add_forget, _add_recommend, _add_search, _add_index, _add_bench, _add_demo):
         add(commands)
     return parser
 
@@ -105,6 +105,17 @@ def _add_update(commands: argparse._SubParsersAction) -> None:
                       "last purchase that it lacks are an error (they need a refit).")
     update.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit` (a new version is saved there)")
     _add_data_arguments(update, "new Online Retail purchases: folder of per-day CSVs or one CSV")
+
+
+def _add_forget(commands: argparse._SubParsersAction) -> None:
+    forget = _command(commands, "forget", _forget, "forget customers: their purchases, ids and per-customer state",
+                      "Remove customers from a saved engine (their purchases, ids, histories, ALS rows, vectors) and save it "
+                      "as its only version (older ones may hold them); prints a JSON report. Networks trained on their "
+                      "purchases keep an aggregate influence until the next fit.")
+    forget.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit`")
+    who = forget.add_mutually_exclusive_group(required=True)
+    who.add_argument("--users", help="comma-separated customer ids")
+    who.add_argument("--users-file", help="a text file of customer ids, one per line")
 
 
 def _add_recommend(commands: argparse._SubParsersAction) -> None:
@@ -231,6 +242,20 @@ def _update(args: argparse.Namespace) -> int:
     report = engine.update(_load_data(args))
     if report["snapshot"] == "updated":
         engine.save(args.engine)
+    print(json.dumps(report, indent=2, default=float))
+    return EXIT_OK
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from ecomrec.artifacts import older_versions
+    from ecomrec.engine import Engine
+
+    users = _split(args.users) if args.users else [u.strip() for u in Path(args.users_file).read_text().splitlines() if u.strip()]
+    engine = Engine.load(args.engine)
+    report = engine.forget(users)
+    if report["forgotten"]:
+        engine.save(args.engine)
+    report["older_versions_left"] = older_versions(args.engine)  # ones a reader held open: run forget again later
     print(json.dumps(report, indent=2, default=float))
     return EXIT_OK
 

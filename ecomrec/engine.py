@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ecomrec.artifacts import manifest_config, open_artifact, write_artifact
+from ecomrec.artifacts import KEEP_VERSIONS, manifest_config, open_artifact, write_artifact
 from ecomrec.config import EngineConfig
 from ecomrec.candidates import Candidates
-from ecomrec.data.append import append_purchases
+from ecomrec.data.changes import append_purchases, forget_customers
 from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
@@ -66,7 +66,8 @@ class Engine:
         self.config = config or EngineConfig()
         self.show_progress = show_progress
         self._snapshot: Snapshot | None = None
-        self._write_lock = threading.Lock()  # writers (fit, rebuild_index) one at a time; reads take none
+        self._write_lock = threading.Lock()  # writers (fit, update, forget, rebuild_index) one at a time; reads take none
+        self._forgot_since_save = False  # the next save prunes older versions
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Dataset, *, sources: dict[str, Retriever] | None = None) -> Engine:
@@ -277,7 +278,7 @@ class Engine:
         ``interactions``: the new purchases, a :class:`Dataset` (from any loader: its catalog titles
         new items) or a DataFrame with ``user_id``, ``item_id``, ``timestamp`` and optionally
         ``quantity``. ``catalog``: optionally the catalog now (as :meth:`rebuild_index` takes it),
-        applied in the same snapshot. The rules (:mod:`ecomrec.data.append`): rows the engine has
+        applied in the same snapshot. The rules (:mod:`ecomrec.data.changes`): rows the engine has
         already are skipped (an update is idempotent), rows repeated inside the update count once,
         rows dated before the engine's last purchase that it does not hold are an error (late
         purchases need a refit), new customers are added, unknown items need a title.
@@ -314,15 +315,48 @@ class Engine:
                     report["applied"], report["already_applied"], report["new_users"], report["new_items"], report["seconds"])
         return report
 
+    # ------------------------------------------------------------------ forget
+    def forget(self, user_ids: Sequence[object]) -> dict[str, Any]:
+        """Forget customers: their purchases leave the log, their ids the id maps (each becomes an
+        unreachable placeholder, so other customers keep their indices), and every per-customer
+        state is rebuilt without them (histories and history texts, ALS factors, sequence
+        vectors, repurchase counts), in one new snapshot; they are served as unknown customers
+        from then on. The next :meth:`save` keeps no older version (an older one may hold them,
+        unless a reader still holds it open). Networks trained on their purchases keep an
+        aggregate influence until the next :meth:`fit`; the saved manifest records how many
+        customers were forgotten since it (``facts.forgotten_since_fit``).
+
+        Returns ``requested``, ``forgotten``, ``rows_removed``, ``not_found`` (up to 20 ids the
+        engine does not know: nothing to do for them), ``forgotten_since_fit``, ``seconds``.
+        """
+        ids = _as_list(user_ids, "user_ids")
+        with self._write_lock:
+            snap = self.snapshot
+            if snap.log is None:
+                raise ArtifactError("this engine holds no purchase log (saved before engines kept it): refit it to forget customers")
+            start = time.perf_counter()
+            data, report = forget_customers(snap.log, ids)
+            if report["forgotten"]:
+                search = None if snap.search is None else snap.search.with_interactions(data)
+                self._publish(Snapshot.of(snap.model.with_interactions(data), snap.listed, snap.item_texts, search, data))
+                self._forgot_since_save = True
+        report.update(forgotten_since_fit=len(self.snapshot.log.users.forgotten()), seconds=time.perf_counter() - start)
+        logger.info("forget: %d of %d customers forgotten, %d purchases removed", report["forgotten"], report["requested"],
+                    report["rows_removed"])
+        return report
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the fitted engine, every weight it needs included, to the folder ``path`` (atomically).
+        After :meth:`forget` the save keeps no older version at ``path``.
 
         ``path`` must be new, an empty folder, or an engine saved before: anything else is an
         :class:`ArtifactError` and stays untouched.
         """
         snap = self.snapshot
-        facts = {"model": type(snap.model).__name__, "users": len(snap.users), "items": len(snap.items)}
+        forgotten = 0 if snap.log is None else len(snap.log.users.forgotten())
+        facts = {"model": type(snap.model).__name__, "users": len(snap.users), "items": len(snap.items),
+                 "forgotten_since_fit": forgotten}
 
         def write(folder: Path) -> None:
             snap.model.save(folder / "model")
@@ -333,7 +367,10 @@ class Engine:
             if snap.log is not None:
                 snap.log.save(folder / "log")
 
-        return write_artifact(path, "Engine", self.config.to_dict(), facts, write)
+        # after forget, older versions (which may hold the forgotten customers) go
+        target = write_artifact(path, "Engine", self.config.to_dict(), facts, write, keep=1 if self._forgot_since_save else KEEP_VERSIONS)
+        self._forgot_since_save = False
+        return target
 
     @classmethod
     def load(cls, path: str | Path) -> Engine:

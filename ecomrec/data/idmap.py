@@ -15,6 +15,10 @@ from ecomrec.exceptions import ArtifactError, EcomrecWarning, UnknownIdError
 ON_UNKNOWN = ("raise", "warn", "drop")
 
 
+#: What a forgotten customer's id becomes (plus its dense index): a NUL no external id starts with.
+FORGOTTEN = "\x00forgotten:"
+
+
 class IdMap:
     """A fixed vocabulary of external ids; the dense index of an id is its position.
 
@@ -105,6 +109,26 @@ class IdMap:
             raise IndexError(f"dense index out of range for {self!r}: {int(idx.max())}")
         out[valid] = self._ids[idx[valid]]
         return out
+
+    def forgetting(self, external_ids: Iterable[object]) -> IdMap:
+        """This map with ``external_ids`` replaced by :data:`FORGOTTEN` plus their position: no
+        lookup finds them any more, and every other id keeps its dense index."""
+        ids = self._ids.copy()
+        for position in self.positions(external_ids):
+            if position >= 0:
+                ids[position] = f"{FORGOTTEN}{position}"
+        return IdMap(ids)
+
+    def forgotten(self) -> np.ndarray:
+        """Dense indices whose ids were forgotten (:meth:`forgetting`)."""
+        return np.flatnonzero([i.startswith(FORGOTTEN) for i in self._ids.tolist()])
+
+    def extends(self, fitted: IdMap) -> bool:
+        """Whether this map is ``fitted`` with ids appended, some of its ids perhaps forgotten."""
+        if len(self) < len(fitted):
+            return False
+        head = self._ids[: len(fitted)]
+        return np.array_equal(head, fitted.ids) or all(a == b or a.startswith(FORGOTTEN) for a, b in zip(head.tolist(), fitted.ids.tolist()))
 
     def save(self, path: str | Path) -> None:
         """Write the ids as a JSON list (no pickle)."""

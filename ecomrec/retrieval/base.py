@@ -120,11 +120,11 @@ class Retriever(abc.ABC):
         return type(self)(self.config, show_progress=self.show_progress).fit(data)
 
     def _check_extends(self, data: Dataset) -> None:
-        """ValueError unless ``data``'s id maps extend the fitted ones."""
+        """ValueError unless ``data``'s id maps extend the fitted ones (ids forgotten since allowed)."""
         self._check_fitted()
         assert self.users_ is not None and self.items_ is not None
         for what, fitted, given in (("user", self.users_, data.users), ("item", self.items_, data.items)):
-            if len(given) < len(fitted) or not np.array_equal(given.ids[: len(fitted)], fitted.ids):
+            if not given.extends(fitted):
                 raise ValueError(f"the appended log's {what} ids must extend the fitted ones (old ids first, in their order)")
 
     def describe(self) -> dict[str, Any]:

@@ -115,3 +115,13 @@ def test_idmap_load_rejects_garbage(tmp_path: Path) -> None:
     (tmp_path / "cut.json").write_text('["a", "b"')
     with pytest.raises(ArtifactError):
         IdMap.load(tmp_path / "cut.json")
+
+
+def test_forgetting_ids_keeps_every_other_index() -> None:
+    users = IdMap(["a", "b", "c"])
+    forgotten = users.forgetting(["b", "zz"])
+    assert forgotten.positions(["a", "b", "c"]).tolist() == [0, -1, 2]  # b is unreachable, the others stay
+    assert forgotten.forgotten().tolist() == [1] and users.forgotten().tolist() == []
+    grown = IdMap([*forgotten.ids, "b"])  # b comes back as a new customer
+    assert grown.extends(users) and grown.extends(forgotten) and grown.positions(["b"]).tolist() == [3]
+    assert not IdMap(["a", "x", "c"]).extends(users) and not IdMap(["a"]).extends(users)

@@ -1,5 +1,6 @@
-"""New purchases appended to a fitted engine's log (:meth:`~ecomrec.engine.Engine.update`), by
-rules that make an update safe to repeat and lose nothing:
+"""Changes to a fitted engine's purchase log: customers forgotten (:func:`forget_customers`, for
+:meth:`~ecomrec.engine.Engine.forget`) and new purchases appended
+(:meth:`~ecomrec.engine.Engine.update`), by rules that make an update safe to repeat and lose nothing:
 
 * an update carries ``user_id``, ``item_id``, ``timestamp`` and optionally ``quantity`` (default 1);
   any other column, a blank id, an unreadable time or a quantity <= 0 is an error;
@@ -130,3 +131,17 @@ def _extended_maps(log: Dataset, rows: pd.DataFrame, items: IdMap, item_texts: S
     fresh = frame["item_id"].isin(new_items)
     frame.loc[fresh, "first_seen"] = first_sale.reindex(frame.loc[fresh, "item_id"]).to_numpy()
     return users, items_after, frame
+
+
+def forget_customers(log: Dataset, user_ids: Sequence[object]) -> tuple[Dataset, dict[str, Any]]:
+    """``log`` without the purchases of ``user_ids``, their ids forgotten in the user map
+    (:meth:`IdMap.forgetting`: dense indices stay, so nothing else moves). Ids the log does not
+    know are reported, not an error: a deletion request for a customer never seen is done."""
+    requested = list(dict.fromkeys(str(u) for u in user_ids))
+    positions = log.users.positions(requested)
+    gone = positions[positions >= 0]
+    rows = log.interactions["user"].isin(gone).to_numpy()
+    data = Dataset(log.interactions[~rows], log.catalog, log.users.forgetting(requested), log.items, log.report, log.name,
+                   catalog_from_log=log.catalog_from_log)
+    return data, {"requested": len(requested), "forgotten": int(len(gone)), "rows_removed": int(rows.sum()),
+                  "not_found": [u for u, p in zip(requested, positions) if p < 0][:20]}
