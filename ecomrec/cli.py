@@ -1,7 +1,8 @@
 """The ``ecomrec`` command.
 
 Exit codes: 0 ok; 1 unexpected failure; 2 bad usage or bad input data; 3 a missing, corrupt or
-mismatched artifact (engine or index folder); 4 an unknown user or item id.
+mismatched artifact (engine or index folder); 4 an unknown user or item id; 5 ``monitor``: refit
+advised (its own code, so a scheduler can tell it from a broken engine).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ecomrec.scale import BACKENDS
 
 logger = logging.getLogger("ecomrec")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ARTIFACT, EXIT_UNKNOWN_ID = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ARTIFACT, EXIT_UNKNOWN_ID, EXIT_REFIT_ADVISED = 0, 1, 2, 3, 4, 5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,11 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecomrec", description="E-commerce recommendation and search: hybrid retrieval (ALS + fine-tuned bi-encoder, "
         "FAISS) and a purchase-probability reranker.",
-        epilog="Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or input data, 3 missing/corrupt artifact, 4 unknown id.")
+        epilog="Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or input data, 3 missing/corrupt artifact, 4 unknown id, "
+        "5 monitor: refit advised.")
     parser.add_argument("--version", action="version", version=f"ecomrec {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_fit, _add_update, _add_forget, _add_recommend, _add_search, _add_index, _add_bench, _add_demo):
+    for add in (_add_fit, _add_update, _add_monitor, _add_forget, _add_recommend, _add_search, _add_index, _add_bench, _add_demo):
         add(commands)
     return parser
 
@@ -105,6 +107,19 @@ def _add_update(commands: argparse._SubParsersAction) -> None:
                       "last purchase that it lacks are an error (they need a refit).")
     update.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit` (a new version is saved there)")
     _add_data_arguments(update, "new Online Retail purchases: folder of per-day CSVs or one CSV")
+
+
+def _add_monitor(commands: argparse._SubParsersAction) -> None:
+    monitor = _command(commands, "monitor", _monitor, "judge a saved engine on recent purchases it has not seen",
+                       "Replay recent purchases (after the engine's last one) against what the engine recommends: ndcg@10, "
+                       "recall, calibration (ECE, Brier), coverage, unknown customers and items, item-share drift (PSI), "
+                       "beside its own validation figures; writes a JSON report and optionally a plot. Exit code 0: ok; "
+                       "5: refit advised.")
+    monitor.add_argument("--engine", required=True, help="engine folder written by `ecomrec fit`")
+    _add_data_arguments(monitor, "recent Online Retail purchases: folder of per-day CSVs or one CSV")
+    monitor.add_argument("--output", required=True, help="the JSON report to write")
+    monitor.add_argument("--plot", help="also write this PNG (reliability diagram, item-share drift)")
+    monitor.add_argument("-k", type=int, default=10, help="recommendations judged per customer (default 10)")
 
 
 def _add_forget(commands: argparse._SubParsersAction) -> None:
@@ -244,6 +259,18 @@ def _update(args: argparse.Namespace) -> int:
         engine.save(args.engine)
     print(json.dumps(report, indent=2, default=float))
     return EXIT_OK
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from ecomrec.engine import Engine
+
+    report = Engine.load(args.engine).monitor(_load_data(args), k=args.k, plot=args.plot)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
+    print(f"{report['verdict']}{': ' + ', '.join(report['reasons']) if report['reasons'] else ''} "
+          f"(ndcg@10 {report.get('ndcg@10', float('nan')):.4f}, validation {report['validation'].get('ndcg@10', float('nan')):.4f}; "
+          f"PSI {report['drift'].get('psi', float('nan')):.3f}); report in {args.output}")
+    return EXIT_REFIT_ADVISED if report["reasons"] else EXIT_OK
 
 
 def _forget(args: argparse.Namespace) -> int:

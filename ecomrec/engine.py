@@ -315,6 +315,20 @@ class Engine:
                     report["applied"], report["already_applied"], report["new_users"], report["new_items"], report["seconds"])
         return report
 
+    # ------------------------------------------------------------------ monitor
+    def monitor(self, interactions: Dataset | pd.DataFrame, *, k: int = 10, plot: str | Path | None = None) -> dict[str, Any]:
+        """Judge the served engine on a window of realised purchases it has not seen (after its
+        last purchase; as :meth:`update` takes them, ideally as long as ``rerank.window_days``, the
+        horizon its probabilities are for): ndcg@10 and recall@``k`` of what it recommends to each
+        customer who bought, ECE and Brier score of its top-``k`` probabilities, catalog coverage,
+        the share of purchases by customers and of items it does not know, the drift of item
+        purchase shares (PSI), its own validation figures beside them, and a verdict (``ok`` or
+        ``refit advised``, with ``reasons``) by the thresholds in :mod:`ecomrec.monitor`.
+        ``plot``: also write a PNG (reliability diagram, items that drifted most)."""
+        from ecomrec.monitor import monitor
+
+        return monitor(self, interactions, k=k, plot=plot)
+
     # ------------------------------------------------------------------ forget
     def forget(self, user_ids: Sequence[object]) -> dict[str, Any]:
         """Forget customers: their purchases leave the log, their ids the id maps (each becomes an
