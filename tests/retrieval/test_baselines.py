@@ -90,6 +90,37 @@ def test_als_fold_in_is_implicits_exact_user_step() -> None:
     np.testing.assert_allclose(model.fold_in(history), expected, rtol=1e-3, atol=1e-4)
 
 
+def assert_same_factors(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Row by row the same direction and length, to conjugate gradient's precision."""
+    cosine = (actual * expected).sum(axis=1) / (np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cosine.min() > 0.9999
+    np.testing.assert_allclose(np.linalg.norm(actual, axis=1), np.linalg.norm(expected, axis=1), rtol=1e-3)
+
+
+def test_als_update_solves_the_exact_half_steps() -> None:
+    """with_interactions's conjugate-gradient half-steps give what implicit's exact (Cholesky)
+    recalculate_user / recalculate_item give: users from their whole history, then items."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    data = synthetic(n_users=120, n_items=40, seed=6, days=90)
+    before = data.between(None, "2024-03-15")
+    model = ALSRetriever(factors=16, iterations=10, regularization=0.5, alpha=4.0, show_progress=False).fit(before)
+    updated = model.with_interactions(data)
+    weighted = data.user_items(model.config.weighting)
+    changed = (weighted != before.user_items(model.config.weighting)).tocoo()
+    users, items = np.unique(changed.row), np.unique(changed.col)
+    assert len(users) > 50 and len(items) > 20
+    reference = AlternatingLeastSquares(factors=16, regularization=0.5, alpha=4.0)
+    reference.user_factors, reference.item_factors = model.user_factors_.copy(), model.item_factors_.copy()
+    expected_users = reference.recalculate_user(users, weighted[users])
+    assert_same_factors(updated.user_factors_[users], expected_users)
+    reference.user_factors = updated.user_factors_.copy()
+    expected_items = reference.recalculate_item(items, weighted.T.tocsr()[items])
+    assert_same_factors(updated.item_factors_[items], expected_items)
+    untouched = np.setdiff1d(np.arange(data.n_users), users)
+    np.testing.assert_array_equal(updated.user_factors_[untouched], model.user_factors_[untouched])
+
+
 def test_top_k_ties_break_by_lower_index_regardless_of_batch() -> None:
     scores = np.array([[1.0, 3.0, 3.0, 0.0, 3.0], [5.0, 5.0, 5.0, 5.0, 5.0]], dtype=np.float32)
     result = top_k(scores, 2)
