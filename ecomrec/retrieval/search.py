@@ -8,6 +8,7 @@ lists are fused by a convex combination of scores (:meth:`TextSearch.search`).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import Counter
@@ -269,6 +270,10 @@ class TextSearch:
         adds are listed, titled from its catalog."""
         dense = self._check_fitted().with_interactions(data)
         added = len(dense.item_texts_) - len(self.listed_)
+        if not added:  # the same titles: the lexical index (seconds on a large catalog) is kept
+            out = copy.copy(self)
+            out.dense_, out.catalog_change_ = dense, {}
+            return out
         categories = list(self.categories_) + [_category_key(c) for c in data.catalog["category"].fillna("").astype(str)[len(self.listed_):]]
         return self._with(dense, np.r_[self.listed_, np.ones(added, bool)], categories)
 

@@ -1,0 +1,156 @@
+"""How should a shop keep its engine fresh? Four weeks after a fit, week by week: (a) the stale
+engine, (b) the engine with a daily ``Engine.update`` (nothing trained), (d) a full refit at the
+start of each week. Issue 30's schedule; its warm refit (c) is not built yet.
+
+Each week is scored on the customers who bought in it and before it: ndcg@10 of full lists
+(``all``: what they bought that week) and of lists without what they bought before the week
+(``new``: their new items), with paired-bootstrap intervals of (b) - (a) and (d) - (a), pooled
+over weeks and origins, and the seconds each step took (daily updates as p50/p95/p99). Origins
+must lie before the shop's fixed test window (validation periods only).
+
+    python benchmarks/bench_schedule.py --data ../shared/data/online-retail --origins 2011-07-01,2011-08-01 --config quick
+    python benchmarks/bench_schedule.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-01,2017-09-01 --config quick
+
+``--config quick``: the engine without networks (own purchases, ALS, item-kNN, popularity; no
+reranker or search), minutes per origin; ``default``: ``EngineConfig()``, one full fit per week.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ecomrec.config import EngineConfig, FusionConfig, HybridConfig, SearchConfig
+from ecomrec.engine import Engine
+from ecomrec.evaluation.report import environment
+from ecomrec.metrics import paired_bootstrap, ranking_metrics
+
+logger = logging.getLogger("bench_schedule")
+CONFIGS = {
+    "quick": EngineConfig(hybrid=HybridConfig(fusion=FusionConfig(quotas={"own": 100, "als": 100, "itemknn": 100, "popularity": 100},
+                                                                   tune=False)),
+                          use_reranker=False, search=SearchConfig(enabled=False)),
+    "default": EngineConfig(),
+}
+#: Each shop's fixed test window starts here: no week may reach it.
+TEST_FROM = {"online-retail": pd.Timestamp("2011-10-01"), "dunnhumby": pd.Timestamp("2017-10-29")}
+SCHEDULES = ("stale", "daily_update", "weekly_refit")
+
+
+def purchases(data: Any, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The purchases of [start, end) as an update's rows (external ids)."""
+    frame = data.between(start, end).interactions
+    return pd.DataFrame({"user_id": data.users.ids_of(frame["user"]), "item_id": data.items.ids_of(frame["item"]),
+                         "timestamp": frame["timestamp"].to_numpy(), "quantity": frame["quantity"].to_numpy()})
+
+
+def week_targets(data: Any, start: pd.Timestamp, end: pd.Timestamp) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+    """Customers who bought before ``start`` and in [start, end), their week's items, and those new to them."""
+    before = data.between(None, start).user_items("binary")
+    week = data.between(start, end).user_items("binary")
+    users = np.flatnonzero((before.getnnz(axis=1) > 0) & (week.getnnz(axis=1) > 0))
+    new = (week - week.multiply(before)).tocsr()
+    new.eliminate_zeros()
+    return users, week[users].tocsr(), new[users].tocsr()
+
+
+def score(engine: Engine, data: Any, users: np.ndarray, targets: sp.csr_matrix, new: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """Per-user ndcg@10 of the engine's full lists and of its lists without what it knows they bought."""
+    ids = data.users.ids_of(users).tolist()
+    out = {}
+    for target, matrix, exclude in (("all", targets, None), ("new", new, "seen")):
+        rows = np.flatnonzero(matrix.getnnz(axis=1) > 0)
+        found = engine.recommend([ids[r] for r in rows], k=10, exclude=exclude).candidates
+        out[target] = ranking_metrics(found.item_ids, matrix[rows], (10,), data.n_items, per_user=True)[1]["ndcg@10"]
+    return out
+
+
+def run_origin(data: Any, origin: pd.Timestamp, weeks: int, config: EngineConfig) -> dict[str, Any]:
+    """Every schedule's per-user ndcg@10 each week, and the seconds each step took."""
+    start = time.perf_counter()
+    stale = Engine(config, show_progress=False).fit(data.between(None, origin))
+    fit_seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as folder:  # the same fitted engine, updated from here on
+        updated = Engine.load(stale.save(Path(folder) / "engine"))
+    out: dict[str, Any] = {"fit_seconds": fit_seconds, "update_seconds": [], "refit_seconds": [], "weeks": []}
+    for week in range(weeks):
+        week_start, week_end = origin + pd.Timedelta(days=7 * week), origin + pd.Timedelta(days=7 * (week + 1))
+        refit = stale
+        if week:
+            for day in pd.date_range(week_start - pd.Timedelta(days=7), week_start - pd.Timedelta(days=1)):
+                out["update_seconds"].append(updated.update(purchases(data, day, day + pd.Timedelta(days=1)))["seconds"])
+            start = time.perf_counter()
+            refit = Engine(config, show_progress=False).fit(data.between(None, week_start))
+            out["refit_seconds"].append(time.perf_counter() - start)
+        users, targets, new = week_targets(data, week_start, week_end)
+        scores = {name: score(engine, data, users, targets, new) for name, engine in
+                  (("stale", stale), ("daily_update", updated), ("weekly_refit", refit))}
+        out["weeks"].append({"start": str(week_start.date()), "users": int(len(users)), "scores": scores})
+        logger.info("%s week %d: %s", origin.date(), week, {n: {t: float(v.mean()) for t, v in s.items()} for n, s in scores.items()})
+    return out
+
+
+def summary(runs: dict[str, Any], weeks: int) -> dict[str, Any]:
+    """Per week (pooled over origins) and over all weeks: each schedule's mean ndcg@10, and the
+    daily update and the weekly refit against the stale engine with paired intervals."""
+    out: dict[str, Any] = {}
+    for label, chosen in [*((f"week {w + 1}", [w]) for w in range(weeks)), ("all weeks", list(range(weeks)))]:
+        pooled = {n: {t: np.concatenate([run["weeks"][w]["scores"][n][t] for run in runs.values() for w in chosen])
+                      for t in ("all", "new")} for n in SCHEDULES}
+        out[label] = {"means": {n: {t: float(v.mean()) for t, v in s.items()} for n, s in pooled.items()},
+                      **{f"{n} - stale": {t: paired_bootstrap(pooled[n][t], pooled["stale"][t]) for t in ("all", "new")}
+                         for n in ("daily_update", "weekly_refit")}}
+    updates = np.concatenate([run["update_seconds"] for run in runs.values()])
+    fits = [run["fit_seconds"] for run in runs.values()] + [s for run in runs.values() for s in run["refit_seconds"]]
+    out["seconds"] = {"full_fit_median": float(np.median(fits)),
+                      "daily_update": {f"p{q}": float(np.percentile(updates, q)) for q in (50, 95, 99)},
+                      "update_over_fit": float(np.median(updates) / np.median(fits))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="Online Retail folder")
+    parser.add_argument("--dunnhumby", help="the dunnhumby sample folder (instead of --data)")
+    parser.add_argument("--origins", required=True, help="comma-separated YYYY-MM-DD: fits on the purchases before each")
+    parser.add_argument("--weeks", type=int, default=4)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="quick")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("sentence_transformers", "transformers", "faiss", "ecomrec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.dunnhumby:
+        from ecomrec.data.generic import dunnhumby_sample
+
+        data, shop = dunnhumby_sample(args.dunnhumby), "dunnhumby"
+    else:
+        from ecomrec.datasets import online_retail
+
+        data, shop = online_retail(args.data), "online-retail"
+    origins = [pd.Timestamp(o) for o in args.origins.split(",")]
+    if late := [str(o.date()) for o in origins if o + pd.Timedelta(days=7 * args.weeks) > TEST_FROM[shop]]:
+        parser.error(f"origins {late}: their weeks reach {shop}'s test window (from {TEST_FROM[shop].date()}); validation only")
+    runs = {str(o.date()): run_origin(data, o, args.weeks, CONFIGS[args.config]) for o in origins}
+    report = {"environment": environment(), "shop": shop, "config": args.config, "origins": list(runs), "weeks": args.weeks,
+              "summary": summary(runs, args.weeks),
+              "runs": {o: {k: v for k, v in run.items() if k != "weeks"} | {"weeks": [{k: v for k, v in w.items() if k != "scores"}
+                                                                                          for w in run["weeks"]]}
+                       for o, run in runs.items()}}
+    output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_schedule_{shop}_{args.config}.json")
+    output.write_text(json.dumps(report, indent=2, default=float))
+    print(json.dumps(report["summary"], indent=2, default=float))
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
