@@ -30,8 +30,8 @@ fused order it reorders).
 
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
-    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank \
-        --hybrids default,bagged --rerankers timing,ensemble,cutoffs   # stable training, without the costly sequence source
+    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default,bagged --rerankers timing,ensemble,cutoffs,reseed
+    python benchmarks/bench_sequence.py --verdict results/bench_sequence_stable_online-retail.json results/bench_sequence_stable_dunnhumby.json
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="Online Retail folder")
     parser.add_argument("--dunnhumby", help="the dunnhumby sample folder (instead of --data)")
-    parser.add_argument("--origins", required=True, help="comma-separated YYYY-MM-DD, all before the shop's test window")
+    parser.add_argument("--origins", help="comma-separated YYYY-MM-DD, all before the shop's test window (required to run)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
     parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence, bagged")
@@ -167,7 +167,13 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=5, help="LightGBM models of the ensemble reranker")
     parser.add_argument("--cutoffs", type=int, default=4, help="training cutoffs of the cutoffs reranker (the default: 2)")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
     args = parser.parse_args()
+    if args.verdict:
+        print(json.dumps(verdicts([json.loads(Path(p).read_text()) for p in args.verdict]), indent=2))
+        return
+    if not args.origins:
+        parser.error("--origins is required to run")
     args.hybrids = ["default"] + [h for h in args.hybrids.split(",") if h != "default"]
     args.rerankers = [r for r in args.rerankers.split(",") if r]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -253,6 +259,36 @@ def slice_table(values: list[Any], pairs: list[tuple[str, str]]) -> list[dict[st
                       "methods": {m: float(a.mean()) for m, a in per.items()},
                       "comparisons": {f"{a} - {b}": paired_bootstrap(per[a], per[b]) for a, b in pairs if a in per and b in per}})
     return table
+
+
+def verdicts(reports: list[dict[str, Any]], baseline: str = "rerank:default") -> dict[str, Any]:
+    """Which reranker variants become the default, by rules fixed before the runs, over every
+    shop's report (validation windows only):
+
+    * ``better``: for every shop and seed, ndcg@10 above the baseline's with the interval above
+      zero on both ``all`` and ``new`` (issue 29's bar);
+    * ``stabler``: on every shop, its seed-to-seed spread (max - min of the seeds' means) at most
+      half the baseline's, on ``all`` and ``new``;
+    * ``keeps quality``: in every shop, seed and target its interval reaches zero or its mean
+      difference is no further below zero than the baseline's spread there.
+
+    A variant is adopted when it is ``better``, or ``stabler`` and ``keeps quality``."""
+    variants = sorted({m for r in reports for m in r["summary"]["spread"] if m.startswith("rerank:") and m != baseline
+                       and "+reseed" not in m})
+    out: dict[str, Any] = {}
+    for variant in variants:
+        better = stabler = keeps = True
+        for report in reports:
+            summary = report["summary"]
+            for target in ("all", "new"):
+                spread = summary["spread"][baseline][target]
+                stabler &= summary["spread"][variant][target] <= 0.5 * spread
+                for row in summary["by_seed"].values():
+                    diff = row[f"{variant} - {baseline}"][target]
+                    better &= diff["ci95"][0] > 0
+                    keeps &= diff["ci95"][1] >= 0 or diff["mean_diff"] >= -spread
+        out[variant] = {"better": better, "stabler": stabler, "keeps_quality": keeps, "adopted": better or (stabler and keeps)}
+    return out
 
 
 if __name__ == "__main__":
