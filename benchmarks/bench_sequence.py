@@ -272,12 +272,15 @@ def verdicts(reports: list[dict[str, Any]], baseline: str = "rerank:default") ->
     * ``keeps quality``: in every shop, seed and target its interval reaches zero or its mean
       difference is no further below zero than the baseline's spread there.
 
-    A variant is adopted when it is ``better``, or ``stabler`` and ``keeps quality``."""
+    A variant is adoptable when it is ``better``, or ``stabler`` and ``keeps quality``; of the
+    adoptable ones the default becomes the one with the highest mean difference to the baseline
+    over shops, seeds and both targets (``chosen``)."""
     variants = sorted({m for r in reports for m in r["summary"]["spread"] if m.startswith("rerank:") and m != baseline
                        and "+reseed" not in m})
     out: dict[str, Any] = {}
     for variant in variants:
         better = stabler = keeps = True
+        diffs = []
         for report in reports:
             summary = report["summary"]
             for target in ("all", "new"):
@@ -285,9 +288,13 @@ def verdicts(reports: list[dict[str, Any]], baseline: str = "rerank:default") ->
                 stabler &= summary["spread"][variant][target] <= 0.5 * spread
                 for row in summary["by_seed"].values():
                     diff = row[f"{variant} - {baseline}"][target]
+                    diffs.append(diff["mean_diff"])
                     better &= diff["ci95"][0] > 0
                     keeps &= diff["ci95"][1] >= 0 or diff["mean_diff"] >= -spread
-        out[variant] = {"better": better, "stabler": stabler, "keeps_quality": keeps, "adopted": better or (stabler and keeps)}
+        out[variant] = {"better": better, "stabler": stabler, "keeps_quality": keeps, "adoptable": better or (stabler and keeps),
+                        "mean_difference": float(np.mean(diffs))}
+    adoptable = [v for v, verdict in out.items() if verdict["adoptable"]]
+    out["chosen"] = max(adoptable, key=lambda v: out[v]["mean_difference"]) if adoptable else baseline
     return out
 
 
