@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from bench_sequence import TEST_FROM, load_shop  # the shops' loading and test windows, shared
 from ecomrec.config import EngineConfig, FusionConfig, HybridConfig, SearchConfig
 from ecomrec.engine import Engine
 from ecomrec.evaluation.report import environment
@@ -41,8 +42,6 @@ CONFIGS = {
                           use_reranker=False, search=SearchConfig(enabled=False)),
     "default": EngineConfig(),
 }
-#: Each shop's fixed test window starts here: no week may reach it.
-TEST_FROM = {"online-retail": pd.Timestamp("2011-10-01"), "dunnhumby": pd.Timestamp("2017-10-29")}
 SCHEDULES = ("stale", "daily_update", "weekly_refit")
 
 
@@ -126,17 +125,7 @@ def main() -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="quick")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("sentence_transformers", "transformers", "faiss", "ecomrec"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.dunnhumby:
-        from ecomrec.data.generic import dunnhumby_sample
-
-        data, shop = dunnhumby_sample(args.dunnhumby), "dunnhumby"
-    else:
-        from ecomrec.datasets import online_retail
-
-        data, shop = online_retail(args.data), "online-retail"
+    data, shop = load_shop(args)
     origins = [pd.Timestamp(o) for o in args.origins.split(",")]
     if late := [str(o.date()) for o in origins if o + pd.Timedelta(days=7 * args.weeks) > TEST_FROM[shop]]:
         parser.error(f"origins {late}: their weeks reach {shop}'s test window (from {TEST_FROM[shop].date()}); validation only")

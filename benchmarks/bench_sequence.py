@@ -60,6 +60,20 @@ KS = (10, 50, 100, 200)
 TEST_FROM = {"online-retail": pd.Timestamp("2011-10-01"), "dunnhumby": pd.Timestamp("2017-10-29")}
 
 
+def load_shop(args: argparse.Namespace) -> tuple[Any, str]:
+    """The shop ``--data`` (Online Retail) or ``--dunnhumby`` names, and its name; logging set for a long run."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("sentence_transformers", "transformers", "faiss", "ecomrec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.dunnhumby:
+        from ecomrec.data.generic import dunnhumby_sample
+
+        return dunnhumby_sample(args.dunnhumby), "dunnhumby"
+    from ecomrec.datasets import online_retail
+
+    return online_retail(args.data), "online-retail"
+
+
 def window_end(origin: pd.Timestamp) -> pd.Timestamp:
     """The last day scored for ``origin``: the month after it."""
     return origin + pd.DateOffset(months=1) - pd.Timedelta(days=1)
@@ -176,18 +190,7 @@ def main() -> None:
         parser.error("--origins is required to run")
     args.hybrids = ["default"] + [h for h in args.hybrids.split(",") if h != "default"]
     args.rerankers = [r for r in args.rerankers.split(",") if r]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("sentence_transformers", "transformers", "faiss", "ecomrec"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    if args.dunnhumby:
-        from ecomrec.data.generic import dunnhumby_sample
-
-        data, shop = dunnhumby_sample(args.dunnhumby), "dunnhumby"
-    else:
-        from ecomrec.datasets import online_retail
-
-        data, shop = online_retail(args.data), "online-retail"
+    data, shop = load_shop(args)
     origins = [pd.Timestamp(o) for o in args.origins.split(",")]
     if late := [str(o.date()) for o in origins if window_end(o) >= TEST_FROM[shop]]:
         parser.error(f"origins {late}: their month reaches {shop}'s test window (from {TEST_FROM[shop].date()}); validation only")
