@@ -31,6 +31,7 @@ fused order it reorders).
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default,bagged --rerankers timing,ensemble,cutoffs,reseed
+    python benchmarks/bench_sequence.py --merge seed0.json seed1.json --output both.json   # seeds run apart
     python benchmarks/bench_sequence.py --verdict results/bench_sequence_stable_online-retail.json results/bench_sequence_stable_dunnhumby.json
 """
 
@@ -182,9 +183,15 @@ def main() -> None:
     parser.add_argument("--cutoffs", type=int, default=4, help="training cutoffs of the cutoffs reranker (the default: 2)")
     parser.add_argument("--output", default=None)
     parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
+    parser.add_argument("--merge", nargs="+", metavar="REPORT", help="instead of running: join these runs of one shop into --output")
     args = parser.parse_args()
     if args.verdict:
         print(json.dumps(verdicts([json.loads(Path(p).read_text()) for p in args.verdict]), indent=2))
+        return
+    if args.merge:
+        if not args.output:
+            parser.error("--merge writes --output")
+        Path(args.output).write_text(json.dumps(merged([json.loads(Path(p).read_text()) for p in args.merge]), indent=2))
         return
     if not args.origins:
         parser.error("--origins is required to run")
@@ -230,15 +237,41 @@ def summary(per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]], pairs: 
             row[f"{method} - {baseline}"] = {t: paired_bootstrap(pooled_users[method][t], pooled_users[baseline][t], seed=seed)
                                              for t in ("all", "new")}
         out["by_seed"][seed] = row
-    for name in next(iter(per_user.values())):
-        means = {t: [out["by_seed"][seed][name][t] for seed in per_user] for t in ("all", "new")}
+    return {**out, **over_seeds(out["by_seed"], pairs)}
+
+
+def over_seeds(by_seed: dict[Any, dict[str, Any]], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Each method's spread over the seeds' rows (max - min of their means, and their standard
+    deviation), and each compared pair's mean difference over them."""
+    out: dict[str, Any] = {"spread": {}, "seed_std": {}, "over_seeds": {}}
+    methods = [name for name in next(iter(by_seed.values())) if " - " not in name]
+    for name in methods:
+        means = {t: [row[name][t] for row in by_seed.values()] for t in ("all", "new")}
         out["spread"][name] = {t: float(max(v) - min(v)) for t, v in means.items()}
         out["seed_std"][name] = {t: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for t, v in means.items()}
     for method, baseline in pairs:  # the difference's mean and spread over seeds
-        diffs = {t: [out["by_seed"][seed][f"{method} - {baseline}"][t]["mean_diff"] for seed in per_user] for t in ("all", "new")}
+        diffs = {t: [row[f"{method} - {baseline}"][t]["mean_diff"] for row in by_seed.values()] for t in ("all", "new")}
         out["over_seeds"][f"{method} - {baseline}"] = {t: {"mean": float(np.mean(v)), "min": float(min(v)), "max": float(max(v))}
                                                       for t, v in diffs.items()}
     return out
+
+
+def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of runs made apart (other seeds of the same shop, origins and variants): runs and
+    per-seed rows joined, spreads over all the seeds; slices stay per run (``slices_by_run``), as
+    they pool users and the per-user values are not kept."""
+    first = reports[0]
+    same = ("shop", "origins", "rerank", "hybrids", "rerankers", "resamples", "models", "cutoffs")
+    if any(r[key] != first[key] for r in reports[1:] for key in same):
+        raise SystemExit(f"these reports differ in one of {same}: not runs of one sweep")
+    by_seed = {seed: row for r in reports for seed, row in r["summary"]["by_seed"].items()}
+    if len(by_seed) < sum(len(r["summary"]["by_seed"]) for r in reports):
+        raise SystemExit("a seed is in more than one report")
+    pairs = [tuple(name.split(" - ")) for name in next(iter(by_seed.values())) if " - " in name]
+    return {**{k: first[k] for k in ("environment", *same)}, "seeds": sorted(int(s) for s in by_seed),
+            "runs": {k: v for r in reports for k, v in r["runs"].items()},
+            "summary": {"by_seed": by_seed, **over_seeds(by_seed, pairs)},
+            "slices_by_run": {f"seeds {r['seeds']}": r["slices"] for r in reports}}
 
 
 def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
