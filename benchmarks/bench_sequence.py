@@ -306,11 +306,14 @@ def verdicts(reports: list[dict[str, Any]], baseline: str = "rerank:default") ->
     * ``stabler``: on every shop, its seed-to-seed spread (max - min of the seeds' means) at most
       half the baseline's, on ``all`` and ``new``;
     * ``keeps quality``: in every shop, seed and target its interval reaches zero or its mean
-      difference is no further below zero than the baseline's spread there.
+      difference is no further below zero than the baseline's spread there;
+    * ``slices hold``: in no shop's slice table (each run's, when runs were merged) is it below
+      the fused order it reorders with an interval wholly below zero (issue 29's other bar; the
+      rules of ``00a99e3`` left it out, and it was added after dunnhumby's first seed showed why).
 
-    A variant is adoptable when it is ``better``, or ``stabler`` and ``keeps quality``; of the
-    adoptable ones the default becomes the one with the highest mean difference to the baseline
-    over shops, seeds and both targets (``chosen``)."""
+    A variant is adoptable when it is ``better``, or ``stabler`` and ``keeps quality``, and its
+    ``slices hold``; of the adoptable ones the default becomes the one with the highest mean
+    difference to the baseline over shops, seeds and both targets (``chosen``)."""
     variants = sorted({m for r in reports for m in r["summary"]["spread"] if m.startswith("rerank:") and m != baseline
                        and "+reseed" not in m})
     out: dict[str, Any] = {}
@@ -327,10 +330,27 @@ def verdicts(reports: list[dict[str, Any]], baseline: str = "rerank:default") ->
                     diffs.append(diff["mean_diff"])
                     better &= diff["ci95"][0] > 0
                     keeps &= diff["ci95"][1] >= 0 or diff["mean_diff"] >= -spread
-        out[variant] = {"better": better, "stabler": stabler, "keeps_quality": keeps, "adoptable": better or (stabler and keeps),
+        failing = slices_below_fused_order(reports, variant)
+        out[variant] = {"better": better, "stabler": stabler, "keeps_quality": keeps, "slices_hold": not failing,
+                        "slices_below": failing, "adoptable": (better or (stabler and keeps)) and not failing,
                         "mean_difference": float(np.mean(diffs))}
     adoptable = [v for v, verdict in out.items() if verdict["adoptable"]]
     out["chosen"] = max(adoptable, key=lambda v: out[v]["mean_difference"]) if adoptable else baseline
+    return out
+
+
+def slices_below_fused_order(reports: list[dict[str, Any]], variant: str) -> list[str]:
+    """The slices (shop, run, slice, ranking) where ``variant`` is below the fused order it
+    reorders with a paired interval wholly below zero."""
+    fused = "hybrid:" + variant.split(":")[1].split("+")[0]
+    out = []
+    for report in reports:
+        tables = report.get("slices_by_run") or {"all runs": report["slices"]}
+        for run, table in tables.items():
+            for row in table:
+                diff = row["comparisons"].get(f"{variant} - {fused}")
+                if diff and diff["ci95"][1] < 0:
+                    out.append(f"{report['shop']} {run}: {row['slice']} ({row['ranking']}) {diff['mean_diff']:+.4f}")
     return out
 
 
