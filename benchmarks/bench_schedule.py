@@ -10,6 +10,7 @@ must lie before the shop's fixed test window (validation periods only).
 
     python benchmarks/bench_schedule.py --data ../shared/data/online-retail --origins 2011-07-01,2011-08-01 --config quick
     python benchmarks/bench_schedule.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-01,2017-09-01 --config quick
+    python benchmarks/bench_schedule.py --data ../shared/data/online-retail --time-updates indexes/online-retail --weeks 2
 
 ``--config quick``: the engine without networks (own purchases, ALS, item-kNN, popularity; no
 reranker or search), minutes per origin; ``default``: ``EngineConfig()``, one full fit per week.
@@ -116,16 +117,43 @@ def summary(runs: dict[str, Any], weeks: int) -> dict[str, Any]:
     return out
 
 
+def time_updates(path: str, data: Any, days: int) -> dict[str, Any]:
+    """Seconds of the daily updates of the engine saved at ``path`` over the ``days`` after its log
+    ends (days without purchases skipped), and of saving it once. Timing only: nothing is scored,
+    so these days may lie in a test window."""
+    engine = Engine.load(path)
+    first = engine.snapshot.log.end.normalize() + pd.Timedelta(days=1)
+    seconds, rows = [], []
+    for day in pd.date_range(first, periods=days):
+        update = purchases(data, day, day + pd.Timedelta(days=1))
+        if len(update):
+            seconds.append(engine.update(update)["seconds"])
+            rows.append(len(update))
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        engine.save(Path(folder) / "engine")
+        save = time.perf_counter() - start
+    return {"engine": path, "days": [str(first.date()), str((first + pd.Timedelta(days=days - 1)).date())], "updates": len(seconds),
+            "rows_per_update_median": float(np.median(rows)), "save_seconds": save,
+            "daily_update": {f"p{q}": float(np.percentile(seconds, q)) for q in (50, 95, 99)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="Online Retail folder")
     parser.add_argument("--dunnhumby", help="the dunnhumby sample folder (instead of --data)")
-    parser.add_argument("--origins", required=True, help="comma-separated YYYY-MM-DD: fits on the purchases before each")
+    parser.add_argument("--origins", help="comma-separated YYYY-MM-DD: fits on the purchases before each")
+    parser.add_argument("--time-updates", metavar="ENGINE", help="instead: time daily updates of this saved engine (--weeks 2: 14 days)")
     parser.add_argument("--weeks", type=int, default=4)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="quick")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     data, shop = load_shop(args)
+    if args.time_updates:
+        print(json.dumps(time_updates(args.time_updates, data, 7 * args.weeks), indent=2))
+        return
+    if not args.origins:
+        parser.error("--origins is required to run the schedule")
     origins = [pd.Timestamp(o) for o in args.origins.split(",")]
     if late := [str(o.date()) for o in origins if o + pd.Timedelta(days=7 * args.weeks) > TEST_FROM[shop]]:
         parser.error(f"origins {late}: their weeks reach {shop}'s test window (from {TEST_FROM[shop].date()}); validation only")
