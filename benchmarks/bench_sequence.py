@@ -271,7 +271,7 @@ def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return {**{k: first[k] for k in ("environment", *same)}, "seeds": sorted(int(s) for s in by_seed),
             "runs": {k: v for r in reports for k, v in r["runs"].items()},
             "summary": {"by_seed": by_seed, **over_seeds(by_seed, pairs)},
-            "slices_by_run": {f"seeds {r['seeds']}": r["slices"] for r in reports}}
+            "slices_by_run": {f"seed {','.join(sorted(r['summary']['by_seed']))}": r["slices"] for r in reports}}
 
 
 def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
