@@ -1,4 +1,4 @@
-"""Issue 29's variants — the sequence source, repeat timing, stabler tuning and training — judged
+"""Issue 29's variants — the sequence source, stabler tuning and training — judged
 on validation origins before a shop's fixed test window, over several seeds, never on the test window.
 
 At each origin (scored on the month after it) and seed, the sources every variant shares are
@@ -13,14 +13,13 @@ variant (``--hybrids``) is a hybrid over them, its fusion tuned on its own valid
   resamples of the validation users (``FusionConfig.tune_resamples``).
 
 With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``) and
-each reranker variant of ``--rerankers``: ``timing`` (``RerankConfig.repeat_timing``),
-``ensemble`` (``RerankConfig.models = --models``: LightGBM models with their own bagging seeds,
-margins averaged) and ``cutoffs`` (``RerankConfig.cutoffs = --cutoffs``: the purchase model learns
-from every cutoff but the last instead of one); ``reseed`` trains the default reranker again on
-the same examples with two other LightGBM seeds (the spread the purchase model alone causes, not
-a candidate default). The training examples are built once per hybrid
-and number of cutoffs (with the timing features, dropped for the others), the examples'
-bi-encoder (fitted before the first cutoff) shared by the hybrids.
+each reranker variant of ``--rerankers``: ``cutoffs`` (``RerankConfig.cutoffs = --cutoffs``: the
+purchase model learns from every cutoff but the last); ``reseed`` trains the default reranker
+again on the same examples with two other LightGBM seeds (the spread the purchase model alone
+causes, not a candidate default). The training examples are built once per hybrid and number of
+cutoffs, the examples' bi-encoder (fitted before the first cutoff) shared by the hybrids. The
+``timing`` (repeat-purchase timing features) and ``ensemble`` (a LightGBM seed ensemble) variants
+were judged at ``d281f02`` and removed (benchmarks/README.md, "Stable training").
 
 Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
@@ -30,7 +29,7 @@ fused order it reorders).
 
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
-    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default,bagged --rerankers timing,ensemble,cutoffs,reseed
+    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default,bagged --rerankers cutoffs,reseed
     python benchmarks/bench_sequence.py --merge seed0.json seed1.json --output both.json   # seeds run apart
     python benchmarks/bench_sequence.py --verdict results/bench_sequence_stable_online-retail.json results/bench_sequence_stable_dunnhumby.json
 """
@@ -38,7 +37,6 @@ fused order it reorders).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
@@ -131,40 +129,32 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
 
 def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.Namespace, seconds: dict[str, float]) -> dict[str, Any]:
     """The default reranker and each ``--rerankers`` variant on each hybrid. The examples are built
-    once per hybrid with the timing features; the variants without them drop those columns (the
-    same candidates and labels), and all share the examples' bi-encoder."""
+    once per hybrid and number of cutoffs, all from one examples' bi-encoder per number of cutoffs."""
     from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
-    from ecomrec.rerank.features import feature_names
     from ecomrec.rerank.reranker import example_bi_encoder
 
-    timing = RerankConfig(seed=seed, repeat_timing=True)
-    variants = {"": timing.replace(repeat_timing=False), "+timing": timing,
-                "+ensemble": timing.replace(repeat_timing=False, models=args.models),
-                "+cutoffs": timing.replace(repeat_timing=False, cutoffs=args.cutoffs),
+    base = RerankConfig(seed=seed)
+    variants = {"": base, "+cutoffs": base.replace(cutoffs=args.cutoffs),
                 # the same examples, other LightGBM seeds: the spread the purchase model alone causes
-                "+reseed1": timing.replace(repeat_timing=False, seed=seed + 1), "+reseed2": timing.replace(repeat_timing=False, seed=seed + 2)}
+                "+reseed1": base.replace(seed=seed + 1), "+reseed2": base.replace(seed=seed + 2)}
     wanted = {f"+{v}" for v in args.rerankers} | ({"+reseed1", "+reseed2"} if "reseed" in args.rerankers else set())
     variants = {suffix: config for suffix, config in variants.items() if not suffix or suffix in wanted}
     bi_config = hybrids["hybrid:default"].config.bi_encoder
-    example_bis = {n: example_bi_encoder(history, bi_config, timing.replace(cutoffs=n)) for n in {c.cutoff_count for c in variants.values()}}
+    example_bis = {n: example_bi_encoder(history, bi_config, base.replace(cutoffs=n)) for n in {c.cutoff_count for c in variants.values()}}
     out = {}
     for variant in args.hybrids:
         hybrid = hybrids[f"hybrid:{variant}"]
-        names = feature_names(sorted(hybrid.quotas_), repeat_timing=True)
-        drop = [names.index(n) for n in names if n not in feature_names(sorted(hybrid.quotas_))]
         built = {}
         for n, bi in example_bis.items():
             start = time.perf_counter()
-            examples = training_examples(history, hybrid, timing.replace(cutoffs=n), bi=bi)
-            built[n] = examples, [dataclasses.replace(e, features=np.delete(e.features, drop, axis=-1)) for e in examples]
+            built[n] = training_examples(history, hybrid, base.replace(cutoffs=n), bi=bi)
             seconds[f"examples:{variant}:{n}_cutoffs"] = time.perf_counter() - start
         for suffix, config in variants.items():
             if suffix.startswith("+reseed") and variant != "default":
                 continue
             start = time.perf_counter()
-            with_timing, plain = built[config.cutoff_count]
             reranker = PurchaseReranker(config)
-            out[f"rerank:{variant}{suffix}"] = RerankedRetriever(hybrid, reranker, examples=with_timing if config.repeat_timing else plain).fit(history)
+            out[f"rerank:{variant}{suffix}"] = RerankedRetriever(hybrid, reranker, examples=built[config.cutoff_count]).fit(history)
             seconds[f"rerank:{variant}{suffix}"] = time.perf_counter() - start
     return out
 
@@ -177,9 +167,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
     parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence, bagged")
-    parser.add_argument("--rerankers", default="timing", help="reranker variants besides the default: timing, ensemble, cutoffs, reseed")
+    parser.add_argument("--rerankers", default="", help="reranker variants besides the default: cutoffs, reseed")
     parser.add_argument("--resamples", type=int, default=16, help="bootstrap resamples of the bagged fusion tuning")
-    parser.add_argument("--models", type=int, default=5, help="LightGBM models of the ensemble reranker")
     parser.add_argument("--cutoffs", type=int, default=4, help="training cutoffs of the cutoffs reranker (the default: 2)")
     parser.add_argument("--output", default=None)
     parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
@@ -204,7 +193,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
                               "seeds": seeds, "rerank": args.rerank,
-                              "hybrids": args.hybrids, "rerankers": args.rerankers, "resamples": args.resamples, "models": args.models, "cutoffs": args.cutoffs,
+                              "hybrids": args.hybrids, "rerankers": args.rerankers, "resamples": args.resamples, "cutoffs": args.cutoffs,
                               "runs": {}}
     output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
     per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}
@@ -261,7 +250,7 @@ def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
     per-seed rows joined, spreads over all the seeds; slices stay per run (``slices_by_run``), as
     they pool users and the per-user values are not kept."""
     first = reports[0]
-    same = ("shop", "origins", "rerank", "hybrids", "rerankers", "resamples", "models", "cutoffs")
+    same = ("shop", "origins", "rerank", "hybrids", "rerankers", "resamples", "cutoffs")
     if any(r[key] != first[key] for r in reports[1:] for key in same):
         raise SystemExit(f"these reports differ in one of {same}: not runs of one sweep")
     by_seed = {seed: row for r in reports for seed, row in r["summary"]["by_seed"].items()}

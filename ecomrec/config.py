@@ -360,6 +360,10 @@ class CrossEncoderConfig(ConfigBase):
         return self
 
 
+#: Reranker options removed after validation, with the value that behaves as this version does.
+RETIRED_RERANK_OPTIONS = {"repeat_timing": False, "models": 1}
+
+
 class RerankConfig(ConfigBase):
     """The purchase-probability reranker over the hybrid's candidates.
 
@@ -378,16 +382,10 @@ class RerankConfig(ConfigBase):
         who bought on both sides of its cutoff.
     candidates
         How many of the hybrid's candidates are reranked (the rest keep their order after them).
-    repeat_timing
-        Also read repeat-purchase timing (TIFU-KNN-style time-decayed purchase counts, and the days
-        since the user last bought the item over its median re-buy interval): judged by
-        ``benchmarks/bench_sequence.py``.
     example_bi_encoder_pairs
         Fine-tuning pairs (at most) of the bi-encoder behind the training examples' candidates.
     trees, leaves, learning_rate, min_child_samples
         LightGBM ``lambdarank`` (one group per user list, early stopping on validation ndcg@10).
-    models
-        LightGBM models per purchase model, each with its own bagging seeds, their margins averaged.
     cross_encoder
         The text model.
     """
@@ -397,15 +395,26 @@ class RerankConfig(ConfigBase):
     window_days: StrictInt = Field(30, gt=0)
     min_window_users: StrictInt = Field(200, gt=0)
     candidates: StrictInt = Field(100, gt=0)
-    repeat_timing: StrictBool = False
     example_bi_encoder_pairs: StrictInt = Field(4_800, gt=0)
     trees: StrictInt = Field(600, gt=0)
     leaves: StrictInt = Field(31, gt=0)
     learning_rate: Real = Field(0.05, gt=0)
     min_child_samples: StrictInt = Field(50, gt=0)
-    models: StrictInt = Field(1, gt=0)
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, values: Any) -> Any:
+        """Configs saved with an option validation removed still load where it held the value that
+        behaves as this version does; any other value is an error that says so."""
+        if not isinstance(values, dict):
+            return values
+        for name, same in RETIRED_RERANK_OPTIONS.items():
+            if name in values and values[name] != same:
+                raise ValueError(f"{name}={values[name]!r}: the option was removed (validation did not keep it, "
+                                 "benchmarks/README.md \"Stable training\"); refit without it")
+        return {k: v for k, v in values.items() if k not in RETIRED_RERANK_OPTIONS}
 
     @property
     def cutoff_count(self) -> int:

@@ -59,6 +59,15 @@ def test_unknown_keys_and_hash_changes() -> None:
         ALSConfig().replace(factors=-1)  # replace validates again
 
 
+def test_configs_saved_with_a_retired_option_load_where_it_changed_nothing() -> None:
+    saved = {**RerankConfig(trees=50).to_dict(), "repeat_timing": False, "models": 1}  # what engines saved before
+    assert RerankConfig.from_dict(saved) == RerankConfig(trees=50)
+    with pytest.raises(ValueError, match="models=5: the option was removed.*refit"):
+        RerankConfig.from_dict({**saved, "models": 5})
+    with pytest.raises(ValueError, match="repeat_timing=True"):
+        RerankConfig(repeat_timing=True)
+
+
 def test_engine_config_round_trips_through_toml() -> None:
     from ecomrec.config import EngineConfig
 

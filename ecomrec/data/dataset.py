@@ -233,30 +233,6 @@ class Dataset:
         shape = (self.n_users, self.n_items)
         return sp.csr_matrix((1.0 + days[first], (users[first], items[first])), shape=shape, dtype=np.float32)
 
-    def decayed_counts(self, half_life_days: float) -> sp.csr_matrix:
-        """Users × items CSR (float32): each purchase event weighted ``0.5 ** (age / half_life_days)``,
-        its age in days at the end of the log (TIFU-KNN's time-decayed purchase frequency)."""
-        frame = self.interactions
-        age = ((self.end - frame["timestamp"]).dt.total_seconds().to_numpy() / 86400.0) if len(frame) else np.zeros(0)
-        matrix = sp.csr_matrix((np.power(0.5, age / half_life_days).astype(np.float32), (frame["user"].to_numpy(), frame["item"].to_numpy())),
-                               shape=(self.n_users, self.n_items), dtype=np.float32)
-        matrix.sum_duplicates()
-        return matrix
-
-    def rebuy_days(self) -> np.ndarray:
-        """float64 [n_items]: the median days between one customer's consecutive purchase days of
-        the item, over every customer and re-buy (NaN: nobody bought it on two days)."""
-        frame = self.interactions
-        days = pd.DataFrame({"user": frame["user"].to_numpy(), "item": frame["item"].to_numpy(),
-                             "day": frame["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)}).drop_duplicates()
-        days = days.sort_values(["user", "item", "day"], kind="stable")
-        gap = days["day"].diff().to_numpy(dtype=np.float64)
-        again = (days["user"].to_numpy()[1:] == days["user"].to_numpy()[:-1]) & (days["item"].to_numpy()[1:] == days["item"].to_numpy()[:-1])
-        rebuys = pd.Series(gap[1:][again]).groupby(days["item"].to_numpy()[1:][again]).median()
-        out = np.full(self.n_items, np.nan)
-        out[rebuys.index.to_numpy(dtype=np.int64)] = rebuys.to_numpy()
-        return out
-
     def item_popularity(self, window_days: int | None = None) -> np.ndarray:
         """Distinct buyers per item (float64, [n_items]) over the last ``window_days`` of the log."""
         frame = self.interactions

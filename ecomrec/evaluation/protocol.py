@@ -94,7 +94,7 @@ def build_method(run: BenchmarkRun, name: str) -> Retriever:
 
 def examples_key(config: Any) -> str:
     """What a reranker's training examples depend on: methods whose configs agree here share them."""
-    fields = ("cutoff_count", "window_days", "min_window_users", "candidates", "example_bi_encoder_pairs", "repeat_timing")
+    fields = ("cutoff_count", "window_days", "min_window_users", "candidates", "example_bi_encoder_pairs")
     return json.dumps({f: getattr(config, f) for f in fields}, sort_keys=True)
 
 

@@ -36,7 +36,7 @@ class Examples:
 
 
 def examples_at(probe, data: Dataset, cutoff: pd.Timestamp, window_days: int, k: int, history_items: int, history_chars: int,
-                *, new_items_only: bool = False, repeat_timing: bool = False) -> Examples:
+                *, new_items_only: bool = False) -> Examples:
     """Candidates of ``probe`` (a hybrid as of ``cutoff``) for the users active on both sides of it.
     With ``new_items_only`` the lists leave out what each user bought before the cutoff, the labels
     are their purchases of items new to them, and users without one are left out."""
@@ -52,5 +52,5 @@ def examples_at(probe, data: Dataset, cutoff: pd.Timestamp, window_days: int, k:
     candidates = probe.candidates(users, k, exclude="seen" if new_items_only else None, allow=data.listed_at(cutoff))
     labels = hits(candidates.item_ids, future[users])
     texts = before.history_texts(users, max_items=history_items, max_chars=history_chars)
-    features = candidate_features(candidates, users, CollaborativeStats.of(before), sorted(probe.quotas_), repeat_timing)
+    features = candidate_features(candidates, users, CollaborativeStats.of(before), sorted(probe.quotas_))
     return Examples(pd.Timestamp(cutoff), users, texts, candidates, labels, features, np.full(len(users), new_items_only))

@@ -42,11 +42,9 @@ class CollaborativeStats:
                    item_age_days=age)
 
 
-def feature_names(sources: list[str], repeat_timing: bool = False) -> list[str]:
+def feature_names(sources: list[str]) -> list[str]:
     """Column names of :func:`candidate_features` for fused candidates from ``sources``."""
     names = ["fused_position", "fused_score", "own_count_log", "own_days_log", "own_bought"]
-    if repeat_timing:
-        names += ["own_decayed_log", "own_due_log", "own_due_known"]
     for source in sources:
         names += [f"{source}_rank_log", f"{source}_score", f"{source}_found"]
     names += ["n_sources", "item_buyers_log", "item_buyers_30d_log", "item_age_log", "user_purchases_log", "user_items_log",
@@ -54,12 +52,9 @@ def feature_names(sources: list[str], repeat_timing: bool = False) -> list[str]:
     return names
 
 
-def candidate_features(candidates: Candidates, users: np.ndarray, stats: CollaborativeStats, sources: list[str],
-                       repeat_timing: bool = False) -> np.ndarray:
+def candidate_features(candidates: Candidates, users: np.ndarray, stats: CollaborativeStats, sources: list[str]) -> np.ndarray:
     """float32 [n_queries, k, n_features] for each candidate (padding rows are zeros); ``users``:
-    dense user of each query (-1 for a user unknown to ``stats``). ``repeat_timing``: also the
-    time-decayed purchase count and how due a re-buy is (days since the last purchase over the
-    item's median re-buy interval, in log; 0 with ``own_due_known`` 0 where unknown)."""
+    dense user of each query (-1 for a user unknown to ``stats``)."""
     n, k = candidates.item_ids.shape
     items = np.maximum(candidates.item_ids, 0)
     valid = candidates.item_ids >= 0
@@ -72,11 +67,6 @@ def candidate_features(candidates: Candidates, users: np.ndarray, stats: Collabo
         np.log1p(np.nan_to_num(src.get("own_days_since", np.full((n, k), np.nan)), nan=NEVER_DAYS)),
         (own_count > 0).astype(np.float64),
     ]
-    if repeat_timing:
-        due = src.get("own_due", np.full((n, k), np.nan))
-        known = np.isfinite(due) & (due > 0)
-        columns += [np.log1p(np.nan_to_num(src.get("own_decayed", np.zeros((n, k))), nan=0.0)),
-                    np.where(known, np.log(np.where(known, due, 1.0)), 0.0), known]
     found_count = np.zeros((n, k))
     for source in sources:
         rank = src.get(f"{source}_rank", np.full((n, k), np.nan))

@@ -86,7 +86,7 @@ def training_examples(data: Dataset, hybrid: Any, config: RerankConfig, *, bi: A
     for cutoff in cutoffs:
         probe = hybrid.as_of(data.between(None, cutoff), bi)
         out.append(_concat([examples_at(probe, data, cutoff, window, config.candidates, cfg.history_items, cfg.history_chars,
-                                        new_items_only=new, repeat_timing=config.repeat_timing)
+                                        new_items_only=new)
                             for new in (False, True)]))  # full lists, and without past purchases
         logger.info("rerank examples at %s: %d users, %.2f positives per user in the top %d",
                     cutoff.date(), len(out[-1]), out[-1].labels.sum(axis=1).mean(), config.candidates)
@@ -126,7 +126,7 @@ class PurchaseReranker:
         examples = examples or training_examples(data, hybrid, cfg, show_progress=self.show_progress)
         examples_seconds = time.perf_counter() - start
         self.sources_ = sorted(hybrid.quotas_)
-        self.names_ = feature_names(self.sources_, cfg.repeat_timing)
+        self.names_ = feature_names(self.sources_)
         # with text the cutoffs before the second-to-last are the cross-encoder's; without, the purchase model's too
         fit_on, valid = (examples[-2] if cfg.text else _concat(examples[:-1])), examples[-1]
         self.item_texts_ = [str(t) for t in data.item_texts]
@@ -153,7 +153,7 @@ class PurchaseReranker:
             "window_days": int((examples[-1].cutoff - examples[-2].cutoff).days), "users_per_cutoff": [len(e) for e in examples],
             "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
             "validation": validation, "calibration": calibration[MODEL_ORDER], "calibration_by_model": calibration,
-            "trees": {name: model.best_iterations for name, model in self.models_.items()},
+            "trees": {name: int(model.booster.best_iteration) for name, model in self.models_.items()},
             "importance": {name: model.importance() for name, model in self.models_.items()}, "text_log": text_log,
             "fit_seconds_by_stage": {"examples": examples_seconds, "models": time.perf_counter() - start - examples_seconds},
         }
@@ -192,7 +192,7 @@ class PurchaseReranker:
 
         cfg = self.config
         model = PurchaseModel(trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate,
-                              min_child_samples=cfg.min_child_samples, seed=cfg.seed, models=cfg.models)
+                              min_child_samples=cfg.min_child_samples, seed=cfg.seed)
         return model.fit(*rows(fit_on, text), *rows(valid, text_valid), self.names_ + (["text_score"] if text is not None else []))
 
     def _margin(self, name: str, candidates: Candidates, features: np.ndarray, text: np.ndarray | None) -> np.ndarray:
@@ -291,7 +291,7 @@ class PurchaseReranker:
         TreeSHAP scaled by the Platt slope; zero for padding)."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        features = candidate_features(candidates, users, self.stats_, self.sources_, self.config.repeat_timing)
+        features = candidate_features(candidates, users, self.stats_, self.sources_)
         timings["features"] = time.perf_counter() - start
         return self._probabilities(users, texts, candidates, features, new_lists, timings, explain)
 

@@ -36,8 +36,6 @@ WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 TUNING_KS = (50, 100, 200)
 #: List depths tried per source when tuning (every source gets the same depth).
 DEPTH_GRID = (100, 200, 300, 500)
-#: Half-life (days) of the time-decayed purchase counts the hybrid hands the reranker.
-DECAY_HALF_LIFE_DAYS = 30.0
 #: Which fitted model serves each fusion source.
 SOURCE_MODEL = {"own": "repurchase", "als": "als", "als_new": "als", "itemknn": "itemknn", "bi_encoder": "bi_encoder",
                 "new_arrivals": "bi_encoder", "sequence": "sequence", "popularity": "popularity"}
@@ -117,8 +115,6 @@ class HybridRetriever(Retriever):
         """Keep ``data``'s purchase counts, recency and new arrivals (what fusion reads besides its sources)."""
         self._remember(data, data.user_items("counts"))
         self.days_since_ = data.days_since_purchase()
-        self.decayed_ = data.decayed_counts(DECAY_HALF_LIFE_DAYS)
-        self.rebuy_days_ = data.rebuy_days()
         self.new_arrivals_ = data.new_arrivals(self.config.new_arrival_days)
 
     def with_catalog(self, catalog: Catalog, *, shards: int | None = None) -> HybridRetriever:
@@ -205,20 +201,15 @@ class HybridRetriever(Retriever):
         return lists
 
     def _own_features(self, query: Query, fused: Candidates) -> dict[str, np.ndarray]:
-        """The user's purchase count of each candidate, its time-decayed count, days since they last
-        bought it and those days over the item's median re-buy interval (``own_due``: 1 when a re-buy
-        is due); NaN where never bought, or unknown (a fresh history carries no times)."""
+        """The user's purchase count of each candidate and days since they last bought it; NaN where
+        never bought, or unknown (a fresh history carries no times)."""
         counts = query.history if query.fresh else self.user_items_[query.users]
-        unknown = np.full(fused.item_ids.shape, np.nan, dtype=np.float32)
         if query.fresh:
-            days, decayed = unknown, unknown
+            days = np.full(fused.item_ids.shape, np.nan, dtype=np.float32)
         else:
             days = lookup(self.days_since_[query.users], fused.item_ids)
             days = np.where(days > 0, days - 1.0, np.nan).astype(np.float32)
-            decayed = lookup(self.decayed_[query.users], fused.item_ids)
-        interval = self.rebuy_days_[np.maximum(fused.item_ids, 0)]
-        due = (days / np.where(interval > 0, interval, np.nan)).astype(np.float32)
-        return {"own_count": lookup(counts, fused.item_ids), "own_days_since": days, "own_decayed": decayed, "own_due": due}
+        return {"own_count": lookup(counts, fused.item_ids), "own_days_since": days}
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
@@ -226,8 +217,7 @@ class HybridRetriever(Retriever):
         return {"weight_names": np.asarray(weights, dtype="U32"), "weights": np.asarray([self.weights_[n] for n in weights]),
                 "quota_names": np.asarray(quotas, dtype="U32"),
                 "quotas": np.asarray([self.quotas_[n] for n in quotas], dtype=np.int64),
-                **csr_to_arrays("days_since", self.days_since_), **csr_to_arrays("decayed", self.decayed_),
-                "rebuy_days": self.rebuy_days_, "new_arrivals": self.new_arrivals_}
+                **csr_to_arrays("days_since", self.days_since_), "new_arrivals": self.new_arrivals_}
 
     def _write(self, folder: Any, arrays: dict[str, np.ndarray]) -> None:
         super()._write(folder, arrays)
@@ -238,7 +228,6 @@ class HybridRetriever(Retriever):
         self.weights_ = {str(n): float(w) for n, w in zip(arrays["weight_names"], arrays["weights"])}
         self.quotas_ = {str(n): int(q) for n, q in zip(arrays["quota_names"], arrays["quotas"])}
         self.days_since_ = csr_from_arrays("days_since", arrays)
-        self.decayed_, self.rebuy_days_ = csr_from_arrays("decayed", arrays), arrays["rebuy_days"]
         self.new_arrivals_ = arrays.get("new_arrivals", np.zeros(0, dtype=np.int64))  # saved before the source existed
         classes = {"als": ALSRetriever, "itemknn": ItemKNNRetriever, "bi_encoder": BiEncoderRetriever,
                    "repurchase": RepurchaseRetriever, "popularity": PopularityRetriever, "sequence": SequenceRetriever}

@@ -57,17 +57,6 @@ def test_days_since_purchase(tiny) -> None:
     assert days[b, z] == pytest.approx(1 + 1) and days[a, z] == 0
 
 
-def test_decayed_counts_and_rebuy_days(tiny) -> None:
-    a, b = tiny.users.index(["a", "b"])
-    x, y, z, w = tiny.items.index(["x", "y", "z", "w"])
-    decayed = tiny.decayed_counts(half_life_days=29)
-    # the log ends 2024-02-03 10:00: a bought x 33 and 29 days before, so 0.5 ** (33/29) + 0.5
-    assert decayed[a, x] == pytest.approx(0.5 ** (33 / 29) + 0.5, rel=1e-6) and decayed[b, z] == pytest.approx(0.5 ** (1 / 29))
-    rebuy = tiny.rebuy_days()
-    assert rebuy[x] == 4.0  # a: Jan 1, then Jan 5
-    assert np.isnan(rebuy[[y, z, w]]).all()  # nobody bought them on two days
-
-
 def test_popularity_counts_distinct_buyers_in_window(tiny) -> None:
     pop = tiny.item_popularity()
     assert dict(zip(tiny.items.ids, pop)) == {"w": 1, "x": 1, "y": 2, "z": 1}

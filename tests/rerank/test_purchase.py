@@ -55,30 +55,20 @@ def test_purchase_model_learns_the_planted_signal_and_calibrates(tmp_path) -> No
     np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "model").margin(x_test), margin)
 
 
-def test_purchase_model_seed_ensemble_averages_its_boosters(tmp_path) -> None:
+def test_a_saved_seed_ensemble_asks_for_a_refit(tmp_path) -> None:
     import json
 
     x, y, groups = _planted(400, 25, seed=1)
     x_valid, y_valid, groups_valid = _planted(200, 25, seed=2)
-    x_test, _, _ = _planted(100, 25, seed=3)
-    single = PurchaseModel(trees=200, leaves=7, learning_rate=0.1, min_child_samples=20, seed=0)
-    single.fit(x, y, groups, x_valid, y_valid, groups_valid, ["signal", "noise"])
-    model = PurchaseModel(trees=200, leaves=7, learning_rate=0.1, min_child_samples=20, seed=0, models=3)
+    model = PurchaseModel(trees=50, leaves=7, learning_rate=0.1, min_child_samples=20, seed=0)
     model.fit(x, y, groups, x_valid, y_valid, groups_valid, ["signal", "noise"])
-    each = [b.predict(x_test, raw_score=True, num_iteration=b.best_iteration) for b in model.boosters]
-    assert len(each) == 3 and len(model.best_iterations) == 3
-    np.testing.assert_array_equal(each[0], single.margin(x_test))  # the first booster is the single model
-    assert not np.allclose(each[0], each[1]) and not np.allclose(each[1], each[2])  # their own bagging seeds
-    margin = model.margin(x_test)
-    np.testing.assert_allclose(margin, np.mean(each, axis=0))
-    np.testing.assert_allclose(model.contributions(x_test[:20]).sum(axis=1), margin[:20], rtol=1e-5, atol=1e-6)
-    assert sum(model.importance().values()) == pytest.approx(1.0, abs=1e-3) and model.importance()["signal"] > 0.8
     model.save(tmp_path, "model")
-    np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "model").margin(x_test), margin)
-    single.save(tmp_path, "old")  # saved before ensembles: no "models" in its description
-    meta = json.loads((tmp_path / "old.json").read_text())
-    (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "models"}))
-    np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "old").margin(x_test), each[0])
+    meta = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "models": 1}))  # a single model saved while ensembles existed
+    np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "model").margin(x), model.margin(x))
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "models": 3}))
+    with pytest.raises(ValueError, match="seed ensemble of 3 .*refit"):
+        PurchaseModel.load(tmp_path, "model")
 
 
 def test_candidate_features_by_hand() -> None:
@@ -108,20 +98,6 @@ def test_candidate_features_by_hand() -> None:
     assert second["als_score"] == pytest.approx(0.9) and second["item_buyers_log"] == pytest.approx(np.log1p(9.0))
     assert second["item_age_log"] == pytest.approx(np.log1p(40.0)) and row["item_age_log"] == pytest.approx(np.log1p(NEVER_DAYS))
     assert (f[0, 2] == 0).all()  # padding
-
-
-def test_repeat_timing_features_by_hand() -> None:
-    candidates = Candidates(np.array([[2, 0]]), np.array([[0.5, 0.25]], dtype=np.float32),
-                            {"own_count": np.array([[3.0, 0.0]]), "own_days_since": np.array([[6.0, np.nan]]),
-                             "own_decayed": np.array([[1.5, np.nan]]), "own_due": np.array([[2.0, np.nan]])})
-    stats = CollaborativeStats(item_buyers=np.ones(3), item_buyers_30d=np.ones(3), user_purchases=np.ones(1),
-                               user_items=np.ones(1), item_age_days=np.ones(3))
-    names = feature_names([], repeat_timing=True)
-    f = candidate_features(candidates, np.array([0]), stats, [], repeat_timing=True)
-    bought, never = dict(zip(names, f[0, 0])), dict(zip(names, f[0, 1]))
-    assert bought["own_decayed_log"] == pytest.approx(np.log1p(1.5)) and bought["own_due_log"] == pytest.approx(np.log(2.0))
-    assert bought["own_due_known"] == 1 and never["own_due_known"] == 0 and never["own_decayed_log"] == 0
-    assert f.shape[-1] == len(names) == len(feature_names([])) + 3
 
 
 def test_item_age_counts_days_from_the_first_sale_to_the_end_of_the_data(tmp_path) -> None:

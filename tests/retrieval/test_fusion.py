@@ -165,10 +165,6 @@ def test_hybrid_features_and_round_trip(planted, tmp_path) -> None:
     np.testing.assert_array_equal(found.sources["own_count"], lookup(counts[users], found.item_ids))
     days = found.sources["own_days_since"]
     assert (np.isnan(days) == (found.sources["own_count"] == 0)).all() and np.nanmin(days) >= 0
-    decayed, due = found.sources["own_decayed"], found.sources["own_due"]
-    np.testing.assert_allclose(decayed, lookup(planted.decayed_counts(30.0)[users], found.item_ids), rtol=1e-6)
-    interval = planted.rebuy_days()[found.item_ids]
-    np.testing.assert_allclose(due, days / np.where(interval > 0, interval, np.nan), rtol=1e-5)  # NaN: never bought, or no re-buy
     own = found.sources["own_rank"]
     assert np.isnan(own[found.sources["own_count"] == 0]).all()  # own history ranks only the user's items
     cold = found.item_ids >= 110
