@@ -1,4 +1,4 @@
-"""Issue 29's variants — the sequence source, stabler tuning and training — judged
+"""Issue 29's variants — the sequence source, and the seed-to-seed spread of the engine — judged
 on validation origins before a shop's fixed test window, over several seeds, never on the test window.
 
 At each origin (scored on the month after it) and seed, the sources every variant shares are
@@ -8,18 +8,15 @@ variant (``--hybrids``) is a hybrid over them, its fusion tuned on its own valid
 * ``default`` — the default sources and fusion tuning;
 * ``sequence`` — the same plus the transformer over purchase sequences
   (:class:`~ecomrec.retrieval.sequence.SequenceRetriever`, seeded too), and the sequence model
-  alone for reference;
-* ``bagged`` — the default sources, the fusion weights averaged over ``--resamples`` bootstrap
-  resamples of the validation users (``FusionConfig.tune_resamples``).
+  alone for reference.
 
-With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``) and
-each reranker variant of ``--rerankers``: ``cutoffs`` (``RerankConfig.cutoffs = --cutoffs``: the
-purchase model learns from every cutoff but the last); ``reseed`` trains the default reranker
-again on the same examples with two other LightGBM seeds (the spread the purchase model alone
-causes, not a candidate default). The training examples are built once per hybrid and number of
-cutoffs, the examples' bi-encoder (fitted before the first cutoff) shared by the hybrids. The
-``timing`` (repeat-purchase timing features) and ``ensemble`` (a LightGBM seed ensemble) variants
-were judged at ``d281f02`` and removed (benchmarks/README.md, "Stable training").
+With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``), its
+training examples built once per hybrid (the examples' bi-encoder, fitted before the first
+cutoff, shared); ``--reseed`` also trains the default hybrid's reranker again on the same
+examples with two other LightGBM seeds (the spread the purchase model alone causes). The
+stable-training variants ``bagged`` (fusion tuned on bootstrap resamples), ``timing`` (repeat-
+purchase timing features), ``ensemble`` (a LightGBM seed ensemble) and ``cutoffs`` (four training
+cutoffs) were judged at ``d281f02`` and removed (benchmarks/README.md, "Stable training").
 
 Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
@@ -29,7 +26,7 @@ fused order it reorders).
 
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
-    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default,bagged --rerankers cutoffs,reseed
+    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default --reseed
     python benchmarks/bench_sequence.py --merge seed0.json seed1.json --output both.json   # seeds run apart
     python benchmarks/bench_sequence.py --verdict results/bench_sequence_stable_online-retail.json results/bench_sequence_stable_dunnhumby.json
 """
@@ -78,18 +75,17 @@ def window_end(origin: pd.Timestamp) -> pd.Timestamp:
     return origin + pd.DateOffset(months=1) - pd.Timedelta(days=1)
 
 
-def configs(seed: int, hybrids: list[str], resamples: int) -> dict[str, HybridConfig]:
+def configs(seed: int, hybrids: list[str]) -> dict[str, HybridConfig]:
     base = HybridConfig(als=ALSConfig(seed=seed), bi_encoder=BiEncoderConfig(seed=seed), sequence=SequenceConfig(seed=seed))
     fusion = base.fusion
-    variants = {"default": base, "sequence": base.replace(fusion=fusion.replace(quotas={**fusion.quotas, "sequence": 500})),
-                "bagged": base.replace(fusion=fusion.replace(tune_resamples=resamples))}
+    variants = {"default": base, "sequence": base.replace(fusion=fusion.replace(quotas={**fusion.quotas, "sequence": 500}))}
     return {name: variants[name] for name in hybrids}
 
 
 def shared_sources(history: Any, seed: int) -> dict[str, Any]:
     from ecomrec.retrieval import RETRIEVERS
 
-    cfg = configs(seed, ["default"], 1)["default"]
+    cfg = configs(seed, ["default"])["default"]
     own = {"als": cfg.als, "bi_encoder": cfg.bi_encoder, "itemknn": cfg.itemknn, "repurchase": cfg.repurchase}
     out = {name: RETRIEVERS[name](config, show_progress=False).fit(history) for name, config in own.items()}
     out["popularity"] = RETRIEVERS["popularity"](show_progress=False).fit(history)
@@ -105,7 +101,7 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
     sources = shared_sources(split.history, seed)
     out: dict[str, Any] = {"users": int(len(split.users)), "seconds": {"shared_sources": time.perf_counter() - start}}
     methods: dict[str, Any] = {}
-    for variant, config in configs(seed, args.hybrids, args.resamples).items():
+    for variant, config in configs(seed, args.hybrids).items():
         start = time.perf_counter()
         hybrid = HybridRetriever(config, retrievers=sources, show_progress=False).fit(split.history)
         out["seconds"][f"hybrid:{variant}"] = time.perf_counter() - start
@@ -128,33 +124,23 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
 
 
 def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.Namespace, seconds: dict[str, float]) -> dict[str, Any]:
-    """The default reranker and each ``--rerankers`` variant on each hybrid. The examples are built
-    once per hybrid and number of cutoffs, all from one examples' bi-encoder per number of cutoffs."""
+    """The default reranker on each hybrid (and, with ``--reseed``, two other LightGBM seeds on the
+    default hybrid's examples), all examples from one examples' bi-encoder."""
     from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
     from ecomrec.rerank.reranker import example_bi_encoder
 
-    base = RerankConfig(seed=seed)
-    variants = {"": base, "+cutoffs": base.replace(cutoffs=args.cutoffs),
-                # the same examples, other LightGBM seeds: the spread the purchase model alone causes
-                "+reseed1": base.replace(seed=seed + 1), "+reseed2": base.replace(seed=seed + 2)}
-    wanted = {f"+{v}" for v in args.rerankers} | ({"+reseed1", "+reseed2"} if "reseed" in args.rerankers else set())
-    variants = {suffix: config for suffix, config in variants.items() if not suffix or suffix in wanted}
-    bi_config = hybrids["hybrid:default"].config.bi_encoder
-    example_bis = {n: example_bi_encoder(history, bi_config, base.replace(cutoffs=n)) for n in {c.cutoff_count for c in variants.values()}}
+    config = RerankConfig(seed=seed)
+    bi = example_bi_encoder(history, hybrids["hybrid:default"].config.bi_encoder, config)
     out = {}
     for variant in args.hybrids:
-        hybrid = hybrids[f"hybrid:{variant}"]
-        built = {}
-        for n, bi in example_bis.items():
+        hybrid, start = hybrids[f"hybrid:{variant}"], time.perf_counter()
+        examples = training_examples(history, hybrid, config, bi=bi)
+        seconds[f"examples:{variant}"] = time.perf_counter() - start
+        seeds = {"": seed, "+reseed1": seed + 1, "+reseed2": seed + 2} if args.reseed and variant == "default" else {"": seed}
+        for suffix, lightgbm_seed in seeds.items():
             start = time.perf_counter()
-            built[n] = training_examples(history, hybrid, base.replace(cutoffs=n), bi=bi)
-            seconds[f"examples:{variant}:{n}_cutoffs"] = time.perf_counter() - start
-        for suffix, config in variants.items():
-            if suffix.startswith("+reseed") and variant != "default":
-                continue
-            start = time.perf_counter()
-            reranker = PurchaseReranker(config)
-            out[f"rerank:{variant}{suffix}"] = RerankedRetriever(hybrid, reranker, examples=built[config.cutoff_count]).fit(history)
+            reranker = PurchaseReranker(config.replace(seed=lightgbm_seed))
+            out[f"rerank:{variant}{suffix}"] = RerankedRetriever(hybrid, reranker, examples=examples).fit(history)
             seconds[f"rerank:{variant}{suffix}"] = time.perf_counter() - start
     return out
 
@@ -166,10 +152,8 @@ def main() -> None:
     parser.add_argument("--origins", help="comma-separated YYYY-MM-DD, all before the shop's test window (required to run)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
-    parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence, bagged")
-    parser.add_argument("--rerankers", default="", help="reranker variants besides the default: cutoffs, reseed")
-    parser.add_argument("--resamples", type=int, default=16, help="bootstrap resamples of the bagged fusion tuning")
-    parser.add_argument("--cutoffs", type=int, default=4, help="training cutoffs of the cutoffs reranker (the default: 2)")
+    parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence")
+    parser.add_argument("--reseed", action="store_true", help="with --rerank: the default reranker with two other LightGBM seeds too")
     parser.add_argument("--output", default=None)
     parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
     parser.add_argument("--merge", nargs="+", metavar="REPORT", help="instead of running: join these runs of one shop into --output")
@@ -185,7 +169,6 @@ def main() -> None:
     if not args.origins:
         parser.error("--origins is required to run")
     args.hybrids = ["default"] + [h for h in args.hybrids.split(",") if h != "default"]
-    args.rerankers = [r for r in args.rerankers.split(",") if r]
     data, shop = load_shop(args)
     origins = [pd.Timestamp(o) for o in args.origins.split(",")]
     if late := [str(o.date()) for o in origins if window_end(o) >= TEST_FROM[shop]]:
@@ -193,7 +176,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
                               "seeds": seeds, "rerank": args.rerank,
-                              "hybrids": args.hybrids, "rerankers": args.rerankers, "resamples": args.resamples, "cutoffs": args.cutoffs,
+                              "hybrids": args.hybrids, "reseed": args.reseed,
                               "runs": {}}
     output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
     per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}
@@ -250,14 +233,14 @@ def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
     per-seed rows joined, spreads over all the seeds; slices stay per run (``slices_by_run``), as
     they pool users and the per-user values are not kept."""
     first = reports[0]
-    same = ("shop", "origins", "rerank", "hybrids", "rerankers", "resamples", "cutoffs")
-    if any(r[key] != first[key] for r in reports[1:] for key in same):
+    same = ("shop", "origins", "rerank", "hybrids", "reseed", "rerankers", "resamples", "models", "cutoffs")  # older runs' too
+    if any(r.get(key) != first.get(key) for r in reports[1:] for key in same):
         raise SystemExit(f"these reports differ in one of {same}: not runs of one sweep")
     by_seed = {seed: row for r in reports for seed, row in r["summary"]["by_seed"].items()}
     if len(by_seed) < sum(len(r["summary"]["by_seed"]) for r in reports):
         raise SystemExit("a seed is in more than one report")
     pairs = [tuple(name.split(" - ")) for name in next(iter(by_seed.values())) if " - " in name]
-    return {**{k: first[k] for k in ("environment", *same)}, "seeds": sorted(int(s) for s in by_seed),
+    return {**{k: first[k] for k in ("environment", *same) if k in first}, "seeds": sorted(int(s) for s in by_seed),
             "runs": {k: v for r in reports for k, v in r["runs"].items()},
             "summary": {"by_seed": by_seed, **over_seeds(by_seed, pairs)},
             "slices_by_run": {f"seed {','.join(sorted(r['summary']['by_seed']))}": r["slices"] for r in reports}}
@@ -268,8 +251,7 @@ def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
     hybrids = [f"hybrid:{h}" for h in args.hybrids]
     pairs = [(h, "hybrid:default") for h in hybrids[1:]]
     if args.rerank:
-        suffixes = [f"+{v}" for v in args.rerankers if v != "reseed"]
-        rerankers = [f"rerank:{h}{r}" for h in args.hybrids for r in ["", *suffixes]]
+        rerankers = [f"rerank:{h}" for h in args.hybrids]
         pairs += [(r, "rerank:default") for r in rerankers[1:]]
         pairs += [(r, "hybrid:" + r.split(":")[1].split("+")[0]) for r in rerankers]
     return pairs

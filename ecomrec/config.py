@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
@@ -41,6 +41,21 @@ class ConfigBase(BaseModel):
     """Shared behaviour of every ``*Config``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    #: Options removed after validation, each with the value that behaves as this version does.
+    retired: ClassVar[dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_options(cls, values: Any) -> Any:
+        """Configs saved with a retired option still load where it held the value that behaves as
+        this version does; any other value is an error that says so."""
+        if not isinstance(values, dict) or not cls.retired:
+            return values
+        for name, same in cls.retired.items():
+            if name in values and values[name] != same:
+                raise ValueError(f"{name}={values[name]!r}: the option was removed (validation did not keep it, "
+                                 "benchmarks/README.md \"Stable training\"); refit without it")
+        return {k: v for k, v in values.items() if k not in cls.retired}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (nested configs become dicts, tuples become lists)."""
@@ -265,17 +280,15 @@ class FusionConfig(ConfigBase):
     ``quotas``: candidates taken from each source (absent: not used; with ``tune`` every source gets
     the tuned depth). ``weights``: each source's weight. ``tune``: fit the weights and the depth on the
     validation window (the last ``valid_days`` of the training data, or the bi-encoder's own).
-    ``tune_resamples``: bootstrap resamples of the validation users the tuning runs on, their
-    weights averaged (1: one search on all of them).
     """
 
+    retired: ClassVar[dict[str, Any]] = {"tune_resamples": 1}
     rrf_k: Real = Field(60.0, gt=0)
     quotas: dict[str, StrictInt] = Field(default_factory=lambda: {s: 500 for s in DEFAULT_SOURCES})
     weights: dict[str, Real] = Field(default_factory=lambda: {
         "own": 4.0, "als": 0.5, "als_new": 1.0, "itemknn": 1.0, "bi_encoder": 1.0, "new_arrivals": 1.0, "sequence": 1.0,
         "popularity": 1.0})
     tune: StrictBool = True
-    tune_resamples: StrictInt = Field(1, gt=0)
     valid_days: StrictInt = Field(30, gt=0)
 
     @property
@@ -360,10 +373,6 @@ class CrossEncoderConfig(ConfigBase):
         return self
 
 
-#: Reranker options removed after validation, with the value that behaves as this version does.
-RETIRED_RERANK_OPTIONS = {"repeat_timing": False, "models": 1}
-
-
 class RerankConfig(ConfigBase):
     """The purchase-probability reranker over the hybrid's candidates.
 
@@ -390,6 +399,7 @@ class RerankConfig(ConfigBase):
         The text model.
     """
 
+    retired: ClassVar[dict[str, Any]] = {"repeat_timing": False, "models": 1}
     text: StrictBool = False
     cutoffs: StrictInt = Field(0, ge=0)
     window_days: StrictInt = Field(30, gt=0)
@@ -402,19 +412,6 @@ class RerankConfig(ConfigBase):
     min_child_samples: StrictInt = Field(50, gt=0)
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _retired(cls, values: Any) -> Any:
-        """Configs saved with an option validation removed still load where it held the value that
-        behaves as this version does; any other value is an error that says so."""
-        if not isinstance(values, dict):
-            return values
-        for name, same in RETIRED_RERANK_OPTIONS.items():
-            if name in values and values[name] != same:
-                raise ValueError(f"{name}={values[name]!r}: the option was removed (validation did not keep it, "
-                                 "benchmarks/README.md \"Stable training\"); refit without it")
-        return {k: v for k, v in values.items() if k not in RETIRED_RERANK_OPTIONS}
 
     @property
     def cutoff_count(self) -> int:

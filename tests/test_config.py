@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ecomrec.config import (ALSConfig, BiEncoderConfig, CrossEncoderConfig, ItemKNNConfig, PopularityConfig, ProtocolConfig,
-                            RepurchaseConfig, RerankConfig)
+from ecomrec.config import (ALSConfig, BiEncoderConfig, CrossEncoderConfig, FusionConfig, ItemKNNConfig, PopularityConfig,
+                            ProtocolConfig, RepurchaseConfig, RerankConfig)
 
 ALL = (ALSConfig, ItemKNNConfig, PopularityConfig, ProtocolConfig, RepurchaseConfig)
 
@@ -66,6 +66,10 @@ def test_configs_saved_with_a_retired_option_load_where_it_changed_nothing() -> 
         RerankConfig.from_dict({**saved, "models": 5})
     with pytest.raises(ValueError, match="repeat_timing=True"):
         RerankConfig(repeat_timing=True)
+    fusion = FusionConfig.from_dict({**FusionConfig().to_dict(), "tune_resamples": 1})
+    assert fusion == FusionConfig() and "tune_resamples" not in fusion.to_dict()
+    with pytest.raises(ValueError, match="tune_resamples=16"):
+        FusionConfig(tune_resamples=16)
 
 
 def test_engine_config_round_trips_through_toml() -> None:

@@ -268,10 +268,7 @@ class HybridRetriever(Retriever):
         """Weights and list depth that maximise mean recall at TUNING_KS (all and new targets) on the
         validation window (:meth:`_validation`; sources fitted before it): coordinate ascent over
         WEIGHT_GRID for each depth in DEPTH_GRID, and every source alone (kept if it beats any
-        weighting). With ``fusion.tune_resamples`` > 1 the search runs on that many bootstrap
-        resamples of the validation users and the weights found (each scaled to sum 1) are averaged,
-        the depth their median: the argmax of one noisy sample moves with every refit, their mean
-        much less (benchmarks/README.md, "stable training")."""
+        weighting)."""
         from ecomrec.metrics import ranking_metrics
 
         split, rows, start = self._validation(data, bi)
@@ -302,33 +299,18 @@ class HybridRetriever(Retriever):
                 out.append(np.mean([values[f"recall@{k}"] for k in TUNING_KS], axis=0))
             return tuple(out)
 
-        def objective(counts: np.ndarray) -> Callable[[dict[str, float], int], float]:
-            """Mean of the all and new sets' recalls, each user counted ``counts`` times."""
-            weights_new = counts[has_new]
-            return lambda weights, depth: float(np.mean([
-                np.average(values, weights=w) for values, w in zip(per_user(tuple(weights.items()), depth), (counts, weights_new))]))
+        def objective(weights: dict[str, float], depth: int) -> float:
+            """Mean of the all and new sets' mean recalls."""
+            return float(np.mean([values.mean() for values in per_user(tuple(weights.items()), depth)]))
 
         users = len(rows)
-        if self.fusion.tune_resamples == 1:
-            best_weights, best_depth, best, trace = _search(objective(np.ones(users)), sources, dict(self.fusion.weights))
-        else:
-            rng, found, trace = np.random.default_rng(0), [], []
-            for resample in range(self.fusion.tune_resamples):
-                counts = np.bincount(rng.integers(0, users, users), minlength=users).astype(np.float64)
-                if not counts[has_new].any():
-                    counts[has_new] += 1.0  # a resample without a new-item user would leave that half unjudged
-                weights, depth, score, _ = _search(objective(counts), sources, dict(self.fusion.weights))
-                found.append((weights, depth))
-                trace.append({"resample": resample, "depth": depth, "weights": weights, "objective": score})
-            best_weights = {s: float(np.mean([w[s] / sum(w[t] for t in sources) for w, _ in found])) for s in sources}
-            best_depth = int(np.sort([d for _, d in found])[len(found) // 2])
-            best = objective(np.ones(users))(best_weights, best_depth)
+        best_weights, best_depth, best, trace = _search(objective, sources, dict(self.fusion.weights))
         quotas = {s: best_depth for s in sources}
         logger.info("fusion tuned on %d validation users: depth %d, weights %s (mean recall %.4f)", users, best_depth, best_weights, best)
         alone = [s for s, w in best_weights.items() if w > 0]
         kept = f"{alone[0]} alone (no weighting of the sources beat it)" if len(alone) == 1 else "fusion"
         return best_weights, quotas, {"users": int(users), "start": str(start), "objective": best, "depth": best_depth,
-                                      "kept": kept, "resamples": self.fusion.tune_resamples, "trace": trace}
+                                      "kept": kept, "trace": trace}
 
 
 def _search(objective: Callable[[dict[str, float], int], float], sources: list[str],

@@ -131,28 +131,6 @@ def test_hybrid_at_least_as_good_as_its_best_source(planted) -> None:
     assert f"{tuning['kept']}: " in chosen and f"depth {tuning['depth']}" in chosen and f"{tuning['objective']:.4f}" in chosen
 
 
-def test_bagged_tuning_averages_the_resamples_weights(planted) -> None:
-    from ecomrec.retrieval.fusion import DEPTH_GRID
-
-    quotas = {s: 100 for s in ("own", "als", "als_new", "itemknn", "popularity")}
-    fitted = {}
-    for resamples in (1, 8):
-        config = HybridConfig(als=ALSConfig(factors=8, iterations=10), fusion=FusionConfig(quotas=quotas, tune_resamples=resamples))
-        fitted[resamples] = HybridRetriever(config, show_progress=False).fit(planted)
-    bagged = fitted[8]
-    runs = bagged.tuning_["trace"]
-    assert bagged.tuning_["resamples"] == 8 and [r["resample"] for r in runs] == list(range(8))
-    assert len({tuple(r["weights"][s] for s in quotas) + (r["depth"],) for r in runs}) > 1  # the resamples disagree
-    for source in quotas:  # each resample's weights scaled to sum 1, then averaged
-        expected = np.mean([r["weights"][source] / sum(r["weights"][s] for s in quotas) for r in runs])
-        assert bagged.weights_[source] == pytest.approx(expected)
-    assert sum(bagged.weights_.values()) == pytest.approx(1.0)
-    depth = bagged.quotas_["als"]
-    assert depth in DEPTH_GRID and depth == sorted(r["depth"] for r in runs)[4] and set(bagged.quotas_.values()) == {depth}
-    # the averaged weighting scores (on all validation users) close to the single search's best
-    assert bagged.tuning_["objective"] >= fitted[1].tuning_["objective"] - 0.01
-
-
 @pytest.mark.slow
 def test_hybrid_features_and_round_trip(planted, tmp_path) -> None:
     config = HybridConfig(
