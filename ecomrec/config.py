@@ -53,8 +53,8 @@ class ConfigBase(BaseModel):
             return values
         for name, same in cls.retired.items():
             if name in values and values[name] != same:
-                raise ValueError(f"{name}={values[name]!r}: the option was removed (validation did not keep it, "
-                                 "benchmarks/README.md \"Stable training\"); refit without it")
+                raise ValueError(f"{name}={values[name]!r}: the option was removed (validation did not keep it; "
+                                 "benchmarks/README.md has its table); refit without it")
         return {k: v for k, v in values.items() if k not in cls.retired}
 
     def to_dict(self) -> dict[str, Any]:

@@ -290,18 +290,17 @@ class HybridRetriever(Retriever):
             return out
 
         @functools.cache
-        def per_user(weights: tuple[tuple[str, float], ...], depth: int) -> tuple[np.ndarray, ...]:
-            """Each user's mean recall at TUNING_KS, for the all and the new target sets."""
-            out = []
+        def score(weights: tuple[tuple[str, float], ...], depth: int) -> float:
+            """Mean recall at TUNING_KS over the all and the new target sets (the search revisits weightings)."""
+            recalls = []
             for union, contributions, targets in unions(depth):
                 fused = union.best(union.totals(dict(weights), self.fusion, contributions), max(TUNING_KS))
-                _, values = ranking_metrics(fused.item_ids, targets, TUNING_KS, data.n_items, per_user=True)
-                out.append(np.mean([values[f"recall@{k}"] for k in TUNING_KS], axis=0))
-            return tuple(out)
+                metrics = ranking_metrics(fused.item_ids, targets, TUNING_KS, data.n_items)
+                recalls += [metrics[f"recall@{k}"] for k in TUNING_KS]
+            return float(np.mean(recalls))
 
         def objective(weights: dict[str, float], depth: int) -> float:
-            """Mean of the all and new sets' mean recalls."""
-            return float(np.mean([values.mean() for values in per_user(tuple(weights.items()), depth)]))
+            return score(tuple(weights.items()), depth)
 
         users = len(rows)
         best_weights, best_depth, best, trace = _search(objective, sources, dict(self.fusion.weights))
