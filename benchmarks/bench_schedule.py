@@ -1,12 +1,14 @@
 """How should a shop keep its engine fresh? Four weeks after a fit, week by week: (a) the stale
-engine, (b) the engine with a daily ``Engine.update`` (nothing trained), (d) a full refit at the
-start of each week. Issue 30's schedule; its warm refit (c) is not built yet.
+engine, (b) the engine with a daily ``Engine.update`` (nothing trained), (c) a warm refit at the
+start of each week (``Engine.fit(data, warm_start=last week's engine)``, saved and loaded in
+between as a shop would), (d) a full refit at the start of each week. Issue 30's schedule.
 
 Each week is scored on the customers who bought in it and before it: ndcg@10 of full lists
 (``all``: what they bought that week) and of lists without what they bought before the week
-(``new``: their new items), with paired-bootstrap intervals of (b) - (a) and (d) - (a), pooled
-over weeks and origins, and the seconds each step took (daily updates as p50/p95/p99). Origins
-must lie before the shop's fixed test window (validation periods only).
+(``new``: their new items), with paired-bootstrap intervals of (b), (c), (d) - (a) and of (c) - (d),
+pooled over weeks and origins, and the seconds each step took (daily updates as p50/p95/p99; a
+warm refit's fit, not its load). Origins must lie before the shop's fixed test window
+(validation periods only).
 
     python benchmarks/bench_schedule.py --data ../shared/data/online-retail --origins 2011-07-01,2011-08-01 --config quick
     python benchmarks/bench_schedule.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-01,2017-09-01 --config quick
@@ -43,7 +45,7 @@ CONFIGS = {
                           use_reranker=False, search=SearchConfig(enabled=False)),
     "default": EngineConfig(),
 }
-SCHEDULES = ("stale", "daily_update", "weekly_refit")
+SCHEDULES = ("stale", "daily_update", "weekly_warm_refit", "weekly_refit")
 
 
 def purchases(data: Any, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -81,39 +83,49 @@ def run_origin(data: Any, origin: pd.Timestamp, weeks: int, config: EngineConfig
     fit_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as folder:  # the same fitted engine, updated from here on
         updated = Engine.load(stale.save(Path(folder) / "engine"))
-    out: dict[str, Any] = {"fit_seconds": fit_seconds, "update_seconds": [], "refit_seconds": [], "weeks": []}
+    out: dict[str, Any] = {"fit_seconds": fit_seconds, "update_seconds": [], "refit_seconds": [], "warm_refit_seconds": [],
+                           "warm_reports": [], "weeks": []}
+    refit = warm = stale
     for week in range(weeks):
         week_start, week_end = origin + pd.Timedelta(days=7 * week), origin + pd.Timedelta(days=7 * (week + 1))
-        refit = stale
         if week:
             for day in pd.date_range(week_start - pd.Timedelta(days=7), week_start - pd.Timedelta(days=1)):
                 out["update_seconds"].append(updated.update(purchases(data, day, day + pd.Timedelta(days=1)))["seconds"])
+            with tempfile.TemporaryDirectory() as folder:  # last week's engine as a shop has it: saved, loaded
+                served = Engine.load(warm.save(Path(folder) / "engine"))
+            start = time.perf_counter()
+            warm = Engine(config, show_progress=False).fit(data.between(None, week_start), warm_start=served)
+            out["warm_refit_seconds"].append(time.perf_counter() - start)
+            out["warm_reports"].append(warm.fit_report_)
             start = time.perf_counter()
             refit = Engine(config, show_progress=False).fit(data.between(None, week_start))
             out["refit_seconds"].append(time.perf_counter() - start)
         users, targets, new = week_targets(data, week_start, week_end)
         scores = {name: score(engine, data, users, targets, new) for name, engine in
-                  (("stale", stale), ("daily_update", updated), ("weekly_refit", refit))}
+                  (("stale", stale), ("daily_update", updated), ("weekly_warm_refit", warm), ("weekly_refit", refit))}
         out["weeks"].append({"start": str(week_start.date()), "users": int(len(users)), "scores": scores})
         logger.info("%s week %d: %s", origin.date(), week, {n: {t: float(v.mean()) for t, v in s.items()} for n, s in scores.items()})
     return out
 
 
 def summary(runs: dict[str, Any], weeks: int) -> dict[str, Any]:
-    """Per week (pooled over origins) and over all weeks: each schedule's mean ndcg@10, and the
-    daily update and the weekly refit against the stale engine with paired intervals."""
+    """Per week (pooled over origins) and over all weeks: each schedule's mean ndcg@10, each against
+    the stale engine and the warm refit against the full one, with paired intervals."""
     out: dict[str, Any] = {}
     for label, chosen in [*((f"week {w + 1}", [w]) for w in range(weeks)), ("all weeks", list(range(weeks)))]:
         pooled = {n: {t: np.concatenate([run["weeks"][w]["scores"][n][t] for run in runs.values() for w in chosen])
                       for t in ("all", "new")} for n in SCHEDULES}
         out[label] = {"means": {n: {t: float(v.mean()) for t, v in s.items()} for n, s in pooled.items()},
-                      **{f"{n} - stale": {t: paired_bootstrap(pooled[n][t], pooled["stale"][t]) for t in ("all", "new")}
-                         for n in ("daily_update", "weekly_refit")}}
+                      **{f"{n} - {base}": {t: paired_bootstrap(pooled[n][t], pooled[base][t]) for t in ("all", "new")}
+                         for n, base in (("daily_update", "stale"), ("weekly_warm_refit", "stale"), ("weekly_refit", "stale"),
+                                         ("weekly_warm_refit", "weekly_refit"))}}
     updates = np.concatenate([run["update_seconds"] for run in runs.values()])
     fits = [run["fit_seconds"] for run in runs.values()] + [s for run in runs.values() for s in run["refit_seconds"]]
+    warm = [s for run in runs.values() for s in run.get("warm_refit_seconds", [])]
     out["seconds"] = {"full_fit_median": float(np.median(fits)),
                       "daily_update": {f"p{q}": float(np.percentile(updates, q)) for q in (50, 95, 99)},
-                      "update_over_fit": float(np.median(updates) / np.median(fits))}
+                      "update_over_fit": float(np.median(updates) / np.median(fits)),
+                      "warm_refit_median": float(np.median(warm)), "warm_over_fit": float(np.median(warm) / np.median(fits))}
     return out
 
 

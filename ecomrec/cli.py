@@ -96,6 +96,9 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
     _add_data_arguments(fit, "Online Retail data: folder of per-day CSVs, one CSV, or the UCI xlsx")
     fit.add_argument("--config", help="EngineConfig TOML file (default: the tuned defaults)")
     fit.add_argument("--until", help="fit only on purchases before this day, YYYY-MM-DD (e.g. to evaluate later)")
+    fit.add_argument("--warm-start", metavar="ENGINE", help="a saved engine to continue from (a warm refit: its models "
+                     "continue on the new purchases, its fusion is kept; without --config, its config; without --data "
+                     "or --interactions, its own log, updates included); prints what each part did as JSON")
     fit.add_argument("--output", required=True, help="engine folder to write, e.g. indexes/online-retail")
 
 
@@ -240,11 +243,20 @@ def _engine_config(path: str | None):  # type: ignore[no-untyped-def]
 def _fit(args: argparse.Namespace) -> int:
     from ecomrec.engine import Engine
 
-    data = _load_data(args)
+    served = None if args.warm_start is None else Engine.load(args.warm_start)
+    if served is not None and not (args.data or args.interactions):
+        if served.snapshot.log is None:
+            raise ArtifactError(f"{args.warm_start} holds no purchase log (saved before engines kept it): give --data or --interactions")
+        data = served.snapshot.log
+    else:
+        data = _load_data(args)
     if args.until:
         data = data.between(None, args.until)
-    engine = Engine(_engine_config(args.config), show_progress=not args.quiet).fit(data)
+    config = served.config if served is not None and not args.config else _engine_config(args.config)
+    engine = Engine(config, show_progress=not args.quiet).fit(data, warm_start=served)
     engine.save(args.output)
+    if served is not None:
+        print(json.dumps(engine.fit_report_["warm_start"], indent=2, default=float))
     print(f"fitted on {len(data):,} purchases ({data.n_users:,} users, {data.n_items:,} items) "
           f"in {engine.fit_seconds_:.0f} s; saved to {args.output}")
     return EXIT_OK

@@ -467,6 +467,23 @@ class SearchConfig(ConfigBase):
         return self
 
 
+class WarmRefitConfig(ConfigBase):
+    """How ``Engine.fit(data, warm_start=engine)`` continues the served bi-encoder.
+
+    Attributes
+    ----------
+    replay
+        Older training pairs drawn per pair after the served model's last purchase, so continued
+        training does not forget what the full fit learned.
+    learning_rate_scale
+        The bi-encoder's learning rate is multiplied by this: a continuation moves trained weights,
+        not the base model's.
+    """
+
+    replay: Real = Field(1.0, ge=0)
+    learning_rate_scale: Real = Field(0.5, gt=0, le=1)
+
+
 class EngineConfig(ConfigBase):
     """The whole pipeline behind :class:`~ecomrec.engine.Engine`; also read from / written to TOML.
 
@@ -484,6 +501,8 @@ class EngineConfig(ConfigBase):
         cutoff, then the served one continuing from it on all the data (False: twice from the base model).
     search
         Catalog search: BM25 fused with the base model's dense retrieval.
+    warm_refit
+        How a warm refit continues the served bi-encoder (replay of older pairs, learning rate).
     on_unknown
         Default policy for unknown user or item ids: ``raise``, ``warn`` (skip and warn) or ``drop``.
 
@@ -499,6 +518,7 @@ class EngineConfig(ConfigBase):
     use_reranker: StrictBool = True
     fine_tune_once: StrictBool = True
     search: SearchConfig = Field(default_factory=SearchConfig)
+    warm_refit: WarmRefitConfig = Field(default_factory=WarmRefitConfig)
     on_unknown: Literal["raise", "warn", "drop"] = "raise"
 
     @classmethod

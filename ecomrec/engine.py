@@ -30,6 +30,7 @@ from ecomrec.data.dataset import Dataset
 from ecomrec.data.idmap import IdMap
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.index import shard_builds
+from ecomrec.refit import WarmStart
 from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
 from ecomrec.rerank.reranker import example_bi_encoder
 from ecomrec.results import Results
@@ -70,7 +71,7 @@ class Engine:
         self._forgot_since_save = False  # the next save prunes older versions
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Dataset, *, sources: dict[str, Retriever] | None = None) -> Engine:
+    def fit(self, data: Dataset, *, sources: dict[str, Retriever] | None = None, warm_start: Engine | None = None) -> Engine:
         """Fit candidate generation (ALS, item-kNN, bi-encoder, fusion), the reranker and search on
         ``data``, whose catalog is served from then on; reads use the old models until the new ones
         are complete and checked.
@@ -78,17 +79,28 @@ class Engine:
         ``sources``: retrievers already fitted on ``data`` to use as they are (keys ``als``,
         ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``). With ``config.fine_tune_once``
         the served bi-encoder continues training from the one behind the reranker's examples.
+
+        ``warm_start``: a fitted engine (the one in service, ``self`` included, updated since or
+        not) to continue from instead of starting anew (:mod:`ecomrec.refit`): ``data`` must reach
+        at least as far as its log. ``fit_report_["warm_start"]`` says, per part, what was
+        continued, kept or trained anew and why.
         """
         if not isinstance(data, Dataset):
             raise TypeError(f"fit takes a Dataset (see ecomrec.datasets), got {type(data).__name__}")
+        if warm_start is not None and not isinstance(warm_start, Engine):
+            raise TypeError(f"warm_start takes a fitted Engine, got {type(warm_start).__name__}")
         with self._write_lock:
-            return self._fit(data, sources)
+            warm = None if warm_start is None else WarmStart(warm_start.snapshot, self.config, data, show_progress=self.show_progress)
+            return self._fit(data, sources, warm)
 
-    def _fit(self, data: Dataset, sources: dict[str, Retriever] | None) -> Engine:
+    def _fit(self, data: Dataset, sources: dict[str, Retriever] | None, warm: WarmStart | None) -> Engine:
         start = time.perf_counter()
         cfg, given, stages = self.config, dict(sources or {}), {}
         early = None
-        if (cfg.fine_tune_once and cfg.use_reranker and cfg.hybrid.fusion.uses_text and "bi_encoder" not in given
+        if warm is not None:
+            early = warm.example_bi_encoder(data, stages) if cfg.use_reranker and cfg.hybrid.fusion.uses_text else None
+            given = {**warm.sources(data, stages), **given}
+        if (early is None and cfg.fine_tune_once and cfg.use_reranker and cfg.hybrid.fusion.uses_text and "bi_encoder" not in given
                 and cfg.hybrid.bi_encoder.fine_tune):
             with timed(stages, "bi_encoder_examples"):
                 early = example_bi_encoder(data, cfg.hybrid.bi_encoder, cfg.rerank, show_progress=self.show_progress)
@@ -96,20 +108,27 @@ class Engine:
             served = served.replace(max_pairs=max(served.max_pairs - early.config.max_pairs, served.batch_size))
             with timed(stages, "bi_encoder"):
                 given["bi_encoder"] = BiEncoderRetriever(served, show_progress=self.show_progress).fit(data, start_from=early)
-        hybrid = HybridRetriever(cfg.hybrid, retrievers=given, show_progress=self.show_progress).fit(data)
+        fusion_from = None if warm is None else warm.fusion_from
+        hybrid = HybridRetriever(cfg.hybrid, retrievers=given, fusion_from=fusion_from, show_progress=self.show_progress).fit(data)
         model: HybridRetriever | RerankedRetriever = hybrid
         if cfg.use_reranker:
             with timed(stages, "rerank_examples"):
                 examples = training_examples(data, hybrid, cfg.rerank, bi=early, show_progress=self.show_progress)
-            reranker = PurchaseReranker(cfg.rerank, show_progress=self.show_progress)
+            served = None if warm is None else warm.reranker
+            reranker = PurchaseReranker(cfg.rerank, show_progress=self.show_progress, warm_start=served)
             model = RerankedRetriever(hybrid, reranker, examples=examples).fit(data)
+            if served is not None:
+                warm.report["purchase_model"] = reranker.training_["warm_start"]
         search = None
         if cfg.search.enabled:
             with timed(stages, "search"):
-                search = TextSearch(cfg.search, show_progress=self.show_progress).fit(data)
-        self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search, data))
+                search = TextSearch(cfg.search, show_progress=self.show_progress).fit(data, start_from=None if warm is None else warm.search())
+        self._publish(Snapshot.of(model, data.listed_mask(), [str(t) for t in data.item_texts], search, data,
+                                  example_bi=None if early is None else early.weights_only()))
         self.fit_seconds_ = time.perf_counter() - start
         self.fit_stages_ = {**model.fit_stages(), **stages}
+        self.fit_report_ = {"seconds": self.fit_seconds_, "stages": self.fit_stages_,
+                            "warm_start": None if warm is None else warm.report}
         logger.info("engine fitted on %d interactions in %.1f s (%s)", len(data), self.fit_seconds_,
                     ", ".join(f"{k} {v:.0f} s" for k, v in self.fit_stages_.items()))
         return self
@@ -305,7 +324,8 @@ class Engine:
                 data = appended.data
                 search = None if snap.search is None else snap.search.with_interactions(data)
                 listed = np.concatenate([snap.listed, np.ones(len(appended.new_items), dtype=bool)])
-                updated = Snapshot.of(snap.model.with_interactions(data), listed, [str(t) for t in data.item_texts], search, data)
+                updated = Snapshot.of(snap.model.with_interactions(data), listed, [str(t) for t in data.item_texts], search, data,
+                                      example_bi=snap.example_bi)
                 changed = set() if listing is None else updated.changed_titles(listing)
                 if listing is not None:
                     updated = updated.with_catalog(listing)
@@ -352,7 +372,8 @@ class Engine:
             data, report = forget_customers(snap.log, ids)
             if report["forgotten"]:
                 search = None if snap.search is None else snap.search.with_interactions(data)
-                self._publish(Snapshot.of(snap.model.with_interactions(data), snap.listed, snap.item_texts, search, data))
+                self._publish(Snapshot.of(snap.model.with_interactions(data), snap.listed, snap.item_texts, search, data,
+                                          example_bi=snap.example_bi))
                 self._forgot_since_save = True
         report.update(forgotten_since_fit=len(self.snapshot.log.users.forgotten()), seconds=time.perf_counter() - start)
         logger.info("forget: %d of %d customers forgotten, %d purchases removed", report["forgotten"], report["requested"],
@@ -380,6 +401,8 @@ class Engine:
                 snap.search.save(folder / "search")
             if snap.log is not None:
                 snap.log.save(folder / "log")
+            if snap.example_bi is not None:
+                snap.example_bi.save_weights(folder / "example_bi_encoder")
 
         # after forget, older versions (which may hold the forgotten customers) go
         target = write_artifact(path, "Engine", self.config.to_dict(), facts, write, keep=1 if self._forgot_since_save else KEEP_VERSIONS)
@@ -413,8 +436,11 @@ class Engine:
             if (folder / "search").is_dir():
                 search = TextSearch.load(folder / "search", engine.config.search)
             log = Dataset.load(folder / "log") if (folder / "log").is_dir() else None
+            early = None
+            if (folder / "example_bi_encoder").is_dir():
+                early = BiEncoderRetriever.load_weights(folder / "example_bi_encoder", engine.config.hybrid.bi_encoder)
         try:
-            engine._publish(Snapshot.of(model, listed, item_texts, search, log))
+            engine._publish(Snapshot.of(model, listed, item_texts, search, log, example_bi=early))
         except ArtifactError as error:
             raise ArtifactError(f"{path}: {error}") from None
         return engine
@@ -430,14 +456,15 @@ class Snapshot:
     item_texts: tuple[str, ...]  # title per dense item index
     search: TextSearch | None = None  # the catalog search, None if not built
     log: Dataset | None = None  # the purchases the models know (what ``update`` appends to); None: saved without it
+    example_bi: BiEncoderRetriever | None = None  # the reranker's examples' bi-encoder (its weights are what is saved)
 
     @classmethod
     def of(cls, model: HybridRetriever | RerankedRetriever, listed: np.ndarray, item_texts: Sequence[str],
-           search: TextSearch | None = None, log: Dataset | None = None) -> Snapshot:
+           search: TextSearch | None = None, log: Dataset | None = None, *, example_bi: BiEncoderRetriever | None = None) -> Snapshot:
         listed = np.array(listed, dtype=bool)
         listed.setflags(write=False)
         hybrid = model.hybrid if isinstance(model, RerankedRetriever) else model
-        return cls(model, hybrid, listed, tuple(item_texts), search, log)
+        return cls(model, hybrid, listed, tuple(item_texts), search, log, example_bi)
 
     def catalog(self) -> Catalog:
         """What this snapshot lists now: search's items when it has a search (it holds the items
@@ -461,7 +488,7 @@ class Snapshot:
         for position, text in zip(known, catalog.texts):
             if position >= 0:
                 item_texts[position] = text
-        return Snapshot.of(model, listed, item_texts, search, self.log)
+        return Snapshot.of(model, listed, item_texts, search, self.log, example_bi=self.example_bi)
 
     def catalog_change(self) -> dict[str, Any]:
         """What the catalog change that made this snapshot did: per source, and in search."""

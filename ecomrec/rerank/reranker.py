@@ -111,10 +111,14 @@ class PurchaseReranker:
     kind keeps the text model, the cross-encoder is dropped.
     """
 
-    def __init__(self, config: RerankConfig | None = None, *, show_progress: bool | None = None) -> None:
+    def __init__(self, config: RerankConfig | None = None, *, show_progress: bool | None = None,
+                 warm_start: PurchaseReranker | None = None) -> None:
+        """``warm_start``: the reranker in service; :meth:`fit` keeps its purchase model where the new
+        one ranks the validation cutoff worse (:meth:`_warm_verdict`)."""
         self.config = config or RerankConfig()
         self.show_progress = bool(show_progress)
         self.text_: TextScorer | None = None
+        self._warm_start = warm_start
 
     @property
     def name(self) -> str:
@@ -135,6 +139,8 @@ class PurchaseReranker:
             self.text_ = TextScorer(cfg.cross_encoder, self.item_texts_, show_progress=self.show_progress).fit(_concat(examples[:-2]), valid)
             text = {id(e): self.text_.score(e.texts, e.candidates.item_ids) for e in (fit_on, valid)}
         self.models_ = {MODEL_ORDER: self._train(fit_on, valid)}
+        warm = self._warm_verdict(self._warm_start, valid) if self._warm_start is not None else None
+        self._warm_start = None  # the served reranker is not held once this one is fitted
         if cfg.text:
             self.models_[TEXT_ORDER] = self._train(fit_on, valid, text[id(fit_on)], text[id(valid)])
         margins = {name: self._margin(name, valid.candidates, valid.features, text.get(id(valid))) for name in self.models_}
@@ -157,7 +163,29 @@ class PurchaseReranker:
             "importance": {name: model.importance() for name, model in self.models_.items()}, "text_log": text_log,
             "fit_seconds_by_stage": {"examples": examples_seconds, "models": time.perf_counter() - start - examples_seconds},
         }
+        if warm is not None:
+            self.training_["warm_start"] = warm
         return self
+
+    def _warm_verdict(self, served: PurchaseReranker, valid: Examples) -> dict[str, Any]:
+        """Keep ``served``'s purchase model instead of the new one where it ranks the validation
+        cutoff's lists (both kinds) better by ndcg@10; it must read the same features, and no text.
+        The served model stopped early on an earlier cutoff that overlaps this one, so the check
+        leans towards keeping it: a refit that replaces it beat it on that footing."""
+        from ecomrec.metrics import ndcg_from_labels
+
+        if self.config.text or served.config.text or list(served.names_) != list(self.names_):
+            return {"purchase_model": "refit (the served model reads other inputs: not compared)"}
+        shown, labels = valid.candidates.item_ids >= 0, valid.labels.astype(bool)
+        ndcg = {}
+        for name, model in (("refit", self.models_[MODEL_ORDER]), ("served", served.models_[MODEL_ORDER])):
+            margin = np.full(shown.shape, -np.inf)
+            margin[shown] = model.margin(valid.features[shown])
+            ndcg[name] = ndcg_from_labels(margin, labels, shown)
+        kept = "served" if ndcg["served"] > ndcg["refit"] else "refit"
+        if kept == "served":
+            self.models_[MODEL_ORDER] = served.models_[MODEL_ORDER]
+        return {"purchase_model": kept, "refit_ndcg@10": ndcg["refit"], "served_ndcg@10": ndcg["served"], "cutoff": str(valid.cutoff.date())}
 
     def with_interactions(self, data: Dataset) -> PurchaseReranker:
         """A copy reading the collaborative statistics and history texts of ``data`` (the same

@@ -52,9 +52,13 @@ class ALSRetriever(ScoringRetriever):
     config_class = ALSConfig
     config: ALSConfig
 
-    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> ALSRetriever:
+    def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None, *,
+            start_from: ALSRetriever | None = None) -> ALSRetriever:
+        """Factorise ``data``'s user × item matrix. ``start_from``: a fitted model of as many factors
+        whose factors the sweeps start from, matched by user and item id (a warm refit); ids it
+        does not know start from small random factors, as implicit starts every row."""
         data = as_dataset(data, item_texts)
-        from implicit.als import AlternatingLeastSquares
+        from implicit.cpu.als import AlternatingLeastSquares
 
         cfg = self.config
         weighted = data.user_items(cfg.weighting)
@@ -62,7 +66,11 @@ class ALSRetriever(ScoringRetriever):
         use_gpu = device.startswith("cuda") and implicit_gpu_available()
         with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, single-threaded BLAS
             model = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha,
-                                            iterations=cfg.iterations, random_state=cfg.seed, use_gpu=use_gpu)
+                                            iterations=cfg.iterations, random_state=cfg.seed)
+            if start_from is not None:
+                model.user_factors, model.item_factors = self._start_factors(data, start_from)
+            if use_gpu:
+                model = model.to_gpu()
             model.fit(weighted, show_progress=self._progress())
         if use_gpu:
             model = model.to_cpu()
@@ -77,6 +85,22 @@ class ALSRetriever(ScoringRetriever):
         self.device_ = "cuda" if use_gpu else "cpu"
         self.index_ = self.build_index()
         return self
+
+    def _start_factors(self, data: Dataset, start_from: ALSRetriever) -> tuple[np.ndarray, np.ndarray]:
+        """float32 user and item factors for ``data``'s ids: ``start_from``'s where it knows the id."""
+        start_from._check_fitted()
+        if start_from.item_factors_.shape[1] != self.config.factors:
+            raise ValueError(f"start_from has {start_from.item_factors_.shape[1]} factors; this model has {self.config.factors}")
+        rng = np.random.default_rng(self.config.seed)
+        out = []
+        for ids, old_map, old in ((data.users.ids, start_from.users_, start_from.user_factors_),
+                                  (data.items.ids, start_from.items_, start_from.item_factors_)):
+            factors = rng.random((len(ids), self.config.factors), dtype=np.float32) * 0.01
+            known = old_map.positions(ids)
+            found = (known >= 0) & (known < len(old))
+            factors[found] = old[known[found]]
+            out.append(factors)
+        return out[0], out[1]
 
     def user_vectors(self, users: np.ndarray, history: sp.csr_matrix, fresh: bool) -> np.ndarray:
         """float32 [n, factors]: fitted factors, or folded-in ones for fresh histories."""

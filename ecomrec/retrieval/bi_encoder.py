@@ -30,7 +30,7 @@ from ecomrec.device import resolve_device
 from ecomrec.encoders import (
     RoleEncoder, embedding_dimension, encode_texts, load_sentence_transformer, model_fingerprint, text_hashes, traced_for_inference,
 )
-from ecomrec.exceptions import ArtifactError
+from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.index import EmbeddingStore, ShardedIndex, VectorIndex, load_index, reused_shards
 from ecomrec.index.validation import build_checked, served_score_floor
 from ecomrec.retrieval.base import Query, ScoringRetriever, as_dataset, exclusions, item_indices
@@ -79,14 +79,22 @@ class BiEncoderRetriever(ScoringRetriever):
         super().__init__(config, show_progress=show_progress, **kwargs)
         self.training_log_: list[dict[str, float]] = []
         self.validation_: _Validation | None = None
-        self.trained_until_: pd.Timestamp | None = None  # the last purchase fine-tuning read (this process only)
+        self.trained_until_: pd.Timestamp | None = None  # the last purchase fine-tuning read
+        self.kept_start_: str | None = None  # why a warm refit kept its start weights untrained
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None, *,
-            start_from: BiEncoderRetriever | None = None) -> BiEncoderRetriever:
+            start_from: BiEncoderRetriever | None = None, recent_after: pd.Timestamp | None = None,
+            replay: float = 1.0) -> BiEncoderRetriever:
         """Fine-tune on ``data`` (unless ``fine_tune=False``), embed its catalog and index it.
         ``start_from``: a bi-encoder of the same base model and layers, fine-tuned earlier, whose
-        weights (left unchanged) training continues from instead of the base model's."""
+        weights (left unchanged) training continues from instead of the base model's; where the
+        weights stay as they were, its title vectors are reused instead of encoded again.
+
+        ``recent_after`` (a warm refit; ``start_from`` trained up to that time): train on the pairs
+        after it plus ``replay`` times as many older ones, and validate on users' purchases after it
+        only, which ``start_from`` never read, so keeping its weights is judged fairly (they stay
+        unless continued training beats them). Too few purchases after it keep them too."""
         data = as_dataset(data, item_texts)
         if self.config.fine_tune and len(data) and data.start == data.end:
             raise ValueError("fine-tuning validates on the last days of the data, and these purchases carry no times "
@@ -99,20 +107,33 @@ class BiEncoderRetriever(ScoringRetriever):
         if start_from is None:
             self.model_ = load_sentence_transformer(cfg.base_model, self.device_, cfg.layers)
         else:
-            start_from._check_fitted()
+            if getattr(start_from, "model_", None) is None:
+                raise NotFittedError("start_from")
             if (start_from.config.base_model, start_from.config.layers) != (cfg.base_model, cfg.layers):
                 raise ValueError(f"start_from is a {start_from.config.base_model!r} bi-encoder with {start_from.config.layers} "
                                  f"layers; this one is {cfg.base_model!r} with {cfg.layers}")
             self.model_ = copy.deepcopy(start_from.model_).to(self.device_)
+        if recent_after is not None and start_from is None:
+            raise ValueError("recent_after continues a fine-tuned model: pass the one trained up to then as start_from")
         self._remember(data, data.user_items("counts"))
         texts = [str(t) for t in data.item_texts]
         self._set_histories(data.user_histories(cfg.history_items))
-        self.training_log_ = self._fine_tune(data, texts) if cfg.fine_tune else []
+        self.training_log_ = self._fine_tune(data, texts, recent_after, replay) if cfg.fine_tune else []
         self.trained_until_ = data.end if cfg.fine_tune else (start_from.trained_until_ if start_from is not None else None)
         self._prepare_inference()
-        self.titles_ = TitleVectors(texts, self.encode_titles(texts))
+        self.titles_ = self._title_vectors(texts, start_from)
         self.index_ = self._build_index(self.titles_.vectors, np.arange(len(texts)))
         return self
+
+    def _title_vectors(self, texts: list[str], start_from: BiEncoderRetriever | None) -> TitleVectors:
+        """Vectors of ``texts``: ``start_from``'s where it holds the same weights and the title, else encoded."""
+        if start_from is None or getattr(start_from, "titles_", None) is None or start_from.model_hash_ != self.model_hash_:
+            return TitleVectors(texts, self.encode_titles(texts))
+        vectors, found = start_from.titles_.lookup(texts)
+        missing = np.flatnonzero(~found)
+        if len(missing):
+            vectors[missing] = self.encode_titles([texts[i] for i in missing])
+        return TitleVectors(texts, vectors)
 
     @property
     def item_texts_(self) -> tuple[str, ...]:
@@ -124,10 +145,12 @@ class BiEncoderRetriever(ScoringRetriever):
         self.history_items_ = np.concatenate(histories).astype(np.int64) if histories else np.zeros(0, np.int64)
 
     # ------------------------------------------------------------------ fine-tuning
-    def _fine_tune(self, data: Dataset, texts: list[str]) -> list[dict[str, float]]:
+    def _fine_tune(self, data: Dataset, texts: list[str], recent_after: pd.Timestamp | None = None,
+                   replay: float = 1.0) -> list[dict[str, float]]:
         """Fine-tune on "history → an item bought next" pairs with sentence-transformers' trainer
         (MultipleNegativesRankingLoss, no-duplicates batches, validation recall@100 every ``eval_every``
-        steps, early stopping, best checkpoint kept). Returns the validation log (step 0: zero-shot)."""
+        steps, early stopping, best checkpoint kept). Returns the validation log (step 0: the starting
+        weights); empty when a warm refit had too little new data (``kept_start_`` says why)."""
         import tempfile
 
         import torch
@@ -135,11 +158,22 @@ class BiEncoderRetriever(ScoringRetriever):
 
         trainer_cls, arguments_cls, loss_cls = _sentence_transformers_training()
         cfg = self.config
-        valid = self.validation_ = self._validation(data, texts)
+        try:
+            valid = self.validation_ = self._validation(data, texts, after=recent_after)
+        except ValueError as error:
+            if recent_after is None:
+                raise
+            self.kept_start_ = str(error)
+            return []
         pairs = next_item_pairs(data, history_items=cfg.history_items, max_pairs=cfg.max_pairs, seed=cfg.seed,
-                                holdout_users=valid.users, holdout_from=valid.start, per_basket=cfg.pairs_per_basket)
+                                holdout_users=valid.users, holdout_from=valid.start, per_basket=cfg.pairs_per_basket,
+                                recent_from=recent_after, replay=replay)
         if len(pairs) < cfg.batch_size:
-            raise ValueError(f"only {len(pairs)} training pairs in the data; need at least batch_size={cfg.batch_size}")
+            message = f"only {len(pairs)} training pairs in the data; need at least batch_size={cfg.batch_size}"
+            if recent_after is None:
+                raise ValueError(message)
+            self.kept_start_ = message
+            return []
         zero_shot = self._valid_recall(valid)
         start_state = copy.deepcopy(self.model_.state_dict())
         logger.info("bi-encoder: %d pairs; zero-shot validation recall@100 %.4f", len(pairs), zero_shot)
@@ -163,7 +197,7 @@ class BiEncoderRetriever(ScoringRetriever):
                                   callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)])
             trainer.remove_callback(PrinterCallback)  # the library logs through logging, never print()
             trainer.train()
-        log = [{"step": 0, "loss": float("nan"), "valid_recall@100": zero_shot}]
+        log = [{"step": 0, "loss": float("nan"), "valid_recall@100": zero_shot, "pairs": len(pairs), "valid_from": str(valid.start)}]
         losses = {row["step"]: row["loss"] for row in trainer.state.log_history if "loss" in row}
         for row in trainer.state.log_history:
             if f"eval_{evaluator.primary_metric}" in row:
@@ -185,16 +219,20 @@ class BiEncoderRetriever(ScoringRetriever):
         anchors = [history_text([titles[i] for i in history], cfg.history_chars) for history in pairs.histories]
         return PairDataset.from_dict({"anchor": anchors, "positive": [items[i] for i in pairs.positives]})
 
-    def _validation(self, data: Dataset, texts: list[str]) -> _Validation:
+    def _validation(self, data: Dataset, texts: list[str], after: pd.Timestamp | None = None) -> _Validation:
+        """The last ``valid_days`` of ``data`` (from ``after`` when later): users sampled among those
+        who buy items new to them there, their histories before it and those new items."""
         cfg = self.config
         start = data.end - pd.Timedelta(days=cfg.valid_days)
+        if after is not None and after + pd.Timedelta(microseconds=1) > start:
+            start = after + pd.Timedelta(microseconds=1)  # strictly after the last purchase the start model read
         before, window = data.between(None, start), data.between(start, None)
         past, future = before.user_items("binary"), window.user_items("binary")
         new = (future - future.multiply(past)).tocsr()
         new.eliminate_zeros()
         eligible = np.flatnonzero((past.getnnz(axis=1) > 0) & (new.getnnz(axis=1) > 0))
         if not len(eligible):
-            raise ValueError(f"no user buys new items in the last {cfg.valid_days} days of the training data: cannot validate")
+            raise ValueError(f"no user buys new items from {start} to the end of the training data: cannot validate")
         rng = np.random.default_rng(cfg.seed)
         users = np.sort(rng.choice(eligible, size=min(cfg.valid_users, len(eligible)), replace=False))
         queries = before.history_texts(users, max_items=cfg.history_items, max_chars=cfg.history_chars)
@@ -320,7 +358,12 @@ class BiEncoderRetriever(ScoringRetriever):
     def describe(self) -> dict[str, Any]:
         out = {**super().describe(), "index": self.index_.kind_, "device": self.device_}
         if self.training_log_:
-            out["training"] = {"steps": self.training_log_[-1]["step"], "best_valid_recall@100": max(r["valid_recall@100"] for r in self.training_log_)}
+            start, best = self.training_log_[0], max(r["valid_recall@100"] for r in self.training_log_)
+            out["training"] = {"steps": self.training_log_[-1]["step"], "pairs": start.get("pairs"),
+                               "start_valid_recall@100": start["valid_recall@100"], "best_valid_recall@100": best,
+                               "weights": "trained" if best > start["valid_recall@100"] else "start (training never beat them)"}
+        elif self.kept_start_:
+            out["training"] = {"steps": 0, "weights": f"start ({self.kept_start_})"}
         return out
 
     def index_vectors_(self) -> np.ndarray:
@@ -462,10 +505,44 @@ class BiEncoderRetriever(ScoringRetriever):
         super()._write(folder, arrays)
         (folder / "item_texts.json").write_text(json.dumps(list(self.titles_.texts)), encoding="utf-8")
         (folder / "training_log.json").write_text(json.dumps(self.training_log_), encoding="utf-8")
+        until = None if self.trained_until_ is None else str(self.trained_until_)
+        (folder / "trained.json").write_text(json.dumps({"trained_until": until, "kept_start": self.kept_start_}), encoding="utf-8")
         (folder / "model_hash.txt").write_text(self.model_hash_, encoding="utf-8")
         self.model_.save(str(folder / "model"))
         self.index_.save(folder / "index", items=self.items_, facts={"model": self.model_hash_})
         self._embedding_store(folder, len(self.titles_)).put(list(self.items_.ids), list(self.titles_.texts), self.titles_.vectors)
+
+    def weights_only(self) -> BiEncoderRetriever:
+        """A copy holding the model, its title vectors and training date, and nothing of any
+        customer (what an engine keeps of its examples' bi-encoder for the next warm refit)."""
+        out = type(self)(self.config, show_progress=self.show_progress)
+        kept = ("device_", "model_", "model_hash_", "_serving", "_item_serving", "titles_", "trained_until_", "kept_start_")
+        out.__dict__.update({name: self.__dict__[name] for name in kept if name in self.__dict__})
+        return out
+
+    def save_weights(self, folder: Path) -> None:
+        """Write the model and the last purchase it was trained on, nothing about any user or item:
+        all a later fit needs to continue from it (``start_from``)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model_.save(str(folder / "model"))
+        until = None if self.trained_until_ is None else str(self.trained_until_)
+        (folder / "weights.json").write_text(json.dumps({"trained_until": until, "model_hash": self.model_hash_}), encoding="utf-8")
+
+    @classmethod
+    def load_weights(cls, folder: Path, config: BiEncoderConfig) -> BiEncoderRetriever:
+        """The model :meth:`save_weights` wrote, ready to be a ``start_from`` (fitted to no data)."""
+        out = cls(config)
+        out.device_ = resolve_device(None if config.device == "auto" else config.device)
+        try:
+            facts = json.loads((folder / "weights.json").read_text(encoding="utf-8"))
+            out.model_ = load_sentence_transformer(folder / "model", out.device_)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{folder}: cannot read the bi-encoder's weights: {exc}") from exc
+        out._prepare_inference()
+        if out.model_hash_ != facts.get("model_hash"):
+            raise ArtifactError(f"{folder}: model weights do not match the saved fingerprint (corrupt or replaced)")
+        out.trained_until_ = None if facts.get("trained_until") is None else pd.Timestamp(facts["trained_until"])
+        return out
 
     def _embedding_store(self, folder: Path, n_items: int) -> EmbeddingStore:
         """The catalog's title vectors beside a saved retriever (readable as plain Parquet)."""
@@ -477,6 +554,9 @@ class BiEncoderRetriever(ScoringRetriever):
         self.history_indptr_, self.history_items_ = arrays["history_indptr"], arrays["history_items"]
         texts = json.loads((folder / "item_texts.json").read_text(encoding="utf-8"))
         self.training_log_ = json.loads((folder / "training_log.json").read_text(encoding="utf-8"))
+        trained = json.loads((folder / "trained.json").read_text(encoding="utf-8")) if (folder / "trained.json").is_file() else {}
+        self.trained_until_ = None if trained.get("trained_until") is None else pd.Timestamp(trained["trained_until"])
+        self.kept_start_ = trained.get("kept_start")
         if not (folder / "model").is_dir():
             raise ArtifactError(f"{folder}: the model folder is missing")
         self.model_ = load_sentence_transformer(folder / "model", self.device_)

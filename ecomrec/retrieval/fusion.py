@@ -47,6 +47,8 @@ class HybridRetriever(Retriever):
     ``config``: the sources' configs and the fusion (:class:`~ecomrec.config.HybridConfig`).
     ``retrievers``: models fitted on the data :meth:`fit` is given, to reuse instead of fitting them
     again (keys ``als``, ``itemknn``, ``bi_encoder``, ``repurchase``, ``popularity``).
+    ``fusion_from``: a fitted hybrid whose tuned weights and depths to keep instead of tuning (a
+    warm refit; its sources must be among ``config.fusion.quotas``).
     """
 
     name = "hybrid"
@@ -54,9 +56,12 @@ class HybridRetriever(Retriever):
     config: HybridConfig
 
     def __init__(self, config: HybridConfig | None = None, *, retrievers: dict[str, Retriever] | None = None,
-                 show_progress: bool | None = None, **kwargs: Any) -> None:
+                 fusion_from: HybridRetriever | None = None, show_progress: bool | None = None, **kwargs: Any) -> None:
         super().__init__(config, show_progress=show_progress, **kwargs)
         self._given = dict(retrievers or {})
+        self._fusion_from = fusion_from
+        if fusion_from is not None and not set(fusion_from.quotas_) <= set(self.fusion.quotas):
+            raise ValueError(f"fusion_from fuses {sorted(fusion_from.quotas_)}; this config has only {sorted(self.fusion.quotas)}")
         self.tuning_: dict[str, Any] = {}
         self.fit_seconds_: dict[str, float] = {}
 
@@ -89,7 +94,7 @@ class HybridRetriever(Retriever):
         if self.fusion.tune and len(data) and data.start == data.end:
             raise ValueError("tuning needs a validation window, and these purchases carry no times (a matrix?): pass "
                              "FusionConfig(tune=False), or fit on a Dataset with timestamps")
-        needed = self._needed(self.fusion.quotas)
+        needed = self._needed(self.fusion.quotas if self._fusion_from is None else self._fusion_from.quotas_)
         for name, given in self._given.items():
             if name not in SOURCE_MODEL.values():
                 raise ValueError(f"no source model {name!r}; known: {sorted(set(SOURCE_MODEL.values()))}")
@@ -101,13 +106,18 @@ class HybridRetriever(Retriever):
             with timed(seconds, "bi_encoder"):
                 models["bi_encoder"] = self._given.get("bi_encoder") or self._new_model("bi_encoder").fit(data)
         self.weights_, self.quotas_ = dict(self.fusion.weights), dict(self.fusion.quotas)
-        if self.fusion.tune:
+        if self._fusion_from is not None:
+            kept = self._fusion_from
+            self.weights_, self.quotas_ = dict(kept.weights_), dict(kept.quotas_)
+            self.tuning_ = {"kept": "the served engine's fusion (warm refit)", "from": kept.tuning_.get("start")}
+        elif self.fusion.tune:
             with timed(seconds, "fusion_tuning"):
                 self.weights_, self.quotas_, self.tuning_ = self._tune(data, models.get("bi_encoder"))
         for name in sorted(needed - set(models)):
             with timed(seconds, name):
                 models[name] = self._given.get(name) or self._fit_model(name, data, models.get("bi_encoder"))
         self.models_, self.fit_seconds_ = models, seconds
+        self._fusion_from = None  # the served engine is not held once this one is fitted
         self._read_log(data)
         return self
 

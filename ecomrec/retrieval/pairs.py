@@ -24,10 +24,14 @@ class NextItemPairs:
 
 
 def next_item_pairs(data: Dataset, *, history_items: int, max_pairs: int, seed: int, holdout_users: np.ndarray | None = None,
-                    holdout_from: pd.Timestamp | None = None, per_basket: int = 1) -> NextItemPairs:
+                    holdout_from: pd.Timestamp | None = None, per_basket: int = 1, recent_from: pd.Timestamp | None = None,
+                    replay: float = 1.0) -> NextItemPairs:
     """Sample up to ``max_pairs`` examples, up to ``per_basket`` per basket (purchases sharing user
     and time) that follows earlier purchases and holds items new to the user (drawn without
     replacement). Baskets of ``holdout_users`` at or after ``holdout_from`` (validation targets) are skipped.
+
+    ``recent_from`` (a warm refit): every example of a basket after it (up to ``max_pairs``), and
+    ``replay`` times as many drawn from the older ones, so continued training does not forget them.
     """
     rng = np.random.default_rng(seed)
     frame = data.interactions
@@ -66,8 +70,20 @@ def next_item_pairs(data: Dataset, *, history_items: int, max_pairs: int, seed: 
             seen.add(item)
             recent.insert(0, item)
         del recent[history_items:]
-    n = len(out_users)
-    keep = np.sort(rng.choice(n, size=min(n, max_pairs), replace=False)) if n else np.zeros(0, dtype=np.int64)
-    times = np.asarray(out_times, dtype="datetime64[ns]")[keep] if n else np.zeros(0, "datetime64[ns]")
+    times = np.asarray(out_times, dtype="datetime64[ns]")
+    keep = _sample(rng, times, max_pairs, recent_from, replay)
+    times = times[keep]
     return NextItemPairs(users=np.asarray(out_users, dtype=np.int64)[keep], times=times, histories=[out_hist[i] for i in keep],
                          positives=np.asarray(out_pos, dtype=np.int64)[keep])
+
+
+def _sample(rng: np.random.Generator, times: np.ndarray, max_pairs: int, recent_from: pd.Timestamp | None,
+            replay: float) -> np.ndarray:
+    """Sorted indices of the examples kept (see :func:`next_item_pairs`)."""
+    if recent_from is None:
+        return np.sort(rng.choice(len(times), size=min(len(times), max_pairs), replace=False))
+    recent = np.flatnonzero(times > np.datetime64(recent_from))
+    older = np.flatnonzero(times <= np.datetime64(recent_from))
+    recent = rng.choice(recent, size=min(len(recent), max_pairs), replace=False)
+    replayed = rng.choice(older, size=min(len(older), int(round(replay * len(recent))), max_pairs - len(recent)), replace=False)
+    return np.sort(np.concatenate([recent, replayed])).astype(np.int64)

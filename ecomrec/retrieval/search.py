@@ -126,10 +126,12 @@ class TextSearch:
         self.catalog_change_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Dataset) -> TextSearch:
-        """Index ``data``'s catalog (texts and categories); the dense model is not trained."""
+    def fit(self, data: Dataset, *, start_from: TextSearch | None = None) -> TextSearch:
+        """Index ``data``'s catalog (texts and categories); the dense model is not trained.
+        ``start_from``: a search of the same dense model whose title vectors are reused."""
         start = time.perf_counter()
-        self.dense_ = BiEncoderRetriever(self.config.dense, show_progress=self.show_progress).fit(data)
+        dense = None if start_from is None else start_from.dense_
+        self.dense_ = BiEncoderRetriever(self.config.dense, show_progress=self.show_progress).fit(data, start_from=dense)
         categories = data.catalog["category"].fillna("").astype(str).tolist()
         self._set_catalog(data.listed_mask(), categories)
         self.fit_seconds_ = time.perf_counter() - start
