@@ -157,3 +157,53 @@ def test_int8_titles_get_the_same_vector_whatever_their_batch_mates() -> None:
         np.testing.assert_allclose(retriever.encode_titles([title])[0], vector, atol=1e-6)
     queries = retriever.encode_queries(titles)  # queries are int8: close to, not equal to, the float vectors
     assert 1e-4 < np.abs(queries - together).max() < 0.1
+
+
+def test_recent_pairs_and_replay_are_drawn_around_the_served_models_last_purchase() -> None:
+    """A warm refit's pairs: every pair after ``recent_from`` (up to ``max_pairs``), ``replay`` times as many older ones."""
+    from ecomrec.retrieval.pairs import next_item_pairs
+
+    data = synthetic(n_users=120, n_items=60, n_clusters=4, purchases_per_user=20, days=120, seed=3)
+    every = next_item_pairs(data, history_items=10, max_pairs=10**6, seed=0, per_basket=3)
+    recent_from = data.end - np.timedelta64(20, "D")
+    after = int((every.times > np.datetime64(recent_from)).sum())
+    assert 20 < after < len(every) // 2  # the planted log has both kinds
+    for replay, max_pairs, expect_recent, expect_old in ((1.0, 10**6, after, after), (0.5, 10**6, after, round(after / 2)),
+                                                         (0.0, 10**6, after, 0), (1.0, after + 5, after, 5), (1.0, 10, 10, 0)):
+        pairs = next_item_pairs(data, history_items=10, max_pairs=max_pairs, seed=0, per_basket=3, recent_from=recent_from, replay=replay)
+        recent = pairs.times > np.datetime64(recent_from)
+        assert (int(recent.sum()), int((~recent).sum())) == (expect_recent, expect_old)
+
+
+def test_a_warm_continuation_validates_on_purchases_the_served_model_never_read() -> None:
+    data = synthetic(n_users=120, n_items=60, n_clusters=4, purchases_per_user=20, days=120, seed=3)
+    config = BiEncoderConfig(layers=1, max_pairs=200, batch_size=16, eval_every=4, patience=1, valid_users=30, valid_days=20)
+    served = BiEncoderRetriever(config, show_progress=False).fit(data.between(None, data.end - np.timedelta64(10, "D")))
+    warm = BiEncoderRetriever(config.replace(learning_rate=1e-4), show_progress=False).fit(
+        data, start_from=served, recent_after=served.trained_until_, replay=1.0)
+    assert warm.validation_.start > served.trained_until_  # 10 days, not the config's 20: the served model read the rest
+    assert warm.training_log_[0]["valid_recall@100"] == pytest.approx(served._valid_recall(warm.validation_))  # step 0: the served weights
+    assert 0 < warm.training_log_[0]["pairs"] <= config.max_pairs
+    assert warm.trained_until_ == data.end
+    nothing_new = BiEncoderRetriever(config, show_progress=False).fit(data, start_from=warm, recent_after=warm.trained_until_)
+    assert nothing_new.training_log_ == [] and "cannot validate" in nothing_new.kept_start_
+    assert nothing_new.model_hash_ == warm.model_hash_  # the served weights, and its title vectors reused
+    np.testing.assert_array_equal(nothing_new.titles_.vectors, warm.titles_.vectors)
+    assert nothing_new.describe()["training"]["weights"].startswith("start (")
+    with pytest.raises(ValueError, match="start_from"):
+        BiEncoderRetriever(config, show_progress=False).fit(data, recent_after=data.end)
+
+
+def test_training_date_and_weights_survive_saving(tmp_path) -> None:
+    data = synthetic(n_users=60, n_items=30, n_clusters=2, purchases_per_user=10, days=60, seed=2)
+    model = BiEncoderRetriever(BiEncoderConfig(layers=1, fine_tune=False), show_progress=False).fit(data)
+    model.trained_until_ = data.end  # as a fine-tune sets it
+    assert BiEncoderRetriever.load(model.save(tmp_path / "bi")).trained_until_ == data.end
+    model.weights_only().save_weights(tmp_path / "weights")
+    weights = BiEncoderRetriever.load_weights(tmp_path / "weights", model.config)
+    assert weights.trained_until_ == data.end and weights.model_hash_ == model.model_hash_
+    held = {p.name for p in (tmp_path / "weights").rglob("*") if p.is_file()}
+    assert not {"users.json", "items.json", "state.npz"} & held  # nothing about any customer or item
+    (tmp_path / "weights" / "weights.json").write_text('{"trained_until": null, "model_hash": "other"}')
+    with pytest.raises(ArtifactError, match="fingerprint"):
+        BiEncoderRetriever.load_weights(tmp_path / "weights", model.config)
