@@ -74,7 +74,8 @@ class WarmStart:
             if (reason := self._cannot_continue(bi)) is None:
                 with timed(stages, "bi_encoder"):
                     out["bi_encoder"] = self._continued(bi, data)
-                self.report["bi_encoder"] = {"continued_from": f"the served model, trained up to {bi.trained_until_}",
+                until = "which learned from no purchase (every pair is new)" if bi.trained_until_ is None else f"trained up to {bi.trained_until_}"
+                self.report["bi_encoder"] = {"continued_from": f"the served model, {until}",
                                              **out["bi_encoder"].describe().get("training", {})}
             else:
                 self.report["bi_encoder"] = f"trained anew: {reason}"
@@ -82,13 +83,12 @@ class WarmStart:
 
     def _cannot_continue(self, bi: BiEncoderRetriever) -> str | None:
         cfg = self.config.hybrid.bi_encoder
-        if bi.trained_until_ is None:
-            return "the served bi-encoder carries no training date (saved before warm refits)"
         if (bi.config.base_model, bi.config.layers) != (cfg.base_model, cfg.layers):
             return "the config names another base model or layer count"
         return None
 
     def _continued(self, served: BiEncoderRetriever, data: Dataset) -> BiEncoderRetriever:
+        """The served bi-encoder trained on from its weights (from every pair where they learned from none)."""
         cfg, warm = self.config.hybrid.bi_encoder, self.config.warm_refit
         continued = cfg.replace(learning_rate=cfg.learning_rate * warm.learning_rate_scale)
         return BiEncoderRetriever(continued, show_progress=self.show_progress).fit(
@@ -99,14 +99,15 @@ class WarmStart:
         training cutoff; None where the served engine kept none or it read past that cutoff."""
         early = self.served.example_bi
         first = training_cutoffs(data, self.config.rerank)[0]
-        if early is None or early.trained_until_ is None or early.trained_until_ >= first:
+        if early is None or (early.trained_until_ is not None and early.trained_until_ >= first):  # None: learned from no purchase
             why = "the served engine kept none" if early is None else f"the served one read purchases up to {early.trained_until_}"
             self.report["example_bi_encoder"] = f"trained anew: {why}"
             return None
         frozen = self.config.hybrid.bi_encoder.replace(fine_tune=False)
         with timed(stages, "bi_encoder_examples"):
             out = BiEncoderRetriever(frozen, show_progress=self.show_progress).fit(data.between(None, first), start_from=early)
-        self.report["example_bi_encoder"] = f"kept the served one (trained up to {early.trained_until_}, before the first cutoff {first.date()})"
+        until = "the base model's weights" if early.trained_until_ is None else f"trained up to {early.trained_until_}"
+        self.report["example_bi_encoder"] = f"kept the served one ({until}, before the first cutoff {first.date()})"
         return out
 
     def search(self) -> TextSearch | None:

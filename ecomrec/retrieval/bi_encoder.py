@@ -119,7 +119,9 @@ class BiEncoderRetriever(ScoringRetriever):
         texts = [str(t) for t in data.item_texts]
         self._set_histories(data.user_histories(cfg.history_items))
         self.training_log_ = self._fine_tune(data, texts, recent_after, replay) if cfg.fine_tune else []
-        self.trained_until_ = data.end if cfg.fine_tune else (start_from.trained_until_ if start_from is not None else None)
+        # the last purchase the weights learned from: the start's where training did not replace them
+        trained = cfg.fine_tune and _beat_start(self.training_log_)
+        self.trained_until_ = data.end if trained else (start_from.trained_until_ if start_from is not None else None)
         self._prepare_inference()
         self.titles_ = self._title_vectors(texts, start_from)
         self.index_ = self._build_index(self.titles_.vectors, np.arange(len(texts)))
@@ -203,7 +205,7 @@ class BiEncoderRetriever(ScoringRetriever):
             if f"eval_{evaluator.primary_metric}" in row:
                 step = int(row["step"])
                 log.append({"step": step, "loss": float(losses.get(step, np.nan)), "valid_recall@100": float(row[f"eval_{evaluator.primary_metric}"])})
-        if max(r["valid_recall@100"] for r in log[1:]) <= zero_shot:  # fine-tuning never beat the base model
+        if not _beat_start(log):  # fine-tuning never beat the weights it started from
             self.model_.load_state_dict(start_state)
         self.model_.eval()
         return log
@@ -361,7 +363,7 @@ class BiEncoderRetriever(ScoringRetriever):
             start, best = self.training_log_[0], max(r["valid_recall@100"] for r in self.training_log_)
             out["training"] = {"steps": self.training_log_[-1]["step"], "pairs": start.get("pairs"),
                                "start_valid_recall@100": start["valid_recall@100"], "best_valid_recall@100": best,
-                               "weights": "trained" if best > start["valid_recall@100"] else "start (training never beat them)"}
+                               "weights": "trained" if _beat_start(self.training_log_) else "start (training never beat them)"}
         elif self.kept_start_:
             out["training"] = {"steps": 0, "weights": f"start ({self.kept_start_})"}
         return out
@@ -621,6 +623,11 @@ def _stored_vectors(items: IdMap, texts: list[str], ids: np.ndarray, hashes: np.
         raise ArtifactError(f"{folder}: the embedding store has no vector for item {item!r} with its title {texts[bad[0]]!r} "
                             f"({len(bad)} items): the folder is damaged or mixed; re-save it")
     return vectors[rows]
+
+
+def _beat_start(log: list[dict[str, float]]) -> bool:
+    """Whether a fine-tune's validation log (step 0: the start weights) has a later step above its start."""
+    return len(log) > 1 and max(r["valid_recall@100"] for r in log[1:]) > log[0]["valid_recall@100"]
 
 
 def _validation_evaluator(retriever: BiEncoderRetriever, valid: _Validation) -> Any:
