@@ -15,8 +15,9 @@ refits, another model or size in the config) it is trained anew and the report s
 
 from __future__ import annotations
 
-import logging
 from typing import Any
+
+import pandas as pd
 
 from ecomrec.config import EngineConfig
 from ecomrec.data.dataset import Dataset
@@ -28,8 +29,6 @@ from ecomrec.retrieval.bi_encoder import BiEncoderRetriever
 from ecomrec.retrieval.fusion import SOURCE_MODEL, HybridRetriever
 from ecomrec.retrieval.search import TextSearch
 from ecomrec.timing import timed
-
-logger = logging.getLogger(__name__)
 
 
 class WarmStart:
@@ -60,32 +59,28 @@ class WarmStart:
         models = self.served.hybrid.models_
         needed = {SOURCE_MODEL[s] for s in (self.fusion_from or self.served.hybrid).quotas_}
         out: dict[str, Retriever] = {}
-        als = models.get("als")
-        if "als" in needed and isinstance(als, ALSRetriever):
-            if als.item_factors_.shape[1] == self.config.hybrid.als.factors:
+        if "als" in needed and isinstance(als := models.get("als"), ALSRetriever):
+            if als.item_factors_.shape[1] != self.config.hybrid.als.factors:
+                self.report["als"] = "trained anew: the served model has another number of factors"
+            else:
                 with timed(stages, "als"):
                     out["als"] = ALSRetriever(self.config.hybrid.als, show_progress=self.show_progress).fit(data, start_from=als)
                 known = als.users_.positions(data.users.ids) >= 0
                 self.report["als"] = f"continued from the served factors ({int(known.sum())} of {len(known)} customers known)"
+        if "bi_encoder" in needed and isinstance(bi := models.get("bi_encoder"), BiEncoderRetriever):
+            if not self._same_model(bi):
+                self.report["bi_encoder"] = "trained anew: the config names another base model or layer count"
             else:
-                self.report["als"] = "trained anew: the served model has another number of factors"
-        bi = models.get("bi_encoder")
-        if "bi_encoder" in needed and isinstance(bi, BiEncoderRetriever):
-            if (reason := self._cannot_continue(bi)) is None:
                 with timed(stages, "bi_encoder"):
                     out["bi_encoder"] = self._continued(bi, data)
                 until = "which learned from no purchase (every pair is new)" if bi.trained_until_ is None else f"trained up to {bi.trained_until_}"
-                self.report["bi_encoder"] = {"continued_from": f"the served model, {until}",
-                                             **out["bi_encoder"].describe().get("training", {})}
-            else:
-                self.report["bi_encoder"] = f"trained anew: {reason}"
+                self.report["bi_encoder"] = {"continued_from": f"the served model, {until}", **out["bi_encoder"].describe().get("training", {})}
         return out
 
-    def _cannot_continue(self, bi: BiEncoderRetriever) -> str | None:
+    def _same_model(self, bi: BiEncoderRetriever) -> bool:
+        """Whether ``bi`` has the base model and layers the config's bi-encoder has (what continuing needs)."""
         cfg = self.config.hybrid.bi_encoder
-        if (bi.config.base_model, bi.config.layers) != (cfg.base_model, cfg.layers):
-            return "the config names another base model or layer count"
-        return None
+        return (bi.config.base_model, bi.config.layers) == (cfg.base_model, cfg.layers)
 
     def _continued(self, served: BiEncoderRetriever, data: Dataset) -> BiEncoderRetriever:
         """The served bi-encoder trained on from its weights (from every pair where they learned from none)."""
@@ -99,8 +94,7 @@ class WarmStart:
         training cutoff; None where the served engine kept none or it read past that cutoff."""
         early = self.served.example_bi
         first = training_cutoffs(data, self.config.rerank)[0]
-        if early is None or (early.trained_until_ is not None and early.trained_until_ >= first):  # None: learned from no purchase
-            why = "the served engine kept none" if early is None else f"the served one read purchases up to {early.trained_until_}"
+        if (why := self._unusable(early, first)) is not None:
             self.report["example_bi_encoder"] = f"trained anew: {why}"
             return None
         frozen = self.config.hybrid.bi_encoder.replace(fine_tune=False)
@@ -109,6 +103,16 @@ class WarmStart:
         until = "the base model's weights" if early.trained_until_ is None else f"trained up to {early.trained_until_}"
         self.report["example_bi_encoder"] = f"kept the served one ({until}, before the first cutoff {first.date()})"
         return out
+
+    def _unusable(self, early: BiEncoderRetriever | None, first: pd.Timestamp) -> str | None:
+        """Why the served examples' bi-encoder cannot make this fit's examples (None: it can)."""
+        if early is None:
+            return "the served engine kept none"
+        if not self._same_model(early):
+            return "the config names another base model or layer count"
+        if early.trained_until_ is not None and early.trained_until_ >= first:  # None: its weights learned from no purchase
+            return f"the served one read purchases up to {early.trained_until_}, past the first cutoff {first.date()}"
+        return None
 
     def search(self) -> TextSearch | None:
         """The served search, whose title vectors the new one reuses (None: none, or another model)."""

@@ -91,7 +91,7 @@ class HybridRetriever(Retriever):
 
     def fit(self, data: Dataset | sp.spmatrix, item_texts: Sequence[str] | None = None) -> HybridRetriever:
         data = as_dataset(data, item_texts)
-        if self.fusion.tune and len(data) and data.start == data.end:
+        if self.fusion.tune and self._fusion_from is None and len(data) and data.start == data.end:
             raise ValueError("tuning needs a validation window, and these purchases carry no times (a matrix?): pass "
                              "FusionConfig(tune=False), or fit on a Dataset with timestamps")
         needed = self._needed(self.fusion.quotas if self._fusion_from is None else self._fusion_from.quotas_)
