@@ -179,6 +179,8 @@ class BiEncoderRetriever(ScoringRetriever):
         zero_shot = self._valid_recall(valid)
         start_state = copy.deepcopy(self.model_.state_dict())
         logger.info("bi-encoder: %d pairs; zero-shot validation recall@100 %.4f", len(pairs), zero_shot)
+        # a warm refit's few steps are validated at least twice (a fit's cadence would never check them)
+        eval_every = cfg.eval_every if recent_after is None else max(1, min(cfg.eval_every, len(pairs) // cfg.batch_size // 2))
         evaluator = _validation_evaluator(self, valid)
         self.model_.max_seq_length = cfg.query_max_tokens  # anchors; titles are cut to item_max_tokens
         self.model_[0].auto_model.get_input_embeddings().weight.requires_grad_(not cfg.freeze_embeddings)
@@ -188,10 +190,10 @@ class BiEncoderRetriever(ScoringRetriever):
                 output_dir=checkpoints, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                 learning_rate=cfg.learning_rate, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay, max_grad_norm=1.0,
                 batch_sampler="no_duplicates", dataloader_drop_last=True, seed=cfg.seed, data_seed=cfg.seed,
-                eval_strategy="steps", eval_steps=cfg.eval_every, save_strategy="steps", save_steps=cfg.eval_every,
+                eval_strategy="steps", eval_steps=eval_every, save_strategy="steps", save_steps=eval_every,
                 save_total_limit=2, save_only_model=True, load_best_model_at_end=True,
                 metric_for_best_model=f"eval_{evaluator.primary_metric}", greater_is_better=True,
-                logging_steps=cfg.eval_every, report_to="none", disable_tqdm=not self._progress(),
+                logging_steps=eval_every, report_to="none", disable_tqdm=not self._progress(),
                 use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
             )
             trainer = trainer_cls(model=self.model_, args=args, train_dataset=self._pair_dataset(pairs, texts),
@@ -236,7 +238,9 @@ class BiEncoderRetriever(ScoringRetriever):
         if not len(eligible):
             raise ValueError(f"no user buys new items from {start} to the end of the training data: cannot validate")
         rng = np.random.default_rng(cfg.seed)
-        users = np.sort(rng.choice(eligible, size=min(cfg.valid_users, len(eligible)), replace=False))
+        # after a served model's last purchase the window is short: half its buyers stay to train on
+        size = min(cfg.valid_users, len(eligible) if after is None else max(1, len(eligible) // 2))
+        users = np.sort(rng.choice(eligible, size=size, replace=False))
         queries = before.history_texts(users, max_items=cfg.history_items, max_chars=cfg.history_chars)
         # Only the items sold in the data are ranked: a big unsold catalog is not encoded at every evaluation.
         ranked = np.flatnonzero((past + future).getnnz(axis=0) > 0)

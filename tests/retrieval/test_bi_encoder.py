@@ -142,7 +142,8 @@ def test_training_continues_from_an_earlier_fine_tune() -> None:
     assert np.abs(base.encode_queries(titles) - before).max() > 1e-3  # the base model's vectors are other ones
     continued = BiEncoderRetriever(config, show_progress=False).fit(data, start_from=early)
     assert continued.training_log_[0]["valid_recall@100"] == pytest.approx(carried._valid_recall(continued.validation_))
-    assert continued.trained_until_ == data.end
+    trained = continued.describe()["training"]["weights"] == "trained"
+    assert continued.trained_until_ == (data.end if trained else early.trained_until_)  # the last purchase its weights learned from
     np.testing.assert_allclose(early.encode_queries(titles), before, atol=1e-6)  # left unchanged
     with pytest.raises(ValueError, match="layers"):
         BiEncoderRetriever(config.replace(layers=2), show_progress=False).fit(data, start_from=early)
@@ -179,13 +180,22 @@ def test_a_warm_continuation_validates_on_purchases_the_served_model_never_read(
     data = synthetic(n_users=120, n_items=60, n_clusters=4, purchases_per_user=20, days=120, seed=3)
     config = BiEncoderConfig(layers=1, max_pairs=200, batch_size=16, eval_every=4, patience=1, valid_users=30, valid_days=20)
     served = BiEncoderRetriever(config, show_progress=False).fit(data.between(None, data.end - np.timedelta64(10, "D")))
+    served.trained_until_ = data.between(None, data.end - np.timedelta64(10, "D")).end  # as a fine-tune that beat the base
+    # model would date it (on 60 items recall@100 is 1.0 whatever the weights, so none does)
     warm = BiEncoderRetriever(config.replace(learning_rate=1e-4), show_progress=False).fit(
         data, start_from=served, recent_after=served.trained_until_, replay=1.0)
     assert warm.validation_.start > served.trained_until_  # 10 days, not the config's 20: the served model read the rest
     assert warm.training_log_[0]["valid_recall@100"] == pytest.approx(served._valid_recall(warm.validation_))  # step 0: the served weights
     assert 0 < warm.training_log_[0]["pairs"] <= config.max_pairs
-    assert warm.trained_until_ == data.end
-    nothing_new = BiEncoderRetriever(config, show_progress=False).fit(data, start_from=warm, recent_after=warm.trained_until_)
+    window = data.between(warm.validation_.start).user_items("binary")
+    before = data.between(None, warm.validation_.start).user_items("binary")
+    eligible = int((((window - window.multiply(before)).getnnz(axis=1) > 0) & (before.getnnz(axis=1) > 0)).sum())
+    assert len(warm.validation_.users) <= max(1, eligible // 2)  # the other half's new purchases are trained on
+    steps = warm.training_log_[0]["pairs"] // config.batch_size
+    assert steps >= 4 and len(warm.training_log_) >= 3  # however few the steps, validated at least twice
+    trained = warm.describe()["training"]["weights"] == "trained"
+    assert warm.trained_until_ == (data.end if trained else served.trained_until_)  # the last purchase its weights learned from
+    nothing_new = BiEncoderRetriever(config, show_progress=False).fit(data, start_from=warm, recent_after=data.end)
     assert nothing_new.training_log_ == [] and "cannot validate" in nothing_new.kept_start_
     assert nothing_new.model_hash_ == warm.model_hash_  # the served weights, and its title vectors reused
     np.testing.assert_array_equal(nothing_new.titles_.vectors, warm.titles_.vectors)
