@@ -131,11 +131,7 @@ class BiEncoderRetriever(ScoringRetriever):
         """Vectors of ``texts``: ``start_from``'s where it holds the same weights and the title, else encoded."""
         if start_from is None or getattr(start_from, "titles_", None) is None or start_from.model_hash_ != self.model_hash_:
             return TitleVectors(texts, self.encode_titles(texts))
-        vectors, found = start_from.titles_.lookup(texts)
-        missing = np.flatnonzero(~found)
-        if len(missing):
-            vectors[missing] = self.encode_titles([texts[i] for i in missing])
-        return TitleVectors(texts, vectors)
+        return TitleVectors(texts, start_from.embed_items(texts))  # the same weights: its vectors, fresh ones for new titles
 
     @property
     def item_texts_(self) -> tuple[str, ...]:
