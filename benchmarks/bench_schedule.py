@@ -8,10 +8,13 @@ Each week is scored on the customers who bought in it and before it: ndcg@10 of 
 (``new``: their new items), with paired-bootstrap intervals of (b), (c), (d) - (a) and of (c) - (d),
 pooled over weeks and origins, and the seconds each step took (daily updates as p50/p95/p99; a
 warm refit's fit, not its load). Origins must lie before the shop's fixed test window
-(validation periods only).
+(validation periods only). ``--warm-lr-scales 0.25,0.5,1`` runs column (c) once per bi-encoder
+learning-rate scale (``EngineConfig.warm_refit.learning_rate_scale``; the config's own scale is
+``weekly_warm_refit``, the others ``weekly_warm_refit_lr<scale>``), the sweep that chose the default.
 
     python benchmarks/bench_schedule.py --data ../shared/data/online-retail --origins 2011-07-01,2011-08-01 --config quick
     python benchmarks/bench_schedule.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-01,2017-09-01 --config quick
+    python benchmarks/bench_schedule.py --data ../shared/data/online-retail --origins 2011-09-01 --config default --warm-lr-scales 0.25,0.5,1
     python benchmarks/bench_schedule.py --data ../shared/data/online-retail --time-updates indexes/online-retail --weeks 2
 
 ``--config quick``: the engine without networks (own purchases, ALS, item-kNN, popularity; no
@@ -48,6 +51,14 @@ CONFIGS = {
 SCHEDULES = ("stale", "daily_update", "weekly_warm_refit", "weekly_refit")
 
 
+def warm_variants(config: EngineConfig, scales: list[float]) -> dict[str, EngineConfig]:
+    """Column (c)'s configs by schedule name: the config's own learning-rate scale, then the others."""
+    own = config.warm_refit.learning_rate_scale
+    return {"weekly_warm_refit": config} | {
+        f"weekly_warm_refit_lr{s:g}": config.replace(warm_refit=config.warm_refit.replace(learning_rate_scale=s))
+        for s in scales if s != own}
+
+
 def purchases(data: Any, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """The purchases of [start, end) as an update's rows (external ids)."""
     frame = data.between(start, end).interactions
@@ -76,33 +87,35 @@ def score(engine: Engine, data: Any, users: np.ndarray, targets: sp.csr_matrix, 
     return out
 
 
-def run_origin(data: Any, origin: pd.Timestamp, weeks: int, config: EngineConfig) -> dict[str, Any]:
+def run_origin(data: Any, origin: pd.Timestamp, weeks: int, config: EngineConfig, scales: list[float]) -> dict[str, Any]:
     """Every schedule's per-user ndcg@10 each week, and the seconds each step took."""
     start = time.perf_counter()
     stale = Engine(config, show_progress=False).fit(data.between(None, origin))
     fit_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as folder:  # the same fitted engine, updated from here on
         updated = Engine.load(stale.save(Path(folder) / "engine"))
-    out: dict[str, Any] = {"fit_seconds": fit_seconds, "update_seconds": [], "refit_seconds": [], "warm_refit_seconds": [],
-                           "warm_reports": [], "weeks": []}
-    refit = warm = stale
+    variants = warm_variants(config, scales)
+    out: dict[str, Any] = {"fit_seconds": fit_seconds, "update_seconds": [], "refit_seconds": [],
+                           **{f"{n}_seconds": [] for n in variants}, **{f"{n}_reports": [] for n in variants}, "weeks": []}
+    refit, warm = stale, dict.fromkeys(variants, stale)
     for week in range(weeks):
         week_start, week_end = origin + pd.Timedelta(days=7 * week), origin + pd.Timedelta(days=7 * (week + 1))
         if week:
             for day in pd.date_range(week_start - pd.Timedelta(days=7), week_start - pd.Timedelta(days=1)):
                 out["update_seconds"].append(updated.update(purchases(data, day, day + pd.Timedelta(days=1)))["seconds"])
-            with tempfile.TemporaryDirectory() as folder:  # last week's engine as a shop has it: saved, loaded
-                served = Engine.load(warm.save(Path(folder) / "engine"))
-            start = time.perf_counter()
-            warm = Engine(config, show_progress=False).fit(data.between(None, week_start), warm_start=served)
-            out["warm_refit_seconds"].append(time.perf_counter() - start)
-            out["warm_reports"].append(warm.fit_report_)
+            for name, variant in variants.items():
+                with tempfile.TemporaryDirectory() as folder:  # last week's engine as a shop has it: saved, loaded
+                    served = Engine.load(warm[name].save(Path(folder) / "engine"))
+                start = time.perf_counter()
+                warm[name] = Engine(variant, show_progress=False).fit(data.between(None, week_start), warm_start=served)
+                out[f"{name}_seconds"].append(time.perf_counter() - start)
+                out[f"{name}_reports"].append(warm[name].fit_report_)
             start = time.perf_counter()
             refit = Engine(config, show_progress=False).fit(data.between(None, week_start))
             out["refit_seconds"].append(time.perf_counter() - start)
         users, targets, new = week_targets(data, week_start, week_end)
         scores = {name: score(engine, data, users, targets, new) for name, engine in
-                  (("stale", stale), ("daily_update", updated), ("weekly_warm_refit", warm), ("weekly_refit", refit))}
+                  {"stale": stale, "daily_update": updated, **warm, "weekly_refit": refit}.items()}
         out["weeks"].append({"start": str(week_start.date()), "users": int(len(users)), "scores": scores})
         logger.info("%s week %d: %s", origin.date(), week, {n: {t: float(v.mean()) for t, v in s.items()} for n, s in scores.items()})
     return out
@@ -112,20 +125,24 @@ def summary(runs: dict[str, Any], weeks: int) -> dict[str, Any]:
     """Per week (pooled over origins) and over all weeks: each schedule's mean ndcg@10, each against
     the stale engine and the warm refit against the full one, with paired intervals."""
     out: dict[str, Any] = {}
+    names = list(next(iter(runs.values()))["weeks"][0]["scores"])
+    swept = [n for n in names if n not in SCHEDULES]
+    pairs = [("daily_update", "stale"), ("weekly_warm_refit", "stale"), ("weekly_refit", "stale"), ("weekly_warm_refit", "weekly_refit"),
+             *((n, base) for n in swept for base in ("weekly_refit", "weekly_warm_refit"))]
     for label, chosen in [*((f"week {w + 1}", [w]) for w in range(weeks)), ("all weeks", list(range(weeks)))]:
         pooled = {n: {t: np.concatenate([run["weeks"][w]["scores"][n][t] for run in runs.values() for w in chosen])
-                      for t in ("all", "new")} for n in SCHEDULES}
+                      for t in ("all", "new")} for n in names}
         out[label] = {"means": {n: {t: float(v.mean()) for t, v in s.items()} for n, s in pooled.items()},
                       **{f"{n} - {base}": {t: paired_bootstrap(pooled[n][t], pooled[base][t]) for t in ("all", "new")}
-                         for n, base in (("daily_update", "stale"), ("weekly_warm_refit", "stale"), ("weekly_refit", "stale"),
-                                         ("weekly_warm_refit", "weekly_refit"))}}
+                         for n, base in pairs}}
     updates = np.concatenate([run["update_seconds"] for run in runs.values()])
     fits = [run["fit_seconds"] for run in runs.values()] + [s for run in runs.values() for s in run["refit_seconds"]]
-    warm = [s for run in runs.values() for s in run.get("warm_refit_seconds", [])]
+    warm = {n: np.median([s for run in runs.values() for s in run[f"{n}_seconds"]]) for n in names if n.startswith("weekly_warm")}
     out["seconds"] = {"full_fit_median": float(np.median(fits)),
                       "daily_update": {f"p{q}": float(np.percentile(updates, q)) for q in (50, 95, 99)},
                       "update_over_fit": float(np.median(updates) / np.median(fits)),
-                      "warm_refit_median": float(np.median(warm)), "warm_over_fit": float(np.median(warm) / np.median(fits))}
+                      **{f"{n}_median": float(w) for n, w in warm.items()},
+                      "warm_over_fit": float(warm["weekly_warm_refit"] / np.median(fits))}
     return out
 
 
@@ -158,6 +175,7 @@ def main() -> None:
     parser.add_argument("--time-updates", metavar="ENGINE", help="instead: time daily updates of this saved engine (--weeks 2: 14 days)")
     parser.add_argument("--weeks", type=int, default=4)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="quick")
+    parser.add_argument("--warm-lr-scales", default="", help="comma-separated bi-encoder learning-rate scales for column (c)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     data, shop = load_shop(args)
@@ -169,7 +187,8 @@ def main() -> None:
     origins = [pd.Timestamp(o) for o in args.origins.split(",")]
     if late := [str(o.date()) for o in origins if o + pd.Timedelta(days=7 * args.weeks) > TEST_FROM[shop]]:
         parser.error(f"origins {late}: their weeks reach {shop}'s test window (from {TEST_FROM[shop].date()}); validation only")
-    runs = {str(o.date()): run_origin(data, o, args.weeks, CONFIGS[args.config]) for o in origins}
+    scales = [float(s) for s in args.warm_lr_scales.split(",") if s]
+    runs = {str(o.date()): run_origin(data, o, args.weeks, CONFIGS[args.config], scales) for o in origins}
     report = {"environment": environment(), "shop": shop, "config": args.config, "origins": list(runs), "weeks": args.weeks,
               "summary": summary(runs, args.weeks),
               "runs": {o: {k: v for k, v in run.items() if k != "weeks"} | {"weeks": [{k: v for k, v in w.items() if k != "scores"}
