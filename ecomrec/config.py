@@ -477,7 +477,8 @@ class WarmRefitConfig(ConfigBase):
         training does not forget what the full fit learned.
     learning_rate_scale
         The bi-encoder's learning rate is multiplied by this: a continuation moves trained weights,
-        not the base model's.
+        not the base model's. 0.25, 0.5 and 1 served the same lists on both shops' validation weeks
+        (benchmarks/README.md, "Keeping an engine fresh"); ``replay`` was not swept.
     """
 
     replay: Real = Field(1.0, ge=0)
