@@ -280,14 +280,18 @@ def verdicts(reports: list[dict[str, Any]], baseline: str = "rerank:default") ->
       difference is no further below zero than the baseline's spread there;
     * ``slices hold``: in no shop's slice table (each run's, when runs were merged) is it below
       the fused order it reorders with an interval wholly below zero (issue 29's other bar; the
-      rules of ``00a99e3`` left it out, and it was added after dunnhumby's first seed showed why).
+      rules of ``00a99e3`` left it out, and it was added after dunnhumby's first seed showed why);
+    * ``repairs slices``: the baseline's slices do not hold and the variant's do (added with the
+      slice gate, before any of its runs was scored: a variant that brings the default onto the
+      slice bar without losing quality is progress on both of issue 29's bars).
 
-    A variant is adoptable when it is ``better``, or ``stabler`` and ``keeps quality``, and its
-    ``slices hold``; of the adoptable ones the default becomes the one with the highest mean
-    difference to the baseline over shops, seeds and both targets (``chosen``)."""
+    A variant is adoptable when it is ``better``, or ``stabler`` or ``repairs slices`` and
+    ``keeps quality``, and its ``slices hold``; of the adoptable ones the default becomes the one
+    with the highest mean difference to the baseline over shops, seeds and both targets (``chosen``)."""
     variants = sorted({m for r in reports for m in r["summary"]["spread"] if m.startswith("rerank:") and m != baseline
                        and "+reseed" not in m})
     out: dict[str, Any] = {}
+    baseline_fails = bool(slices_below_fused_order(reports, baseline))
     for variant in variants:
         better = stabler = keeps = True
         diffs = []
@@ -302,8 +306,10 @@ def verdicts(reports: list[dict[str, Any]], baseline: str = "rerank:default") ->
                     better &= diff["ci95"][0] > 0
                     keeps &= diff["ci95"][1] >= 0 or diff["mean_diff"] >= -spread
         failing = slices_below_fused_order(reports, variant)
+        repairs = baseline_fails and not failing
         out[variant] = {"better": better, "stabler": stabler, "keeps_quality": keeps, "slices_hold": not failing,
-                        "slices_below": failing, "adoptable": (better or (stabler and keeps)) and not failing,
+                        "slices_below": failing, "repairs_slices": repairs,
+                        "adoptable": (better or ((stabler or repairs) and keeps)) and not failing,
                         "mean_difference": float(np.mean(diffs))}
     adoptable = [v for v, verdict in out.items() if verdict["adoptable"]]
     out["chosen"] = max(adoptable, key=lambda v: out[v]["mean_difference"]) if adoptable else baseline
