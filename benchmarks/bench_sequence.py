@@ -9,9 +9,6 @@ variant (``--hybrids``) is a hybrid over them, its fusion tuned on its own valid
 * ``sequence`` — the same plus the transformer over purchase sequences
   (:class:`~ecomrec.retrieval.sequence.SequenceRetriever`, seeded too), and the sequence model
   alone for reference.
-* ``valid_users`` — the bi-encoder (fitted again for it) validated on 2,000 users instead of 500:
-  fusion is tuned on them, so every eligible user instead of a seeded sample (the examples'
-  bi-encoder, which only stops its own training early, stays the default's).
 
 With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``), its
 training examples built once per hybrid (the examples' bi-encoder, fitted before the first
@@ -19,7 +16,9 @@ cutoff, shared); ``--reseed`` also trains the default hybrid's reranker again on
 examples with two other LightGBM seeds (the spread the purchase model alone causes). The
 stable-training variants ``bagged`` (fusion tuned on bootstrap resamples), ``timing`` (repeat-
 purchase timing features), ``ensemble`` (a LightGBM seed ensemble) and ``cutoffs`` (four training
-cutoffs) were judged at ``d281f02`` and removed (benchmarks/README.md, "Stable training").
+cutoffs) were judged at ``d281f02`` and removed (benchmarks/README.md, "Stable training");
+``valid_users`` (fusion tuned on 2,000 validation users) was judged at ``0d810e9`` and became the
+default.
 
 Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
@@ -78,17 +77,10 @@ def window_end(origin: pd.Timestamp) -> pd.Timestamp:
     return origin + pd.DateOffset(months=1) - pd.Timedelta(days=1)
 
 
-#: ``valid_users``: the bi-encoder's validation users, on whom fusion is tuned, raised from 500 to
-#: 2,000 — every eligible user of both shops at their validation origins (683 and 1,436), so the
-#: users fusion is tuned on no longer change with the seed.
-VALID_USERS = 2000
-
-
 def configs(seed: int, hybrids: list[str]) -> dict[str, HybridConfig]:
     base = HybridConfig(als=ALSConfig(seed=seed), bi_encoder=BiEncoderConfig(seed=seed), sequence=SequenceConfig(seed=seed))
     fusion = base.fusion
-    variants = {"default": base, "sequence": base.replace(fusion=fusion.replace(quotas={**fusion.quotas, "sequence": 500})),
-                "valid_users": base.replace(bi_encoder=base.bi_encoder.replace(valid_users=VALID_USERS))}
+    variants = {"default": base, "sequence": base.replace(fusion=fusion.replace(quotas={**fusion.quotas, "sequence": 500}))}
     return {name: variants[name] for name in hybrids}
 
 
@@ -102,15 +94,6 @@ def shared_sources(history: Any, seed: int) -> dict[str, Any]:
     return out
 
 
-def _own_bi_encoder(config: HybridConfig, sources: dict[str, Any], history: Any) -> dict[str, Any]:
-    """``sources``, with a bi-encoder of its own where ``config``'s differs from the shared one."""
-    if config.bi_encoder == sources["bi_encoder"].config:
-        return sources
-    from ecomrec.retrieval import RETRIEVERS
-
-    return {**sources, "bi_encoder": RETRIEVERS["bi_encoder"](config.bi_encoder, show_progress=False).fit(history)}
-
-
 def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of every variant at one origin and seed, and their per-user values (for pooling)."""
     from ecomrec.retrieval import HybridRetriever
@@ -122,8 +105,7 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
     methods: dict[str, Any] = {}
     for variant, config in configs(seed, args.hybrids).items():
         start = time.perf_counter()
-        own = _own_bi_encoder(config, sources, split.history)
-        hybrid = HybridRetriever(config, retrievers=own, show_progress=False).fit(split.history)
+        hybrid = HybridRetriever(config, retrievers=sources, show_progress=False).fit(split.history)
         out["seconds"][f"hybrid:{variant}"] = time.perf_counter() - start
         out.setdefault("fusion", {})[variant] = {"weights": hybrid.weights_, "depth": next(iter(hybrid.quotas_.values()))}
         methods[f"hybrid:{variant}"] = hybrid
@@ -172,7 +154,7 @@ def main() -> None:
     parser.add_argument("--origins", help="comma-separated YYYY-MM-DD, all before the shop's test window (required to run)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
-    parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence, valid_users")
+    parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence")
     parser.add_argument("--reseed", action="store_true", help="with --rerank: the default reranker with two other LightGBM seeds too")
     parser.add_argument("--output", default=None)
     parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
