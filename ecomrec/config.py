@@ -398,11 +398,14 @@ class RerankConfig(ConfigBase):
         Fine-tuning pairs (at most) of the bi-encoder behind the training examples' candidates.
     trees, leaves, learning_rate, min_child_samples
         LightGBM ``lambdarank`` (one group per user list, early stopping on validation ndcg@10).
+    models
+        LightGBM models per purchase model, each with its own bagging seeds, their margins
+        averaged: one model's order moves with its seed, the mean of several much less.
     cross_encoder
         The text model.
     """
 
-    retired: ClassVar[dict[str, Any]] = {"repeat_timing": False, "models": 1}
+    retired: ClassVar[dict[str, Any]] = {"repeat_timing": False}
     text: StrictBool = False
     cutoffs: StrictInt = Field(0, ge=0)
     window_days: StrictInt = Field(30, gt=0)
@@ -413,6 +416,7 @@ class RerankConfig(ConfigBase):
     leaves: StrictInt = Field(31, gt=0)
     learning_rate: Real = Field(0.05, gt=0)
     min_child_samples: StrictInt = Field(50, gt=0)
+    models: StrictInt = Field(1, gt=0)
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
 

@@ -60,10 +60,10 @@ def test_unknown_keys_and_hash_changes() -> None:
 
 
 def test_configs_saved_with_a_retired_option_load_where_it_changed_nothing() -> None:
-    saved = {**RerankConfig(trees=50).to_dict(), "repeat_timing": False, "models": 1}  # what engines saved before
+    saved = {**RerankConfig(trees=50).to_dict(), "repeat_timing": False}  # what engines saved before
     assert RerankConfig.from_dict(saved) == RerankConfig(trees=50)
-    with pytest.raises(ValueError, match="models=5: the option was removed.*refit"):
-        RerankConfig.from_dict({**saved, "models": 5})
+    with pytest.raises(ValueError, match="repeat_timing=True: the option was removed.*refit"):
+        RerankConfig.from_dict({**saved, "repeat_timing": True})
     with pytest.raises(ValueError, match="repeat_timing=True"):
         RerankConfig(repeat_timing=True)
     fusion = FusionConfig.from_dict({**FusionConfig().to_dict(), "tune_resamples": 1})

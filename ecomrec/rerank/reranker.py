@@ -159,7 +159,7 @@ class PurchaseReranker:
             "window_days": int((examples[-1].cutoff - examples[-2].cutoff).days), "users_per_cutoff": [len(e) for e in examples],
             "positive_share": [float(e.labels[e.candidates.item_ids >= 0].mean()) for e in examples],
             "validation": validation, "calibration": calibration[MODEL_ORDER], "calibration_by_model": calibration,
-            "trees": {name: int(model.booster.best_iteration) for name, model in self.models_.items()},
+            "trees": {name: model.best_iterations for name, model in self.models_.items()},
             "importance": {name: model.importance() for name, model in self.models_.items()}, "text_log": text_log,
             "fit_seconds_by_stage": {"examples": examples_seconds, "models": time.perf_counter() - start - examples_seconds},
         }
@@ -220,7 +220,7 @@ class PurchaseReranker:
 
         cfg = self.config
         model = PurchaseModel(trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate,
-                              min_child_samples=cfg.min_child_samples, seed=cfg.seed)
+                              min_child_samples=cfg.min_child_samples, seed=cfg.seed, models=cfg.models)
         return model.fit(*rows(fit_on, text), *rows(valid, text_valid), self.names_ + (["text_score"] if text is not None else []))
 
     def _margin(self, name: str, candidates: Candidates, features: np.ndarray, text: np.ndarray | None) -> np.ndarray:

@@ -55,20 +55,30 @@ def test_purchase_model_learns_the_planted_signal_and_calibrates(tmp_path) -> No
     np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "model").margin(x_test), margin)
 
 
-def test_a_saved_seed_ensemble_asks_for_a_refit(tmp_path) -> None:
+def test_purchase_model_seed_ensemble_averages_its_boosters(tmp_path) -> None:
     import json
 
     x, y, groups = _planted(400, 25, seed=1)
     x_valid, y_valid, groups_valid = _planted(200, 25, seed=2)
-    model = PurchaseModel(trees=50, leaves=7, learning_rate=0.1, min_child_samples=20, seed=0)
+    x_test, _, _ = _planted(100, 25, seed=3)
+    single = PurchaseModel(trees=200, leaves=7, learning_rate=0.1, min_child_samples=20, seed=0)
+    single.fit(x, y, groups, x_valid, y_valid, groups_valid, ["signal", "noise"])
+    model = PurchaseModel(trees=200, leaves=7, learning_rate=0.1, min_child_samples=20, seed=0, models=3)
     model.fit(x, y, groups, x_valid, y_valid, groups_valid, ["signal", "noise"])
+    each = [b.predict(x_test, raw_score=True, num_iteration=b.best_iteration) for b in model.boosters]
+    assert len(each) == 3 and len(model.best_iterations) == 3
+    np.testing.assert_array_equal(each[0], single.margin(x_test))  # the first booster is the single model
+    assert not np.allclose(each[0], each[1]) and not np.allclose(each[1], each[2])  # their own bagging seeds
+    margin = model.margin(x_test)
+    np.testing.assert_allclose(margin, np.mean(each, axis=0))
+    np.testing.assert_allclose(model.contributions(x_test[:20]).sum(axis=1), margin[:20], rtol=1e-5, atol=1e-6)
+    assert sum(model.importance().values()) == pytest.approx(1.0, abs=1e-3) and model.importance()["signal"] > 0.8
     model.save(tmp_path, "model")
-    meta = json.loads((tmp_path / "model.json").read_text())
-    (tmp_path / "model.json").write_text(json.dumps({**meta, "models": 1}))  # a single model saved while ensembles existed
-    np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "model").margin(x), model.margin(x))
-    (tmp_path / "model.json").write_text(json.dumps({**meta, "models": 3}))
-    with pytest.raises(ValueError, match="seed ensemble of 3 .*refit"):
-        PurchaseModel.load(tmp_path, "model")
+    np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "model").margin(x_test), margin)
+    single.save(tmp_path, "old")  # saved before ensembles: no "models" in its description
+    meta = json.loads((tmp_path / "old.json").read_text())
+    (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "models"}))
+    np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "old").margin(x_test), each[0])
 
 
 def test_candidate_features_by_hand() -> None:

@@ -235,6 +235,21 @@ def test_saved_reranker_loads_and_gives_identical_results(fitted, tmp_path) -> N
         RerankedRetriever.load(tmp_path / "reranked")
 
 
+def test_a_seed_ensemble_reranker_saves_every_booster(fitted, tmp_path) -> None:
+    split, hybrid, _ = fitted
+    config = RerankConfig(text=False, cutoffs=2, window_days=15, candidates=40, trees=20, min_child_samples=10, models=3)
+    reranked = RerankedRetriever(hybrid, PurchaseReranker(config)).fit(split.history)
+    assert [len(trees) for trees in reranked.reranker.training_["trees"].values()] == [3]
+    users = split.users[:30]
+    reranked.save(tmp_path / "reranked")
+    before, after = reranked.candidates(users, 20), RerankedRetriever.load(tmp_path / "reranked").candidates(users, 20)
+    np.testing.assert_array_equal(after.item_ids, before.item_ids)
+    np.testing.assert_allclose(after.scores, before.scores, rtol=1e-6)
+    (tmp_path / "reranked" / "reranker" / "purchase_model.2.txt").write_text("tree\n")
+    with pytest.raises(ArtifactError, match="purchase_model.2.txt"):
+        RerankedRetriever.load(tmp_path / "reranked")
+
+
 @pytest.fixture(scope="module")
 def with_text(fitted):  # type: ignore[no-untyped-def]
     from ecomrec.config import CrossEncoderConfig
