@@ -20,9 +20,9 @@ and removed (benchmarks/README.md, "Stable training"); ``valid_users`` (fusion t
 validation users) was judged at ``0d810e9`` and became the default; ``--cutoffs 4`` (the
 purchase model learning from three training cutoffs instead of one) was judged again over that
 default at ``bd5bc1a`` and removed (benchmarks/README.md, "Four training cutoffs, again").
-``--models N`` adds the default hybrid's reranker with a seed ensemble of N LightGBM models
-(``RerankConfig.models``) on the default's examples: judged again over the stable fused order,
-for issue 29's spread bar.
+The seed ensemble of five LightGBM models was judged again over that default at ``17d628d``
+(``--models 5``, removed since) and became the default, ``RerankConfig.models = 5``
+(benchmarks/README.md, "A seed ensemble of purchase models, again").
 
 Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
@@ -33,7 +33,6 @@ fused order it reorders).
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default --reseed
-    python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01 --seeds 0,1,2 --rerank --hybrids default --models 5
     python benchmarks/bench_sequence.py --merge seed0.json seed1.json --output both.json   # seeds run apart
     python benchmarks/bench_sequence.py --verdict results/bench_sequence_stable_online-retail.json results/bench_sequence_stable_dunnhumby.json
 """
@@ -133,9 +132,8 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
 
 
 def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.Namespace, seconds: dict[str, float]) -> dict[str, Any]:
-    """The default reranker on each hybrid (and, on the default hybrid's examples, with ``--reseed``
-    two other LightGBM seeds, with ``--models`` a seed ensemble), all examples from one examples'
-    bi-encoder."""
+    """The default reranker on each hybrid (and, with ``--reseed``, two other LightGBM seeds on the
+    default hybrid's examples), all examples from one examples' bi-encoder."""
     from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
     from ecomrec.rerank.reranker import example_bi_encoder
 
@@ -149,7 +147,6 @@ def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.N
         own = {"": config}
         if variant == "default":
             own |= {f"+reseed{i}": config.replace(seed=seed + i) for i in (1, 2) if args.reseed}
-            own |= {"+ensemble": config.replace(models=args.models)} if args.models > 1 else {}
         for suffix, reranker_config in own.items():
             start = time.perf_counter()
             reranker = PurchaseReranker(reranker_config)
@@ -167,8 +164,6 @@ def main() -> None:
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
     parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence")
     parser.add_argument("--reseed", action="store_true", help="with --rerank: the default reranker with two other LightGBM seeds too")
-    parser.add_argument("--models", type=int, default=1,
-                        help="with --rerank: also the default hybrid's reranker with this many LightGBM models averaged (the default's: 1)")
     parser.add_argument("--output", default=None)
     parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
     parser.add_argument("--merge", nargs="+", metavar="REPORT", help="instead of running: join these runs of one shop into --output")
@@ -191,7 +186,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
                               "seeds": seeds, "rerank": args.rerank,
-                              "hybrids": args.hybrids, "reseed": args.reseed, "models": args.models,
+                              "hybrids": args.hybrids, "reseed": args.reseed,
                               "runs": {}}
     output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
     per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}
@@ -266,7 +261,7 @@ def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
     hybrids = [f"hybrid:{h}" for h in args.hybrids]
     pairs = [(h, "hybrid:default") for h in hybrids[1:]]
     if args.rerank:
-        rerankers = [f"rerank:{h}" for h in args.hybrids] + (["rerank:default+ensemble"] if args.models > 1 else [])
+        rerankers = [f"rerank:{h}" for h in args.hybrids]
         pairs += [(r, "rerank:default") for r in rerankers[1:]]
         pairs += [(r, "hybrid:" + r.split(":")[1].split("+")[0]) for r in rerankers]
     return pairs

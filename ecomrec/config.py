@@ -400,7 +400,10 @@ class RerankConfig(ConfigBase):
         LightGBM ``lambdarank`` (one group per user list, early stopping on validation ndcg@10).
     models
         LightGBM models per purchase model, each with its own bagging seeds, their margins
-        averaged: one model's order moves with its seed, the mean of several much less.
+        averaged: one model's order moves with its seed, the mean of several much less (5 chosen
+        on validation origins of both shops for issue 29's spread bar; benchmarks/README.md, "A
+        seed ensemble of purchase models, again"). An engine saved when the default was 1 serves
+        the one model it saved (a purchase model's files say how many it has); a refit trains 5.
     cross_encoder
         The text model.
     """
@@ -416,7 +419,7 @@ class RerankConfig(ConfigBase):
     leaves: StrictInt = Field(31, gt=0)
     learning_rate: Real = Field(0.05, gt=0)
     min_child_samples: StrictInt = Field(50, gt=0)
-    models: StrictInt = Field(1, gt=0)
+    models: StrictInt = Field(5, gt=0)
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
 
