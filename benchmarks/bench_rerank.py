@@ -8,7 +8,9 @@ The late-join side is the trained reranker's :class:`TextScorer`: lower layers o
 once per catalog item (cached, timed separately), one joined layer per pair.
 
 Also reported: the text score's own ndcg@10 on those users (the trained late-join model),
-and the whole rerank step's latency for 100 candidates of one user (p50/p95/p99).
+the whole rerank step's latency for 100 candidates of one user (p50/p95/p99), and the purchase
+model's share of it: its boosters (five by default, ``RerankConfig.models``) against the first
+alone — the one-model purchase model of the same seed — on the same features, in this process.
 
     python benchmarks/bench_rerank.py --engine indexes/online-retail-text \
         --data ../shared/data/online-retail --test-from 2011-10-01
@@ -63,6 +65,27 @@ def plain_cross_encoder(scorer, folder: Path):  # type: ignore[no-untyped-def]
     full.save_pretrained(folder)
     scorer.model.tokenizer.save_pretrained(folder)
     return CrossEncoder(str(folder), max_length=cfg.user_tokens + cfg.item_tokens, device="cpu")
+
+
+def purchase_model_latency(reranker, candidates, users: np.ndarray) -> dict:  # type: ignore[no-untyped-def]
+    """ms per user of the purchase model's margins over one user's candidates: every booster
+    (the served model) and the first alone, timed alternately on the same features."""
+    import copy
+
+    from ecomrec.rerank.features import candidate_features
+    from ecomrec.rerank.reranker import MODEL_ORDER
+
+    served = reranker.models_[MODEL_ORDER]
+    first = copy.copy(served)
+    first.boosters = served.boosters[:1]
+    per_user = list(candidate_features(candidates, users, reranker.stats_, reranker.sources_))
+    out = {}
+    for _ in range(2):  # twice, alternating, so neither side has the machine's quieter minute
+        for name, model in (("served", served), ("first_booster_alone", first)):
+            out.setdefault(name, []).append(time_calls(model.margin, per_user, warmup=10))
+    stats = {name: min(runs, key=lambda r: r.p50).to_dict() for name, runs in out.items()}
+    return {"boosters": len(served.boosters), **stats,
+            "p50_ratio": stats["served"]["p50"] / stats["first_booster_alone"]["p50"]}
 
 
 def untrained_scorer(item_texts: list[str]):  # type: ignore[no-untyped-def]
@@ -128,6 +151,7 @@ def main() -> None:
         "recommend_latency_ms": latency.to_dict(),
         "recommend_stage_ms": {n: {q: float(np.percentile(v, p)) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))}
                                for n, v in stages.items()},
+        "purchase_model_ms": purchase_model_latency(reranker, candidates, users),
         "config": scorer.config.to_dict(),
         "environment": environment(),
     }
