@@ -25,7 +25,7 @@ from ecomrec.data.text import history_text
 from ecomrec.rerank.examples import Examples, examples_at
 from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names
 from ecomrec.rerank.purchase import PurchaseModel, fit_platt
-from ecomrec.rerank.slice_gate import BOUGHT_FIRST, bought_first, refusals
+from ecomrec.rerank.slice_gate import BOUGHT_FIRST, bought_first, refusals, slice_means
 from ecomrec.rerank.text_model import TextScorer
 from ecomrec.retrieval.base import Query, Retriever
 from ecomrec.candidates import Candidates
@@ -242,7 +242,8 @@ class PurchaseReranker:
         keeping them: a model that loses here loses for sure. With ``config.slice_gate`` (``few``:
         bool [n], the lists of customers with few baskets) only the orders that lose no slice to the
         fused order are eligible, the purchase model's with past purchases first among them
-        (:mod:`ecomrec.rerank.slice_gate`; ``refused`` records the others)."""
+        (:mod:`ecomrec.rerank.slice_gate`; ``refused`` records the others, ``slices`` every order's
+        slice means)."""
         from ecomrec.metrics import ndcg_from_labels
 
         shown = valid.candidates.item_ids >= 0
@@ -254,6 +255,7 @@ class PurchaseReranker:
         if self.config.slice_gate:
             assert few is not None
             refused = out["refused"] = refusals(valid, keys, self.names_, few, self.config.seed)
+            out["slices"] = slice_means(valid, keys, self.names_, few)
         for kind, rows in (("all", ~valid.new_lists), ("new", valid.new_lists)):
             scores = {name: ndcg_from_labels(key[rows], labels[rows], shown[rows]) for name, key in keys.items()}
             out["by_list"][kind] = {"lists": int(rows.sum()), **{f"{name}_ndcg@10": v for name, v in scores.items()}}

@@ -80,6 +80,19 @@ def refusals(valid: Examples, keys: dict[str, np.ndarray], names: list[str], few
     return out
 
 
+def slice_means(valid: Examples, keys: dict[str, np.ndarray], names: list[str], few: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
+    """Kind of list → order → slice → the order's mean on the slice (the lists :func:`refusals`
+    judges), for the record: what each order traded on the validation cutoff, refused or not."""
+    shown, labels = valid.candidates.item_ids >= 0, valid.labels.astype(bool)
+    targets = target_kinds(valid, names)
+    out: dict[str, dict[str, dict[str, float]]] = {"all": {}, "new": {}}
+    for name, key in keys.items():
+        values = _slice_values(key, shown, labels, targets, few)
+        for kind, rows in (("all", ~valid.new_lists), ("new", valid.new_lists)):
+            out[kind][name] = {s: float(np.nanmean(values[s][rows])) for s in SLICES[kind] if np.isfinite(values[s][rows]).any()}
+    return out
+
+
 def _slice_values(key: np.ndarray, shown: np.ndarray, labels: np.ndarray, targets: dict[str, np.ndarray],
                   few: np.ndarray) -> dict[str, np.ndarray]:
     """float64 [n] per list, NaN where the list is not in the slice: recall@10 of each kind of

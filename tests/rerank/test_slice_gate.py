@@ -9,7 +9,7 @@ import pandas as pd
 from ecomrec.candidates import Candidates
 from ecomrec.rerank.examples import Examples
 from ecomrec.rerank.features import NEVER_DAYS, feature_names
-from ecomrec.rerank.slice_gate import bought_first, refusals, target_kinds
+from ecomrec.rerank.slice_gate import bought_first, refusals, slice_means, target_kinds
 
 NAMES = feature_names(["als"])
 
@@ -64,6 +64,9 @@ def test_an_order_that_trades_repurchases_away_is_refused_and_one_that_keeps_the
     assert set(refused["all"]) == {"trades"} and set(refused["all"]["trades"]) == {"repurchase"}
     assert np.isclose(refused["all"]["trades"]["repurchase"], -2 / 3)
     assert refused["new"] == {}  # no new-item lists here
+    means = slice_means(valid, {"trades": trades, "fused": fused, "keeps": keeps}, NAMES, few)
+    assert means["all"]["fused"] == {"repurchase": 1.0} and np.isclose(means["all"]["trades"]["repurchase"], 1 / 3)
+    assert means["new"] == {"trades": {}, "fused": {}, "keeps": {}}  # nothing to judge: no slice reported
 
 
 def test_new_item_lists_are_judged_on_new_arrivals_and_customers_with_few_baskets() -> None:
