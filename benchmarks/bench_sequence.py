@@ -13,9 +13,7 @@ variant (``--hybrids``) is a hybrid over them, its fusion tuned on its own valid
 With ``--rerank`` each hybrid also gets the default purchase reranker (``feature_rerank``), its
 training examples built once per hybrid (the examples' bi-encoder, fitted before the first
 cutoff, shared); ``--reseed`` also trains the default hybrid's reranker again on the same
-examples with two other LightGBM seeds (the spread the purchase model alone causes);
-``--slice-gate`` also fits the default hybrid's reranker with ``RerankConfig.slice_gate`` on the
-same examples (``rerank:default+gate``: the same purchase models, another choice of order). The
+examples with two other LightGBM seeds (the spread the purchase model alone causes). The
 stable-training variants ``bagged`` (fusion tuned on bootstrap resamples), ``timing`` (repeat-
 purchase timing features) and ``ensemble`` (a LightGBM seed ensemble) were judged at ``d281f02``
 and removed (benchmarks/README.md, "Stable training"); ``valid_users`` (fusion tuned on 2,000
@@ -24,7 +22,10 @@ purchase model learning from three training cutoffs instead of one) was judged a
 default at ``bd5bc1a`` and removed (benchmarks/README.md, "Four training cutoffs, again").
 The seed ensemble of five LightGBM models was judged again over that default at ``17d628d``
 (``--models 5``, removed since) and became the default, ``RerankConfig.models = 5``
-(benchmarks/README.md, "A seed ensemble of purchase models, again").
+(benchmarks/README.md, "A seed ensemble of purchase models, again"). The slice gate
+(``--slice-gate``, ``RerankConfig.slice_gate``) was judged again at ``5c0408d`` and removed
+(benchmarks/README.md, "The slice gate, again"). Each run's report keeps every reranker's
+validation record (the order kept per kind of list and each order's ndcg@10 on the last cutoff).
 
 Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
@@ -35,7 +36,6 @@ fused order it reorders).
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default --reseed
-    python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31 --seeds 0,1,2 --rerank --hybrids default --slice-gate
     python benchmarks/bench_sequence.py --merge seed0.json seed1.json --output both.json   # seeds run apart
     python benchmarks/bench_sequence.py --verdict results/bench_sequence_stable_online-retail.json results/bench_sequence_stable_dunnhumby.json
 """
@@ -151,7 +151,6 @@ def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.N
         own = {"": config}
         if variant == "default":
             own |= {f"+reseed{i}": config.replace(seed=seed + i) for i in (1, 2) if args.reseed}
-            own |= {"+gate": config.replace(slice_gate=True)} if args.slice_gate else {}
         for suffix, reranker_config in own.items():
             start = time.perf_counter()
             reranker = PurchaseReranker(reranker_config)
@@ -169,7 +168,6 @@ def main() -> None:
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
     parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence")
     parser.add_argument("--reseed", action="store_true", help="with --rerank: the default reranker with two other LightGBM seeds too")
-    parser.add_argument("--slice-gate", action="store_true", help="with --rerank: the default reranker with RerankConfig.slice_gate too")
     parser.add_argument("--output", default=None)
     parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
     parser.add_argument("--merge", nargs="+", metavar="REPORT", help="instead of running: join these runs of one shop into --output")
@@ -192,7 +190,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
                               "seeds": seeds, "rerank": args.rerank,
-                              "hybrids": args.hybrids, "reseed": args.reseed, "slice_gate": args.slice_gate,
+                              "hybrids": args.hybrids, "reseed": args.reseed,
                               "runs": {}}
     output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
     per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}
@@ -268,7 +266,6 @@ def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
     pairs = [(h, "hybrid:default") for h in hybrids[1:]]
     if args.rerank:
         rerankers = [f"rerank:{h}" for h in args.hybrids]
-        rerankers += ["rerank:default+gate"] if args.slice_gate else []
         pairs += [(r, "rerank:default") for r in rerankers[1:]]
         pairs += [(r, "hybrid:" + r.split(":")[1].split("+")[0]) for r in rerankers]
     return pairs

@@ -404,11 +404,6 @@ class RerankConfig(ConfigBase):
         on validation origins of both shops for issue 29's spread bar; benchmarks/README.md, "A
         seed ensemble of purchase models, again"). An engine saved when the default was 1 serves
         the one model it saved (a purchase model's files say how many it has); a refit trains 5.
-    slice_gate
-        Keep an order for a kind of list only where, on the validation cutoff, it loses no slice
-        (repurchases, new items by age, customers with few baskets) to the fused order with an
-        interval wholly below zero; the purchase model's order with past purchases first is
-        offered too (:mod:`ecomrec.rerank.slice_gate`).
     cross_encoder
         The text model.
     """
@@ -425,7 +420,6 @@ class RerankConfig(ConfigBase):
     learning_rate: Real = Field(0.05, gt=0)
     min_child_samples: StrictInt = Field(50, gt=0)
     models: StrictInt = Field(5, gt=0)
-    slice_gate: StrictBool = False
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
 

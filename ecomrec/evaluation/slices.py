@@ -4,7 +4,7 @@ Target kinds, pooled per user: ``repurchase`` (bought by the user before; on the
 and among items new to the user (on the ``new`` ranking): ``new_warm`` (first sold more than
 NEW_ARRIVAL_DAYS before the cutoff), ``new_arrival`` (first sold within them) and ``cold`` (never
 sold before it; ``unlisted`` where the catalog comes from the log). User slice: ``few_baskets``,
-users with at most FEW_BASKETS (:mod:`ecomrec.data.slices`) distinct purchase times before the cutoff, on both rankings.
+users with at most FEW_BASKETS distinct purchase times before the cutoff, on both rankings.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ecomrec.data.slices import NEW_ARRIVAL_DAYS, few_baskets
 from ecomrec.data.split import EvalSplit
 from ecomrec.metrics import paired_bootstrap, ranking_metrics
 
+#: An item first sold this many days before the cutoff or later is a new arrival.
+NEW_ARRIVAL_DAYS = 30
+#: Users with at most this many baskets before the cutoff form the ``few_baskets`` slice.
+FEW_BASKETS = 2
 #: Paired comparisons reported per slice (method, baseline).
 SLICE_COMPARISONS = (("hybrid_rerank", "feature_rerank"), ("hybrid_rerank", "hybrid"), ("feature_rerank", "hybrid"))
 
@@ -44,6 +47,13 @@ def target_kinds(split: EvalSplit) -> dict[str, sp.csr_matrix]:
 def few_basket_users(split: EvalSplit) -> np.ndarray:
     """bool [len(split.users)]: at most FEW_BASKETS distinct purchase times before the cutoff."""
     return few_baskets(split.history.interactions, split.users)
+
+
+def few_baskets(history: pd.DataFrame, users: np.ndarray) -> np.ndarray:
+    """bool [len(users)]: the dense ``users`` with at most FEW_BASKETS distinct purchase times in
+    ``history`` (interactions with ``user`` and ``timestamp``)."""
+    baskets = history.drop_duplicates(["user", "timestamp"]).groupby("user").size()
+    return baskets.reindex(users, fill_value=0).to_numpy() <= FEW_BASKETS
 
 
 @dataclasses.dataclass

@@ -20,12 +20,10 @@ from ecomrec.config import TEXT_SOURCES, RerankConfig
 from ecomrec.exceptions import ArtifactError, NotFittedError
 from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
-from ecomrec.data.slices import few_baskets
 from ecomrec.data.text import history_text
 from ecomrec.rerank.examples import Examples, examples_at
 from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names
 from ecomrec.rerank.purchase import PurchaseModel, fit_platt
-from ecomrec.rerank.slice_gate import BOUGHT_FIRST, bought_first, refusals, slice_means
 from ecomrec.rerank.text_model import TextScorer
 from ecomrec.retrieval.base import Query, Retriever
 from ecomrec.candidates import Candidates
@@ -98,8 +96,6 @@ def training_examples(data: Dataset, hybrid: Any, config: RerankConfig, *, bi: A
 #: The purchase model's order, and the order of the purchase model that reads BERT's text score too.
 MODEL_ORDER = "purchase_model"
 TEXT_ORDER = "purchase_model_text"
-#: The orders that serve a purchase model's probabilities (any other kept order bypasses the models).
-MODEL_ORDERS = (MODEL_ORDER, TEXT_ORDER, BOUGHT_FIRST)
 #: Ways to calibrate (:meth:`PurchaseReranker._fit_calibration`): one Platt fit for both kinds of list, or one per kind.
 CALIBRATIONS = ("one_fit", "per_list_kind")
 
@@ -149,8 +145,7 @@ class PurchaseReranker:
             self.models_[TEXT_ORDER] = self._train(fit_on, valid, text[id(fit_on)], text[id(valid)])
         margins = {name: self._margin(name, valid.candidates, valid.features, text.get(id(valid))) for name in self.models_}
         calibration = {name: self._fit_calibration(name, valid, margin) for name, margin in margins.items()}
-        few = few_baskets(data.between(None, valid.cutoff).interactions, valid.users) if cfg.slice_gate else None
-        validation = self._validation_check(valid, {name: self._calibrated(name, m, valid.new_lists) for name, m in margins.items()}, few)
+        validation = self._validation_check(valid, {name: self._calibrated(name, m, valid.new_lists) for name, m in margins.items()})
         text_log = self.text_.log if self.text_ is not None else []
         if TEXT_ORDER not in validation["order"].values():  # the text score won nowhere: serving never runs BERT
             self.text_ = None
@@ -236,42 +231,30 @@ class PurchaseReranker:
             out[shown] = self.models_[name].margin(self._features(name, features, text)[shown])
         return out
 
-    def _validation_check(self, valid: Examples, p: dict[str, np.ndarray], few: np.ndarray | None = None) -> dict[str, Any]:
+    def _validation_check(self, valid: Examples, p: dict[str, np.ndarray]) -> dict[str, Any]:
         """Which order each kind of list (full, new-item) keeps, by ndcg@10 on the last cutoff's lists
         (:func:`_best_order`). The same cutoff stopped the models' training early, which favours
-        keeping them: a model that loses here loses for sure. With ``config.slice_gate`` (``few``:
-        bool [n], the lists of customers with few baskets) only the orders that lose no slice to the
-        fused order are eligible, the purchase model's with past purchases first among them
-        (:mod:`ecomrec.rerank.slice_gate`; ``refused`` records the others, ``slices`` every order's
-        slice means)."""
+        keeping them: a model that loses here loses for sure."""
         from ecomrec.metrics import ndcg_from_labels
 
         shown = valid.candidates.item_ids >= 0
-        keys = order_keys(valid.candidates, {name: np.where(shown, v, -np.inf) for name, v in p.items()}, self.sources_,
-                          with_bought_first=self.config.slice_gate)
+        keys = order_keys(valid.candidates, {name: np.where(shown, v, -np.inf) for name, v in p.items()}, self.sources_)
         labels = valid.labels.astype(bool)
         out: dict[str, Any] = {"cutoff": str(valid.cutoff.date()), "lists": int(len(valid)), "order": {}, "by_list": {}}
-        refused: dict[str, dict[str, Any]] = {"all": {}, "new": {}}
-        if self.config.slice_gate:
-            assert few is not None
-            refused = out["refused"] = refusals(valid, keys, self.names_, few, self.config.seed)
-            out["slices"] = slice_means(valid, keys, self.names_, few)
         for kind, rows in (("all", ~valid.new_lists), ("new", valid.new_lists)):
             scores = {name: ndcg_from_labels(key[rows], labels[rows], shown[rows]) for name, key in keys.items()}
             out["by_list"][kind] = {"lists": int(rows.sum()), **{f"{name}_ndcg@10": v for name, v in scores.items()}}
-            eligible = {name: v for name, v in scores.items() if name not in refused[kind]}
-            out["order"][kind] = _best_order(eligible) if rows.any() else MODEL_ORDER
-            if out["order"][kind] not in MODEL_ORDERS:
+            out["order"][kind] = _best_order(scores) if rows.any() else MODEL_ORDER
+            if out["order"][kind] not in (MODEL_ORDER, TEXT_ORDER):
                 logger.warning("%s lists: no purchase model beats the %s order on the validation cutoff (ndcg@10 %.4f vs %.4f): "
                                "that order is kept", kind, out["order"][kind], scores[MODEL_ORDER], scores[out["order"][kind]])
-        out["kept"] = bool(set(MODEL_ORDERS) & set(out["order"].values()))
+        out["kept"] = bool({MODEL_ORDER, TEXT_ORDER} & set(out["order"].values()))
         return out
 
     @property
     def orders(self) -> dict[str, str]:
         """The order validation kept per kind of list (``all``, ``new``): ``purchase_model``,
-        ``purchase_model_text``, ``purchase_model_bought_first`` (with ``config.slice_gate``),
-        ``fused`` or ``source:<name>``."""
+        ``purchase_model_text``, ``fused`` or ``source:<name>``."""
         return dict(self.training_["validation"]["order"])
 
     @property
@@ -384,8 +367,7 @@ class PurchaseReranker:
         """The top ``config.candidates`` reordered by P(purchase), or by the order validation kept for
         the kind of list (:attr:`orders`; ``new_lists``: bool [n], the rows that exclude the user's past
         purchases); the rest keep their order after them. ``scores`` of the reordered part are
-        probabilities (the fused scores in the fused order, ``1 / position`` in a source's order
-        and with past purchases first);
+        probabilities (the fused scores in the fused order, ``1 / position`` in a source's order);
         ``sources`` gains ``p_purchase``, ``fused_rank`` (the place before reranking) and, with
         ``explain``, the ``why:<feature>`` shares of :meth:`probabilities` (NaN beyond the reranked part).
         """
@@ -394,8 +376,7 @@ class PurchaseReranker:
                          {n: v[:, :head] for n, v in candidates.sources.items()})
         p, timings, why = self.probabilities(users, texts, top, new_lists=new_lists, explain=explain)
         kinds = np.where(np.zeros(len(users), bool) if new_lists is None else new_lists, self.orders["new"], self.orders["all"])
-        keys = order_keys(top, {MODEL_ORDER: p, TEXT_ORDER: p}, self.sources_,  # each list's p came from its kind's model
-                          with_bought_first=BOUGHT_FIRST in self.orders.values())
+        keys = order_keys(top, {MODEL_ORDER: p, TEXT_ORDER: p}, self.sources_)  # each list's p came from its kind's model
         key = np.empty(p.shape)
         for name in set(kinds):
             rows = kinds == name
@@ -546,17 +527,12 @@ class RerankedRetriever(Retriever):
         return out
 
 
-def order_keys(candidates: Candidates, p: dict[str, np.ndarray], sources: Sequence[str], *,
-               with_bought_first: bool = False) -> dict[str, np.ndarray]:
+def order_keys(candidates: Candidates, p: dict[str, np.ndarray], sources: Sequence[str]) -> dict[str, np.ndarray]:
     """float64 [n, k] sort keys (higher first) of each order the validation check weighs: each
-    purchase model's (its probabilities in ``p``), with ``with_bought_first`` the purchase model's
-    with past purchases first (:data:`BOUGHT_FIRST`), the fused order, and each source's own
+    purchase model's (its probabilities in ``p``), the fused order, and each source's own
     (``source:<name>``: its rank; candidates it did not list follow in the fused order)."""
     position = np.broadcast_to(np.arange(candidates.k, dtype=np.float64), candidates.item_ids.shape)
-    keys = {name: np.asarray(v, dtype=np.float64) for name, v in p.items()}
-    if with_bought_first and (first := bought_first(keys[MODEL_ORDER], candidates)) is not None:
-        keys[BOUGHT_FIRST] = first
-    keys["fused"] = -position
+    keys = {**{name: np.asarray(v, dtype=np.float64) for name, v in p.items()}, "fused": -position}
     for source in sources:
         if (rank := candidates.sources.get(f"{source}_rank")) is not None:
             keys[f"source:{source}"] = np.where(np.isnan(rank), -1e9 - position, -np.nan_to_num(rank))
@@ -578,12 +554,13 @@ def _fit_platt_by_list(margin: np.ndarray, labels: np.ndarray, shown: np.ndarray
 
 
 def _best_order(ndcg: dict[str, float]) -> str:
-    """The fused order unless another beats it: each order in turn (as :func:`order_keys` lists
-    them: the purchase models first, then the sources) replaces the best so far where it ranks
-    higher, so a tie keeps the earlier."""
-    best = "fused"
+    """The purchase model if it beats the fused order, the text model (where there is one) if it
+    beats both, a source's order if it beats them all; else fused."""
+    best = MODEL_ORDER if ndcg[MODEL_ORDER] > ndcg["fused"] else "fused"
+    if TEXT_ORDER in ndcg and ndcg[TEXT_ORDER] > max(ndcg[MODEL_ORDER], ndcg["fused"]):
+        best = TEXT_ORDER
     for name, value in ndcg.items():
-        if value > ndcg[best]:
+        if name.startswith("source:") and value > ndcg[best]:
             best = name
     return best
 

@@ -287,8 +287,8 @@ def test_where_the_text_score_is_kept_only_those_lists_run_it(fitted, with_text,
     split, hybrid, _ = fitted
     check = module.PurchaseReranker._validation_check
 
-    def text_for_full_lists(self, valid, p, *rest):  # type: ignore[no-untyped-def]
-        out = check(self, valid, p, *rest)
+    def text_for_full_lists(self, valid, p):  # type: ignore[no-untyped-def]
+        out = check(self, valid, p)
         return {**out, "order": {"all": module.TEXT_ORDER, "new": module.MODEL_ORDER}, "kept": True}
 
     monkeypatch.setattr(module.PurchaseReranker, "_validation_check", text_for_full_lists)
@@ -402,39 +402,3 @@ def test_without_text_the_purchase_model_learns_from_every_cutoff_but_the_last(f
     monkeypatch.setattr(PurchaseModel, "fit", lambda self, x, *rest: seen.append((len(x), len(rest[3]))) or real_fit(self, x, *rest))
     PurchaseReranker(config).fit(split.history, hybrid, examples=examples)
     assert seen == [(rows[0] + rows[1], rows[2])]  # learnt on the first two cutoffs, stopped early on the third
-
-
-def test_with_the_slice_gate_a_refused_order_is_not_kept(fitted, monkeypatch) -> None:
-    """The purchase model beats the fused order by far on both kinds of list (the first test); when
-    the gate refuses it on full lists, those keep another order, and new-item lists keep theirs."""
-    from ecomrec.rerank import reranker as module
-
-    split, hybrid, kept = fitted
-    refused = {"all": {"purchase_model": {"repurchase": -0.2}, "purchase_model_bought_first": {"repurchase": -0.1}}, "new": {}}
-    monkeypatch.setattr(module, "refusals", lambda *args: refused)
-    gated = PurchaseReranker(kept.reranker.config.replace(slice_gate=True)).fit(split.history, hybrid)
-    check = gated.training_["validation"]
-    assert check["refused"] == refused
-    assert gated.orders["all"] not in refused["all"] and gated.orders["new"] == kept.reranker.orders["new"]
-    scores = {n.removesuffix("_ndcg@10"): v for n, v in check["by_list"]["all"].items() if n.endswith("_ndcg@10")}
-    assert scores[gated.orders["all"]] == max(v for n, v in scores.items() if n not in refused["all"])
-
-
-def test_the_bought_first_order_serves_past_purchases_first(fitted, monkeypatch, tmp_path) -> None:
-    from ecomrec.rerank import reranker as module
-
-    split, hybrid, kept = fitted
-    monkeypatch.setattr(module, "_best_order", lambda scores: module.BOUGHT_FIRST if module.BOUGHT_FIRST in scores else module.MODEL_ORDER)
-    served = RerankedRetriever(hybrid, PurchaseReranker(kept.reranker.config.replace(slice_gate=True))).fit(split.history)
-    assert served.reranker.orders == {"all": module.BOUGHT_FIRST, "new": module.BOUGHT_FIRST}
-    users = split.users[:30]
-    out, head = served.candidates(users, 50), served.reranker.config.candidates
-    bought = np.nan_to_num(out.sources["own_count"][:, :head]) > 0
-    p = out.sources["p_purchase"][:, :head]
-    assert bought.any() and (np.diff(bought.astype(int), axis=1) <= 0).all()  # every past purchase before every other item
-    for row in range(len(users)):
-        for part in (bought[row], ~bought[row]):
-            assert (np.diff(p[row][part]) <= 0).all()  # each part by probability
-    assert (np.diff(out.scores, axis=1) <= 0).all()
-    again = RerankedRetriever.load(served.save(tmp_path / "engine"))
-    np.testing.assert_array_equal(again.candidates(users, 50).item_ids, out.item_ids)
