@@ -24,8 +24,12 @@ The seed ensemble of five LightGBM models was judged again over that default at 
 (``--models 5``, removed since) and became the default, ``RerankConfig.models = 5``
 (benchmarks/README.md, "A seed ensemble of purchase models, again"). The slice gate
 (``--slice-gate``, ``RerankConfig.slice_gate``) was judged again at ``5c0408d`` and removed
-(benchmarks/README.md, "The slice gate, again"). Each run's report keeps every reranker's
-validation record (the order kept per kind of list and each order's ndcg@10 on the last cutoff).
+(benchmarks/README.md, "The slice gate, again"). ``--learn-from-last`` also fits the default
+hybrid's reranker with ``RerankConfig.learn_from_last`` on the same examples
+(``rerank:default+last``: after validation, each purchase model learns again from both cutoffs).
+Each run's report keeps every reranker's validation record (the order kept per kind of list and
+each order's ndcg@10 on the last cutoff) and, with ``--rerank``, the train/serve gap of the
+default reranker (:func:`train_serve_gap`).
 
 Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; each variant minus
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
@@ -36,6 +40,7 @@ fused order it reorders).
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default --reseed
+    python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31 --seeds 0,1,2 --rerank --hybrids default --learn-from-last
     python benchmarks/bench_sequence.py --merge seed0.json seed1.json --output both.json   # seeds run apart
     python benchmarks/bench_sequence.py --verdict results/bench_sequence_stable_online-retail.json results/bench_sequence_stable_dunnhumby.json
 """
@@ -123,8 +128,10 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
         methods["sequence_alone"] = sequence
         out["sequence"] = {**sequence.describe()["training"], "fit_seconds": methods["hybrid:sequence"].fit_seconds_.get("sequence")}
     if args.rerank:
-        methods.update(rerankers(split.history, methods, seed, args, out["seconds"]))
+        reranked, last = rerankers(split.history, methods, seed, args, out["seconds"])
+        methods.update(reranked)
         out["validation"] = {name: m.reranker.training_["validation"] for name, m in methods.items() if name.startswith("rerank:")}
+        out["train_serve_gap"] = train_serve_gap(data, origin, methods["rerank:default"], last)
     ranked: dict[str, Any] = {}
     for name, method in methods.items():
         ranked_all, ranked_new, _ = score_retriever(method, split, max(KS), 1024)
@@ -135,9 +142,11 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
     return out, {"split": split, "ranked": ranked}
 
 
-def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.Namespace, seconds: dict[str, float]) -> dict[str, Any]:
-    """The default reranker on each hybrid (and, with ``--reseed``, two other LightGBM seeds on the
-    default hybrid's examples), all examples from one examples' bi-encoder."""
+def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.Namespace,
+              seconds: dict[str, float]) -> tuple[dict[str, Any], Any]:
+    """The default reranker on each hybrid (and, with ``--reseed`` or ``--learn-from-last``, its
+    variants on the default hybrid's examples), all examples from one examples' bi-encoder; and the
+    default hybrid's examples at the last training cutoff."""
     from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
     from ecomrec.rerank.reranker import example_bi_encoder
 
@@ -147,16 +156,19 @@ def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.N
     for variant in args.hybrids:
         hybrid, start = hybrids[f"hybrid:{variant}"], time.perf_counter()
         examples = training_examples(history, hybrid, config, bi=bi)
+        if variant == "default":
+            last = examples[-1]
         seconds[f"examples:{variant}"] = time.perf_counter() - start
         own = {"": config}
         if variant == "default":
             own |= {f"+reseed{i}": config.replace(seed=seed + i) for i in (1, 2) if args.reseed}
+            own |= {"+last": config.replace(learn_from_last=True)} if args.learn_from_last else {}
         for suffix, reranker_config in own.items():
             start = time.perf_counter()
             reranker = PurchaseReranker(reranker_config)
             out[f"rerank:{variant}{suffix}"] = RerankedRetriever(hybrid, reranker, examples=examples).fit(history)
             seconds[f"rerank:{variant}{suffix}"] = time.perf_counter() - start
-    return out
+    return out, last
 
 
 def main() -> None:
@@ -168,6 +180,8 @@ def main() -> None:
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
     parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence")
     parser.add_argument("--reseed", action="store_true", help="with --rerank: the default reranker with two other LightGBM seeds too")
+    parser.add_argument("--learn-from-last", action="store_true",
+                        help="with --rerank: the default reranker with RerankConfig.learn_from_last too")
     parser.add_argument("--output", default=None)
     parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
     parser.add_argument("--merge", nargs="+", metavar="REPORT", help="instead of running: join these runs of one shop into --output")
@@ -191,7 +205,7 @@ def main() -> None:
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
                               "seeds": seeds, "rerank": args.rerank,
                               "hybrids": args.hybrids, "reseed": args.reseed,
-                              "runs": {}}
+                              "learn_from_last": args.learn_from_last, "runs": {}}
     output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
     per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}
     slices = []
@@ -247,7 +261,7 @@ def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
     per-seed rows joined, spreads over all the seeds; slices stay per run (``slices_by_run``), as
     they pool users and the per-user values are not kept."""
     first = reports[0]
-    same = ("shop", "origins", "rerank", "hybrids", "reseed", "slice_gate", "rerankers", "resamples", "models", "cutoffs")  # older runs' too
+    same = ("shop", "origins", "rerank", "hybrids", "reseed", "slice_gate", "learn_from_last", "rerankers", "resamples", "models", "cutoffs")  # older runs' too
     if any(r.get(key) != first.get(key) for r in reports[1:] for key in same):
         raise SystemExit(f"these reports differ in one of {same}: not runs of one sweep")
     by_seed = {seed: row for r in reports for seed, row in r["summary"]["by_seed"].items()}
@@ -266,6 +280,7 @@ def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
     pairs = [(h, "hybrid:default") for h in hybrids[1:]]
     if args.rerank:
         rerankers = [f"rerank:{h}" for h in args.hybrids]
+        rerankers += ["rerank:default+last"] if args.learn_from_last else []
         pairs += [(r, "rerank:default") for r in rerankers[1:]]
         pairs += [(r, "hybrid:" + r.split(":")[1].split("+")[0]) for r in rerankers]
     return pairs
@@ -345,6 +360,37 @@ def verdicts(reports: list[dict[str, Any]], baseline: str = "rerank:default") ->
                         "mean_difference": float(np.mean(diffs))}
     adoptable = [v for v, verdict in out.items() if verdict["adoptable"]]
     out["chosen"] = max(adoptable, key=lambda v: out[v]["mean_difference"]) if adoptable else baseline
+    return out
+
+
+def train_serve_gap(data: Any, origin: pd.Timestamp, reranked: Any, last: Any) -> dict[str, Any]:
+    """What the purchase model learnt from beside what it serves: the last training cutoff's
+    examples (the examples' hybrid as of that cutoff, its month's purchases as labels) and the same
+    reranker's inputs at ``origin`` (the served hybrid's top candidates for the users who bought
+    before it and in the scored month, that month's purchases as labels). Per kind of list: lists,
+    positives per list, the share of positives the user had bought before, the mean of each feature
+    over shown candidates, and ndcg@10 over each list's positives of the purchase model's order and
+    of the fused order (the metric the validation check judges by, not the protocol's)."""
+    from ecomrec.metrics import ndcg_from_labels
+    from ecomrec.rerank.examples import examples_at
+    from ecomrec.rerank.reranker import MODEL_ORDER
+
+    reranker, hybrid = reranked.reranker, reranked.hybrid
+    days = (window_end(origin) - origin).days + 1
+    served = [examples_at(hybrid, data.between(None, origin + pd.Timedelta(days=days)), origin, days, reranker.config.candidates,
+                          reranker.history_items_, reranker.history_chars_, new_items_only=new) for new in (False, True)]
+    out: dict[str, Any] = {}
+    for side, parts in (("last_cutoff", [last.rows(~last.new_lists), last.rows(last.new_lists)]), ("served", served)):
+        for kind, e in zip(("all", "new"), parts):
+            shown, labels = e.candidates.item_ids >= 0, e.labels.astype(bool) & (e.candidates.item_ids >= 0)
+            bought = e.features[..., reranker.names_.index("own_bought")] > 0
+            margin = reranker._margin(MODEL_ORDER, e.candidates, e.features, None)
+            fused = -np.broadcast_to(np.arange(e.candidates.k, dtype=np.float64), shown.shape)
+            out.setdefault(side, {})[kind] = {
+                "cutoff": str(e.cutoff.date()), "lists": len(e), "positives_per_list": float(labels.sum(axis=1).mean()),
+                "bought_before_share": float((labels & bought).sum() / max(labels.sum(), 1)),
+                "model_ndcg@10": ndcg_from_labels(margin, labels, shown), "fused_ndcg@10": ndcg_from_labels(fused, labels, shown),
+                "feature_means": {n: float(e.features[..., i][shown].mean()) for i, n in enumerate(reranker.names_)}}
     return out
 
 

@@ -404,6 +404,10 @@ class RerankConfig(ConfigBase):
         on validation origins of both shops for issue 29's spread bar; benchmarks/README.md, "A
         seed ensemble of purchase models, again"). An engine saved when the default was 1 serves
         the one model it saved (a purchase model's files say how many it has); a refit trains 5.
+    learn_from_last
+        After validation (orders kept, calibration), train each purchase model again on every
+        cutoff it learned from plus the last, with the trees early stopping kept: the served model
+        has seen the newest month's purchases too (issue 29's variant; benchmarks/README.md).
     cross_encoder
         The text model.
     """
@@ -420,6 +424,7 @@ class RerankConfig(ConfigBase):
     learning_rate: Real = Field(0.05, gt=0)
     min_child_samples: StrictInt = Field(50, gt=0)
     models: StrictInt = Field(5, gt=0)
+    learn_from_last: StrictBool = False
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
 

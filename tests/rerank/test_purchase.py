@@ -121,3 +121,21 @@ def test_item_age_counts_days_from_the_first_sale_to_the_end_of_the_data(tmp_pat
     data = from_files(tmp_path / "log.csv", tmp_path / "catalog.csv", columns=InteractionColumns("user", "item", "time"))
     age = CollaborativeStats.of(data).item_age_days
     np.testing.assert_allclose(age[data.items.index(["i0", "i1", "i2"])], [10.0, 2.5, NEVER_DAYS])
+
+
+def test_a_refitted_purchase_model_learns_the_validation_rows_with_the_trees_it_kept(tmp_path) -> None:
+    # Training rows carry the signal on feature 0; the validation rows on feature 1 alone (a shop
+    # whose newest month behaves otherwise). Refitted on both, the model must read feature 1 too.
+    x, y, groups = _planted(400, 25, seed=1)
+    x_valid, y_valid, groups_valid = _planted(400, 25, seed=2)
+    x_valid = x_valid[:, ::-1].copy()
+    model = PurchaseModel(trees=200, leaves=7, learning_rate=0.1, min_child_samples=20, seed=0, models=2)
+    model.fit(x, y, groups, x_valid, y_valid, groups_valid, ["signal", "noise"])
+    kept = model.best_iterations
+    assert model.importance()["noise"] < 0.2
+    model.refit(np.concatenate([x, x_valid]), np.concatenate([y, y_valid]), np.concatenate([groups, groups_valid]))
+    assert model.best_iterations == kept
+    assert [b.current_iteration() for b in model.boosters] == kept  # no tree beyond what early stopping kept
+    assert model.importance()["noise"] > 0.3
+    model.save(tmp_path, "model")
+    np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "model").margin(x_valid), model.margin(x_valid))

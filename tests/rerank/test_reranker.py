@@ -402,3 +402,25 @@ def test_without_text_the_purchase_model_learns_from_every_cutoff_but_the_last(f
     monkeypatch.setattr(PurchaseModel, "fit", lambda self, x, *rest: seen.append((len(x), len(rest[3]))) or real_fit(self, x, *rest))
     PurchaseReranker(config).fit(split.history, hybrid, examples=examples)
     assert seen == [(rows[0] + rows[1], rows[2])]  # learnt on the first two cutoffs, stopped early on the third
+
+
+def test_learning_from_the_last_cutoff_trains_again_on_every_cutoff_after_validation(fitted, monkeypatch) -> None:
+    from ecomrec.rerank import training_examples
+    from ecomrec.rerank.purchase import PurchaseModel
+
+    split, hybrid, _ = fitted
+    config = RerankConfig(text=False, cutoffs=2, window_days=15, candidates=40, trees=20, min_child_samples=10, learn_from_last=True)
+    examples = training_examples(split.history, hybrid, config)
+    rows = [int((e.candidates.item_ids >= 0).sum()) for e in examples]
+    seen = []
+    real_refit = PurchaseModel.refit
+    monkeypatch.setattr(PurchaseModel, "refit", lambda self, x, y, groups: seen.append((len(x), int(groups.sum()))) or real_refit(self, x, y, groups))
+    reranker = PurchaseReranker(config).fit(split.history, hybrid, examples=examples)
+    assert seen == [(rows[0] + rows[1], rows[0] + rows[1])]  # both cutoffs, once validation is done
+    assert reranker.training_["learned_from_last"] == reranker.training_["trees"]
+    plain = PurchaseReranker(config.replace(learn_from_last=False)).fit(split.history, hybrid, examples=examples)
+    assert plain.training_["validation"] == reranker.training_["validation"]  # the same choices, made before the refit
+    users = split.users[:40]
+    candidates = hybrid.candidates(users, 40)
+    p_refit, p_plain = (r.probabilities(users, [""] * len(users), candidates)[0] for r in (reranker, plain))
+    assert np.isfinite(p_refit).all() and not np.allclose(p_refit, p_plain)  # a model that learnt more rows
