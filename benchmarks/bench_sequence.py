@@ -35,7 +35,8 @@ Reported: ndcg@10 and recall@200 on ``all`` and ``new`` per origin and seed; eac
 the default per seed, with a paired-bootstrap interval over user-origin pairs; the seed-to-seed
 spread of each method's mean (max - min over seeds, and the standard deviation); the slice table
 pooled over origins and seeds (each variant against the default, and each reranker against the
-fused order it reorders).
+fused order it reorders; a customer's rows at several seeds and origins resampled together, from
+the commit after ``d8caea6``), its per-user values beside the report (``.slices.npz``).
 
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
@@ -222,8 +223,19 @@ def main() -> None:
             report["summary"] = summary(per_user, pairs)
             report["slices"] = slice_table(pooled(slices), pairs)
             output.write_text(json.dumps(report, indent=2, default=float))
+            save_slice_values(pooled(slices), output.with_suffix(".slices.npz"))
     print(json.dumps(report["summary"], indent=2, default=float))
     print(f"wrote {output}")
+
+
+def save_slice_values(values: list[Any], path: Path) -> None:
+    """Each pooled slice's customers and per-user values (``<slice>/<ranking>/customers``,
+    ``<slice>/<ranking>/<method>``, on the slice's metric): any interval rule can be applied again."""
+    arrays = {}
+    for v in values:
+        arrays[f"{v.slice}/{v.ranking}/customers"] = v.customers
+        arrays |= {f"{v.slice}/{v.ranking}/{method}": per[v.metric] for method, per in v.per_user.items()}
+    np.savez_compressed(path, **arrays)
 
 
 def summary(per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]], pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -293,7 +305,8 @@ def slice_table(values: list[Any], pairs: list[tuple[str, str]]) -> list[dict[st
         per = {m: u[v.metric] for m, u in v.per_user.items() if len(u[v.metric])}
         table.append({"slice": v.slice, "ranking": v.ranking, "metric": v.metric, "users": v.users,
                       "methods": {m: float(a.mean()) for m, a in per.items()},
-                      "comparisons": {f"{a} - {b}": paired_bootstrap(per[a], per[b]) for a, b in pairs if a in per and b in per}})
+                      "comparisons": {f"{a} - {b}": paired_bootstrap(per[a], per[b], clusters=v.customers)
+                                      for a, b in pairs if a in per and b in per}})
     return table
 
 

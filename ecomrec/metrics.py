@@ -152,17 +152,28 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
                   "observed": float(fo)} for b, mp, fo in zip(filled, predicted, observed)]
 
 
-def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int = 2000, seed: int = 0,
+                     clusters: np.ndarray | None = None) -> dict[str, Any]:
     """Mean per-user difference and its 95 % percentile-bootstrap interval (users resampled in
-    pairs, ``scipy.stats.bootstrap``)."""
+    pairs, ``scipy.stats.bootstrap``). ``clusters`` (one label per value): rows sharing a label —
+    one customer scored at several seeds or origins — are resampled together, so repeats of a
+    customer do not pass for independent evidence (the interval is of the pooled mean difference)."""
     from scipy.stats import bootstrap
 
     a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
     diff = a - b
+    labels, index = np.unique(np.asarray(clusters if clusters is not None else []), return_inverse=True)
+    groups = len(labels) if clusters is not None else len(diff)
     if np.ptp(diff) == 0:  # every user differs by the same amount: no spread to resample
         low = high = float(diff[0]) if len(diff) else float("nan")
+    elif groups < len(diff):
+        sums, counts = np.bincount(index, weights=diff), np.bincount(index).astype(np.float64)
+        result = bootstrap((sums, counts), lambda s, c, axis: s.sum(axis=axis) / c.sum(axis=axis), paired=True, vectorized=True,
+                           n_resamples=samples, confidence_level=0.95, method="percentile", random_state=seed)
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     else:
         result = bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
                            n_resamples=samples, confidence_level=0.95, method="percentile", random_state=seed)
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    return {"mean_diff": float(diff.mean()), "ci95": [low, high], "users": int(len(diff)), "excludes_zero": bool(low > 0 or high < 0)}
+    return {"mean_diff": float(diff.mean()), "ci95": [low, high], "users": int(len(diff)), "clusters": int(groups),
+            "excludes_zero": bool(low > 0 or high < 0)}

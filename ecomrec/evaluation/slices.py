@@ -66,6 +66,7 @@ class SliceValues:
     users: int
     targets: int
     per_user: dict[str, dict[str, np.ndarray]]  # method -> recall@10 / ndcg@10 per user
+    customers: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # the dense user of each value
 
     @property
     def key(self) -> tuple[str, str]:
@@ -95,18 +96,20 @@ def slice_values(split: EvalSplit, methods: dict[str, tuple[Any, Any, Any]]) -> 
             else:
                 values = {"recall@10": np.zeros(0), "ndcg@10": np.zeros(0)}
             per_user[method] = {m: np.asarray(values[m], dtype=np.float64) for m in ("recall@10", "ndcg@10")}
-        out.append(SliceValues(name, ranking, metric, int(len(rows)), int(targets[rows].nnz), per_user))
+        out.append(SliceValues(name, ranking, metric, int(len(rows)), int(targets[rows].nnz), per_user, split.users[rows]))
     return out
 
 
 def pooled(origins: list[list[SliceValues]]) -> list[SliceValues]:
-    """The slices of several origins as one: users (user-origin pairs) and targets added up, per-user values concatenated."""
+    """The slices of several origins (or seeds) as one: users (user-origin pairs) and targets added
+    up, per-user values and their customers concatenated."""
     out: dict[tuple[str, str], SliceValues] = {}
     for values in origins:
         for v in values:
             merged = out.setdefault(v.key, SliceValues(v.slice, v.ranking, v.metric, 0, 0, {}))
             merged.users += v.users
             merged.targets += v.targets
+            merged.customers = np.concatenate([merged.customers, v.customers])
             for method, metrics in v.per_user.items():
                 have = merged.per_user.setdefault(method, {m: np.zeros(0) for m in metrics})
                 for m, array in metrics.items():
@@ -116,13 +119,15 @@ def pooled(origins: list[list[SliceValues]]) -> list[SliceValues]:
 
 def summarise(values: list[SliceValues], seed: int = 0) -> list[dict[str, Any]]:
     """The slice table: per slice users, targets, each method's mean recall@10 / ndcg@10 and the
-    paired-bootstrap intervals of :data:`SLICE_COMPARISONS` on the slice's metric."""
+    paired-bootstrap intervals of :data:`SLICE_COMPARISONS` on the slice's metric (a customer
+    scored at several origins resampled as one)."""
     table = []
     for v in values:
         measured = {m: per for m, per in v.per_user.items() if len(per[v.metric])}
         table.append({"slice": v.slice, "ranking": v.ranking, "metric": v.metric, "users": v.users, "targets": v.targets,
                       "methods": {method: {m: float(a.mean()) for m, a in per.items()} for method, per in measured.items()},
-                      "comparisons": {f"{m} - {b}": paired_bootstrap(measured[m][v.metric], measured[b][v.metric], seed=seed)
+                      "comparisons": {f"{m} - {b}": paired_bootstrap(measured[m][v.metric], measured[b][v.metric], seed=seed,
+                                                                                 clusters=v.customers)
                                       for m, b in SLICE_COMPARISONS if m in measured and b in measured}})
     return table
 

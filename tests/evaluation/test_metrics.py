@@ -83,6 +83,25 @@ def test_paired_bootstrap_by_hand() -> None:
     assert spread["ci95"][1] - spread["ci95"][0] == pytest.approx(2 * 1.96 * 1.0 / np.sqrt(100), rel=0.2)  # ~ 2 x 1.96 sd / sqrt(n)
 
 
+def test_a_customer_scored_several_times_counts_once_in_the_clustered_interval() -> None:
+    from ecomrec.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=100), rng.normal(size=100)
+    once = paired_bootstrap(a, b, seed=1)
+    # the same 100 customers at three seeds, with the same values: three times the rows, no new evidence
+    naive = paired_bootstrap(np.tile(a, 3), np.tile(b, 3), seed=1)
+    clustered = paired_bootstrap(np.tile(a, 3), np.tile(b, 3), seed=1, clusters=np.tile(np.arange(100), 3))
+    width = lambda r: r["ci95"][1] - r["ci95"][0]  # noqa: E731
+    assert naive["mean_diff"] == clustered["mean_diff"] == pytest.approx(once["mean_diff"])
+    assert width(naive) == pytest.approx(width(once) / np.sqrt(3), rel=0.15)  # pseudo-replication narrows it
+    assert width(clustered) == pytest.approx(width(once), rel=0.1)
+    assert (clustered["users"], clustered["clusters"], once["clusters"]) == (300, 100, 100)
+    # unequal repeats: the interval is of the pooled mean (a customer's rows weigh by their count)
+    uneven = paired_bootstrap(np.array([1.0, 1.0, 1.0, 0.0]), np.zeros(4), clusters=np.array([7, 7, 7, 9]), seed=2)
+    assert uneven["mean_diff"] == 0.75 and 0.0 <= uneven["ci95"][0] <= uneven["ci95"][1] <= 1.0
+
+
 def test_warmup_then_decay_by_hand() -> None:
     import torch
 

@@ -9,7 +9,7 @@ import pytest
 from ecomrec.candidates import Candidates
 from ecomrec.data.generic import from_files
 from ecomrec.data.split import make_split
-from ecomrec.evaluation.slices import few_basket_users, slice_values, summarise, target_kinds
+from ecomrec.evaluation.slices import few_basket_users, pooled, slice_values, summarise, target_kinds
 
 
 @pytest.fixture()
@@ -53,3 +53,7 @@ def test_the_slice_table_scores_each_kind_on_its_own_targets(split) -> None:
     assert table["few_baskets", "all"]["users"] == 1 and table["few_baskets", "new"]["users"] == 1
     diff = table["new", "new"]["comparisons"]["hybrid_rerank - hybrid"]
     assert diff["mean_diff"] == 0.0 and diff["users"] == 2  # identical methods: no difference
+    # the same customers pooled twice (two seeds of one origin) are two rows each, one cluster each
+    twice = {(row["slice"], row["ranking"]): row for row in summarise(pooled([slice_values(split, methods)] * 2))}
+    assert twice["new", "new"]["users"] == 4
+    assert twice["new", "new"]["comparisons"]["hybrid_rerank - hybrid"]["clusters"] == 2
