@@ -408,6 +408,10 @@ class RerankConfig(ConfigBase):
         After validation (orders kept, calibration), train each purchase model again on every
         cutoff it learned from plus the last, with the trees early stopping kept: the served model
         has seen the newest month's purchases too (issue 29's variant; benchmarks/README.md).
+    source_scores
+        ``raw``: the purchase model reads each source's score as the source gives it;
+        ``within_list``: rescaled to [0, 1] within each list (issue 29's variant: raw scores drift
+        between the cutoff the model learns from and the month it serves; benchmarks/README.md).
     cross_encoder
         The text model.
     """
@@ -425,6 +429,7 @@ class RerankConfig(ConfigBase):
     min_child_samples: StrictInt = Field(50, gt=0)
     models: StrictInt = Field(5, gt=0)
     learn_from_last: StrictBool = False
+    source_scores: Literal["raw", "within_list"] = "raw"
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
 

@@ -22,7 +22,7 @@ from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.text import history_text
 from ecomrec.rerank.examples import Examples, examples_at
-from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names
+from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names, within_list_scores
 from ecomrec.rerank.purchase import PurchaseModel, fit_platt
 from ecomrec.rerank.text_model import TextScorer
 from ecomrec.retrieval.base import Query, Retriever
@@ -205,7 +205,10 @@ class PurchaseReranker:
         return dict(self.training_.get("fit_seconds_by_stage", {}))
 
     def _features(self, name: str, features: np.ndarray, text: np.ndarray | None) -> np.ndarray:
-        """float [n, k, f] what model ``name`` reads: the collaborative features (the text model: text score last)."""
+        """float [n, k, f] what model ``name`` reads: the collaborative features (sources' scores
+        rescaled within each list where ``config.source_scores`` says so; the text model: text score last)."""
+        if self.config.source_scores == "within_list":
+            features = within_list_scores(features, self.names_)
         if name != TEXT_ORDER:
             return features
         assert text is not None

@@ -139,3 +139,22 @@ def test_a_refitted_purchase_model_learns_the_validation_rows_with_the_trees_it_
     assert model.importance()["noise"] > 0.3
     model.save(tmp_path, "model")
     np.testing.assert_array_equal(PurchaseModel.load(tmp_path, "model").margin(x_valid), model.margin(x_valid))
+
+
+def test_sources_scores_rescaled_within_each_list_lose_their_scale_and_keep_their_order() -> None:
+    from ecomrec.rerank.features import within_list_scores
+
+    names = ["fused_score", "als_score", "als_found", "itemknn_score", "itemknn_found"]
+    x = np.zeros((2, 3, 5), np.float32)
+    x[0, :, 0] = [0.3, 0.2, 0.1]
+    x[0, :, 1:3] = [[4.0, 1], [2.0, 1], [0.0, 0]]  # ALS found two: the third is unfound
+    x[0, :, 3:5] = [[-0.5, 1], [-0.5, 1], [-0.9, 1]]
+    x[1] = x[0]
+    x[1, :, 1] *= 10  # the same list later, ALS scores ten times larger
+    out = within_list_scores(x, names)
+    np.testing.assert_allclose(out[0, :, 1], [1.0, 0.0, 0.0])  # best, worst found, unfound
+    np.testing.assert_allclose(out[0, :, 3], [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(out[1], out[0])  # the scale is gone
+    np.testing.assert_array_equal(out[..., [0, 2, 4]], x[..., [0, 2, 4]])  # fused score and flags untouched
+    one = within_list_scores(x[:, :1], names)
+    assert one[0, 0, 1] == 1.0  # a source that found one candidate: its best

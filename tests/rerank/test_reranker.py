@@ -424,3 +424,26 @@ def test_learning_from_the_last_cutoff_trains_again_on_every_cutoff_after_valida
     candidates = hybrid.candidates(users, 40)
     p_refit, p_plain = (r.probabilities(users, [""] * len(users), candidates)[0] for r in (reranker, plain))
     assert np.isfinite(p_refit).all() and not np.allclose(p_refit, p_plain)  # a model that learnt more rows
+
+
+def test_within_list_source_scores_make_the_served_probabilities_blind_to_a_source_scale(fitted, tmp_path) -> None:
+    from ecomrec.candidates import Candidates
+    from ecomrec.rerank import training_examples
+
+    split, hybrid, _ = fitted
+    config = RerankConfig(text=False, cutoffs=2, window_days=15, candidates=40, trees=20, min_child_samples=10,
+                          source_scores="within_list")
+    examples = training_examples(split.history, hybrid, config)
+    users = split.users[:40]
+    served = hybrid.candidates(users, 40)
+    # the same lists with ALS's scores ten times larger (a shop whose history grew)
+    grown = Candidates(served.item_ids, served.scores, {**served.sources, "als_score": served.sources["als_score"] * 10})
+    for scores, same in (("within_list", True), ("raw", False)):
+        reranker = PurchaseReranker(config.replace(source_scores=scores)).fit(split.history, hybrid, examples=examples)
+        p, p_grown = (reranker.probabilities(users, [""] * len(users), c)[0] for c in (served, grown))
+        assert np.allclose(p, p_grown) == same, scores
+    reranked = RerankedRetriever(hybrid, PurchaseReranker(config), examples=examples).fit(split.history)
+    reranked.save(tmp_path / "reranked")
+    loaded = RerankedRetriever.load(tmp_path / "reranked")
+    assert loaded.reranker.config.source_scores == "within_list"
+    np.testing.assert_allclose(loaded.candidates(users, 20).scores, reranked.candidates(users, 20).scores, rtol=1e-6)
