@@ -24,10 +24,11 @@ The seed ensemble of five LightGBM models was judged again over that default at 
 (``--models 5``, removed since) and became the default, ``RerankConfig.models = 5``
 (benchmarks/README.md, "A seed ensemble of purchase models, again"). The slice gate
 (``--slice-gate``, ``RerankConfig.slice_gate``) was judged again at ``5c0408d`` and removed
-(benchmarks/README.md, "The slice gate, again"). ``--rerankers`` also fits the default hybrid's
-reranker with each of :data:`RERANKER_VARIANTS` named on the same examples
-(``rerank:default+<name>``: ``last``, after validation each purchase model learns again from
-both cutoffs; ``list``, sources' scores rescaled within each list; ``last+list``, both).
+(benchmarks/README.md, "The slice gate, again"). ``--rerankers last,list,last+list`` (the
+purchase model learning again from both cutoffs after validation, ``RerankConfig.learn_from_last``;
+sources' scores rescaled within each list, ``RerankConfig.source_scores``; both) were judged at
+``d8caea6`` and ``8a36fe0`` and removed (benchmarks/README.md, "Learning from the last cutoff"
+and "Scores that do not drift").
 Each run's report keeps every reranker's validation record (the order kept per kind of list and
 each order's ndcg@10 on the last cutoff) and, with ``--rerank``, the train/serve gap of the
 default reranker (:func:`train_serve_gap`).
@@ -42,7 +43,6 @@ the commit after ``d8caea6``), its per-user values beside the report (``.slices.
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-08-01,2011-09-01 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31,2017-09-28 --seeds 0,1,2 --rerank
     python benchmarks/bench_sequence.py --data ../shared/data/online-retail --origins 2011-09-01 --seeds 0,1,2 --rerank --hybrids default --reseed
-    python benchmarks/bench_sequence.py --dunnhumby ../shared/data/dunnhumby-sample --origins 2017-08-31 --seeds 0,1,2 --rerank --hybrids default --rerankers last,list,last+list
     python benchmarks/bench_sequence.py --merge seed0.json seed1.json --output both.json   # seeds run apart
     python benchmarks/bench_sequence.py --verdict results/bench_sequence_stable_online-retail.json results/bench_sequence_stable_dunnhumby.json
 """
@@ -70,9 +70,6 @@ logger = logging.getLogger("bench_sequence")
 KS = (10, 50, 100, 200)
 #: Issue 29's seed-to-seed spread bar on a report's ndcg@10 (half the 0.0097 it found).
 SPREAD_BAR = 0.0097 / 2
-#: ``--rerankers``: variants of the default reranker (RerankConfig fields), fitted on its examples.
-RERANKER_VARIANTS = {"last": {"learn_from_last": True}, "list": {"source_scores": "within_list"},
-                     "last+list": {"learn_from_last": True, "source_scores": "within_list"}}
 #: Each shop's fixed test window starts here (the Makefile's TEST_FROM, DUNNHUMBY_TEST_FROM): never scored here.
 TEST_FROM = {"online-retail": pd.Timestamp("2011-10-01"), "dunnhumby": pd.Timestamp("2017-10-29")}
 
@@ -149,9 +146,9 @@ def run_origin(data: Any, origin: pd.Timestamp, seed: int, args: argparse.Namesp
 
 def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.Namespace,
               seconds: dict[str, float]) -> tuple[dict[str, Any], Any]:
-    """The default reranker on each hybrid (and, with ``--reseed`` or ``--rerankers``, its
-    variants on the default hybrid's examples), all examples from one examples' bi-encoder; and the
-    default hybrid's examples at the last training cutoff."""
+    """The default reranker on each hybrid (and, with ``--reseed``, two other LightGBM seeds on the
+    default hybrid's examples), all examples from one examples' bi-encoder; and the default
+    hybrid's examples at the last training cutoff."""
     from ecomrec.rerank import PurchaseReranker, RerankedRetriever, training_examples
     from ecomrec.rerank.reranker import example_bi_encoder
 
@@ -167,7 +164,6 @@ def rerankers(history: Any, hybrids: dict[str, Any], seed: int, args: argparse.N
         own = {"": config}
         if variant == "default":
             own |= {f"+reseed{i}": config.replace(seed=seed + i) for i in (1, 2) if args.reseed}
-            own |= {f"+{name}": config.replace(**RERANKER_VARIANTS[name]) for name in args.rerankers}
         for suffix, reranker_config in own.items():
             start = time.perf_counter()
             reranker = PurchaseReranker(reranker_config)
@@ -185,7 +181,6 @@ def main() -> None:
     parser.add_argument("--rerank", action="store_true", help="also fit and score the default reranker on each hybrid")
     parser.add_argument("--hybrids", default="default,sequence", help="hybrid variants: default, sequence")
     parser.add_argument("--reseed", action="store_true", help="with --rerank: the default reranker with two other LightGBM seeds too")
-    parser.add_argument("--rerankers", default="", help=f"with --rerank: the default reranker's variants too, of {sorted(RERANKER_VARIANTS)}")
     parser.add_argument("--output", default=None)
     parser.add_argument("--verdict", nargs="+", metavar="REPORT", help="instead of running: the verdicts() of these reports")
     parser.add_argument("--merge", nargs="+", metavar="REPORT", help="instead of running: join these runs of one shop into --output")
@@ -201,9 +196,6 @@ def main() -> None:
     if not args.origins:
         parser.error("--origins is required to run")
     args.hybrids = ["default"] + [h for h in args.hybrids.split(",") if h != "default"]
-    args.rerankers = [name for name in args.rerankers.split(",") if name]
-    if unknown := set(args.rerankers) - set(RERANKER_VARIANTS):
-        parser.error(f"unknown --rerankers {sorted(unknown)}: one of {sorted(RERANKER_VARIANTS)}")
     data, shop = load_shop(args)
     origins = [pd.Timestamp(o) for o in args.origins.split(",")]
     if late := [str(o.date()) for o in origins if window_end(o) >= TEST_FROM[shop]]:
@@ -212,7 +204,7 @@ def main() -> None:
     report: dict[str, Any] = {"environment": environment(), "shop": shop, "origins": [str(o.date()) for o in origins],
                               "seeds": seeds, "rerank": args.rerank,
                               "hybrids": args.hybrids, "reseed": args.reseed,
-                              "rerankers": args.rerankers, "runs": {}}
+                              "runs": {}}
     output = Path(args.output or Path(__file__).resolve().parent / "results" / f"bench_sequence_{shop}.json")
     per_user: dict[int, dict[str, dict[str, list[np.ndarray]]]] = {}
     slices = []
@@ -298,7 +290,6 @@ def comparisons(args: argparse.Namespace) -> list[tuple[str, str]]:
     pairs = [(h, "hybrid:default") for h in hybrids[1:]]
     if args.rerank:
         rerankers = [f"rerank:{h}" for h in args.hybrids]
-        rerankers += [f"rerank:default+{name}" for name in args.rerankers]
         pairs += [(r, "rerank:default") for r in rerankers[1:]]
         pairs += [(r, "hybrid:" + r.split(":")[1].split("+")[0]) for r in rerankers]
     return pairs

@@ -404,14 +404,6 @@ class RerankConfig(ConfigBase):
         on validation origins of both shops for issue 29's spread bar; benchmarks/README.md, "A
         seed ensemble of purchase models, again"). An engine saved when the default was 1 serves
         the one model it saved (a purchase model's files say how many it has); a refit trains 5.
-    learn_from_last
-        After validation (orders kept, calibration), train each purchase model again on every
-        cutoff it learned from plus the last, with the trees early stopping kept: the served model
-        has seen the newest month's purchases too (issue 29's variant; benchmarks/README.md).
-    source_scores
-        ``raw``: the purchase model reads each source's score as the source gives it;
-        ``within_list``: rescaled to [0, 1] within each list (issue 29's variant: raw scores drift
-        between the cutoff the model learns from and the month it serves; benchmarks/README.md).
     cross_encoder
         The text model.
     """
@@ -428,8 +420,6 @@ class RerankConfig(ConfigBase):
     learning_rate: Real = Field(0.05, gt=0)
     min_child_samples: StrictInt = Field(50, gt=0)
     models: StrictInt = Field(5, gt=0)
-    learn_from_last: StrictBool = False
-    source_scores: Literal["raw", "within_list"] = "raw"
     cross_encoder: CrossEncoderConfig = Field(default_factory=CrossEncoderConfig)
     seed: StrictInt = 0
 

@@ -84,24 +84,3 @@ def candidate_features(candidates: Candidates, users: np.ndarray, stats: Collabo
     out = np.stack([np.asarray(c, dtype=np.float32) for c in columns], axis=-1)
     out[~valid] = 0.0
     return out
-
-
-def within_list_scores(features: np.ndarray, names: list[str]) -> np.ndarray:
-    """A copy of ``features`` [n, k, f] (columns ``names``) with each source's score rescaled within
-    each list to [0, 1] over the candidates that source found (1 for its best, 0 where it found
-    nothing). A source's raw scores drift with the log's size and its own training (ALS dot products
-    grow as a shop's history does), so a model that learnt thresholds in raw units months before
-    serving reads them wrong; the spread within a list does not drift that way. The fused score (a
-    weighted reciprocal rank) is left as it is."""
-    out = features.copy()
-    for i, name in enumerate(names):
-        if not name.endswith("_score") or name == "fused_score":
-            continue
-        found = features[..., names.index(name.removesuffix("_score") + "_found")] > 0
-        score = features[..., i].astype(np.float64)
-        low = np.where(found, score, np.inf).min(axis=1, keepdims=True)
-        span = np.where(found, score, -np.inf).max(axis=1, keepdims=True) - low
-        with np.errstate(invalid="ignore"):  # lists where the source found nothing: masked below
-            scaled = np.where(span > 0, (score - low) / np.where(span > 0, span, 1.0), 1.0)
-        out[..., i] = np.where(found, scaled, 0.0)
-    return out

@@ -35,18 +35,6 @@ class PurchaseModel:
                                    callbacks=[lgb.early_stopping(50, verbose=False)]) for i in range(self.models)]
         return self
 
-    def refit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> PurchaseModel:
-        """Each booster trained again from scratch on ``x`` (its training rows and its validation
-        rows together), with its own parameters and the trees early stopping kept: no rows are left
-        to stop on, so the number validation chose is reused."""
-        import lightgbm as lgb
-
-        train = lgb.Dataset(x, label=y.astype(np.float32), group=groups, feature_name=self.boosters[0].feature_name(),
-                            free_raw_data=True)
-        trees = self.best_iterations
-        self.boosters = [lgb.train(self._booster_params(i), train, num_boost_round=t) for i, t in enumerate(trees)]
-        return self
-
     def _booster_params(self, i: int) -> dict:
         """Booster ``i``'s parameters: its own bagging seeds (the first is the single model; the
         data's binning, seeded by ``seed``, is shared)."""
@@ -57,8 +45,8 @@ class PurchaseModel:
 
     @property
     def best_iterations(self) -> list[int]:
-        """Trees kept by early stopping (all of a refitted booster's), per booster."""
-        return [int(b.best_iteration or b.current_iteration()) for b in self.boosters]
+        """Trees kept by early stopping, per booster."""
+        return [int(b.best_iteration) for b in self.boosters]
 
     def margin(self, x: np.ndarray) -> np.ndarray:
         """Raw scores (log-odds before calibration), float64 [n]: the boosters' mean."""

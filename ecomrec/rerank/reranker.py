@@ -22,7 +22,7 @@ from ecomrec.data.catalog import Catalog
 from ecomrec.data.dataset import Dataset
 from ecomrec.data.text import history_text
 from ecomrec.rerank.examples import Examples, examples_at
-from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names, within_list_scores
+from ecomrec.rerank.features import CollaborativeStats, candidate_features, feature_names
 from ecomrec.rerank.purchase import PurchaseModel, fit_platt
 from ecomrec.rerank.text_model import TextScorer
 from ecomrec.retrieval.base import Query, Retriever
@@ -165,8 +165,6 @@ class PurchaseReranker:
         }
         if warm is not None:
             self.training_["warm_start"] = warm
-        if cfg.learn_from_last:
-            self._learn_from_last(fit_on, valid, text)
         return self
 
     def _warm_verdict(self, served: PurchaseReranker, valid: Examples) -> dict[str, Any]:
@@ -205,10 +203,7 @@ class PurchaseReranker:
         return dict(self.training_.get("fit_seconds_by_stage", {}))
 
     def _features(self, name: str, features: np.ndarray, text: np.ndarray | None) -> np.ndarray:
-        """float [n, k, f] what model ``name`` reads: the collaborative features (sources' scores
-        rescaled within each list where ``config.source_scores`` says so; the text model: text score last)."""
-        if self.config.source_scores == "within_list":
-            features = within_list_scores(features, self.names_)
+        """float [n, k, f] what model ``name`` reads: the collaborative features (the text model: text score last)."""
         if name != TEXT_ORDER:
             return features
         assert text is not None
@@ -217,27 +212,16 @@ class PurchaseReranker:
     def _train(self, fit_on: Examples, valid: Examples, text: np.ndarray | None = None, text_valid: np.ndarray | None = None) -> PurchaseModel:
         """A purchase model on ``fit_on``'s candidates (and text score, when given), early-stopped on ``valid``'s ndcg@10."""
         name = MODEL_ORDER if text is None else TEXT_ORDER
+
+        def rows(examples: Examples, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            shown = examples.candidates.item_ids >= 0
+            per_user = shown.sum(axis=1)
+            return self._features(name, examples.features, scores)[shown], examples.labels[shown], per_user[per_user > 0]
+
         cfg = self.config
         model = PurchaseModel(trees=cfg.trees, leaves=cfg.leaves, learning_rate=cfg.learning_rate,
                               min_child_samples=cfg.min_child_samples, seed=cfg.seed, models=cfg.models)
-        return model.fit(*self._rows(name, fit_on, text), *self._rows(name, valid, text_valid),
-                         self.names_ + (["text_score"] if text is not None else []))
-
-    def _rows(self, name: str, examples: Examples, text: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Model ``name``'s rows of ``examples``: features of the shown candidates, their labels, candidates per list."""
-        shown = examples.candidates.item_ids >= 0
-        per_user = shown.sum(axis=1)
-        return self._features(name, examples.features, text)[shown], examples.labels[shown], per_user[per_user > 0]
-
-    def _learn_from_last(self, fit_on: Examples, valid: Examples, text: dict[int, np.ndarray]) -> None:
-        """``config.learn_from_last``: each trained purchase model (not a served one kept by the warm
-        verdict) learns again from ``fit_on`` and ``valid`` together, with the trees it kept."""
-        for name, model in self.models_.items():
-            if name == MODEL_ORDER and self.training_.get("warm_start", {}).get("purchase_model") == "served":
-                continue
-            parts = [self._rows(name, e, text.get(id(e))) for e in (fit_on, valid)]
-            model.refit(*(np.concatenate(columns) for columns in zip(*parts)))
-        self.training_["learned_from_last"] = {name: model.best_iterations for name, model in self.models_.items()}
+        return model.fit(*rows(fit_on, text), *rows(valid, text_valid), self.names_ + (["text_score"] if text is not None else []))
 
     def _margin(self, name: str, candidates: Candidates, features: np.ndarray, text: np.ndarray | None) -> np.ndarray:
         """float64 [n, k] model ``name``'s log-odds before calibration (NaN for padding)."""
