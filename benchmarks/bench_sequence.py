@@ -269,7 +269,7 @@ def over_seeds(by_seed: dict[Any, dict[str, Any]], pairs: list[tuple[str, str]])
 def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One report of runs made apart (other seeds of the same shop, origins and variants): runs and
     per-seed rows joined, spreads over all the seeds; slices stay per run (``slices_by_run``), as
-    they pool users and the per-user values are not kept."""
+    they pool users (each report's per-user values are in its own ``.slices.npz``)."""
     first = reports[0]
     same = ("shop", "origins", "rerank", "hybrids", "reseed", "slice_gate", "learn_from_last", "rerankers", "resamples", "models", "cutoffs")  # older runs' too
     if any(r.get(key) != first.get(key) for r in reports[1:] for key in same):

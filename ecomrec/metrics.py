@@ -162,18 +162,21 @@ def paired_bootstrap(values: np.ndarray, baseline: np.ndarray, *, samples: int =
 
     a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
     diff = a - b
-    labels, index = np.unique(np.asarray(clusters if clusters is not None else []), return_inverse=True)
-    groups = len(labels) if clusters is not None else len(diff)
+    clusters = np.arange(len(diff)) if clusters is None else np.asarray(clusters)
+    if len(clusters) != len(diff):
+        raise ValueError(f"clusters needs one label per value: {len(clusters)} labels for {len(diff)} values")
+    labels, index = np.unique(clusters, return_inverse=True)
+    groups = len(labels)
     if np.ptp(diff) == 0:  # every user differs by the same amount: no spread to resample
         low = high = float(diff[0]) if len(diff) else float("nan")
-    elif groups < len(diff):
-        sums, counts = np.bincount(index, weights=diff), np.bincount(index).astype(np.float64)
-        result = bootstrap((sums, counts), lambda s, c, axis: s.sum(axis=axis) / c.sum(axis=axis), paired=True, vectorized=True,
-                           n_resamples=samples, confidence_level=0.95, method="percentile", random_state=seed)
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     else:
-        result = bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
-                           n_resamples=samples, confidence_level=0.95, method="percentile", random_state=seed)
+        if groups < len(diff):  # whole clusters resampled: the statistic is their pooled mean difference
+            data = (np.bincount(index, weights=diff), np.bincount(index).astype(np.float64))
+            statistic = lambda s, c, axis: s.sum(axis=axis) / c.sum(axis=axis)  # noqa: E731
+        else:
+            data, statistic = (a, b), lambda x, y, axis: np.mean(x - y, axis=axis)  # noqa: E731
+        result = bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=samples, confidence_level=0.95,
+                           method="percentile", random_state=seed)
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return {"mean_diff": float(diff.mean()), "ci95": [low, high], "users": int(len(diff)), "clusters": int(groups),
             "excludes_zero": bool(low > 0 or high < 0)}
